@@ -1,0 +1,18 @@
+//! CapeControl core: the domain types (manifest, errors, state machines, policy), the ports
+//! (store, executor) and the orchestrator. No database or Docker crate is used here: those
+//! adapters live in `capecontrol-store` and `capecontrol-exec`.
+
+pub mod agent;
+pub mod error;
+pub mod manifest;
+pub mod policy;
+pub mod slug;
+pub mod state;
+pub mod validate;
+
+pub use agent::{AgentBase, StepRecord, TaskContext, TaskHost, ToolCall, ToolContext};
+pub use error::{Error, ErrorCategory, FieldError, Result};
+pub use manifest::Manifest;
+pub use policy::{Principal, Scope, missing_scopes};
+pub use slug::slugify;
+pub use state::{AgentStatus, RunStatus, TaskStatus, TransitionError, VersionStatus};

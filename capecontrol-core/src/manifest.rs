@@ -1,0 +1,294 @@
+//! The agent manifest (blueprint §6.1), field for field, plus what the Rust platform adds:
+//! `runtime` (native or container) and per-task / per-tool interface declarations.
+//!
+//! These types are the *wire format*. They derive serde and schemars; the JSON Schema generated
+//! from them is checked in at `schemas/manifest.schema.json`. Deserializing a manifest does not
+//! validate it: use [`crate::validate::validate_manifest`], which reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An agent manifest (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "CapeControl agent manifest")]
+pub struct Manifest {
+    /// Display name, 1–64 characters, not blank.
+    pub name: String,
+    /// Strict SemVer 2.0.0 (`1.2.3`, `1.0.0-rc.1+build.5`).
+    pub version: String,
+    /// What the agent does; not blank.
+    pub description: String,
+    /// Where the agent appears in a host UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Marketplace category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Names of the agent's tools (`^[a-z_][a-z0-9_]*$`, unique).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// What the agent needs from its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Dependencies>,
+    /// Execution limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+    /// Scopes, roles and data the agent needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+    /// Events, schedules and webhooks that start the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Triggers>,
+    /// Presentation and the settings form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<Ui>,
+    /// How the agent runs: in-process (`native`, the default) or in a container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// The agent's tasks with their input and output schemas (added by the Rust platform).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskDecl>,
+    /// Details of the tools named in `tools` (added by the Rust platform).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_specs: Vec<ToolDecl>,
+}
+
+/// Where an agent is placed in a host UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// A conversational surface.
+    Chat,
+    /// A dashboard widget.
+    Dashboard,
+    /// A step in a workflow.
+    Workflow,
+    /// Runs without a surface.
+    Background,
+}
+
+/// Marketplace category of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// Contextual guidance, onboarding, conversational flows.
+    AiAssisted,
+    /// A business or IoT domain.
+    DomainSpecific,
+    /// Protects, logs or governs other agents.
+    Middleware,
+    /// Anything else.
+    Utility,
+}
+
+/// `dependencies`: what an agent needs from its host environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dependencies {
+    /// A version requirement on the language runtime (`>=3.9`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// Package requirements (`fastapi>=0.104.0`, `pydantic>=2,<3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// Services the host must provide (`redis`, `postgresql`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// `config`: execution limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Wall-clock limit of one attempt, in seconds (1..=300, default 30).
+    #[serde(default = "Config::default_timeout")]
+    pub timeout: u32,
+    /// Retries after the first attempt (0..=10, default 3).
+    #[serde(default = "Config::default_retries")]
+    pub retries: u32,
+    /// Memory limit, a number and a unit (`512MB`, `1GiB`), at least 6 MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    /// CPU limit in cores, a decimal string greater than 0 (`"0.5"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// Tasks of this agent that may run at once (≥ 1, default 5).
+    #[serde(default = "Config::default_concurrent_tasks")]
+    pub concurrent_tasks: u32,
+}
+
+impl Config {
+    /// Default `timeout`: 30 seconds.
+    pub const DEFAULT_TIMEOUT: u32 = 30;
+    /// Largest `timeout`: 300 seconds.
+    pub const MAX_TIMEOUT: u32 = 300;
+    /// Default `retries`.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Largest `retries`.
+    pub const MAX_RETRIES: u32 = 10;
+    /// Default `concurrent_tasks`.
+    pub const DEFAULT_CONCURRENT_TASKS: u32 = 5;
+    /// Smallest `memory_limit`, in bytes (6 MB).
+    pub const MIN_MEMORY_BYTES: u64 = 6_000_000;
+
+    fn default_timeout() -> u32 {
+        Self::DEFAULT_TIMEOUT
+    }
+    fn default_retries() -> u32 {
+        Self::DEFAULT_RETRIES
+    }
+    fn default_concurrent_tasks() -> u32 {
+        Self::DEFAULT_CONCURRENT_TASKS
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            timeout: Self::DEFAULT_TIMEOUT,
+            retries: Self::DEFAULT_RETRIES,
+            memory_limit: None,
+            cpu_limit: None,
+            concurrent_tasks: Self::DEFAULT_CONCURRENT_TASKS,
+        }
+    }
+}
+
+/// `permissions`: what the agent may do and who may use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    /// Policy scopes (`resource:action`, action may be `*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Roles of which a principal must hold at least one to install or use the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_roles: Vec<String>,
+    /// Kinds of data the agent reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_access: Vec<String>,
+}
+
+/// `triggers`: what starts the agent besides a direct submit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Triggers {
+    /// Dotted lowercase event names (`payment.completed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// 5-field cron expressions (`0 9 * * MON`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<String>,
+    /// Absolute webhook paths (`/api/agents/{id}/webhook`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
+}
+
+/// `ui`: presentation and the installation settings form.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ui {
+    /// An icon (an emoji or a short name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// `#RGB` or `#RRGGBB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    /// One line about the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description_short: Option<String>,
+    /// A JSON Schema (draft 2020-12, type object) of the installation settings; properties with
+    /// `"secret": true` are secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_schema: Option<serde_json::Value>,
+}
+
+/// How an agent runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Runtime {
+    /// Compiled into the host and run in-process.
+    #[default]
+    Native,
+    /// Packaged as a container image and run isolated.
+    Container {
+        /// The image reference (`capecontrol/finance-agent:1.2.0`).
+        image: String,
+        /// The command to run (the image's entrypoint when empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        command: Vec<String>,
+        /// Extra environment variables (never secrets: those come from settings).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+}
+
+/// One task of the agent, with its input and output schemas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDecl {
+    /// The task's name (an identifier, like tools).
+    pub name: String,
+    /// What the task does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the task's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of the task's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+    /// A narrower timeout for this task, in seconds (1..=300, at most `config.timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+}
+
+/// Details of one tool named in `tools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolDecl {
+    /// The tool's name; must be listed in `tools`.
+    pub name: String,
+    /// What the tool does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The scope a caller's installation must grant to call the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// JSON Schema of the tool's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of the tool's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+}
+
+impl Manifest {
+    /// The effective execution limits (`config` or its defaults).
+    pub fn config(&self) -> Config {
+        self.config.clone().unwrap_or_default()
+    }
+
+    /// The effective permissions (`permissions` or none).
+    pub fn permissions(&self) -> Permissions {
+        self.permissions.clone().unwrap_or_default()
+    }
+
+    /// The effective runtime (`runtime` or native).
+    pub fn runtime(&self) -> Runtime {
+        self.runtime.clone().unwrap_or_default()
+    }
+
+    /// The declaration of task `name`, if any.
+    pub fn task(&self, name: &str) -> Option<&TaskDecl> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
+    /// The declaration of tool `name`, if any.
+    pub fn tool_spec(&self, name: &str) -> Option<&ToolDecl> {
+        self.tool_specs.iter().find(|t| t.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! Procedural macros of CapeControl. Not built yet: the agent SDK issue fills this crate in.
