@@ -4,10 +4,12 @@
 
 pub mod agent;
 pub mod error;
+pub mod events;
 pub mod manifest;
 pub mod policy;
 pub mod slug;
 pub mod state;
+pub mod store;
 pub mod validate;
 
 pub use agent::{AgentBase, StepRecord, TaskContext, TaskHost, ToolCall, ToolContext};

@@ -1,0 +1,3 @@
+//! `MemoryStore`: the in-memory store (the embedded default and the test double).
+//!
+//! Not built yet: the registry issue (#4) fills this module in.

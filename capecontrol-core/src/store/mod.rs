@@ -1,0 +1,601 @@
+//! The `Store` port: agents, versions, installations, tasks (the queue), runs (the step
+//! journal), task events and audit events — blueprint §4's five tables plus installations and
+//! task events.
+//!
+//! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
+//! [`RegistryStore`], [`QueueStore`] and [`AuditStore`]; [`Store`] is all three. Backends:
+//! [`memory::MemoryStore`] (the embedded default) here and `PostgresStore` in
+//! `capecontrol-store`. Both pass the same conformance suite.
+//!
+//! # Queue semantics
+//!
+//! - [`QueueStore::enqueue`] inserts a `queued` task with a priority (higher first), a run-at
+//!   time and an optional idempotency key (unique per user: a second enqueue with the same key
+//!   returns the first task, `created = false`).
+//! - [`QueueStore::claim`] takes up to `limit` due tasks, by priority then age, sets them
+//!   `running` under a [`Lease`] that expires at `now + lease` (the backend's clock), and never
+//!   exceeds a task's `concurrency_limit` counted over all running tasks of the same agent.
+//!   Claimers never get the same task (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+//! - Every write by a worker ([`QueueStore::heartbeat`], [`QueueStore::journal`],
+//!   [`QueueStore::finish`], [`QueueStore::release`]) is *fenced* by the lease: if the lease was
+//!   lost (expired and reclaimed, or the task was finished by someone else), the call returns
+//!   [`Error::Conflict`] and changes nothing.
+//! - [`QueueStore::reclaim_expired`] puts tasks whose lease expired back to `queued` (through
+//!   `failed → queued`, the blueprint's retry edge), or fails them when no attempt is left.
+//! - [`QueueStore::cancel`] cancels a queued task at once; for a running task it sets a flag
+//!   that the holder of the lease learns from its next heartbeat.
+//!
+//! # Events and audit
+//!
+//! Each state change of a task writes one [`TaskEvent`] and one audit event *in the same
+//! transaction* as the change. Event sequence numbers are per task and gap-free: a worker holding
+//! a lease numbers the events it reports (starting after [`Claimed::last_seq`]); the store numbers
+//! the lifecycle events it writes itself after those. Committed events are published to
+//! [`QueueStore::subscribe`]rs; [`QueueStore::publish`] sends a not-yet-persisted event live (a
+//! step that started), which is persisted later with the same number by the next fenced write.
+
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::agent::StepRecord;
+use crate::error::{Error, Result};
+use crate::events::TaskEvent;
+use crate::policy::Principal;
+use crate::state::{AgentStatus, TaskStatus, VersionStatus};
+
+/// A registered agent (the `agents` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Stable identifier (the slug, unless given).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Unique URL-safe name derived from `name`.
+    pub slug: String,
+    /// What the agent does.
+    pub description: Option<String>,
+    /// Marketplace category (`domain-specific`).
+    pub category: Option<String>,
+    /// Capabilities (the tools and tasks of the current manifest), as JSON.
+    pub capabilities: Option<Value>,
+    /// The policy scopes of the current manifest.
+    pub policy_scopes: Vec<String>,
+    /// The current manifest.
+    pub manifest: Option<Value>,
+    /// Lifecycle status.
+    pub status: AgentStatus,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last updated at (set by the store on every update).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A partial update of an agent (PATCH semantics: `None` leaves a field as it is).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentPatch {
+    /// New display name (the slug does not change).
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category.
+    pub category: Option<String>,
+    /// New capabilities.
+    pub capabilities: Option<Value>,
+    /// New policy scopes.
+    pub policy_scopes: Option<Vec<String>>,
+    /// New current manifest.
+    pub manifest: Option<Value>,
+    /// New status (checked against the agent state machine by the caller).
+    pub status: Option<AgentStatus>,
+}
+
+/// A version of an agent (the `agent_versions` table, plus a changelog).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Identifier.
+    pub id: Uuid,
+    /// The agent.
+    pub agent_id: String,
+    /// SemVer string, equal to `manifest.version`.
+    pub version: String,
+    /// The manifest of this version.
+    pub manifest: Value,
+    /// Lifecycle status.
+    pub status: VersionStatus,
+    /// What changed, for the marketplace's version history.
+    pub changelog: Option<String>,
+    /// When it was published.
+    pub published_at: Option<DateTime<Utc>>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An agent installed for a principal (user), with the scopes granted and the settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallationRecord {
+    /// Identifier.
+    pub id: Uuid,
+    /// The agent.
+    pub agent_id: String,
+    /// The user it is installed for (one installation per agent and user).
+    pub user_id: String,
+    /// The installed version.
+    pub version: String,
+    /// Scopes granted to the agent.
+    pub granted_scopes: Vec<String>,
+    /// Settings, validated against the manifest's `ui.settings_schema`. Secrets included: never
+    /// list, log or audit this field unredacted.
+    pub settings: Value,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last updated at.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Filters of [`RegistryStore::list_agents`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentFilter {
+    /// Only agents of this status.
+    pub status: Option<AgentStatus>,
+    /// Only agents of this category.
+    pub category: Option<String>,
+}
+
+/// Sort order of the catalog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogSort {
+    /// By name, A to Z.
+    #[default]
+    Name,
+    /// Most recently published first.
+    RecentlyPublished,
+    /// Most recently updated first.
+    RecentlyUpdated,
+}
+
+/// A marketplace query: published agents only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogQuery {
+    /// Only this category (`domain-specific`).
+    pub category: Option<String>,
+    /// Only this placement (`dashboard`).
+    pub placement: Option<String>,
+    /// Case-insensitive text matched against name and description.
+    pub text: Option<String>,
+    /// Sort order.
+    pub sort: CatalogSort,
+    /// Entries to skip.
+    pub offset: usize,
+    /// Entries to return at most (1..=100).
+    pub limit: usize,
+}
+
+impl Default for CatalogQuery {
+    fn default() -> Self {
+        Self {
+            category: None,
+            placement: None,
+            text: None,
+            sort: CatalogSort::default(),
+            offset: 0,
+            limit: 20,
+        }
+    }
+}
+
+/// One entry of the marketplace: an agent and its published version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The agent.
+    pub agent: AgentRecord,
+    /// Its published version.
+    pub version: VersionRecord,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many items match in all.
+    pub total: usize,
+}
+
+/// Agents, versions and installations.
+#[async_trait]
+pub trait RegistryStore: Send + Sync {
+    /// Inserts an agent; a duplicate id or slug is [`Error::Conflict`].
+    async fn insert_agent(&self, agent: AgentRecord) -> Result<AgentRecord>;
+    /// Applies a partial update; sets `updated_at`. Unknown agent → not-found.
+    async fn update_agent(&self, id: &str, patch: AgentPatch) -> Result<AgentRecord>;
+    /// The agent with this id or slug.
+    async fn get_agent(&self, id_or_slug: &str) -> Result<AgentRecord>;
+    /// Agents matching `filter`, by name.
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<AgentRecord>>;
+
+    /// Inserts a version; a duplicate (agent, version) is [`Error::Conflict`].
+    async fn insert_version(&self, version: VersionRecord) -> Result<VersionRecord>;
+    /// One version of an agent.
+    async fn get_version(&self, agent_id: &str, version: &str) -> Result<VersionRecord>;
+    /// All versions of an agent, oldest first.
+    async fn list_versions(&self, agent_id: &str) -> Result<Vec<VersionRecord>>;
+    /// Publishes `version` (it must be `draft`) and archives the previously published version,
+    /// atomically; sets the agent `published` with the version's manifest. Returns the
+    /// published version and the archived one.
+    async fn publish_version(
+        &self,
+        agent_id: &str,
+        version: &str,
+    ) -> Result<(VersionRecord, Option<VersionRecord>)>;
+    /// Moves a version from `from` to `to` if it is in `from` (else conflict).
+    async fn set_version_status(
+        &self,
+        agent_id: &str,
+        version: &str,
+        from: VersionStatus,
+        to: VersionStatus,
+    ) -> Result<VersionRecord>;
+    /// Published agents for the marketplace.
+    async fn catalog(&self, query: &CatalogQuery) -> Result<Page<CatalogEntry>>;
+
+    /// Inserts or replaces the installation of (agent, user).
+    async fn upsert_installation(
+        &self,
+        installation: InstallationRecord,
+    ) -> Result<InstallationRecord>;
+    /// The installation of `agent_id` for `user_id`.
+    async fn get_installation(&self, agent_id: &str, user_id: &str) -> Result<InstallationRecord>;
+    /// The installations of a user.
+    async fn list_installations(&self, user_id: &str) -> Result<Vec<InstallationRecord>>;
+    /// Removes an installation; not installed → not-found.
+    async fn delete_installation(&self, agent_id: &str, user_id: &str) -> Result<()>;
+}
+
+/// A task to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    /// The task's id (chosen by the caller, so that an enqueue inside the caller's transaction
+    /// can be referred to).
+    pub id: Uuid,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent version to run.
+    pub version: String,
+    /// The task's name within the agent (stored in `goal`).
+    pub task: String,
+    /// The JSON input.
+    pub input: Value,
+    /// Who submitted it (its `user_id` is the task's user).
+    pub principal: Principal,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Not before this time (`None`: now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Submits with the same key (per user) return the same task.
+    pub idempotency_key: Option<String>,
+    /// Attempts in all (1 + `config.retries`).
+    pub max_attempts: u32,
+    /// At most this many tasks of the agent run at once (`config.concurrent_tasks`).
+    pub concurrency_limit: u32,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Extra audit events written in the same transaction (policy decisions, say).
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// A task (the `tasks` table plus the queue columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Identifier.
+    pub id: Uuid,
+    /// The user that submitted it.
+    pub user_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent version.
+    pub version: String,
+    /// The task's name (the `goal` column).
+    pub task: String,
+    /// The input.
+    pub input: Value,
+    /// The output, once completed.
+    pub output: Option<Value>,
+    /// Status.
+    pub status: TaskStatus,
+    /// The principal that submitted it.
+    pub principal: Principal,
+    /// Priority, higher first.
+    pub priority: i32,
+    /// Due time.
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// Per-agent concurrency limit.
+    pub concurrency_limit: u32,
+    /// Wall-clock limit of one attempt.
+    pub timeout: Duration,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the lease expires.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Whether a cancellation was requested while running.
+    pub cancel_requested: bool,
+    /// The last error (message in `error_message`, the whole error here).
+    pub error: Option<Error>,
+    /// The last error's message (the blueprint's `error_message`).
+    pub error_message: Option<String>,
+    /// When the current or last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The result of [`QueueStore::enqueue`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enqueued {
+    /// The task (an existing one when the idempotency key was seen before).
+    pub task: TaskRecord,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// A claim request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The claiming worker (node and worker id).
+    pub worker: String,
+    /// Tasks to claim at most.
+    pub limit: usize,
+    /// How long the lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Only tasks of these agents (`None`: any).
+    pub agents: Option<Vec<String>>,
+}
+
+/// The right to write a running task: fenced by `token`, fresh on every claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The task.
+    pub task_id: Uuid,
+    /// The worker.
+    pub owner: String,
+    /// Fencing token, unique per claim.
+    pub token: Uuid,
+    /// Expiry on the store's clock.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A claimed task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claimed {
+    /// The task, now `running`, `attempts` counting this attempt.
+    pub task: TaskRecord,
+    /// The lease.
+    pub lease: Lease,
+    /// The steps journaled so far (for a replay).
+    pub steps: Vec<StepRecord>,
+    /// The task's last event number (the `started` event the claim wrote): the worker numbers
+    /// its own events after it.
+    pub last_seq: u64,
+}
+
+/// What a heartbeat learns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The lease's new expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Whether someone asked to cancel the task.
+    pub cancel_requested: bool,
+}
+
+/// A fenced journal write: a step row, events and audit, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JournalWrite {
+    /// A step to insert or update (by task and step number).
+    pub step: Option<StepRecord>,
+    /// Events, numbered by the worker, to persist.
+    pub events: Vec<TaskEvent>,
+    /// Audit events to persist.
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Completed with an output.
+    Completed {
+        /// The output.
+        output: Value,
+    },
+    /// Failed; queued again at `retry_at` if given (`failed → queued`), else failed for good.
+    Failed {
+        /// Why.
+        error: Error,
+        /// When to run again (`None`: terminal).
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Stopped because of a cancellation.
+    Cancelled,
+}
+
+/// The end of an attempt: the outcome plus events and audit not yet persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// Events, numbered by the worker, to persist before the outcome's own event.
+    pub events: Vec<TaskEvent>,
+    /// Audit events to persist.
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// Filters of [`QueueStore::list_tasks`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskFilter {
+    /// Only this user's tasks.
+    pub user_id: Option<String>,
+    /// Only this agent's tasks.
+    pub agent_id: Option<String>,
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// At most this many, newest first (`None`: 100).
+    pub limit: Option<usize>,
+}
+
+/// The task queue, the step journal and task events.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Enqueues a task (see the module docs); writes its `queued` event and audit event.
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued>;
+    /// Claims due tasks under leases (see the module docs); writes `started` events.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Extends a lease by `extend` from now; reports a requested cancellation.
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat>;
+    /// A fenced write of a step, events and audit, in one transaction.
+    async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()>;
+    /// Ends the attempt (fenced): completed, failed (maybe requeued) or cancelled.
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord>;
+    /// Gives a running task back to the queue without counting the attempt (graceful shutdown).
+    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()>;
+    /// Requeues (or fails, when no attempt is left) the running tasks whose lease expired on
+    /// the store's clock; returns their ids.
+    async fn reclaim_expired(&self) -> Result<Vec<Uuid>>;
+    /// Cancels a queued task at once, or flags a running one; a final task is a conflict.
+    async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord>;
+    /// One task.
+    async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord>;
+    /// Tasks matching `filter`, newest first.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>>;
+    /// The journaled steps of a task, by step number.
+    async fn steps(&self, task_id: Uuid) -> Result<Vec<StepRecord>>;
+    /// The persisted events of a task with `seq > after`, in order.
+    async fn events(&self, task_id: Uuid, after: u64) -> Result<Vec<TaskEvent>>;
+    /// Sends an event live without persisting it (it is persisted later by a fenced write).
+    async fn publish(&self, event: TaskEvent) -> Result<()>;
+    /// Live events of all tasks: committed ones and published ones (a watcher deduplicates by
+    /// sequence number).
+    fn subscribe(&self) -> broadcast::Receiver<TaskEvent>;
+    /// A signal that fires when new work may be due (an enqueue, a release, a reclaim).
+    fn wakeups(&self) -> broadcast::Receiver<()>;
+    /// Queued tasks (the `task_queue_depth` metric).
+    async fn queue_depth(&self) -> Result<u64>;
+}
+
+/// An audit event to write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEvent {
+    /// The task concerned.
+    pub task_id: Option<Uuid>,
+    /// The agent concerned.
+    pub agent_id: Option<String>,
+    /// Who acted.
+    pub user_id: Option<String>,
+    /// What happened (`agent.created`, `task.queued`, `policy.denied`, …).
+    pub event_type: String,
+    /// Details (never secrets).
+    pub payload: Value,
+    /// The client's IP address, when known.
+    pub ip_address: Option<std::net::IpAddr>,
+    /// The client's user agent, when known.
+    pub user_agent: Option<String>,
+}
+
+impl NewAuditEvent {
+    /// An audit event of `event_type` by `principal` (who, IP, user agent).
+    pub fn by(principal: &Principal, event_type: impl Into<String>, payload: Value) -> Self {
+        Self {
+            task_id: None,
+            agent_id: None,
+            user_id: Some(principal.user_id.clone()),
+            event_type: event_type.into(),
+            payload,
+            ip_address: principal.ip_address,
+            user_agent: principal.user_agent.clone(),
+        }
+    }
+
+    /// Sets the agent concerned.
+    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+
+    /// Sets the task concerned.
+    pub fn task(mut self, task_id: Uuid) -> Self {
+        self.task_id = Some(task_id);
+        self
+    }
+}
+
+/// A stored audit event (the `audit_events` table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Identifier, increasing.
+    pub id: i64,
+    /// The task concerned.
+    pub task_id: Option<Uuid>,
+    /// The agent concerned.
+    pub agent_id: Option<String>,
+    /// Who acted.
+    pub user_id: Option<String>,
+    /// What happened.
+    pub event_type: String,
+    /// Details.
+    pub payload: Value,
+    /// The client's IP address.
+    pub ip_address: Option<std::net::IpAddr>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of [`AuditStore::list_audit`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Only events of this task.
+    pub task_id: Option<Uuid>,
+    /// Only events of this agent.
+    pub agent_id: Option<String>,
+    /// Only events by this user.
+    pub user_id: Option<String>,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// At most this many, oldest first (`None`: 1000).
+    pub limit: Option<usize>,
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends one audit event.
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent>;
+    /// Audit events matching `filter`, oldest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
+}
+
+/// A complete store: registry, queue and audit.
+pub trait Store: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static {}
+
+impl<T: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static> Store for T {}
+
+/// The error a fenced write returns when its lease is gone.
+pub fn lease_lost(task_id: Uuid) -> Error {
+    Error::conflict(format!("lease on task {task_id} was lost"))
+}
