@@ -48,7 +48,7 @@ use serde_json::Value;
 use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
-pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES};
+pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, too_large_error};
 pub use settings::{REDACTED, redact_settings, secret_settings, validate_json_schema};
 pub use units::{parse_cpu_limit, parse_memory_limit};
 

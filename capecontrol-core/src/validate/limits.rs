@@ -13,7 +13,9 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 /// `{"a": []}` is 2). Deeper documents are rejected before parsing.
 pub const MAX_DEPTH: usize = 128;
 
-fn too_large(len: usize) -> FieldError {
+/// The error for a document of `len` bytes, over [`MAX_MANIFEST_BYTES`] (for callers that
+/// learn the size without reading it all, like the CLI).
+pub fn too_large_error(len: u64) -> FieldError {
     FieldError::new(
         "",
         format!("is larger than 1 MiB ({len} bytes; at most {MAX_MANIFEST_BYTES} are accepted)"),
@@ -27,7 +29,7 @@ fn too_deep() -> FieldError {
 /// Checks the size and the nesting depth of a JSON document's bytes, without parsing it.
 pub(super) fn check_bytes(bytes: &[u8]) -> Result<(), FieldError> {
     if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(too_large(bytes.len()));
+        return Err(too_large_error(bytes.len() as u64));
     }
     if bytes_depth_exceeds(bytes, MAX_DEPTH) {
         return Err(too_deep());
@@ -74,7 +76,7 @@ pub(super) fn check_value(value: &Value) -> Result<(), FieldError> {
     let mut counter = Counter(0);
     // Serializing recurses, but only as deep as the depth just checked; it stops early.
     if serde_json::to_writer(&mut counter, value).is_err() {
-        return Err(too_large(counter.0));
+        return Err(too_large_error(counter.0 as u64));
     }
     Ok(())
 }
