@@ -40,6 +40,7 @@ mod schema_errors;
 mod settings;
 mod units;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use serde::Deserialize;
@@ -91,10 +92,10 @@ pub fn validate_manifest(value: &Value) -> Result<Manifest, Vec<FieldError>> {
     }
     let mut errors = schema_errors::collect(manifest_validator(), value);
     let semantic = rules::check(value);
+    // A semantic problem at a pointer the schema layer reported, or under one, is not repeated.
+    let reported: HashSet<String> = errors.iter().map(|e| e.pointer.clone()).collect();
     for e in semantic {
-        let covered = errors
-            .iter()
-            .any(|s| s.pointer == e.pointer || is_ancestor(&s.pointer, &e.pointer));
+        let covered = pointer_and_ancestors(&e.pointer).any(|p| reported.contains(p));
         if !covered {
             errors.push(e);
         }
@@ -145,11 +146,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FieldError> {
     Ok(value)
 }
 
-/// Whether `ancestor` is a strict ancestor pointer of `pointer`.
-fn is_ancestor(ancestor: &str, pointer: &str) -> bool {
-    pointer.len() > ancestor.len()
-        && pointer.starts_with(ancestor)
-        && pointer.as_bytes()[ancestor.len()] == b'/'
+/// `pointer`, then each of its ancestors up to the root `""`.
+fn pointer_and_ancestors(pointer: &str) -> impl Iterator<Item = &str> {
+    let cuts = pointer.rmatch_indices('/').map(|(i, _)| i);
+    std::iter::once(pointer).chain(cuts.map(move |i| &pointer[..i]))
 }
 
 /// Joins a token to a JSON pointer, escaping `~` and `/` (RFC 6901).
@@ -213,13 +213,15 @@ const FIELD_ORDER: &[&str] = &[
 /// Sorts errors by where their pointers are in the document (stable: errors at one pointer
 /// keep their order), then drops exact duplicates.
 fn sort_errors(root: &Value, errors: &mut Vec<FieldError>) {
+    let mut positions = Positions::default();
     let mut keyed: Vec<(PositionKey, FieldError)> = errors
         .drain(..)
-        .map(|e| (position_key(root, &e.pointer), e))
+        .map(|e| (positions.key(root, &e.pointer), e))
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seen = HashSet::new();
     for (_, e) in keyed {
-        if !errors.contains(&e) {
+        if seen.insert((e.pointer.clone(), e.message.clone())) {
             errors.push(e);
         }
     }
@@ -229,42 +231,60 @@ fn sort_errors(root: &Value, errors: &mut Vec<FieldError>) {
 /// `(1, manifest field rank, token)` for a missing one.
 type PositionKey = Vec<(u8, usize, String)>;
 
-fn position_key(root: &Value, pointer: &str) -> PositionKey {
-    let mut key = Vec::new();
-    let mut node = Some(root);
-    if pointer.is_empty() {
-        return key;
-    }
-    for raw in pointer.split('/').skip(1) {
-        let token = raw.replace("~1", "/").replace("~0", "~");
-        let found = match node {
-            Some(Value::Object(map)) => map
-                .iter()
-                .position(|(k, _)| *k == token)
-                .map(|i| (i, map.get(&token))),
-            Some(Value::Array(items)) => token
-                .parse::<usize>()
-                .ok()
-                .filter(|i| *i < items.len())
-                .map(|i| (i, items.get(i))),
-            _ => None,
-        };
-        match found {
-            Some((i, child)) => {
-                key.push((0, i, String::new()));
-                node = child;
-            }
-            None => {
-                let rank = FIELD_ORDER
-                    .iter()
-                    .position(|f| *f == token)
-                    .unwrap_or(usize::MAX);
-                key.push((1, rank, token));
-                node = None;
+/// The positions of the members of each object met, computed once per object (a document
+/// may have many thousands of members and as many errors).
+#[derive(Default)]
+struct Positions<'a> {
+    /// Keyed by the object's address, which is stable while the document is borrowed.
+    objects: HashMap<usize, HashMap<&'a str, usize>>,
+}
+
+impl<'a> Positions<'a> {
+    fn key(&mut self, root: &'a Value, pointer: &str) -> PositionKey {
+        let mut key = Vec::new();
+        let mut node = Some(root);
+        if pointer.is_empty() {
+            return key;
+        }
+        for raw in pointer.split('/').skip(1) {
+            let token = raw.replace("~1", "/").replace("~0", "~");
+            let found = match node {
+                Some(Value::Object(map)) => {
+                    let index = self
+                        .objects
+                        .entry(std::ptr::from_ref(map) as usize)
+                        .or_insert_with(|| {
+                            map.keys()
+                                .enumerate()
+                                .map(|(i, k)| (k.as_str(), i))
+                                .collect()
+                        });
+                    index.get(token.as_str()).map(|i| (*i, map.get(&token)))
+                }
+                Some(Value::Array(items)) => token
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < items.len())
+                    .map(|i| (i, items.get(i))),
+                _ => None,
+            };
+            match found {
+                Some((i, child)) => {
+                    key.push((0, i, String::new()));
+                    node = child;
+                }
+                None => {
+                    let rank = FIELD_ORDER
+                        .iter()
+                        .position(|f| *f == token)
+                        .unwrap_or(usize::MAX);
+                    key.push((1, rank, token));
+                    node = None;
+                }
             }
         }
+        key
     }
-    key
 }
 
 #[cfg(test)]

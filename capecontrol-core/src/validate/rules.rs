@@ -1,6 +1,8 @@
 //! The semantic rules: what the JSON Schema cannot say. They look at the raw JSON, only where
 //! it has the expected shape (a wrong shape is the schema layer's to report).
 
+use std::collections::{HashMap, HashSet};
+
 use croner::parser::{CronParser, Seconds, Year};
 use serde_json::{Map, Value};
 
@@ -122,12 +124,12 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
     }
     if let Some(specs) = m.get("tool_specs").and_then(Value::as_array) {
         duplicates(specs, "/tool_specs", out);
-        let tools: Vec<&str> = m
+        let tools: HashSet<&str> = m
             .get("tools")
             .and_then(Value::as_array)
             .map(|t| t.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let declared: Vec<Scope> = m
+        let declared: HashSet<Scope> = m
             .get("permissions")
             .and_then(|p| p.get("scopes"))
             .and_then(Value::as_array)
@@ -143,7 +145,7 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
             };
             let base = format!("/tool_specs/{i}");
             if let Some(name) = str_at(spec, "name") {
-                if !tools.contains(&name) {
+                if !tools.contains(name) {
                     out.push(FieldError::new(
                         format!("{base}/name"),
                         "is not listed in /tools",
@@ -151,7 +153,10 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                 }
             }
             if let Some(scope) = str_at(spec, "scope").and_then(|s| s.parse::<Scope>().ok()) {
-                if !declared.iter().any(|d| d.covers(&scope)) {
+                let wildcard = format!("{}:*", scope.resource()).parse::<Scope>().ok();
+                let covered =
+                    declared.contains(&scope) || wildcard.is_some_and(|w| declared.contains(&w));
+                if !covered {
                     out.push(FieldError::new(
                         format!("{base}/scope"),
                         "is not covered by /permissions/scopes",
@@ -165,13 +170,13 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
 
 /// Reports a declaration whose `name` repeats an earlier one, at the repeat's own index.
 fn duplicates(decls: &[Value], pointer: &str, out: &mut Vec<FieldError>) {
-    let names: Vec<Option<&str>> = decls
-        .iter()
-        .map(|d| d.get("name").and_then(Value::as_str))
-        .collect();
-    for (j, name) in names.iter().enumerate() {
-        let Some(name) = name else { continue };
-        if let Some(i) = names[..j].iter().position(|n| *n == Some(*name)) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (j, decl) in decls.iter().enumerate() {
+        let Some(name) = decl.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let i = *first.entry(name).or_insert(j);
+        if i != j {
             out.push(FieldError::new(
                 format!("{pointer}/{j}/name"),
                 format!("is a duplicate of {pointer}/{i}/name"),

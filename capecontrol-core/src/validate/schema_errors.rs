@@ -1,5 +1,7 @@
 //! Turns `jsonschema` errors into [`FieldError`]s with short, human messages.
 
+use std::collections::HashMap;
+
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, ValidationError, Validator};
 use serde_json::Value;
@@ -93,8 +95,12 @@ fn map_error(error: &ValidationError<'_>, prefix: &str, out: &mut Vec<FieldError
         }
         ValidationErrorKind::UniqueItems => {
             if let Value::Array(items) = instance {
+                // Keyed by the serialized item (object keys in document order, as the
+                // manifest's unique arrays hold strings): linear, even for huge arrays.
+                let mut first: HashMap<String, usize> = HashMap::new();
                 for (j, item) in items.iter().enumerate() {
-                    if let Some(i) = items[..j].iter().position(|earlier| earlier == item) {
+                    let i = *first.entry(item.to_string()).or_insert(j);
+                    if i != j {
                         push(
                             join_pointer(&path, &j.to_string()),
                             format!("is a duplicate of {}", join_pointer(&path, &i.to_string())),

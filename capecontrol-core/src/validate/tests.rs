@@ -806,6 +806,45 @@ fn the_manifest_schema_compiles_and_accepts_a_full_manifest() {
     assert!(manifest_schema_string().ends_with("}\n"));
 }
 
+#[test]
+fn large_documents_with_many_problems_are_handled_in_reasonable_time() {
+    use std::time::{Duration, Instant};
+    // Each document is close to 1 MiB and has a problem per element; with quadratic
+    // bookkeeping these took minutes.
+    let many = |item: &dyn Fn(usize) -> String, n: usize| -> String {
+        (0..n).map(item).collect::<Vec<_>>().join(",")
+    };
+    let documents = [
+        // ~100,000 distinct invalid tools, then a duplicate.
+        format!(
+            r#"{{"name":"n","version":"1.0.0","description":"d","tools":[{},"x0"]}}"#,
+            many(&|i| format!("\"x{i}\""), 100_000)
+        ),
+        // ~100,000 unknown fields.
+        format!(
+            r#"{{"name":"n","version":"1.0.0","description":"d",{}}}"#,
+            many(&|i| format!("\"u{i}\":0"), 90_000)
+        ),
+        // ~70,000 bad schedules (schema and semantic layers both look at them).
+        format!(
+            r#"{{"name":"n","version":"1.0.0","description":"d","triggers":{{"schedules":[{}]}}}}"#,
+            many(&|i| format!("\"{} * * *\"", i % 60), 70_000)
+        ),
+    ];
+    for doc in documents {
+        assert!(doc.len() <= MAX_MANIFEST_BYTES, "{}", doc.len());
+        let start = Instant::now();
+        let errors = validate_manifest_str(&doc).err().unwrap_or_default();
+        assert!(!errors.is_empty());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} errors took {:?}",
+            errors.len(),
+            start.elapsed()
+        );
+    }
+}
+
 mod properties {
     use proptest::prelude::*;
     use serde_json::{Map, Value, json};
@@ -914,6 +953,38 @@ mod properties {
                 m[parts[0]] = value;
             }
             let _ = validate_manifest(&m);
+        }
+
+        #[test]
+        fn arbitrary_settings_schemas_never_panic(
+            keywords in prop::collection::vec(
+                (
+                    prop_oneof![
+                        Just("type"), Just("properties"), Just("items"), Just("pattern"),
+                        Just("minimum"), Just("multipleOf"), Just("enum"), Just("const"),
+                        Just("$ref"), Just("$defs"), Just("$id"), Just("$schema"),
+                        Just("anyOf"), Just("allOf"), Just("not"), Just("format"),
+                        Just("required"), Just("additionalProperties"), Just("secret"),
+                        Just("$dynamicRef"), Just("$anchor"), Just("maxLength"),
+                        Just("patternProperties"), Just("dependentRequired"), Just("if")
+                    ],
+                    arb_json(),
+                ),
+                0..6,
+            ),
+        ) {
+            let mut schema = serde_json::Map::new();
+            schema.insert("type".into(), json!("object"));
+            for (k, v) in keywords {
+                schema.insert(k.to_owned(), v);
+            }
+            let schema = Value::Object(schema);
+            let _ = validate_json_schema(&schema);
+            let mut m = base();
+            m["ui"] = json!({"settings_schema": schema.clone()});
+            let _ = validate_manifest(&m);
+            let _ = secret_settings(&schema);
+            let _ = redact_settings(&schema, &json!({"a": 1}));
         }
 
         #[test]
