@@ -26,8 +26,9 @@ pub mod patterns {
     pub const NAME: &str = r"^[A-Za-z_][A-Za-z0-9_-]*$";
     /// A policy scope `resource:action`, the action may be `*`.
     pub const SCOPE: &str = r"^[a-z][a-z0-9_-]*:(\*|[a-z][a-z0-9_-]*)$";
-    /// A dotted lowercase event name (`payment.completed`).
-    pub const EVENT: &str = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$";
+    /// A dotted lowercase event name (`payment.completed`): two or more segments, each a
+    /// lowercase letter followed by lowercase letters, digits, `_` or `-`.
+    pub const EVENT: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$";
     /// Five whitespace-separated cron fields (each is then parsed).
     pub const CRON: &str = r"^\s*\S+(\s+\S+){4}\s*$";
     /// An absolute URL path; `{id}` is the only placeholder.
@@ -41,9 +42,9 @@ pub mod patterns {
     /// A version requirement on the language runtime: comma-separated comparators
     /// (`>=3.9`, `>=3.9,<4`) or a bare version (`3.11`).
     pub const PYTHON: &str = r"^\s*((==|!=|>=|<=|~=|>|<)?\s*[0-9]+(\.[0-9]+)*(\.\*)?)(\s*,\s*(==|!=|>=|<=|~=|>|<)\s*[0-9]+(\.[0-9]+)*(\.\*)?)*\s*$";
-    /// A package name with optional comma-separated comparators (`fastapi>=0.104.0`,
-    /// `pydantic>=2,<3`).
-    pub const PACKAGE: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\s*(==|!=|>=|<=|~=|>|<)\s*[0-9]+(\.[0-9]+)*(\.\*|(a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\s*,\s*(==|!=|>=|<=|~=|>|<)\s*[0-9]+(\.[0-9]+)*(\.\*|(a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?)*)?\s*$";
+    /// A package name, optional extras and optional comma-separated comparators
+    /// (`fastapi>=0.104.0`, `pydantic>=2,<3`, `uvicorn[standard]>=0.24`).
+    pub const PACKAGE: &str = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[\s*[A-Za-z0-9._-]+(\s*,\s*[A-Za-z0-9._-]+)*\s*\])?(\s*(==|!=|>=|<=|~=|>|<)\s*[0-9]+(\.[0-9]+)*(\.\*|(a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?(\s*,\s*(==|!=|>=|<=|~=|>|<)\s*[0-9]+(\.[0-9]+)*(\.\*|(a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?)*)?\s*$";
 }
 
 /// An agent manifest (`manifest.json`).

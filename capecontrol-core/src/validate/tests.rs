@@ -234,6 +234,8 @@ fn dependencies() {
         "a!=1.0, <2",
         "pkg>=1.0rc1",
         "zope.interface>5",
+        "uvicorn[standard]>=0.24",
+        "requests[socks, security]",
     ] {
         ok("/dependencies/packages", json!([p]));
     }
@@ -244,6 +246,8 @@ fn dependencies() {
         "fastapi>=x",
         "fastapi=>1",
         "pkg>=1,",
+        "pkg[]",
+        "pkg[a",
     ] {
         bad(
             "/dependencies/packages",
@@ -441,8 +445,8 @@ fn permissions() {
 fn triggers() {
     ok(
         "/triggers",
-        json!({"events": ["user.onboard", "payment.completed", "iot.meter_1.reading"],
-               "schedules": ["0 9 * * MON", "0 */6 * * *", "30 8 1 JAN,JUL *", "0 0 * * mon-fri"],
+        json!({"events": ["user.onboard", "payment.completed", "iot.meter_1.reading", "user.sign-up"],
+               "schedules": ["0 9 * * MON", "0 */6 * * *", "30 8 1 JAN,JUL *", "0 0 * * mon-fri", "0 9 * * 0", "0 9 * * 7", "*/5 * * * *", "0 9 * * 1-5"],
                "webhooks": ["/api/agents/{id}/webhook", "/hooks/tuya", "/"]}),
     );
     for e in [
@@ -452,7 +456,9 @@ fn triggers() {
         ".payment",
         "payment.",
         "payment completed",
-        "payment-x.done",
+        "payment.Done",
+        "payment.1st",
+        "payment-completed",
     ] {
         bad(
             "/triggers/events",
