@@ -135,8 +135,11 @@ pub fn validate_manifest_bytes(bytes: &[u8]) -> Result<Manifest, Vec<FieldError>
 
 /// Parses a JSON document within the limits: at most [`MAX_MANIFEST_BYTES`] bytes and
 /// [`MAX_DEPTH`] levels of nesting, both checked before parsing. The error is at pointer `""`.
+///
+/// A leading UTF-8 byte order mark (which some editors write) is ignored, as RFC 8259 allows.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, FieldError> {
     limits::check_bytes(bytes)?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     // The depth was checked above, so serde_json's own (lower, 127-level) limit is not needed.
     de.disable_recursion_limit();

@@ -800,6 +800,9 @@ fn text_that_is_not_json_names_line_and_column() {
         )]
     );
     assert!(validate_manifest_bytes(&[0xff, 0xfe]).is_err());
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend_from_slice(base().to_string().as_bytes());
+    assert!(validate_manifest_bytes(&with_bom).is_ok());
 }
 
 #[test]
