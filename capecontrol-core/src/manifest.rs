@@ -302,7 +302,7 @@ pub struct TaskDecl {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("type" = ["object", "boolean", "null"]))]
     pub output_schema: Option<serde_json::Value>,
-    /// A narrower timeout for this task, in seconds (1..=300).
+    /// A narrower timeout for this task, in seconds (1..=300, at most `config.timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub timeout: Option<u32>,

@@ -102,10 +102,17 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
 }
 
 /// `tasks` and `tool_specs`: unique names, tool specs for listed tools with declared scopes,
-/// valid schemas, whole-second timeouts.
+/// valid schemas, whole-second task timeouts no longer than the agent's.
 fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
     if let Some(tasks) = m.get("tasks").and_then(Value::as_array) {
         duplicates(tasks, "/tasks", out);
+        // A task's timeout narrows the agent's (`config.timeout`, default 30 s).
+        let agent_timeout = m
+            .get("config")
+            .and_then(|c| c.get("timeout"))
+            .and_then(Value::as_u64)
+            .filter(|t| (1..=u64::from(Config::MAX_TIMEOUT)).contains(t))
+            .unwrap_or(u64::from(Config::DEFAULT_TIMEOUT));
         for (i, task) in tasks.iter().enumerate() {
             let Some(task) = task.as_object() else {
                 continue;
@@ -117,6 +124,13 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                         format!("{base}/timeout"),
                         "must be an integer",
                     ));
+                } else if let Some(t) = t.as_u64() {
+                    if (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t) && t > agent_timeout {
+                        out.push(FieldError::new(
+                            format!("{base}/timeout"),
+                            format!("must be at most config.timeout ({agent_timeout})"),
+                        ));
+                    }
                 }
             }
             schemas(task, &base, out);

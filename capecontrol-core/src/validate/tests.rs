@@ -631,7 +631,7 @@ fn task_and_tool_declarations() {
     m["tools"] = json!(["ingest", "report"]);
     m["permissions"] = json!({"scopes": ["finance:*"]});
     m["tasks"] = json!([
-        {"name": "monthly_report", "input_schema": {"type": "object"}, "output_schema": true, "timeout": 60},
+        {"name": "monthly_report", "input_schema": {"type": "object"}, "output_schema": true, "timeout": 20},
         {"name": "monthly_report"},
         {"name": "Bad", "input_schema": {"type": "nope"}, "timeout": 0}
     ]);
@@ -656,6 +656,18 @@ fn task_and_tool_declarations() {
         "/tasks",
         json!([{"description": "x"}]),
         "/tasks/0/name: is required",
+    );
+    ok("/tasks", json!([{"name": "t", "timeout": 30}]));
+    bad(
+        "/tasks",
+        json!([{"name": "t", "timeout": 31}]),
+        "/tasks/0/timeout: must be at most config.timeout (30)",
+    );
+    let mut m = with("/config/timeout", json!(120));
+    m["tasks"] = json!([{"name": "t", "timeout": 120}, {"name": "u", "timeout": 121}]);
+    assert_eq!(
+        errors(&m),
+        ["/tasks/1/timeout: must be at most config.timeout (120)"]
     );
 }
 
