@@ -40,14 +40,9 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
 
     if let Some(config) = obj_at(m, "config") {
         for field in ["timeout", "retries", "concurrent_tasks"] {
-            if let Some(n) = config.get(field).and_then(Value::as_f64) {
-                if config
-                    .get(field)
-                    .is_some_and(|v| !v.is_u64() && !v.is_i64())
-                    && n.is_finite()
-                {
-                    err(format!("/config/{field}"), "must be an integer".into());
-                }
+            // JSON Schema counts 30.0 as an integer; the typed manifest does not.
+            if config.get(field).is_some_and(Value::is_f64) {
+                err(format!("/config/{field}"), "must be an integer".into());
             }
         }
         if let Some(s) = str_at(config, "memory_limit") {

@@ -293,6 +293,19 @@ mod tests {
     }
 
     #[test]
+    fn recursive_references_compile_without_looping() {
+        for schema in [
+            json!({"$ref": "#"}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+                   "properties": {"x": {"$ref": "#/$defs/a"}}}),
+            json!({"$dynamicAnchor": "n", "properties": {"c": {"$dynamicRef": "#n"}}}),
+        ] {
+            let _ = validate_json_schema(&schema);
+        }
+    }
+
+    #[test]
     fn settings_schema_must_be_of_type_object() {
         let mut out = Vec::new();
         check_schema(
