@@ -1,0 +1,300 @@
+//! The semantic rules: what the JSON Schema cannot say. They look at the raw JSON, only where
+//! it has the expected shape (a wrong shape is the schema layer's to report).
+
+use std::collections::{HashMap, HashSet};
+
+use croner::parser::{CronParser, Seconds, Year};
+use serde_json::{Map, Value};
+
+use super::units::{CpuLimit, cpu_limit};
+use super::{join_pointer, parse_memory_limit, settings};
+use crate::error::FieldError;
+use crate::manifest::Config;
+use crate::policy::Scope;
+
+/// Every semantic problem of a manifest given as JSON.
+pub(super) fn check(root: &Value) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let Some(m) = root.as_object() else {
+        return out;
+    };
+    let mut err = |pointer: String, message: String| out.push(FieldError::new(pointer, message));
+
+    if let Some(s) = str_at(m, "name") {
+        if s.trim().is_empty() {
+            err("/name".into(), "must not be blank".into());
+        } else if s.chars().count() > 64 {
+            err("/name".into(), "must be at most 64 characters".into());
+        }
+    }
+    if let Some(s) = str_at(m, "description") {
+        if s.trim().is_empty() {
+            err("/description".into(), "must not be blank".into());
+        }
+    }
+    if let Some(s) = str_at(m, "version") {
+        if semver::Version::parse(s).is_err() {
+            err("/version".into(), semver_message(s));
+        }
+    }
+
+    if let Some(config) = obj_at(m, "config") {
+        for field in ["timeout", "retries", "concurrent_tasks"] {
+            // JSON Schema counts 30.0 as an integer; the typed manifest does not.
+            if config.get(field).is_some_and(Value::is_f64) {
+                err(format!("/config/{field}"), "must be an integer".into());
+            }
+        }
+        if let Some(s) = str_at(config, "memory_limit") {
+            match parse_memory_limit(s) {
+                Some(bytes) if bytes < Config::MIN_MEMORY_BYTES => {
+                    err("/config/memory_limit".into(), "must be at least 6 MB".into());
+                }
+                Some(_) => {}
+                None => err(
+                    "/config/memory_limit".into(),
+                    "must be a number and a unit (B, KB, MB, GB, KiB, MiB or GiB) of at most 2^64 bytes, like 512MB".into(),
+                ),
+            }
+        }
+        if let Some(s) = str_at(config, "cpu_limit") {
+            let message = match cpu_limit(s) {
+                CpuLimit::Cores(_) => None,
+                CpuLimit::Zero => Some("must be greater than 0"),
+                CpuLimit::OutOfRange => Some("is out of range"),
+                CpuLimit::Malformed => {
+                    Some("must be a decimal number of cores greater than 0, like \"0.5\"")
+                }
+            };
+            if let Some(message) = message {
+                err("/config/cpu_limit".into(), message.into());
+            }
+        }
+    }
+
+    if let Some(triggers) = obj_at(m, "triggers") {
+        if let Some(schedules) = triggers.get("schedules").and_then(Value::as_array) {
+            for (i, s) in schedules.iter().enumerate() {
+                if let Some(s) = s.as_str() {
+                    if let Some(message) = cron_problem(s) {
+                        err(format!("/triggers/schedules/{i}"), message);
+                    }
+                }
+            }
+        }
+    }
+
+    if let Some(ui) = obj_at(m, "ui") {
+        if let Some(schema) = ui.get("settings_schema") {
+            if schema.is_object() {
+                settings::check_schema(schema, "/ui/settings_schema", true, &mut out);
+            }
+        }
+    }
+
+    check_declarations(m, &mut out);
+    out
+}
+
+/// `tasks` and `tool_specs`: unique names, tool specs for listed tools with declared scopes,
+/// valid schemas, whole-second task timeouts no longer than the agent's.
+fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
+    if let Some(tasks) = m.get("tasks").and_then(Value::as_array) {
+        duplicates(tasks, "/tasks", out);
+        // A task's timeout narrows the agent's (`config.timeout`, default 30 s).
+        let agent_timeout = m
+            .get("config")
+            .and_then(|c| c.get("timeout"))
+            .and_then(Value::as_u64)
+            .filter(|t| (1..=u64::from(Config::MAX_TIMEOUT)).contains(t))
+            .unwrap_or(u64::from(Config::DEFAULT_TIMEOUT));
+        for (i, task) in tasks.iter().enumerate() {
+            let Some(task) = task.as_object() else {
+                continue;
+            };
+            let base = format!("/tasks/{i}");
+            if let Some(t) = task.get("timeout") {
+                if t.is_f64() {
+                    out.push(FieldError::new(
+                        format!("{base}/timeout"),
+                        "must be an integer",
+                    ));
+                } else if let Some(t) = t.as_u64() {
+                    if (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t) && t > agent_timeout {
+                        out.push(FieldError::new(
+                            format!("{base}/timeout"),
+                            format!("must be at most config.timeout ({agent_timeout})"),
+                        ));
+                    }
+                }
+            }
+            schemas(task, &base, out);
+        }
+    }
+    if let Some(specs) = m.get("tool_specs").and_then(Value::as_array) {
+        duplicates(specs, "/tool_specs", out);
+        let tools: HashSet<&str> = m
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let declared: HashSet<Scope> = m
+            .get("permissions")
+            .and_then(|p| p.get("scopes"))
+            .and_then(Value::as_array)
+            .map(|s| {
+                s.iter()
+                    .filter_map(|s| s.as_str()?.parse::<Scope>().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (i, spec) in specs.iter().enumerate() {
+            let Some(spec) = spec.as_object() else {
+                continue;
+            };
+            let base = format!("/tool_specs/{i}");
+            if let Some(name) = str_at(spec, "name") {
+                if !tools.contains(name) {
+                    out.push(FieldError::new(
+                        format!("{base}/name"),
+                        "is not listed in /tools",
+                    ));
+                }
+            }
+            if let Some(scope) = str_at(spec, "scope").and_then(|s| s.parse::<Scope>().ok()) {
+                let wildcard = format!("{}:*", scope.resource()).parse::<Scope>().ok();
+                let covered =
+                    declared.contains(&scope) || wildcard.is_some_and(|w| declared.contains(&w));
+                if !covered {
+                    out.push(FieldError::new(
+                        format!("{base}/scope"),
+                        "is not covered by /permissions/scopes",
+                    ));
+                }
+            }
+            schemas(spec, &base, out);
+        }
+    }
+}
+
+/// Reports a declaration whose `name` repeats an earlier one, at the repeat's own index.
+fn duplicates(decls: &[Value], pointer: &str, out: &mut Vec<FieldError>) {
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (j, decl) in decls.iter().enumerate() {
+        let Some(name) = decl.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let i = *first.entry(name).or_insert(j);
+        if i != j {
+            out.push(FieldError::new(
+                format!("{pointer}/{j}/name"),
+                format!("is a duplicate of {pointer}/{i}/name"),
+            ));
+        }
+    }
+}
+
+fn schemas(decl: &Map<String, Value>, base: &str, out: &mut Vec<FieldError>) {
+    for key in ["input_schema", "output_schema"] {
+        if let Some(schema) = decl.get(key) {
+            if schema.is_object() || schema.is_boolean() {
+                settings::check_schema(schema, &join_pointer(base, key), false, out);
+            }
+        }
+    }
+}
+
+fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
+}
+
+fn obj_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Value>> {
+    m.get(key).and_then(Value::as_object)
+}
+
+/// The message for a version that is not strict SemVer 2.0.0.
+pub(super) fn semver_message(s: &str) -> String {
+    match semver::Version::parse(s) {
+        Err(e) => format!("is not valid SemVer 2.0.0 ({e})"),
+        Ok(_) => "is not valid SemVer 2.0.0".into(),
+    }
+}
+
+/// The message for a scope that does not parse.
+pub(super) fn scope_message(s: &str) -> String {
+    match s.parse::<Scope>() {
+        Err(e) => format!("must be a scope resource:action ({})", e.reason),
+        Ok(_) => "must be a scope resource:action".into(),
+    }
+}
+
+/// The message for a schedule that is not a 5-field cron expression.
+pub(super) fn cron_message(s: &str) -> String {
+    cron_problem(s).unwrap_or_else(|| "is not a valid 5-field cron expression".into())
+}
+
+/// What is wrong with a cron expression: it must have exactly 5 fields (minute, hour, day of
+/// month, month, day of week; day and month names allowed) and parse.
+pub(super) fn cron_problem(s: &str) -> Option<String> {
+    let fields = s.split_whitespace().count();
+    if fields != 5 {
+        return Some(format!(
+            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not {fields} {}",
+            if fields == 1 { "field" } else { "fields" }
+        ));
+    }
+    let parser = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build();
+    match parser.parse(s) {
+        Ok(_) => None,
+        Err(e) => Some(format!("is not a valid cron expression ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_expressions() {
+        for ok in [
+            "0 9 * * MON",
+            "0 */6 * * *",
+            "*/15 0-6 1,15 JAN-JUN mon-fri",
+            "30 23 L * *",
+            "0 0 1 dec sun",
+            "  0 9 * * 1  ",
+        ] {
+            assert_eq!(cron_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 9 * * MON",
+            "0 0 9 * * MON 2030",
+            "@daily",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 32 * *",
+            "* * * 13 *",
+            "* * * * FOO",
+            "a b c d e",
+        ] {
+            assert!(cron_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(
+            cron_problem("0 0 9 * * MON").unwrap(),
+            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields"
+        );
+    }
+
+    #[test]
+    fn semver_messages_name_the_reason() {
+        assert_eq!(
+            semver_message("1.2"),
+            "is not valid SemVer 2.0.0 (unexpected end of input while parsing minor version number)"
+        );
+    }
+}
