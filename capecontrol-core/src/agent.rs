@@ -30,8 +30,8 @@ pub type ToolSpec = ToolDecl;
 
 /// The trait every agent implements. Object-safe: the platform holds `Arc<dyn AgentBase>`.
 ///
-/// `#[derive(Agent)]` and `#[capecontrol::agent]` write this impl for you; a hand-written impl
-/// works the same way.
+/// `#[derive(Agent)]` together with `#[capecontrol::agent_impl]` on the impl block write this
+/// impl for you; a hand-written impl works the same way.
 #[async_trait]
 pub trait AgentBase: Send + Sync + 'static {
     /// The agent's manifest, including its task and tool declarations.
@@ -53,6 +53,21 @@ pub trait AgentBase: Send + Sync + 'static {
 
     /// Calls tool `name` on a JSON input (as an LLM tool call would).
     async fn call_tool(&self, name: &str, input: Value, cx: &ToolContext) -> Result<Value>;
+}
+
+/// The manifest metadata of an agent type: everything but its tasks and tools.
+///
+/// `#[derive(Agent)]` implements it from the `#[agent(...)]` attribute; `#[agent_impl]` builds
+/// the [`AgentBase`] impl on it, adding the `tools`, `tasks` and `tool_specs` it finds in the
+/// impl block. Implement it by hand to compute metadata at run time.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no agent metadata",
+    label = "`{Self}` needs `#[derive(Agent)]`",
+    note = "add `#[derive(Agent)]` and `#[agent(name = \"...\", version = \"...\")]` to the struct, or implement `AgentMetadata` by hand"
+)]
+pub trait AgentMetadata {
+    /// The manifest without tasks and tools.
+    fn metadata() -> Manifest;
 }
 
 /// One journaled step of a task: a `runs` row (blueprint §4).

@@ -1,0 +1,199 @@
+//! Support for the code that `capecontrol-macros` generates. Not a public API: the macros reach
+//! everything they need through `<facade>::__private::…` (absolute paths), so generated code
+//! compiles whatever the user's crate imports, and keeps compiling when the facade is renamed
+//! in `Cargo.toml`.
+
+pub use ::async_trait::async_trait;
+pub use ::schemars;
+pub use ::serde;
+pub use ::serde_json;
+
+pub use crate::agent::{AgentBase, AgentMetadata, TaskContext, ToolContext};
+pub use crate::error::{Error, FieldError, Result};
+pub use crate::manifest::{
+    Category, Config, Manifest, Permissions, Placement, Runtime, TaskDecl, ToolDecl, Triggers, Ui,
+};
+
+pub use ::core::option::Option::{self, None, Some};
+pub use ::core::result::Result::{Err, Ok};
+pub use ::std::string::String;
+pub use ::std::vec::Vec;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A manifest with the three required fields and nothing else; the derive fills in the rest.
+pub fn manifest(name: &str, version: &str, description: &str) -> Manifest {
+    Manifest {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        description: description.to_owned(),
+        placement: None,
+        category: None,
+        tools: Vec::new(),
+        dependencies: None,
+        config: None,
+        permissions: None,
+        triggers: None,
+        ui: None,
+        runtime: None,
+        tasks: Vec::new(),
+        tool_specs: Vec::new(),
+    }
+}
+
+/// A list of owned strings from string literals.
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The JSON Schema (draft 2020-12) of `T`.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
+/// The declaration of a task with input `I` and output `O`.
+pub fn task_decl<I: JsonSchema, O: JsonSchema>(
+    name: &str,
+    description: Option<&str>,
+    timeout: Option<u32>,
+) -> TaskDecl {
+    TaskDecl {
+        name: name.to_owned(),
+        description: description.map(str::to_owned),
+        input_schema: Some(schema_of::<I>()),
+        output_schema: Some(schema_of::<O>()),
+        timeout,
+    }
+}
+
+/// The declaration of a tool with input `I` and output `O`.
+pub fn tool_decl<I: JsonSchema, O: JsonSchema>(
+    name: &str,
+    description: Option<&str>,
+    scope: Option<&str>,
+) -> ToolDecl {
+    ToolDecl {
+        name: name.to_owned(),
+        description: description.map(str::to_owned),
+        scope: scope.map(str::to_owned),
+        input_schema: Some(schema_of::<I>()),
+        output_schema: Some(schema_of::<O>()),
+    }
+}
+
+/// Decodes the JSON input of task or tool `name` (`kind` is `"task"` or `"tool"`).
+///
+/// A bad input is an [`Error::Validation`] whose one field error points (RFC 6901) at the bad
+/// field: `/month` for a wrong or missing `month`, `/items/2/amount` deeper down.
+pub fn decode_input<T: DeserializeOwned>(kind: &str, name: &str, input: Value) -> Result<T> {
+    serde_path_to_error::deserialize::<_, T>(input).map_err(|e| {
+        let mut pointer = String::new();
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match segment {
+                Segment::Seq { index } => {
+                    pointer.push('/');
+                    pointer.push_str(&index.to_string());
+                }
+                Segment::Map { key } => push_token(&mut pointer, key),
+                Segment::Enum { variant } => push_token(&mut pointer, variant),
+                Segment::Unknown => {}
+            }
+        }
+        let message = e.inner().to_string();
+        // serde reports a missing field at the enclosing object; point where the field would be.
+        if let Some(rest) = message.strip_prefix("missing field `") {
+            if let Some((field, _)) = rest.split_once('`') {
+                push_token(&mut pointer, field);
+            }
+        }
+        Error::validation(
+            format!("invalid input to {kind} `{name}`"),
+            vec![FieldError::new(pointer, message)],
+        )
+    })
+}
+
+fn push_token(pointer: &mut String, token: &str) {
+    pointer.push('/');
+    pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
+}
+
+/// Encodes the output of task or tool `name` as JSON.
+pub fn encode_output<T: Serialize>(kind: &str, name: &str, output: &T) -> Result<Value> {
+    serde_json::to_value(output).map_err(|e| {
+        Error::agent(format!(
+            "the output of {kind} `{name}` does not serialize: {e}"
+        ))
+    })
+}
+
+/// Converts an agent's error into CapeControl's [`Error`].
+pub fn into_error<E: Into<Error>>(error: E) -> Error {
+    error.into()
+}
+
+/// The error for a task or tool name the agent does not have.
+pub fn not_found(kind: &str, name: &str) -> Error {
+    Error::not_found(kind, name)
+}
+
+/// Placeholder body of the impls the macros emit after a compile error (never runs: the
+/// crate does not compile).
+pub fn unreachable_after_compile_error() -> ! {
+    unreachable!("emitted only next to a compile error")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        amount: f64,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Req {
+        month: String,
+        lines: Vec<Line>,
+    }
+
+    fn pointer(v: Value) -> String {
+        let e = decode_input::<Req>("task", "t", v).unwrap_err();
+        assert_eq!(e.category(), crate::ErrorCategory::Validation);
+        e.field_errors()[0].pointer.clone()
+    }
+
+    #[test]
+    fn bad_inputs_point_at_the_field() {
+        assert_eq!(pointer(json!({"month": 3, "lines": []})), "/month");
+        assert_eq!(pointer(json!({"lines": []})), "/month");
+        assert_eq!(
+            pointer(json!({"month": "x", "lines": [{"amount": 1}, {"amount": "a"}]})),
+            "/lines/1/amount"
+        );
+        assert_eq!(
+            pointer(json!({"month": "x", "lines": [], "a/b": 1})),
+            "/a~1b"
+        );
+        assert_eq!(pointer(json!("not an object")), "");
+    }
+
+    #[test]
+    fn schemas_are_draft_2020_12() {
+        let s = schema_of::<String>();
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(s["type"], "string");
+    }
+}
