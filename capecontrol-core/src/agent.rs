@@ -236,6 +236,12 @@ impl TaskContext {
         }
     }
 
+    /// Starts building a context for a new task run outside a platform (tests, examples,
+    /// a CLI): a fresh task id, no grants until [`TaskContextBuilder::granted`].
+    pub fn local() -> TaskContextBuilder {
+        Self::builder(Uuid::now_v7())
+    }
+
     /// The task's id.
     pub fn task_id(&self) -> Uuid {
         self.shared.task_id

@@ -44,6 +44,66 @@ pub fn manifest(name: &str, version: &str, description: &str) -> Manifest {
     }
 }
 
+/// The `config` section from the limits given (defaults for the others).
+pub fn config(
+    timeout: Option<u32>,
+    retries: Option<u32>,
+    memory_limit: Option<&str>,
+    cpu_limit: Option<&str>,
+    concurrent_tasks: Option<u32>,
+) -> Config {
+    let defaults = Config::default();
+    Config {
+        timeout: timeout.unwrap_or(defaults.timeout),
+        retries: retries.unwrap_or(defaults.retries),
+        memory_limit: memory_limit.map(str::to_owned),
+        cpu_limit: cpu_limit.map(str::to_owned),
+        concurrent_tasks: concurrent_tasks.unwrap_or(defaults.concurrent_tasks),
+    }
+}
+
+/// The `permissions` section.
+pub fn permissions(scopes: &[&str], required_roles: &[&str], data_access: &[&str]) -> Permissions {
+    Permissions {
+        scopes: strings(scopes),
+        required_roles: strings(required_roles),
+        data_access: strings(data_access),
+    }
+}
+
+/// The `triggers` section.
+pub fn triggers(events: &[&str], schedules: &[&str], webhooks: &[&str]) -> Triggers {
+    Triggers {
+        events: strings(events),
+        schedules: strings(schedules),
+        webhooks: strings(webhooks),
+    }
+}
+
+/// The `ui` section.
+pub fn ui(
+    icon: Option<&str>,
+    color: Option<&str>,
+    description_short: Option<&str>,
+    settings_schema: Option<Value>,
+) -> Ui {
+    Ui {
+        icon: icon.map(str::to_owned),
+        color: color.map(str::to_owned),
+        description_short: description_short.map(str::to_owned),
+        settings_schema,
+    }
+}
+
+/// A container runtime.
+pub fn container(image: &str, command: &[&str]) -> Runtime {
+    Runtime::Container {
+        image: image.to_owned(),
+        command: strings(command),
+        env: Default::default(),
+    }
+}
+
 /// A list of owned strings from string literals.
 pub fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -56,33 +116,37 @@ pub fn schema_of<T: JsonSchema>() -> Value {
         .to_value()
 }
 
-/// The declaration of a task with input `I` and output `O`.
-pub fn task_decl<I: JsonSchema, O: JsonSchema>(
+/// The declaration of a task with the given input and output schemas.
+pub fn task_decl(
     name: &str,
     description: Option<&str>,
     timeout: Option<u32>,
+    input_schema: Value,
+    output_schema: Value,
 ) -> TaskDecl {
     TaskDecl {
         name: name.to_owned(),
         description: description.map(str::to_owned),
-        input_schema: Some(schema_of::<I>()),
-        output_schema: Some(schema_of::<O>()),
+        input_schema: Some(input_schema),
+        output_schema: Some(output_schema),
         timeout,
     }
 }
 
-/// The declaration of a tool with input `I` and output `O`.
-pub fn tool_decl<I: JsonSchema, O: JsonSchema>(
+/// The declaration of a tool with the given input and output schemas.
+pub fn tool_decl(
     name: &str,
     description: Option<&str>,
     scope: Option<&str>,
+    input_schema: Value,
+    output_schema: Value,
 ) -> ToolDecl {
     ToolDecl {
         name: name.to_owned(),
         description: description.map(str::to_owned),
         scope: scope.map(str::to_owned),
-        input_schema: Some(schema_of::<I>()),
-        output_schema: Some(schema_of::<O>()),
+        input_schema: Some(input_schema),
+        output_schema: Some(output_schema),
     }
 }
 
