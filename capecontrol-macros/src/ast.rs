@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{
     FnArg, GenericArgument, ImplItem, ImplItemFn, ItemImpl, Pat, PathArguments, ReturnType, Type,
@@ -179,13 +178,12 @@ fn method(f: &ImplItemFn, kind: Kind, attrs: MethodAttrs, errors: &mut Errors) -
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
         Some(FnArg::Receiver(r)) => {
-            errors.at(
-                r,
-                format!(
-                    "a #[{k}] method takes `&self`, not `{}`",
-                    r.to_token_stream()
-                ),
-            );
+            let found = match (&r.reference, &r.mutability, &r.colon_token) {
+                (_, _, Some(_)) => "a typed `self`",
+                (Some(_), Some(_), _) => "`&mut self`",
+                _ => "`self` by value",
+            };
+            errors.at(r, format!("a #[{k}] method takes `&self`, not {found}"));
             ok = false;
         }
         _ => {
