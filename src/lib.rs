@@ -29,3 +29,8 @@ pub mod prelude {
         ToolContext, VersionStatus,
     };
 }
+
+/// `docs/writing-agents.md`, whose code blocks are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/writing-agents.md")]
+pub struct WritingAgentsGuide;
