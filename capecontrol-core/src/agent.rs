@@ -66,6 +66,11 @@ pub trait AgentBase: Send + Sync + 'static {
     note = "add `#[derive(Agent)]` and `#[agent(name = \"...\", version = \"...\")]` to the struct, or implement `AgentMetadata` by hand"
 )]
 pub trait AgentMetadata {
+    /// The scopes the agent declares, when known at compile time (`#[derive(Agent)]` sets
+    /// them): `#[agent_impl]` then checks while compiling that each tool's scope is covered by
+    /// one of them. `None`, the default, skips that check.
+    const DECLARED_SCOPES: Option<&'static [&'static str]> = None;
+
     /// The manifest without tasks and tools.
     fn metadata() -> Manifest;
 }

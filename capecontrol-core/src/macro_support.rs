@@ -207,6 +207,50 @@ pub fn not_found(kind: &str, name: &str) -> Error {
     Error::not_found(kind, name)
 }
 
+/// Whether `scope` is covered by one of `declared` (`None`: nothing declared, not checked).
+/// A `const fn`, for `#[agent_impl]`'s compile-time check of tool scopes.
+pub const fn scope_declared(declared: Option<&[&str]>, scope: &str) -> bool {
+    let Some(declared) = declared else {
+        return true;
+    };
+    let mut i = 0;
+    while i < declared.len() {
+        if scope_covers(declared[i].as_bytes(), scope.as_bytes()) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// `resource:action` covers itself, and `resource:*` covers every action on the resource.
+const fn scope_covers(granted: &[u8], required: &[u8]) -> bool {
+    let mut i = 0;
+    while i < granted.len() && i < required.len() && granted[i] == required[i] {
+        if granted[i] == b':' {
+            // Same resource: the rest must be equal, or the grant's action is `*`.
+            return (granted.len() == i + 2 && granted[i + 1] == b'*')
+                || bytes_eq(granted, required);
+        }
+        i += 1;
+    }
+    bytes_eq(granted, required)
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Placeholder body of the impls the macros emit after a compile error (never runs: the
 /// crate does not compile).
 pub fn unreachable_after_compile_error() -> ! {
@@ -252,6 +296,18 @@ mod tests {
             "/a~1b"
         );
         assert_eq!(pointer(json!("not an object")), "");
+    }
+
+    #[test]
+    fn declared_scopes_cover_tool_scopes() {
+        let declared: Option<&[&str]> = Some(&["finance:read", "payments:*"]);
+        assert!(scope_declared(declared, "finance:read"));
+        assert!(scope_declared(declared, "payments:manage"));
+        assert!(!scope_declared(declared, "finance:write"));
+        assert!(!scope_declared(declared, "finance:rea"));
+        assert!(!scope_declared(declared, "pay:manage"));
+        assert!(!scope_declared(Some(&[]), "a:b"));
+        assert!(scope_declared(None, "a:b"));
     }
 
     #[test]

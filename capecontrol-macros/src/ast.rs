@@ -60,7 +60,7 @@ pub(crate) struct Method {
     pub(crate) name: String,
     pub(crate) description: Option<String>,
     pub(crate) timeout: Option<u32>,
-    pub(crate) scope: Option<String>,
+    pub(crate) scope: Option<syn::LitStr>,
     pub(crate) input: Type,
     pub(crate) output: Type,
     /// `E` of `Result<O, E>`; `None` for a one-argument `Result<O>` alias.
@@ -288,7 +288,7 @@ fn method(f: &ImplItemFn, kind: Kind, attrs: MethodAttrs, errors: &mut Errors) -
         name,
         description,
         timeout: attrs.timeout,
-        scope: attrs.scope.as_ref().map(|s| s.value()),
+        scope: attrs.scope.clone(),
         input: (*input.ty).clone(),
         output,
         error,

@@ -64,10 +64,13 @@ pub(crate) fn derive(input: &syn::DeriveInput) -> TokenStream {
         }
         Ok(()) => metadata_body(&agent, &p),
     };
+    let scopes = &agent.attrs.scopes;
     quote! {
         #[automatically_derived]
         #[allow(clippy::all, clippy::pedantic)]
         impl #impl_generics #p::__private::AgentMetadata for #ident #ty_generics #where_clause {
+            const DECLARED_SCOPES: ::core::option::Option<&'static [&'static str]> =
+                ::core::option::Option::Some(&[#(#scopes),*]);
             fn metadata() -> #p::__private::Manifest {
                 #body
             }
@@ -231,7 +234,7 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
         let (name, desc, scope) = (
             &m.name,
             opt_string(m.description.as_deref()),
-            opt_string(m.scope.as_deref()),
+            opt_str(m.scope.as_ref()),
         );
         let (i, o) = schemas(m, &p);
         quote!(#p::__private::tool_decl(#name, #desc, #scope, #i, #o))
@@ -240,9 +243,11 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
     let tool_arms = tools.iter().map(|m| arm(m, &p));
     let metadata = quote_spanned!(self_ty.span()=>
         <Self as #p::__private::AgentMetadata>::metadata());
+    let scope_checks = scope_checks(&agent, &p);
     let item = &agent.item;
     quote! {
         #item
+        #scope_checks
 
         #[automatically_derived]
         #[allow(clippy::all, clippy::pedantic)]
@@ -271,6 +276,34 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
             }
         }
     }
+}
+
+/// For a non-generic agent type, a compile-time check that each tool's scope is covered by the
+/// scopes `#[derive(Agent)]` declared (`AgentMetadata::DECLARED_SCOPES`); an error points at
+/// the tool's scope. A generic type cannot be named in a free `const`, so it is not checked.
+fn scope_checks(agent: &AgentImpl, p: &TokenStream) -> TokenStream {
+    if !agent.item.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let self_ty = &agent.item.self_ty;
+    let checks = agent.methods.iter().filter_map(|m| {
+        let scope = m.scope.as_ref()?;
+        let message = format!(
+            "the scope `{}` of tool `{}` is not among the agent's scopes: add it to #[agent(scopes(...))]",
+            scope.value(),
+            m.name
+        );
+        Some(quote_spanned! {scope.span()=>
+            const _: () = ::core::assert!(
+                #p::__private::scope_declared(
+                    <#self_ty as #p::__private::AgentMetadata>::DECLARED_SCOPES,
+                    #scope,
+                ),
+                #message
+            );
+        })
+    });
+    quote!(#(#checks)*)
 }
 
 /// The input and output schema expressions, spanned at the user's types so that a missing
@@ -352,7 +385,7 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
             Pat::Wild(_) => quote!(),
             pat => quote!(let #pat = #cx_ident;),
         };
-        let (name, scope) = (&m.name, opt_string(m.scope.as_deref()));
+        let (name, scope) = (&m.name, opt_str(m.scope.as_ref()));
         let (o, ret) = (&m.output, &m.ret);
         let convert = match &m.error {
             Some(e) => quote_spanned!(e.span()=> #p::__private::into_error::<#e>),
