@@ -367,23 +367,31 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
         else {
             continue;
         };
-        let cx_ident = syn::Ident::new("__capecontrol_cx", Span::mixed_site());
         let Some(FnArg::Typed(cx)) = f.sig.inputs.iter_mut().nth(1) else {
             continue;
         };
-        let user_pat = std::mem::replace(
-            &mut *cx.pat,
-            Pat::Ident(syn::PatIdent {
-                attrs: Vec::new(),
-                by_ref: None,
-                mutability: None,
-                ident: cx_ident.clone(),
-                subpat: None,
-            }),
-        );
-        let rebind = match &user_pat {
-            Pat::Wild(_) => quote!(),
-            pat => quote!(let #pat = #cx_ident;),
+        // The context as the user named it. A `_` pattern, or a `_cx` the body does not use,
+        // gets a name of ours (so that using it raises no lint about `_` bindings).
+        let mut rebind = TokenStream::new();
+        let cx_ident = match &*cx.pat {
+            Pat::Ident(p) if !p.ident.to_string().starts_with('_') => p.ident.clone(),
+            pat => {
+                let ident = syn::Ident::new("__capecontrol_cx", Span::mixed_site());
+                if let Pat::Ident(p) = pat {
+                    if mentions(f.block.to_token_stream(), &p.ident) {
+                        let user = &p.ident;
+                        rebind = quote!(let #user = #ident;);
+                    }
+                }
+                *cx.pat = Pat::Ident(syn::PatIdent {
+                    attrs: Vec::new(),
+                    by_ref: None,
+                    mutability: None,
+                    ident: ident.clone(),
+                    subpat: None,
+                });
+                ident
+            }
         };
         let (name, scope) = (&m.name, opt_str(m.scope.as_ref()));
         let (o, ret) = (&m.output, &m.ret);
@@ -401,4 +409,13 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
             #result.map_err(#convert)
         });
     }
+}
+
+/// Whether `tokens` contain the identifier `ident`.
+fn mentions(tokens: TokenStream, ident: &syn::Ident) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == *ident,
+        proc_macro2::TokenTree::Group(g) => mentions(g.stream(), ident),
+        _ => false,
+    })
 }

@@ -128,12 +128,12 @@ impl Finance {
 
     /// Pay someone.
     #[tool(scope = "payments:manage", name = "initiate_payment")]
-    async fn pay(&self, cx: &ToolContext, p: Payment) -> capecontrol::Result<String> {
+    async fn pay(&self, _cx: &ToolContext, p: Payment) -> capecontrol::Result<String> {
+        // A `_cx` that is used after all still names the context.
+        let user = &_cx.principal().user_id;
         Ok(format!(
-            "paid {} cents to {} for {}",
-            p.amount_cents,
-            p.to,
-            cx.principal().user_id
+            "paid {} cents to {} for {user}",
+            p.amount_cents, p.to
         ))
     }
 
