@@ -7,8 +7,8 @@
 //!   `#[task]` and `#[tool]` methods, their descriptions (doc comments) and JSON schemas, and
 //!   dispatches `run_task` / `call_tool` by name on JSON input.
 //!
-//! The stages follow thiserror's layout: [`attr`] parses attributes, [`ast`] checks shapes,
-//! [`valid`] checks values, [`expand`] generates code. Every mistake is one spanned error, and
+//! The stages follow thiserror's layout: `attr` parses attributes, `ast` checks shapes,
+//! `valid` checks values, `expand` generates code. Every mistake is one spanned error, and
 //! after an error the item is still emitted (with placeholder impls) so that the error is not
 //! followed by a cascade of others.
 
