@@ -71,6 +71,11 @@ pub trait AgentMetadata {
     /// one of them. `None`, the default, skips that check.
     const DECLARED_SCOPES: Option<&'static [&'static str]> = None;
 
+    /// The agent's `config.timeout` in seconds, when known at compile time (`#[derive(Agent)]`
+    /// sets it): `#[agent_impl]` then checks while compiling that no `#[task(timeout = ..)]`
+    /// exceeds it. `None`, the default, skips that check.
+    const DECLARED_TIMEOUT: Option<u32> = None;
+
     /// The manifest without tasks and tools.
     fn metadata() -> Manifest;
 }

@@ -223,6 +223,14 @@ pub const fn scope_declared(declared: Option<&[&str]>, scope: &str) -> bool {
     false
 }
 
+/// Whether a task's `timeout` fits the agent's (`None`: not known, not checked).
+pub const fn timeout_fits(declared: Option<u32>, timeout: u32) -> bool {
+    match declared {
+        Some(limit) => timeout <= limit,
+        None => true,
+    }
+}
+
 /// `resource:action` covers itself, and `resource:*` covers every action on the resource.
 const fn scope_covers(granted: &[u8], required: &[u8]) -> bool {
     let mut i = 0;

@@ -375,6 +375,7 @@ pub(crate) struct MethodAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) description: Option<LitStr>,
     pub(crate) timeout: Option<u32>,
+    pub(crate) timeout_lit: Option<LitInt>,
     pub(crate) scope: Option<LitStr>,
 }
 
@@ -411,6 +412,7 @@ impl MethodAttrs {
                 ("timeout", Kind::Task) => {
                     let (lit, n) = lit_int(&meta)?;
                     out.timeout = errors.check(&lit, valid::timeout(n));
+                    out.timeout_lit = Some(lit);
                 }
                 ("scope", Kind::Tool) => {
                     let lit = lit_str(&meta)?;

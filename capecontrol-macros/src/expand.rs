@@ -15,6 +15,9 @@ use syn::{FnArg, ImplItem, LitStr, Pat};
 use crate::ast::{Agent, AgentImpl, Method};
 use crate::attr::{Errors, Kind, facade_path, impl_args};
 
+/// `config.timeout` when the agent does not set it (the manifest's default).
+const DEFAULT_TIMEOUT: u32 = 30;
+
 fn opt_str(s: Option<&LitStr>) -> TokenStream {
     match s {
         Some(s) => quote!(::core::option::Option::Some(#s)),
@@ -65,12 +68,15 @@ pub(crate) fn derive(input: &syn::DeriveInput) -> TokenStream {
         Ok(()) => metadata_body(&agent, &p),
     };
     let scopes = &agent.attrs.scopes;
+    let timeout = agent.attrs.timeout.unwrap_or(DEFAULT_TIMEOUT);
     quote! {
         #[automatically_derived]
         #[allow(clippy::all, clippy::pedantic)]
         impl #impl_generics #p::__private::AgentMetadata for #ident #ty_generics #where_clause {
             const DECLARED_SCOPES: ::core::option::Option<&'static [&'static str]> =
                 ::core::option::Option::Some(&[#(#scopes),*]);
+            const DECLARED_TIMEOUT: ::core::option::Option<u32> =
+                ::core::option::Option::Some(#timeout);
             fn metadata() -> #p::__private::Manifest {
                 #body
             }
@@ -278,14 +284,31 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
     }
 }
 
-/// For a non-generic agent type, a compile-time check that each tool's scope is covered by the
-/// scopes `#[derive(Agent)]` declared (`AgentMetadata::DECLARED_SCOPES`); an error points at
-/// the tool's scope. A generic type cannot be named in a free `const`, so it is not checked.
+/// For a non-generic agent type, compile-time checks that each tool's scope is covered by the
+/// scopes `#[derive(Agent)]` declared (`AgentMetadata::DECLARED_SCOPES`) and that each task's
+/// timeout fits the agent's (`DECLARED_TIMEOUT`); an error points at the tool's scope or the
+/// task's timeout. A generic type cannot be named in a free `const`, so it is not checked.
 fn scope_checks(agent: &AgentImpl, p: &TokenStream) -> TokenStream {
     if !agent.item.generics.params.is_empty() {
         return TokenStream::new();
     }
     let self_ty = &agent.item.self_ty;
+    let timeouts = agent.methods.iter().filter_map(|m| {
+        let (timeout, lit) = (m.timeout?, m.timeout_lit.as_ref()?);
+        let message = format!(
+            "the timeout of task `{}` ({timeout} s) exceeds the agent's timeout: raise #[agent(timeout = ..)] (default {DEFAULT_TIMEOUT})",
+            m.name
+        );
+        Some(quote_spanned! {lit.span()=>
+            const _: () = ::core::assert!(
+                #p::__private::timeout_fits(
+                    <#self_ty as #p::__private::AgentMetadata>::DECLARED_TIMEOUT,
+                    #timeout,
+                ),
+                #message
+            );
+        })
+    });
     let checks = agent.methods.iter().filter_map(|m| {
         let scope = m.scope.as_ref()?;
         let message = format!(
@@ -303,7 +326,7 @@ fn scope_checks(agent: &AgentImpl, p: &TokenStream) -> TokenStream {
             );
         })
     });
-    quote!(#(#checks)*)
+    quote!(#(#checks)* #(#timeouts)*)
 }
 
 /// The input and output schema expressions, spanned at the user's types so that a missing

@@ -259,7 +259,7 @@ pub(crate) fn cron(s: &str) -> Result<(), String> {
         ("hour", 0, 23, &[], 0),
         ("day of month", 1, 31, &[], 0),
         ("month", 1, 12, &MONTHS, 1),
-        ("day of week", 0, 7, &DAYS, 0),
+        ("day of week", 0, 6, &DAYS, 0),
     ];
     for (field, (what, lo, hi, names, base)) in fields.iter().zip(specs) {
         let value = |v: &str| -> Option<u32> {
@@ -311,6 +311,7 @@ mod tests {
         assert!(cron("0 9 * * MON").is_ok());
         assert!(cron("0 */6 * * *").is_ok());
         assert!(cron("*/15 8-18 1,15 JAN-MAR mon-fri").is_ok());
+        assert!(cron("0 9 * * 7").is_err());
         assert!(cron("0 9 * *").is_err());
         assert!(cron("60 9 * * *").is_err());
         assert!(cron("0 9 * * FUNDAY").is_err());
