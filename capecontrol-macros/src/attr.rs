@@ -109,11 +109,17 @@ fn lit_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
     Ok(list.into_iter().collect())
 }
 
-/// `crate = "path"`: where the facade crate is, when the macros cannot find it.
+/// `crate = "path"` or `crate = path`: where the facade crate is, when the macros cannot find
+/// it in `Cargo.toml`.
 fn crate_path(meta: &ParseNestedMeta<'_>) -> syn::Result<syn::Path> {
-    let lit = lit_str(meta)?;
-    lit.parse::<syn::Path>()
-        .map_err(|_| syn::Error::new(lit.span(), "expected a path, like `\"::capecontrol\"`"))
+    let value = meta.value()?;
+    if value.peek(LitStr) {
+        let lit: LitStr = value.parse()?;
+        lit.parse::<syn::Path>()
+            .map_err(|_| syn::Error::new(lit.span(), "expected a path, like `::capecontrol`"))
+    } else {
+        value.parse()
+    }
 }
 
 /// The `#[agent(...)]` attributes of a struct.

@@ -34,7 +34,7 @@ mod valid;
 /// `timeout`, `retries`, `memory_limit`, `cpu_limit`, `concurrent_tasks`,
 /// `triggers(events(..), schedules(..), webhooks(..))`,
 /// `ui(icon = .., color = .., description_short = .., settings = Type)`,
-/// `container(image = .., command(..))`, `crate = "path"`.
+/// `container(image = .., command(..))`, `crate = path`.
 #[proc_macro_derive(Agent, attributes(agent))]
 pub fn derive_agent(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
@@ -50,7 +50,7 @@ pub fn derive_agent(input: TokenStream) -> TokenStream {
 /// `#[task(timeout = 60, name = "..", description = "..")]`,
 /// `#[tool(scope = "finance:read", name = "..", description = "..")]`; doc comments are the
 /// default descriptions. A tool method checks its scope before its body runs and so returns
-/// `capecontrol::Result<O>`. `#[agent_impl(crate = "path")]` names the facade crate when it
+/// `capecontrol::Result<O>`. `#[agent_impl(crate = path)]` names the facade crate when it
 /// cannot be found in `Cargo.toml`.
 #[proc_macro_attribute]
 pub fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
     triggers(events("file.created"), schedules("*/15 8-18 * JAN-MAR MON-FRI"), webhooks("/hooks/{id}")),
     ui(icon = "📁", color = "#abc", description_short = "Files", settings = Settings),
     container(image = "example/everything:1.0.0", command("/bin/agent", "--serve")),
-    crate = "::capecontrol"
+    crate = ::capecontrol
 )]
 struct Everything;
 
