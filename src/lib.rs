@@ -4,16 +4,33 @@
 //! This facade re-exports the workspace's crates; `use capecontrol::prelude::*` brings what an
 //! application or an agent author needs.
 
+// Lets the macros' generated code name this crate `::capecontrol` inside it too.
+extern crate self as capecontrol;
+
 pub use capecontrol_core as core;
+/// The agent SDK's macros: `#[derive(Agent)]`, `#[agent_impl]` with `#[task]` and `#[tool]`.
+pub use capecontrol_macros::{Agent, agent_impl, task, tool};
+
+#[doc(hidden)]
+pub use capecontrol_core::__private;
 pub use capecontrol_core::{
-    AgentBase, Error, ErrorCategory, FieldError, Manifest, Principal, Result, Scope, TaskContext,
-    ToolContext, agent, error, manifest, policy, slug, state, validate,
+    AgentBase, AgentMetadata, Error, ErrorCategory, FieldError, Manifest, MemoryJournal, Plan,
+    Principal, Result, Scope, TaskContext, ToolContext, agent, error, manifest, policy, slug,
+    state, validate,
 };
 
 /// What most users need, in one import.
 pub mod prelude {
+    pub use capecontrol_macros::{Agent, agent_impl, task, tool};
+
     pub use capecontrol_core::{
-        AgentBase, AgentStatus, Error, ErrorCategory, FieldError, Manifest, Principal, Result,
-        RunStatus, Scope, TaskContext, TaskStatus, ToolContext, VersionStatus,
+        AgentBase, AgentMetadata, AgentStatus, Error, ErrorCategory, FieldError, Manifest,
+        MemoryJournal, Plan, Principal, Result, RunStatus, Scope, TaskContext, TaskStatus,
+        ToolContext, VersionStatus,
     };
 }
+
+/// `docs/writing-agents.md`, whose code blocks are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/writing-agents.md")]
+pub struct WritingAgentsGuide;

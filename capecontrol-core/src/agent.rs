@@ -30,8 +30,8 @@ pub type ToolSpec = ToolDecl;
 
 /// The trait every agent implements. Object-safe: the platform holds `Arc<dyn AgentBase>`.
 ///
-/// `#[derive(Agent)]` and `#[capecontrol::agent]` write this impl for you; a hand-written impl
-/// works the same way.
+/// `#[derive(Agent)]` together with `#[capecontrol::agent_impl]` on the impl block write this
+/// impl for you; a hand-written impl works the same way.
 #[async_trait]
 pub trait AgentBase: Send + Sync + 'static {
     /// The agent's manifest, including its task and tool declarations.
@@ -53,6 +53,31 @@ pub trait AgentBase: Send + Sync + 'static {
 
     /// Calls tool `name` on a JSON input (as an LLM tool call would).
     async fn call_tool(&self, name: &str, input: Value, cx: &ToolContext) -> Result<Value>;
+}
+
+/// The manifest metadata of an agent type: everything but its tasks and tools.
+///
+/// `#[derive(Agent)]` implements it from the `#[agent(...)]` attribute; `#[agent_impl]` builds
+/// the [`AgentBase`] impl on it, adding the `tools`, `tasks` and `tool_specs` it finds in the
+/// impl block. Implement it by hand to compute metadata at run time.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no agent metadata",
+    label = "`{Self}` needs `#[derive(Agent)]`",
+    note = "add `#[derive(Agent)]` and `#[agent(name = \"...\", version = \"...\")]` to the struct, or implement `AgentMetadata` by hand"
+)]
+pub trait AgentMetadata {
+    /// The scopes the agent declares, when known at compile time (`#[derive(Agent)]` sets
+    /// them): `#[agent_impl]` then checks while compiling that each tool's scope is covered by
+    /// one of them. `None`, the default, skips that check.
+    const DECLARED_SCOPES: Option<&'static [&'static str]> = None;
+
+    /// The agent's `config.timeout` in seconds, when known at compile time (`#[derive(Agent)]`
+    /// sets it): `#[agent_impl]` then checks while compiling that no `#[task(timeout = ..)]`
+    /// exceeds it. `None`, the default, skips that check.
+    const DECLARED_TIMEOUT: Option<u32> = None;
+
+    /// The manifest without tasks and tools.
+    fn metadata() -> Manifest;
 }
 
 /// One journaled step of a task: a `runs` row (blueprint §4).
@@ -219,6 +244,12 @@ impl TaskContext {
             completed: Vec::new(),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// Starts building a context for a new task run outside a platform (tests, examples,
+    /// a CLI): a fresh task id, no grants until [`TaskContextBuilder::granted`].
+    pub fn local() -> TaskContextBuilder {
+        Self::builder(Uuid::now_v7())
     }
 
     /// The task's id.

@@ -6,15 +6,24 @@ pub mod agent;
 pub mod error;
 pub mod events;
 pub mod manifest;
+pub mod plan;
 pub mod policy;
 pub mod slug;
 pub mod state;
 pub mod store;
 pub mod validate;
 
-pub use agent::{AgentBase, StepRecord, TaskContext, TaskHost, ToolCall, ToolContext};
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
+
+pub use agent::{
+    AgentBase, AgentMetadata, MemoryJournal, StepRecord, TaskContext, TaskHost, ToolCall,
+    ToolContext,
+};
 pub use error::{Error, ErrorCategory, FieldError, Result};
 pub use manifest::Manifest;
+pub use plan::Plan;
 pub use policy::{Principal, Scope, missing_scopes};
 pub use slug::slugify;
 pub use state::{AgentStatus, RunStatus, TaskStatus, TransitionError, VersionStatus};

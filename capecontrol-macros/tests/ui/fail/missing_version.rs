@@ -1,0 +1,8 @@
+use capecontrol::prelude::*;
+
+/// A test agent.
+#[derive(Agent)]
+#[agent(name = "T")]
+struct T;
+
+fn main() {}

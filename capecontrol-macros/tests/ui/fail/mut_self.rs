@@ -1,0 +1,16 @@
+use capecontrol::prelude::*;
+
+/// A test agent.
+#[derive(Agent)]
+#[agent(name = "T", version = "1.0.0")]
+struct T;
+
+#[agent_impl]
+impl T {
+    #[tool]
+    async fn run(&mut self, _cx: &ToolContext, n: u32) -> Result<u32, Error> {
+        Ok(n)
+    }
+}
+
+fn main() {}

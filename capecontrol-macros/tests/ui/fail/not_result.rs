@@ -1,0 +1,16 @@
+use capecontrol::prelude::*;
+
+/// A test agent.
+#[derive(Agent)]
+#[agent(name = "T", version = "1.0.0")]
+struct T;
+
+#[agent_impl]
+impl T {
+    #[task]
+    async fn run(&self, _cx: &TaskContext, n: u32) -> u32 {
+        n
+    }
+}
+
+fn main() {}

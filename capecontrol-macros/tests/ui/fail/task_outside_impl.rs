@@ -1,0 +1,15 @@
+use capecontrol::prelude::*;
+
+/// A test agent.
+#[derive(Agent)]
+#[agent(name = "T", version = "1.0.0")]
+struct T;
+
+impl T {
+    #[task]
+    async fn run(&self, _cx: &TaskContext, n: u32) -> Result<u32, Error> {
+        Ok(n)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use capecontrol::prelude::*;
+
+/// A test agent.
+#[derive(Agent)]
+#[agent(name = "T", version = "1.0.0")]
+struct T;
+
+#[agent_impl]
+impl T {
+    #[task]
+    async fn run(&self, _cx: &TaskContext, a: u32, b: u32) -> Result<u32, Error> {
+        Ok(a + b)
+    }
+}
+
+fn main() {}
