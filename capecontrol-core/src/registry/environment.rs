@@ -224,7 +224,7 @@ fn check_requirement(name: &str, req: &str, have: &str) -> Result<(), String> {
                     "^" => {
                         have_v >= v
                             && semver::VersionReq::parse(&format!("^{version}"))
-                                .map_or(false, |r| r.matches(&have_v))
+                                .is_ok_and(|r| r.matches(&have_v))
                     }
                     _ => return Err(unparsable(name, clause)),
                 }

@@ -107,9 +107,10 @@ impl NewAgent {
 pub struct NewVersion {
     /// The manifest (validated).
     pub manifest: Value,
-    /// The version; it must equal `manifest.version`. `None`: the registry picks the next
-    /// version from the manifest diff ([`suggest_next_version`]) and writes it into the stored
-    /// manifest (the first version keeps the manifest's own).
+    /// The version; it must equal `manifest.version` (written into the manifest when the
+    /// manifest has none). `None`: the manifest's own `version`; and when the manifest has no
+    /// `version` either, the registry picks the next one from the manifest diff
+    /// ([`suggest_next_version`]) and writes it into the stored manifest.
     #[serde(default)]
     pub version: Option<String>,
     /// What changed.
@@ -118,7 +119,8 @@ pub struct NewVersion {
 }
 
 impl NewVersion {
-    /// A version from `manifest`, numbered automatically.
+    /// A version from `manifest`: its own `version`, or, when it has none, the next version
+    /// suggested from the manifest diff.
     pub fn new(manifest: Value) -> Self {
         Self {
             manifest,
@@ -570,11 +572,16 @@ impl Registry {
         self.store.list_versions(&agent.id).await
     }
 
-    /// The version [`Registry::add_version`] would give `manifest` without an explicit version:
-    /// the manifest's own for a first version, else the next after the greatest existing one,
-    /// by [`suggest_next_version`].
+    /// The version [`Registry::add_version`] gives a manifest without a version: the next
+    /// after the greatest existing one, by [`suggest_next_version`], or `0.1.0` for a first
+    /// version. The manifest's own `version` is ignored.
     pub async fn suggest_version(&self, agent: &str, manifest: &Value) -> Result<semver::Version> {
-        let next = check_manifest(manifest)?;
+        let mut manifest = manifest.clone();
+        if let Some(obj) = manifest.as_object_mut() {
+            obj.entry("version")
+                .or_insert_with(|| Value::String("0.0.0".into()));
+        }
+        let next = check_manifest(&manifest)?;
         let agent = self.store.get_agent(agent).await?;
         let versions = self.store.list_versions(&agent.id).await?;
         self.suggest_from(&versions, &next)
@@ -582,7 +589,7 @@ impl Registry {
 
     fn suggest_from(&self, versions: &[VersionRecord], next: &Manifest) -> Result<semver::Version> {
         match greatest(versions) {
-            None => parse_version("/version", &next.version),
+            None => Ok(semver::Version::new(0, 1, 0)),
             Some((prev, prev_v)) => {
                 let prev_manifest = typed_manifest(prev)?;
                 Ok(versioning::bump(
@@ -604,11 +611,21 @@ impl Registry {
         let context =
             json!({ "version": new.version, "manifest_version": new.manifest.get("version") });
         self.audited(by, Action::AddVersion, Some(agent), context, async {
-            let mut manifest = check_manifest(&new.manifest)?;
+            let mut stored = new.manifest.clone();
+            let unversioned = stored
+                .get("version")
+                .and_then(Value::as_str)
+                .is_none_or(|v| v.trim().is_empty());
+            if let Some(obj) = stored.as_object_mut().filter(|_| unversioned) {
+                // A placeholder while validating; replaced below.
+                let v = new.version.clone().unwrap_or_else(|| "0.0.0".to_owned());
+                obj.insert("version".into(), Value::String(v));
+            }
+            let mut manifest = check_manifest(&stored)?;
             let agent = self.store.get_agent(agent).await?;
             let versions = self.store.list_versions(&agent.id).await?;
-            let mut stored = new.manifest.clone();
             let version = match &new.version {
+                None if !unversioned => parse_version("/version", &manifest.version)?,
                 Some(v) => {
                     let parsed = parse_version("/version", v)?;
                     let in_manifest = parse_version("/manifest/version", &manifest.version)?;
