@@ -17,6 +17,21 @@
 //! ```
 //!
 //! Failures panic, as tests do.
+//!
+//! # What the suite pins down beyond the port's docs
+//!
+//! - Not-found errors for an unknown agent, version, installation or task; conflicts for a
+//!   duplicate agent id or slug, a duplicate (agent, version) and an illegal version move.
+//! - `insert_version` of an unknown agent is not-found; `upsert_installation` keeps the id of
+//!   the installation it replaces.
+//! - The catalog: published agents with a published version; `category` matches the agent's
+//!   category, `placement` the published manifest's `placement`, `text` the agent's name or
+//!   description case-insensitively; `total` counts every match, `offset`/`limit` page.
+//! - Lifecycle events and their order (`queued`, `started`, `retrying`, `failed`, `cancelled`,
+//!   `completed`), and `task.queued` / `task.started` / `task.completed` / `task.cancelled`
+//!   audit rows with the acting user, IP and user agent where the port carries them.
+//! - Fenced writes: events must be of the lease's task and gap-free (else validation) and
+//!   continue at the task's `last + 1` (else conflict); a refused write writes nothing.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -61,6 +76,7 @@ where
     cancel_queued_and_running(make().await).await;
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
+    misnumbered_events_change_nothing(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
 }
@@ -1104,6 +1120,86 @@ pub async fn events_are_numbered_without_gaps(store: Arc<dyn Store>) {
         seen.windows(2).all(|w| w[0] <= w[1]),
         "in order per task: {seen:?}"
     );
+}
+
+/// A fenced write whose events do not continue the task's sequence is a conflict (a gap inside
+/// the batch, or another task's event, a validation error) and writes nothing: no event, no
+/// step, no state change.
+pub async fn misnumbered_events_change_nothing(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let c = claim_one(&store, "w1", &agent).await;
+    let tool = || TaskEventKind::ToolCalled {
+        tool: "t".into(),
+        allowed: true,
+    };
+    let step = StepRecord {
+        step: 1,
+        name: "s".into(),
+        status: RunStatus::Completed,
+        output: Some(json!(1)),
+        error: None,
+        started_at: None,
+        finished_at: None,
+    };
+    let write = |events: Vec<TaskEvent>| JournalWrite {
+        step: Some(step.clone()),
+        events,
+        audit: Vec::new(),
+    };
+    let next = c.last_seq + 1;
+    assert_category(
+        store
+            .journal(&c.lease, write(vec![event(id, next + 1, tool())]))
+            .await,
+        ErrorCategory::Conflict,
+    );
+    assert_category(
+        store
+            .journal(&c.lease, write(vec![event(id, c.last_seq, tool())]))
+            .await,
+        ErrorCategory::Conflict,
+    );
+    assert_category(
+        store
+            .journal(
+                &c.lease,
+                write(vec![event(id, next, tool()), event(id, next + 2, tool())]),
+            )
+            .await,
+        ErrorCategory::Validation,
+    );
+    assert_category(
+        store
+            .journal(&c.lease, write(vec![event(Uuid::new_v4(), next, tool())]))
+            .await,
+        ErrorCategory::Validation,
+    );
+    assert_category(
+        store
+            .finish(
+                &c.lease,
+                Finish {
+                    outcome: Outcome::Completed { output: json!(1) },
+                    events: vec![event(id, next + 5, tool())],
+                    audit: Vec::new(),
+                },
+            )
+            .await,
+        ErrorCategory::Conflict,
+    );
+    assert_eq!(seqs(&store.events(id, 0).await.unwrap()), [1, 2]);
+    assert!(store.steps(id).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_task(id).await.unwrap().status,
+        TaskStatus::Running
+    );
+    // The lease still holds: a correctly numbered write goes through.
+    store
+        .journal(&c.lease, write(vec![event(id, next, tool())]))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&store.events(id, 0).await.unwrap()), [1, 2, 3]);
 }
 
 /// Every task state change writes one audit event in the same transaction; extra audit events

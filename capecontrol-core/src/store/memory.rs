@@ -10,10 +10,10 @@
 //!
 //! - A lease is held while the task is `running` with the lease's fencing token; a lease that
 //!   expired but was not reclaimed yet still fences (nobody else holds the task).
-//! - Events a worker hands to a fenced write are persisted in the order given and numbered
-//!   after the last persisted event (`last + 1`, `last + 2`, …): a worker that numbers after
-//!   [`Claimed::last_seq`] gets its own numbers back; a misnumbered event is renumbered rather
-//!   than leaving a gap.
+//! - Events a worker hands to a fenced write must be of the lease's task and numbered without
+//!   gaps (else a validation error), and continue the task's persisted sequence at
+//!   `last + 1` (else a conflict); nothing is written then. The store numbers its own lifecycle
+//!   event after them.
 //! - [`QueueStore::release`] writes a `queued` event and a `task.released` audit event; a task
 //!   whose cancellation was requested is cancelled instead of released. [`QueueStore::reclaim_expired`]
 //!   likewise cancels a task whose cancellation was requested.
@@ -162,20 +162,45 @@ impl State {
     }
 }
 
-/// Appends `events` (renumbered after the last persisted one) to `entry`; returns them.
-fn persist_events(entry: &mut TaskEntry, events: Vec<TaskEvent>) -> Vec<TaskEvent> {
-    let mut out = Vec::with_capacity(events.len());
-    for mut e in events {
-        let seq = entry.last_seq() + 1;
-        if e.seq != seq {
-            tracing::warn!(task = %entry.record.id, given = e.seq, seq, "renumbered a task event");
+/// Checks the shape of the events a worker hands to a fenced write: all of the lease's task,
+/// numbered without gaps.
+fn check_events(task_id: Uuid, events: &[TaskEvent]) -> Result<()> {
+    let mut prev: Option<u64> = None;
+    for (i, e) in events.iter().enumerate() {
+        if e.task_id != task_id {
+            return Err(Error::invalid_field(
+                format!("/events/{i}/task_id"),
+                format!("event of task {} in a write of task {task_id}", e.task_id),
+            ));
         }
-        e.seq = seq;
-        e.task_id = entry.record.id;
-        entry.events.push(e.clone());
-        out.push(e);
+        if let Some(p) = prev.filter(|p| e.seq != p + 1) {
+            return Err(Error::invalid_field(
+                format!("/events/{i}/seq"),
+                format!("events must be numbered without gaps: {} after {p}", e.seq),
+            ));
+        }
+        prev = Some(e.seq);
     }
-    out
+    Ok(())
+}
+
+/// Conflict unless `events` continue the task's persisted sequence.
+fn check_continues(entry: &TaskEntry, events: &[TaskEvent]) -> Result<()> {
+    match events.first() {
+        Some(first) if first.seq != entry.last_seq() + 1 => Err(Error::conflict(format!(
+            "events of task {} must continue at seq {}, not {}",
+            entry.record.id,
+            entry.last_seq() + 1,
+            first.seq
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Appends `events` (checked by [`check_events`] and [`check_continues`]) to `entry`.
+fn persist_events(entry: &mut TaskEntry, events: Vec<TaskEvent>) -> Vec<TaskEvent> {
+    entry.events.extend(events.iter().cloned());
+    events
 }
 
 /// Appends one lifecycle event written by the store.
@@ -402,9 +427,6 @@ impl RegistryStore for MemoryStore {
 
     async fn list_versions(&self, agent_id: &str) -> Result<Vec<VersionRecord>> {
         let state = self.lock();
-        if !state.agents.contains_key(agent_id) {
-            return Err(Error::not_found("agent", agent_id));
-        }
         let mut list: Vec<(u64, VersionRecord)> =
             state.versions.get(agent_id).cloned().unwrap_or_default();
         list.sort_by(|(oa, a), (ob, b)| a.created_at.cmp(&b.created_at).then(oa.cmp(ob)));
@@ -532,7 +554,9 @@ impl RegistryStore for MemoryStore {
             CatalogSort::Name => entries.sort_by(|a, b| {
                 a.agent
                     .name
-                    .cmp(&b.agent.name)
+                    .to_lowercase()
+                    .cmp(&b.agent.name.to_lowercase())
+                    .then_with(|| a.agent.name.cmp(&b.agent.name))
                     .then_with(|| a.agent.id.cmp(&b.agent.id))
             }),
             CatalogSort::RecentlyPublished => entries.sort_by(|a, b| {
@@ -789,8 +813,10 @@ impl QueueStore for MemoryStore {
 
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
         let now = self.now();
+        check_events(lease.task_id, &write.events)?;
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
+        check_continues(entry, &write.events)?;
         if let Some(step) = write.step {
             entry.steps.insert(step.step, step);
         }
@@ -805,8 +831,10 @@ impl QueueStore for MemoryStore {
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
         let now = self.now();
+        check_events(lease.task_id, &finish.events)?;
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
+        check_continues(entry, &finish.events)?;
         // Check the transition before writing anything.
         let target = match &finish.outcome {
             Outcome::Completed { .. } => TaskStatus::Completed,
@@ -885,8 +913,10 @@ impl QueueStore for MemoryStore {
 
     async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
         let now = self.now();
+        check_events(lease.task_id, &events)?;
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
+        check_continues(entry, &events)?;
         let mut sent = persist_events(entry, events);
         let (kind, audit_type) = if entry.record.cancel_requested {
             move_task(&mut entry.record, TaskStatus::Cancelled)?;
@@ -1246,12 +1276,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn misnumbered_worker_events_are_renumbered_without_gaps() {
+    async fn misnumbered_worker_events_change_nothing() {
         let (store, _) = manual_store();
         let id = store.enqueue(task("a")).await.unwrap().task.id;
         let c = store.claim(&claim(1)).await.unwrap().remove(0);
-        let e = |seq| TaskEvent {
-            task_id: Uuid::new_v4(),
+        let e = |task_id, seq| TaskEvent {
+            task_id,
             seq,
             at: Utc::now(),
             kind: TaskEventKind::ToolCalled {
@@ -1259,21 +1289,51 @@ mod tests {
                 allowed: false,
             },
         };
-        store
-            .journal(
+        let write = |events| JournalWrite {
+            step: None,
+            events,
+            audit: Vec::new(),
+        };
+        let gap = store
+            .journal(&c.lease, write(vec![e(id, 3), e(id, 5)]))
+            .await;
+        assert_eq!(gap.unwrap_err().field_errors()[0].pointer, "/events/1/seq");
+        let other = store
+            .journal(&c.lease, write(vec![e(Uuid::new_v4(), 3)]))
+            .await;
+        assert_eq!(
+            other.unwrap_err().field_errors()[0].pointer,
+            "/events/0/task_id"
+        );
+        let stale = store.journal(&c.lease, write(vec![e(id, 2)])).await;
+        assert_eq!(
+            stale.unwrap_err().category(),
+            crate::ErrorCategory::Conflict
+        );
+        let ahead = store
+            .finish(
                 &c.lease,
-                JournalWrite {
-                    step: None,
-                    events: vec![e(9), e(1)],
+                Finish {
+                    outcome: Outcome::Cancelled,
+                    events: vec![e(id, 4)],
                     audit: Vec::new(),
                 },
             )
+            .await;
+        assert_eq!(
+            ahead.unwrap_err().category(),
+            crate::ErrorCategory::Conflict
+        );
+        assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
+        assert_eq!(
+            store.get_task(id).await.unwrap().status,
+            TaskStatus::Running
+        );
+        store
+            .journal(&c.lease, write(vec![e(id, 3), e(id, 4)]))
             .await
             .unwrap();
-        let events = store.events(id, 0).await.unwrap();
-        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4]);
-        assert!(events.iter().all(|e| e.task_id == id));
+        assert_eq!(store.events(id, 2).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
