@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use capecontrol::core::TaskStatus;
 use capecontrol::core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol::core::events::TaskEventKind;
-use capecontrol::core::runtime::middleware::rate_limit::RateLimitConfig;
+use capecontrol::core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
 use capecontrol::core::runtime::{Platform, PlatformConfig, TaskRequest};
 use capecontrol::core::store::memory::MemoryStore;
 use capecontrol::core::store::{InstallationRecord, Store};
@@ -53,7 +54,11 @@ async fn setup() -> (Platform, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let platform = Platform::builder()
         .store(store.clone())
-        .rate_limits(RateLimitConfig::default())
+        .rate_limits(RateLimitConfig {
+            // Checked on every submit, but high enough never to reject the benchmark's load.
+            per_principal: Some(Rate::per_second(1_000_000_000)),
+            per_agent: Some(Rate::per_second(1_000_000_000)),
+        })
         .config(PlatformConfig {
             workers: 64,
             claim_batch: 64,
@@ -82,22 +87,45 @@ async fn setup() -> (Platform, Arc<dyn Store>) {
 }
 
 /// Submits `n` tasks and waits until all completed; returns the elapsed time.
-async fn run_platform(platform: &Platform, store: &Arc<dyn Store>, n: usize, steps: u64) -> Duration {
+async fn run_platform(
+    platform: &Platform,
+    store: &Arc<dyn Store>,
+    n: usize,
+    steps: u64,
+) -> Duration {
     let mut events = store.subscribe();
     let principal = Principal::new("bench");
     let start = Instant::now();
+    let mut pending = std::collections::HashSet::with_capacity(n);
     for i in 0..n {
-        platform
-            .submit(TaskRequest::new("adder", "add", json!({"a": i, "b": 1, "steps": steps}), principal.clone()))
+        let id = platform
+            .submit(TaskRequest::new(
+                "adder",
+                "add",
+                json!({"a": i, "b": 1, "steps": steps}),
+                principal.clone(),
+            ))
             .await
             .expect("submit");
+        pending.insert(id);
     }
-    let mut done = 0;
-    while done < n {
+    while !pending.is_empty() {
         match events.recv().await {
-            Ok(e) if matches!(e.kind, TaskEventKind::Completed { .. }) => done += 1,
+            Ok(e) if matches!(e.kind, TaskEventKind::Completed { .. }) => {
+                pending.remove(&e.task_id);
+            }
             Ok(e) if e.kind.is_terminal() => panic!("task failed: {e:?}"),
             Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some events: ask the store which tasks are still open.
+                let mut open = std::collections::HashSet::new();
+                for id in pending.drain() {
+                    if platform.get(id).await.expect("get").status != TaskStatus::Completed {
+                        open.insert(id);
+                    }
+                }
+                pending = open;
+            }
             Err(e) => panic!("event stream: {e}"),
         }
     }
@@ -121,7 +149,10 @@ async fn run_baseline(n: usize) -> Duration {
 const N: usize = 2_000;
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (platform, store) = rt.block_on(setup());
 
     let mut group = c.benchmark_group("end_to_end");
@@ -161,8 +192,16 @@ fn bench(c: &mut Criterion) {
         v[v.len() / 2]
     };
     let base = median((0..rounds).map(|_| rt.block_on(run_baseline(N))).collect());
-    let zero = median((0..rounds).map(|_| rt.block_on(run_platform(&platform, &store, N, 0))).collect());
-    let ten = median((0..rounds).map(|_| rt.block_on(run_platform(&platform, &store, N / 4, 10))).collect());
+    let zero = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform(&platform, &store, N, 0)))
+            .collect(),
+    );
+    let ten = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform(&platform, &store, N / 4, 10)))
+            .collect(),
+    );
     let per_task = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n as f64;
     let base_us = per_task(base, N);
     let zero_us = per_task(zero, N);

@@ -7,11 +7,12 @@
 pub use capecontrol_core as core;
 pub use capecontrol_core::{
     AgentBase, Error, ErrorCategory, FieldError, Manifest, Principal, Result, Scope, TaskContext,
-    ToolContext, agent, error, manifest, policy, slug, state, validate,
+    ToolContext, agent, error, manifest, policy, registry, slug, state, store, validate,
 };
 
 /// What most users need, in one import.
 pub mod prelude {
+    pub use capecontrol_core::registry::Registry;
     pub use capecontrol_core::{
         AgentBase, AgentStatus, Error, ErrorCategory, FieldError, Manifest, Principal, Result,
         RunStatus, Scope, TaskContext, TaskStatus, ToolContext, VersionStatus,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
-use capecontrol_core::manifest::{Config, Manifest};
+use capecontrol_core::manifest::Manifest;
 use capecontrol_core::runtime::{BreakerConfig, Platform, PlatformConfig, TaskRequest};
 use capecontrol_core::store::memory::MemoryStore;
 use capecontrol_core::store::{InstallationRecord, Store};
@@ -26,26 +26,41 @@ impl AgentBase for Failing {
         .unwrap()
     }
     async fn run_task(&self, name: &str, _input: Value, _cx: &TaskContext) -> Result<Value> {
-        if name == "ok" { Ok(json!(1)) } else { Err(Error::agent("boom")) }
+        if name == "ok" {
+            Ok(json!(1))
+        } else {
+            Err(Error::agent("boom"))
+        }
     }
     async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
         Err(Error::not_found("tool", name))
     }
 }
 
-fn gauge(snapshotter: &Snapshotter, name: &str) -> Option<f64> {
-    snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
-        match (key.key().name() == name, value) {
-            (true, DebugValue::Gauge(g)) => Some(g.into_inner()),
-            _ => None,
-        }
+/// One snapshot (a snapshot resets gauges and drains histograms, so read everything from one).
+fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, DebugValue)> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .collect()
+}
+
+fn gauge(snap: &[(String, DebugValue)], name: &str) -> Option<f64> {
+    snap.iter().find_map(|(n, v)| match v {
+        DebugValue::Gauge(g) if n == name => Some(g.into_inner()),
+        _ => None,
     })
 }
 
-fn has_histogram(snapshotter: &Snapshotter, name: &str) -> bool {
-    snapshotter.snapshot().into_vec().into_iter().any(|(key, _, _, value)| {
-        key.key().name() == name && matches!(value, DebugValue::Histogram(ref h) if !h.is_empty())
-    })
+fn histogram_len(snap: &[(String, DebugValue)], name: &str) -> usize {
+    snap.iter()
+        .map(|(n, v)| match v {
+            DebugValue::Histogram(h) if n == name => h.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 #[tokio::test]
@@ -60,7 +75,10 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         .config(PlatformConfig {
             lease: Duration::from_millis(300),
             poll_interval: Duration::from_millis(20),
-            breaker: BreakerConfig { failure_threshold: 1, cool_down: Duration::from_secs(60) },
+            breaker: BreakerConfig {
+                failure_threshold: 1,
+                cool_down: Duration::from_secs(60),
+            },
             ..PlatformConfig::default()
         })
         .agent(Failing)
@@ -81,15 +99,45 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         })
         .await
         .unwrap();
-    let id = p.submit(TaskRequest::new("failing", "ok", json!({}), Principal::new("u"))).await.unwrap();
+    let id = p
+        .submit(TaskRequest::new(
+            "failing",
+            "ok",
+            json!({}),
+            Principal::new("u"),
+        ))
+        .await
+        .unwrap();
     assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
-    assert_eq!(gauge(&snapshotter, "agent_success_rate"), Some(1.0));
-    let id = p.submit(TaskRequest::new("failing", "bad", json!({}), Principal::new("u"))).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    p.submit(TaskRequest::new("failing", "ok", json!({}), Principal::new("u")).run_at(later))
+        .await
+        .unwrap();
+    let id = p
+        .submit(TaskRequest::new(
+            "failing",
+            "bad",
+            json!({}),
+            Principal::new("u"),
+        ))
+        .await
+        .unwrap();
     assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Failed);
-    assert_eq!(gauge(&snapshotter, "agent_success_rate"), Some(0.5));
-    assert!(has_histogram(&snapshotter, "agent_execution_duration_seconds"));
-    assert_eq!(gauge(&snapshotter, "agent_concurrent_tasks"), Some(0.0));
-    assert_eq!(gauge(&snapshotter, "agent_circuit_breaker_state"), Some(2.0), "open");
+    let snap = snapshot(&snapshotter);
+    assert_eq!(
+        histogram_len(&snap, "agent_execution_duration_seconds"),
+        2,
+        "{snap:?}"
+    );
+    assert_eq!(gauge(&snap, "agent_success_rate"), Some(0.5));
+    assert_eq!(gauge(&snap, "agent_concurrent_tasks"), Some(0.0));
+    assert_eq!(
+        gauge(&snap, "agent_circuit_breaker_state"),
+        Some(2.0),
+        "open after one failure"
+    );
+    // The maintenance loop sets the queue depth every half lease: one task waits for later.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(gauge(&snapshotter, "task_queue_depth"), Some(0.0));
+    let snap = snapshot(&snapshotter);
+    assert_eq!(gauge(&snap, "task_queue_depth"), Some(1.0), "{snap:?}");
 }

@@ -288,10 +288,7 @@ impl PlatformBuilder {
 
 /// The default store: a new in-memory store.
 fn default_store() -> Arc<dyn Store> {
-    {
-        let _ = crate::store::memory::MemoryStore::new();
-        unimplemented!()
-    }
+    Arc::new(crate::store::memory::MemoryStore::new())
 }
 
 /// Registers a native agent's manifest as a published version (idempotent), returns its id.

@@ -132,6 +132,7 @@ impl InputSanitization {
             }
         }
         if !errors.is_empty() {
+            errors.sort();
             return Err(Error::validation("invalid input", errors));
         }
         if let Some((key, schema)) = schema {
