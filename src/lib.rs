@@ -13,16 +13,20 @@ pub use capecontrol_macros::{Agent, agent_impl, task, tool};
 
 #[doc(hidden)]
 pub use capecontrol_core::__private;
+pub use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
 pub use capecontrol_core::{
     AgentBase, AgentMetadata, Error, ErrorCategory, FieldError, Manifest, MemoryJournal, Plan,
-    Principal, Result, Scope, TaskContext, ToolContext, agent, error, manifest, policy, slug,
-    state, validate,
+    Principal, Result, Scope, TaskContext, TaskStatus, ToolContext, agent, error, events, manifest,
+    policy, registry, runtime, slug, state, store, validate,
 };
 
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};
 
+    pub use capecontrol_core::registry::Registry;
+    pub use capecontrol_core::runtime::{Platform, TaskRequest};
+    pub use capecontrol_core::store::memory::MemoryStore;
     pub use capecontrol_core::{
         AgentBase, AgentMetadata, AgentStatus, Error, ErrorCategory, FieldError, Manifest,
         MemoryJournal, Plan, Principal, Result, RunStatus, Scope, TaskContext, TaskStatus,

@@ -8,6 +8,8 @@ pub mod events;
 pub mod manifest;
 pub mod plan;
 pub mod policy;
+pub mod registry;
+pub mod runtime;
 pub mod slug;
 pub mod state;
 pub mod store;

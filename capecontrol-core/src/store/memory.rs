@@ -1,3 +1,1364 @@
 //! `MemoryStore`: the in-memory store (the embedded default and the test double).
 //!
-//! Not built yet: the registry issue (#4) fills this module in.
+//! All state sits behind one [`std::sync::Mutex`], which is never held across an `.await`: every
+//! trait method locks, does its work synchronously and unlocks, so each call is one atomic
+//! "transaction". Committed task events are sent to subscribers while the lock is held, so that
+//! the events of one task reach a subscriber in sequence order.
+//!
+//! Details the module docs of [`crate::store`] leave open, decided here (and checked by the
+//! conformance suite where a backend could differ):
+//!
+//! - A lease is held while the task is `running` with the lease's fencing token; a lease that
+//!   expired but was not reclaimed yet still fences (nobody else holds the task).
+//! - Events a worker hands to a fenced write must be of the lease's task and numbered without
+//!   gaps (else a validation error), and continue the task's persisted sequence at
+//!   `last + 1` (else a conflict); nothing is written then. The store numbers its own lifecycle
+//!   event after them.
+//! - [`QueueStore::release`] writes a `queued` event and a `task.released` audit event; a task
+//!   whose cancellation was requested is cancelled instead of released. [`QueueStore::reclaim_expired`]
+//!   likewise cancels a task whose cancellation was requested.
+//! - An upserted installation keeps the `id` and `created_at` of the one it replaces.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::{
+    AgentFilter, AgentPatch, AgentRecord, AuditEvent, AuditFilter, AuditStore, CatalogEntry,
+    CatalogQuery, CatalogSort, ClaimRequest, Claimed, Enqueued, Finish, Heartbeat,
+    InstallationRecord, JournalWrite, Lease, NewAuditEvent, NewTask, Outcome, Page, QueueStore,
+    RegistryStore, TaskFilter, TaskRecord, VersionRecord, lease_lost,
+};
+use crate::agent::StepRecord;
+use crate::error::{Error, Result};
+use crate::events::{TaskEvent, TaskEventKind};
+use crate::policy::Principal;
+use crate::state::{AgentStatus, TaskStatus, VersionStatus};
+
+/// The clock of a [`MemoryStore`].
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Capacity of the live event and wake-up channels.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// The in-memory [`Store`](super::Store): complete, concurrency-safe, not durable.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use capecontrol_core::store::{AuditStore, NewAuditEvent, memory::MemoryStore};
+/// let store = MemoryStore::new();
+/// let e = store.append_audit(NewAuditEvent { event_type: "hello".into(), ..Default::default() })
+///     .await.unwrap();
+/// assert_eq!(e.id, 1);
+/// # });
+/// ```
+pub struct MemoryStore {
+    state: Mutex<State>,
+    clock: Clock,
+    events: broadcast::Sender<TaskEvent>,
+    wakeups: broadcast::Sender<()>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("agents", &state.agents.len())
+            .field("tasks", &state.tasks.len())
+            .field("audit_events", &state.audit.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Insertion counter: the tie-breaker of every "by age" order.
+    counter: u64,
+    agents: BTreeMap<String, AgentRecord>,
+    /// Per agent id, versions in insertion order.
+    versions: HashMap<String, Vec<(u64, VersionRecord)>>,
+    installations: BTreeMap<(String, String), InstallationRecord>,
+    tasks: HashMap<Uuid, TaskEntry>,
+    /// (user, key) → task.
+    idempotency: HashMap<(String, String), Uuid>,
+    audit: Vec<AuditEvent>,
+}
+
+struct TaskEntry {
+    order: u64,
+    record: TaskRecord,
+    token: Option<Uuid>,
+    steps: BTreeMap<u32, StepRecord>,
+    events: Vec<TaskEvent>,
+}
+
+impl TaskEntry {
+    fn last_seq(&self) -> u64 {
+        self.events.last().map_or(0, |e| e.seq)
+    }
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) -> AuditEvent {
+        let id = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
+        let stored = AuditEvent {
+            id,
+            task_id: event.task_id,
+            agent_id: event.agent_id,
+            user_id: event.user_id,
+            event_type: event.event_type,
+            payload: event.payload,
+            ip_address: event.ip_address,
+            user_agent: event.user_agent,
+            created_at: now,
+        };
+        self.audit.push(stored.clone());
+        stored
+    }
+
+    fn agent_by_id_or_slug(&self, id_or_slug: &str) -> Option<&AgentRecord> {
+        self.agents
+            .get(id_or_slug)
+            .or_else(|| self.agents.values().find(|a| a.slug == id_or_slug))
+    }
+
+    fn running_of_agent(&self, agent_id: &str) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| t.record.status == TaskStatus::Running && t.record.agent_id == agent_id)
+            .count()
+    }
+
+    /// The task, if `lease` still fences it.
+    fn fenced(&mut self, lease: &Lease) -> Result<&mut TaskEntry> {
+        match self.tasks.get_mut(&lease.task_id) {
+            Some(t)
+                if t.record.status == TaskStatus::Running
+                    && t.token == Some(lease.token)
+                    && t.record.lease_owner.as_deref() == Some(lease.owner.as_str()) =>
+            {
+                Ok(t)
+            }
+            _ => Err(lease_lost(lease.task_id)),
+        }
+    }
+}
+
+/// Checks the shape of the events a worker hands to a fenced write: all of the lease's task,
+/// numbered without gaps.
+fn check_events(task_id: Uuid, events: &[TaskEvent]) -> Result<()> {
+    let mut prev: Option<u64> = None;
+    for (i, e) in events.iter().enumerate() {
+        if e.task_id != task_id {
+            return Err(Error::invalid_field(
+                format!("/events/{i}/task_id"),
+                format!("event of task {} in a write of task {task_id}", e.task_id),
+            ));
+        }
+        if let Some(p) = prev.filter(|p| e.seq != p + 1) {
+            return Err(Error::invalid_field(
+                format!("/events/{i}/seq"),
+                format!("events must be numbered without gaps: {} after {p}", e.seq),
+            ));
+        }
+        prev = Some(e.seq);
+    }
+    Ok(())
+}
+
+/// Conflict unless `events` continue the task's persisted sequence.
+fn check_continues(entry: &TaskEntry, events: &[TaskEvent]) -> Result<()> {
+    match events.first() {
+        Some(first) if first.seq != entry.last_seq() + 1 => Err(Error::conflict(format!(
+            "events of task {} must continue at seq {}, not {}",
+            entry.record.id,
+            entry.last_seq() + 1,
+            first.seq
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Appends `events` (checked by [`check_events`] and [`check_continues`]) to `entry`.
+fn persist_events(entry: &mut TaskEntry, events: Vec<TaskEvent>) -> Vec<TaskEvent> {
+    entry.events.extend(events.iter().cloned());
+    events
+}
+
+/// Appends one lifecycle event written by the store.
+fn lifecycle_event(entry: &mut TaskEntry, kind: TaskEventKind, now: DateTime<Utc>) -> TaskEvent {
+    let e = TaskEvent {
+        task_id: entry.record.id,
+        seq: entry.last_seq() + 1,
+        at: now,
+        kind,
+    };
+    entry.events.push(e.clone());
+    e
+}
+
+fn move_task(record: &mut TaskRecord, to: TaskStatus) -> Result<()> {
+    record.status = record.status.transition(to)?;
+    Ok(())
+}
+
+fn clear_lease(entry: &mut TaskEntry) {
+    entry.token = None;
+    entry.record.lease_owner = None;
+    entry.record.lease_expires_at = None;
+}
+
+fn task_audit(record: &TaskRecord, event_type: &str, payload: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent {
+        task_id: Some(record.id),
+        agent_id: Some(record.agent_id.clone()),
+        user_id: Some(record.user_id.clone()),
+        event_type: event_type.to_owned(),
+        payload,
+        ip_address: None,
+        user_agent: None,
+    }
+}
+
+fn extra_audit(record: &TaskRecord, mut event: NewAuditEvent) -> NewAuditEvent {
+    if event.task_id.is_none() {
+        event.task_id = Some(record.id);
+    }
+    if event.agent_id.is_none() {
+        event.agent_id = Some(record.agent_id.clone());
+    }
+    event
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn millis_between(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    u64::try_from((to - from).num_milliseconds()).unwrap_or(0)
+}
+
+impl MemoryStore {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(Utc::now))
+    }
+
+    /// An empty store on `clock` (lease expiry, `run_at`, timestamps), for tests that move time
+    /// by hand.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use capecontrol_core::store::memory::MemoryStore;
+    /// let now = Arc::new(Mutex::new(chrono::Utc::now()));
+    /// let clock = now.clone();
+    /// let store = MemoryStore::with_clock(Arc::new(move || *clock.lock().unwrap()));
+    /// *now.lock().unwrap() += chrono::Duration::seconds(60); // a minute later, for the store
+    /// # let _ = store;
+    /// ```
+    pub fn with_clock(clock: Clock) -> Self {
+        let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let (wakeups, _) = broadcast::channel(CHANNEL_CAPACITY);
+        Self {
+            state: Mutex::new(State::default()),
+            clock,
+            events,
+            wakeups,
+        }
+    }
+
+    /// The store's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written in a way later
+        // calls would misread more than the panic itself did: keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send_events(&self, events: impl IntoIterator<Item = TaskEvent>) {
+        for e in events {
+            // No subscriber is not an error.
+            let _ = self.events.send(e);
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.wakeups.send(());
+    }
+}
+
+#[async_trait]
+impl RegistryStore for MemoryStore {
+    async fn insert_agent(&self, agent: AgentRecord) -> Result<AgentRecord> {
+        let mut state = self.lock();
+        if state.agents.contains_key(&agent.id) {
+            return Err(Error::conflict(format!(
+                "an agent with id `{}` exists",
+                agent.id
+            )));
+        }
+        if state.agents.values().any(|a| a.slug == agent.slug) {
+            return Err(Error::conflict(format!(
+                "an agent with slug `{}` exists",
+                agent.slug
+            )));
+        }
+        state.agents.insert(agent.id.clone(), agent.clone());
+        Ok(agent)
+    }
+
+    async fn update_agent(&self, id: &str, patch: AgentPatch) -> Result<AgentRecord> {
+        let now = self.now();
+        let mut state = self.lock();
+        let key = state
+            .agent_by_id_or_slug(id)
+            .map(|a| a.id.clone())
+            .ok_or_else(|| Error::not_found("agent", id))?;
+        let agent = state
+            .agents
+            .get_mut(&key)
+            .ok_or_else(|| Error::not_found("agent", id))?;
+        let AgentPatch {
+            name,
+            description,
+            category,
+            capabilities,
+            policy_scopes,
+            manifest,
+            status,
+        } = patch;
+        if let Some(v) = name {
+            agent.name = v;
+        }
+        if let Some(v) = description {
+            agent.description = Some(v);
+        }
+        if let Some(v) = category {
+            agent.category = Some(v);
+        }
+        if let Some(v) = capabilities {
+            agent.capabilities = Some(v);
+        }
+        if let Some(v) = policy_scopes {
+            agent.policy_scopes = v;
+        }
+        if let Some(v) = manifest {
+            agent.manifest = Some(v);
+        }
+        if let Some(v) = status {
+            agent.status = v;
+        }
+        agent.updated_at = now;
+        Ok(agent.clone())
+    }
+
+    async fn get_agent(&self, id_or_slug: &str) -> Result<AgentRecord> {
+        self.lock()
+            .agent_by_id_or_slug(id_or_slug)
+            .cloned()
+            .ok_or_else(|| Error::not_found("agent", id_or_slug))
+    }
+
+    async fn list_agents(&self, filter: &AgentFilter) -> Result<Vec<AgentRecord>> {
+        let state = self.lock();
+        let mut out: Vec<AgentRecord> = state
+            .agents
+            .values()
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .filter(|a| {
+                filter
+                    .category
+                    .as_ref()
+                    .is_none_or(|c| a.category.as_ref() == Some(c))
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn insert_version(&self, version: VersionRecord) -> Result<VersionRecord> {
+        let mut state = self.lock();
+        if !state.agents.contains_key(&version.agent_id) {
+            return Err(Error::not_found("agent", &version.agent_id));
+        }
+        let order = state.next();
+        let list = state.versions.entry(version.agent_id.clone()).or_default();
+        if list.iter().any(|(_, v)| v.version == version.version) {
+            return Err(Error::conflict(format!(
+                "version {} of agent `{}` exists",
+                version.version, version.agent_id
+            )));
+        }
+        list.push((order, version.clone()));
+        Ok(version)
+    }
+
+    async fn get_version(&self, agent_id: &str, version: &str) -> Result<VersionRecord> {
+        let state = self.lock();
+        state
+            .versions
+            .get(agent_id)
+            .and_then(|l| l.iter().find(|(_, v)| v.version == version))
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))
+    }
+
+    async fn list_versions(&self, agent_id: &str) -> Result<Vec<VersionRecord>> {
+        let state = self.lock();
+        let mut list: Vec<(u64, VersionRecord)> =
+            state.versions.get(agent_id).cloned().unwrap_or_default();
+        list.sort_by(|(oa, a), (ob, b)| a.created_at.cmp(&b.created_at).then(oa.cmp(ob)));
+        Ok(list.into_iter().map(|(_, v)| v).collect())
+    }
+
+    async fn publish_version(
+        &self,
+        agent_id: &str,
+        version: &str,
+    ) -> Result<(VersionRecord, Option<VersionRecord>)> {
+        let now = self.now();
+        let mut state = self.lock();
+        let agent_status = state
+            .agents
+            .get(agent_id)
+            .map(|a| a.status)
+            .ok_or_else(|| Error::not_found("agent", agent_id))?;
+        let list = state
+            .versions
+            .get_mut(agent_id)
+            .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))?;
+        let target = list
+            .iter()
+            .position(|(_, v)| v.version == version)
+            .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))?;
+        // Check every transition before changing anything.
+        list[target].1.status.transition(VersionStatus::Published)?;
+        agent_status.transition(AgentStatus::Published)?;
+        let previous = list
+            .iter()
+            .position(|(_, v)| v.status == VersionStatus::Published);
+        let archived = match previous {
+            Some(i) => {
+                let v = &mut list[i].1;
+                v.status = v.status.transition(VersionStatus::Archived)?;
+                Some(v.clone())
+            }
+            None => None,
+        };
+        let published = {
+            let v = &mut list[target].1;
+            v.status = VersionStatus::Published;
+            v.published_at = Some(now);
+            v.clone()
+        };
+        if let Some(agent) = state.agents.get_mut(agent_id) {
+            agent.status = AgentStatus::Published;
+            agent.manifest = Some(published.manifest.clone());
+            agent.updated_at = now;
+        }
+        Ok((published, archived))
+    }
+
+    async fn set_version_status(
+        &self,
+        agent_id: &str,
+        version: &str,
+        from: VersionStatus,
+        to: VersionStatus,
+    ) -> Result<VersionRecord> {
+        let mut state = self.lock();
+        let v = state
+            .versions
+            .get_mut(agent_id)
+            .and_then(|l| l.iter_mut().find(|(_, v)| v.version == version))
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))?;
+        if v.status != from {
+            return Err(Error::conflict(format!(
+                "version {version} of agent `{agent_id}` is {}, not {from}",
+                v.status
+            )));
+        }
+        v.status = from.transition(to)?;
+        Ok(v.clone())
+    }
+
+    async fn catalog(&self, query: &CatalogQuery) -> Result<Page<CatalogEntry>> {
+        let state = self.lock();
+        let text = query.text.as_ref().map(|t| t.to_lowercase());
+        let mut entries: Vec<CatalogEntry> = Vec::new();
+        for agent in state.agents.values() {
+            if agent.status != AgentStatus::Published {
+                continue;
+            }
+            let Some(version) = state.versions.get(&agent.id).and_then(|l| {
+                l.iter()
+                    .find(|(_, v)| v.status == VersionStatus::Published)
+                    .map(|(_, v)| v)
+            }) else {
+                continue;
+            };
+            if query
+                .category
+                .as_ref()
+                .is_some_and(|c| agent.category.as_ref() != Some(c))
+            {
+                continue;
+            }
+            let placement = version.manifest.get("placement").and_then(|v| v.as_str());
+            if query
+                .placement
+                .as_ref()
+                .is_some_and(|p| placement != Some(p.as_str()))
+            {
+                continue;
+            }
+            if let Some(t) = &text {
+                let in_name = agent.name.to_lowercase().contains(t.as_str());
+                let in_description = agent
+                    .description
+                    .as_ref()
+                    .is_some_and(|d| d.to_lowercase().contains(t.as_str()));
+                if !in_name && !in_description {
+                    continue;
+                }
+            }
+            entries.push(CatalogEntry {
+                agent: agent.clone(),
+                version: version.clone(),
+            });
+        }
+        match query.sort {
+            CatalogSort::Name => entries.sort_by(|a, b| {
+                a.agent
+                    .name
+                    .to_lowercase()
+                    .cmp(&b.agent.name.to_lowercase())
+                    .then_with(|| a.agent.name.cmp(&b.agent.name))
+                    .then_with(|| a.agent.id.cmp(&b.agent.id))
+            }),
+            CatalogSort::RecentlyPublished => entries.sort_by(|a, b| {
+                b.version
+                    .published_at
+                    .cmp(&a.version.published_at)
+                    .then_with(|| a.agent.id.cmp(&b.agent.id))
+            }),
+            CatalogSort::RecentlyUpdated => entries.sort_by(|a, b| {
+                b.agent
+                    .updated_at
+                    .cmp(&a.agent.updated_at)
+                    .then_with(|| a.agent.id.cmp(&b.agent.id))
+            }),
+        }
+        let total = entries.len();
+        let limit = query.limit.clamp(1, 100);
+        let items = entries.into_iter().skip(query.offset).take(limit).collect();
+        Ok(Page { items, total })
+    }
+
+    async fn upsert_installation(
+        &self,
+        installation: InstallationRecord,
+    ) -> Result<InstallationRecord> {
+        let now = self.now();
+        let mut state = self.lock();
+        if !state.agents.contains_key(&installation.agent_id) {
+            return Err(Error::not_found("agent", &installation.agent_id));
+        }
+        let key = (installation.agent_id.clone(), installation.user_id.clone());
+        let mut record = installation;
+        if let Some(existing) = state.installations.get(&key) {
+            record.id = existing.id;
+            record.created_at = existing.created_at;
+        }
+        record.updated_at = now;
+        state.installations.insert(key, record.clone());
+        Ok(record)
+    }
+
+    async fn get_installation(&self, agent_id: &str, user_id: &str) -> Result<InstallationRecord> {
+        self.lock()
+            .installations
+            .get(&(agent_id.to_owned(), user_id.to_owned()))
+            .cloned()
+            .ok_or_else(|| Error::not_found("installation", format!("{agent_id} for {user_id}")))
+    }
+
+    async fn list_installations(&self, user_id: &str) -> Result<Vec<InstallationRecord>> {
+        Ok(self
+            .lock()
+            .installations
+            .values()
+            .filter(|i| i.user_id == user_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_installation(&self, agent_id: &str, user_id: &str) -> Result<()> {
+        self.lock()
+            .installations
+            .remove(&(agent_id.to_owned(), user_id.to_owned()))
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found("installation", format!("{agent_id} for {user_id}")))
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
+        if task.max_attempts == 0 {
+            return Err(Error::invalid_field(
+                "/max_attempts",
+                "at least one attempt",
+            ));
+        }
+        if task.concurrency_limit == 0 {
+            return Err(Error::invalid_field(
+                "/concurrency_limit",
+                "must be at least 1",
+            ));
+        }
+        let now = self.now();
+        let mut state = self.lock();
+        let user_id = task.principal.user_id.clone();
+        let seen = task
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| state.idempotency.get(&(user_id.clone(), key.clone())))
+            .and_then(|id| state.tasks.get(id));
+        if let Some(existing) = seen {
+            return Ok(Enqueued {
+                task: existing.record.clone(),
+                created: false,
+            });
+        }
+        if state.tasks.contains_key(&task.id) {
+            return Err(Error::conflict(format!("task {} exists", task.id)));
+        }
+        let record = TaskRecord {
+            id: task.id,
+            user_id: user_id.clone(),
+            agent_id: task.agent_id,
+            version: task.version,
+            task: task.task,
+            input: task.input,
+            output: None,
+            status: TaskStatus::Queued,
+            principal: task.principal,
+            priority: task.priority,
+            run_at: task.run_at.unwrap_or(now),
+            attempts: 0,
+            max_attempts: task.max_attempts,
+            concurrency_limit: task.concurrency_limit,
+            timeout: task.timeout,
+            idempotency_key: task.idempotency_key,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            error: None,
+            error_message: None,
+            started_at: None,
+            completed_at: None,
+            created_at: now,
+        };
+        let order = state.next();
+        let mut entry = TaskEntry {
+            order,
+            record: record.clone(),
+            token: None,
+            steps: BTreeMap::new(),
+            events: Vec::new(),
+        };
+        let event = lifecycle_event(&mut entry, TaskEventKind::Queued, now);
+        let mut queued = task_audit(
+            &record,
+            "task.queued",
+            json!({ "task": record.task, "version": record.version, "priority": record.priority }),
+        );
+        queued.ip_address = record.principal.ip_address;
+        queued.user_agent = record.principal.user_agent.clone();
+        state.append_audit(queued, now);
+        for extra in task.audit {
+            state.append_audit(extra_audit(&record, extra), now);
+        }
+        if let Some(key) = &record.idempotency_key {
+            state.idempotency.insert((user_id, key.clone()), record.id);
+        }
+        state.tasks.insert(record.id, entry);
+        self.send_events([event]);
+        drop(state);
+        self.wake();
+        Ok(Enqueued {
+            task: record,
+            created: true,
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut state = self.lock();
+        let mut due: Vec<(i32, DateTime<Utc>, u64, Uuid)> = state
+            .tasks
+            .values()
+            .filter(|t| t.record.status == TaskStatus::Queued && t.record.run_at <= now)
+            .filter(|t| {
+                request
+                    .agents
+                    .as_ref()
+                    .is_none_or(|a| a.contains(&t.record.agent_id))
+            })
+            .map(|t| (t.record.priority, t.record.created_at, t.order, t.record.id))
+            .collect();
+        due.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut claimed = Vec::new();
+        let mut sent = Vec::new();
+        let expires_at = now + to_chrono(request.lease);
+        for (_, _, _, id) in due {
+            if claimed.len() >= request.limit {
+                break;
+            }
+            let Some(agent_id) = state.tasks.get(&id).map(|t| t.record.agent_id.clone()) else {
+                continue;
+            };
+            let count = match running.get(&agent_id) {
+                Some(n) => *n,
+                None => state.running_of_agent(&agent_id),
+            };
+            let Some(entry) = state.tasks.get_mut(&id) else {
+                continue;
+            };
+            if count >= entry.record.concurrency_limit as usize {
+                continue;
+            }
+            running.insert(agent_id, count + 1);
+            move_task(&mut entry.record, TaskStatus::Running)?;
+            let token = Uuid::new_v4();
+            entry.token = Some(token);
+            entry.record.attempts += 1;
+            entry.record.lease_owner = Some(request.worker.clone());
+            entry.record.lease_expires_at = Some(expires_at);
+            entry.record.started_at = Some(now);
+            let attempt = entry.record.attempts;
+            let event = lifecycle_event(
+                entry,
+                TaskEventKind::Started {
+                    attempt,
+                    worker: request.worker.clone(),
+                },
+                now,
+            );
+            sent.push(event);
+            let record = entry.record.clone();
+            claimed.push(Claimed {
+                lease: Lease {
+                    task_id: id,
+                    owner: request.worker.clone(),
+                    token,
+                    expires_at,
+                },
+                steps: entry.steps.values().cloned().collect(),
+                last_seq: entry.last_seq(),
+                task: record.clone(),
+            });
+            state.append_audit(
+                task_audit(
+                    &record,
+                    "task.started",
+                    json!({ "attempt": record.attempts, "worker": request.worker }),
+                ),
+                now,
+            );
+        }
+        self.send_events(sent);
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat> {
+        let now = self.now();
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        let expires_at = now + to_chrono(extend);
+        entry.record.lease_expires_at = Some(expires_at);
+        Ok(Heartbeat {
+            expires_at,
+            cancel_requested: entry.record.cancel_requested,
+        })
+    }
+
+    async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
+        let now = self.now();
+        check_events(lease.task_id, &write.events)?;
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &write.events)?;
+        if let Some(step) = write.step {
+            entry.steps.insert(step.step, step);
+        }
+        let events = persist_events(entry, write.events);
+        let record = entry.record.clone();
+        for a in write.audit {
+            state.append_audit(extra_audit(&record, a), now);
+        }
+        self.send_events(events);
+        Ok(())
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+        let now = self.now();
+        check_events(lease.task_id, &finish.events)?;
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &finish.events)?;
+        // Check the transition before writing anything.
+        let target = match &finish.outcome {
+            Outcome::Completed { .. } => TaskStatus::Completed,
+            Outcome::Failed { .. } => TaskStatus::Failed,
+            Outcome::Cancelled => TaskStatus::Cancelled,
+        };
+        entry.record.status.transition(target)?;
+        let mut events = persist_events(entry, finish.events);
+        let attempt = entry.record.attempts;
+        let (kind, audit_type, payload) = match finish.outcome {
+            Outcome::Completed { output } => {
+                move_task(&mut entry.record, TaskStatus::Completed)?;
+                entry.record.output = Some(output.clone());
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Completed { output },
+                    "task.completed",
+                    json!({ "attempt": attempt }),
+                )
+            }
+            Outcome::Failed { error, retry_at } => {
+                move_task(&mut entry.record, TaskStatus::Failed)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                match retry_at {
+                    Some(at) => {
+                        move_task(&mut entry.record, TaskStatus::Queued)?;
+                        entry.record.run_at = at;
+                        let delay_ms = millis_between(now, at);
+                        (
+                            TaskEventKind::Retrying {
+                                attempt,
+                                delay_ms,
+                                error: error.clone(),
+                            },
+                            "task.retrying",
+                            json!({ "attempt": attempt, "delay_ms": delay_ms, "error": error.to_string(), "category": error.category() }),
+                        )
+                    }
+                    None => {
+                        entry.record.completed_at = Some(now);
+                        (
+                            TaskEventKind::Failed {
+                                error: error.clone(),
+                            },
+                            "task.failed",
+                            json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                        )
+                    }
+                }
+            }
+            Outcome::Cancelled => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({ "attempt": attempt }),
+                )
+            }
+        };
+        clear_lease(entry);
+        events.push(lifecycle_event(entry, kind, now));
+        let record = entry.record.clone();
+        state.append_audit(task_audit(&record, audit_type, payload), now);
+        for a in finish.audit {
+            state.append_audit(extra_audit(&record, a), now);
+        }
+        self.send_events(events);
+        drop(state);
+        if record.status == TaskStatus::Queued {
+            self.wake();
+        }
+        Ok(record)
+    }
+
+    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
+        let now = self.now();
+        check_events(lease.task_id, &events)?;
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &events)?;
+        let mut sent = persist_events(entry, events);
+        let (kind, audit_type) = if entry.record.cancel_requested {
+            move_task(&mut entry.record, TaskStatus::Cancelled)?;
+            entry.record.completed_at = Some(now);
+            (TaskEventKind::Cancelled, "task.cancelled")
+        } else {
+            // Not a state-machine transition: the claim is undone, the attempt not counted.
+            entry.record.status = TaskStatus::Queued;
+            entry.record.attempts = entry.record.attempts.saturating_sub(1);
+            (TaskEventKind::Queued, "task.released")
+        };
+        clear_lease(entry);
+        sent.push(lifecycle_event(entry, kind, now));
+        let record = entry.record.clone();
+        state.append_audit(
+            task_audit(&record, audit_type, json!({ "worker": lease.owner })),
+            now,
+        );
+        self.send_events(sent);
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    async fn reclaim_expired(&self) -> Result<Vec<Uuid>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let expired: Vec<Uuid> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                t.record.status == TaskStatus::Running
+                    && t.record.lease_expires_at.is_some_and(|at| at <= now)
+            })
+            .map(|t| t.record.id)
+            .collect();
+        let mut sent = Vec::new();
+        let mut requeued = false;
+        for id in &expired {
+            let Some(entry) = state.tasks.get_mut(id) else {
+                continue;
+            };
+            let attempt = entry.record.attempts;
+            let owner = entry.record.lease_owner.clone();
+            let error = Error::resource(format!(
+                "the lease of attempt {attempt} expired (worker {})",
+                owner.as_deref().unwrap_or("unknown")
+            ));
+            let (kind, audit_type) = if entry.record.cancel_requested {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                (TaskEventKind::Cancelled, "task.cancelled")
+            } else {
+                move_task(&mut entry.record, TaskStatus::Failed)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                if attempt < entry.record.max_attempts {
+                    move_task(&mut entry.record, TaskStatus::Queued)?;
+                    entry.record.run_at = now;
+                    requeued = true;
+                    (
+                        TaskEventKind::Retrying {
+                            attempt,
+                            delay_ms: 0,
+                            error: error.clone(),
+                        },
+                        "task.retrying",
+                    )
+                } else {
+                    entry.record.completed_at = Some(now);
+                    (
+                        TaskEventKind::Failed {
+                            error: error.clone(),
+                        },
+                        "task.failed",
+                    )
+                }
+            };
+            clear_lease(entry);
+            sent.push(lifecycle_event(entry, kind, now));
+            let record = entry.record.clone();
+            state.append_audit(
+                task_audit(
+                    &record,
+                    audit_type,
+                    json!({ "attempt": attempt, "reason": "lease_expired", "worker": owner }),
+                ),
+                now,
+            );
+        }
+        self.send_events(sent);
+        drop(state);
+        if requeued {
+            self.wake();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        let now = self.now();
+        let mut state = self.lock();
+        let entry = state
+            .tasks
+            .get_mut(&task_id)
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        let mut sent = Vec::new();
+        let event_type = match entry.record.status {
+            TaskStatus::Queued => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
+                "task.cancelled"
+            }
+            TaskStatus::Running => {
+                entry.record.cancel_requested = true;
+                "task.cancel_requested"
+            }
+            other => {
+                return Err(Error::conflict(format!(
+                    "task {task_id} is {other} and cannot be cancelled"
+                )));
+            }
+        };
+        let record = entry.record.clone();
+        let mut audit = NewAuditEvent::by(by, event_type, json!({})).task(task_id);
+        audit.agent_id = Some(record.agent_id.clone());
+        state.append_audit(audit, now);
+        self.send_events(sent);
+        Ok(record)
+    }
+
+    async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.record.clone())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        let state = self.lock();
+        let mut out: Vec<&TaskEntry> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                filter
+                    .user_id
+                    .as_ref()
+                    .is_none_or(|u| &t.record.user_id == u)
+            })
+            .filter(|t| {
+                filter
+                    .agent_id
+                    .as_ref()
+                    .is_none_or(|a| &t.record.agent_id == a)
+            })
+            .filter(|t| filter.status.is_none_or(|s| t.record.status == s))
+            .collect();
+        out.sort_by(|a, b| {
+            b.record
+                .created_at
+                .cmp(&a.record.created_at)
+                .then(b.order.cmp(&a.order))
+        });
+        Ok(out
+            .into_iter()
+            .take(filter.limit.unwrap_or(100))
+            .map(|t| t.record.clone())
+            .collect())
+    }
+
+    async fn steps(&self, task_id: Uuid) -> Result<Vec<StepRecord>> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.steps.values().cloned().collect())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn events(&self, task_id: Uuid, after: u64) -> Result<Vec<TaskEvent>> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.events.iter().filter(|e| e.seq > after).cloned().collect())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn publish(&self, event: TaskEvent) -> Result<()> {
+        self.send_events([event]);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.events.subscribe()
+    }
+
+    fn wakeups(&self) -> broadcast::Receiver<()> {
+        self.wakeups.subscribe()
+    }
+
+    async fn queue_depth(&self) -> Result<u64> {
+        let n = self
+            .lock()
+            .tasks
+            .values()
+            .filter(|t| t.record.status == TaskStatus::Queued)
+            .count();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
+        let now = self.now();
+        Ok(self.lock().append_audit(event, now))
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let state = self.lock();
+        Ok(state
+            .audit
+            .iter()
+            .filter(|e| filter.task_id.is_none_or(|t| e.task_id == Some(t)))
+            .filter(|e| {
+                filter
+                    .agent_id
+                    .as_ref()
+                    .is_none_or(|a| e.agent_id.as_ref() == Some(a))
+            })
+            .filter(|e| {
+                filter
+                    .user_id
+                    .as_ref()
+                    .is_none_or(|u| e.user_id.as_ref() == Some(u))
+            })
+            .filter(|e| {
+                filter
+                    .event_type
+                    .as_ref()
+                    .is_none_or(|t| &e.event_type == t)
+            })
+            .take(filter.limit.unwrap_or(1000))
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    struct Manual(Arc<Mutex<DateTime<Utc>>>);
+
+    impl Manual {
+        fn advance(&self, d: Duration) {
+            let mut now = self.0.lock().unwrap();
+            *now += to_chrono(d);
+        }
+    }
+
+    fn manual_store() -> (MemoryStore, Manual) {
+        let now = Arc::new(Mutex::new(Utc::now()));
+        let clock = now.clone();
+        let store = MemoryStore::with_clock(Arc::new(move || *clock.lock().unwrap()));
+        (store, Manual(now))
+    }
+
+    fn task(agent: &str) -> NewTask {
+        NewTask {
+            id: Uuid::new_v4(),
+            agent_id: agent.into(),
+            version: "1.0.0".into(),
+            task: "t".into(),
+            input: json!(null),
+            principal: Principal::new("u"),
+            priority: 0,
+            run_at: None,
+            idempotency_key: None,
+            max_attempts: 2,
+            concurrency_limit: 10,
+            timeout: Duration::from_secs(1),
+            audit: Vec::new(),
+        }
+    }
+
+    fn claim(limit: usize) -> ClaimRequest {
+        ClaimRequest {
+            worker: "w".into(),
+            limit,
+            lease: Duration::from_secs(30),
+            agents: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn lease_expiry_and_run_at_follow_the_injected_clock() {
+        let (store, clock) = manual_store();
+        let later = store.now() + chrono::Duration::seconds(60);
+        let mut t = task("a");
+        t.run_at = Some(later);
+        let id = store.enqueue(t).await.unwrap().task.id;
+        assert!(store.claim(&claim(1)).await.unwrap().is_empty());
+        clock.advance(Duration::from_secs(60));
+        let c = store.claim(&claim(1)).await.unwrap().remove(0);
+        assert_eq!(
+            c.lease.expires_at,
+            store.now() + chrono::Duration::seconds(30)
+        );
+        clock.advance(Duration::from_secs(29));
+        assert!(store.reclaim_expired().await.unwrap().is_empty());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(store.reclaim_expired().await.unwrap(), [id]);
+        let t = store.get_task(id).await.unwrap();
+        assert_eq!((t.status, t.attempts), (TaskStatus::Queued, 1));
+        // The second attempt is the last: its expiry fails the task.
+        let c = store.claim(&claim(1)).await.unwrap().remove(0);
+        assert_eq!(c.task.attempts, 2);
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(store.reclaim_expired().await.unwrap(), [id]);
+        let t = store.get_task(id).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(
+            t.error.map(|e| e.category()),
+            Some(crate::ErrorCategory::Resource)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_requested_task_is_cancelled_on_release_or_reclaim() {
+        let (store, clock) = manual_store();
+        let by = Principal::new("admin");
+        let a = store.enqueue(task("a")).await.unwrap().task.id;
+        let b = store.enqueue(task("a")).await.unwrap().task.id;
+        let claimed = store.claim(&claim(2)).await.unwrap();
+        store.cancel(a, &by).await.unwrap();
+        store.cancel(b, &by).await.unwrap();
+        let lease_a = claimed
+            .iter()
+            .find(|c| c.task.id == a)
+            .unwrap()
+            .lease
+            .clone();
+        store.release(&lease_a, Vec::new()).await.unwrap();
+        assert_eq!(
+            store.get_task(a).await.unwrap().status,
+            TaskStatus::Cancelled
+        );
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(store.reclaim_expired().await.unwrap(), [b]);
+        let t = store.get_task(b).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Cancelled);
+        let events = store.events(b, 0).await.unwrap();
+        assert_eq!(events.last().unwrap().kind, TaskEventKind::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn misnumbered_worker_events_change_nothing() {
+        let (store, _) = manual_store();
+        let id = store.enqueue(task("a")).await.unwrap().task.id;
+        let c = store.claim(&claim(1)).await.unwrap().remove(0);
+        let e = |task_id, seq| TaskEvent {
+            task_id,
+            seq,
+            at: Utc::now(),
+            kind: TaskEventKind::ToolCalled {
+                tool: "x".into(),
+                allowed: false,
+            },
+        };
+        let write = |events| JournalWrite {
+            step: None,
+            events,
+            audit: Vec::new(),
+        };
+        let gap = store
+            .journal(&c.lease, write(vec![e(id, 3), e(id, 5)]))
+            .await;
+        assert_eq!(gap.unwrap_err().field_errors()[0].pointer, "/events/1/seq");
+        let other = store
+            .journal(&c.lease, write(vec![e(Uuid::new_v4(), 3)]))
+            .await;
+        assert_eq!(
+            other.unwrap_err().field_errors()[0].pointer,
+            "/events/0/task_id"
+        );
+        let stale = store.journal(&c.lease, write(vec![e(id, 2)])).await;
+        assert_eq!(
+            stale.unwrap_err().category(),
+            crate::ErrorCategory::Conflict
+        );
+        let ahead = store
+            .finish(
+                &c.lease,
+                Finish {
+                    outcome: Outcome::Cancelled,
+                    events: vec![e(id, 4)],
+                    audit: Vec::new(),
+                },
+            )
+            .await;
+        assert_eq!(
+            ahead.unwrap_err().category(),
+            crate::ErrorCategory::Conflict
+        );
+        assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
+        assert_eq!(
+            store.get_task(id).await.unwrap().status,
+            TaskStatus::Running
+        );
+        store
+            .journal(&c.lease, write(vec![e(id, 3), e(id, 4)]))
+            .await
+            .unwrap();
+        assert_eq!(store.events(id, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn enqueue_rejects_bad_limits_and_duplicate_ids() {
+        let store = MemoryStore::new();
+        let mut t = task("a");
+        t.max_attempts = 0;
+        assert_eq!(
+            store.enqueue(t).await.unwrap_err().field_errors()[0].pointer,
+            "/max_attempts"
+        );
+        let mut t = task("a");
+        t.concurrency_limit = 0;
+        assert_eq!(
+            store.enqueue(t).await.unwrap_err().field_errors()[0].pointer,
+            "/concurrency_limit"
+        );
+        let t = task("a");
+        store.enqueue(t.clone()).await.unwrap();
+        assert_eq!(
+            store.enqueue(t).await.unwrap_err().category(),
+            crate::ErrorCategory::Conflict
+        );
+        assert!(store.claim(&claim(0)).await.unwrap().is_empty());
+        assert_eq!(store.queue_depth().await.unwrap(), 1);
+        assert!(format!("{store:?}").contains("tasks: 1"));
+    }
+}

@@ -34,6 +34,8 @@
 //! [`QueueStore::subscribe`]rs; [`QueueStore::publish`] sends a not-yet-persisted event live (a
 //! step that started), which is persisted later with the same number by the next fenced write.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory;
 
 use std::time::Duration;

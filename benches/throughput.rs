@@ -1,0 +1,220 @@
+//! End-to-end overhead of the embedded platform (gateway, the five middleware, the in-memory
+//! store, a worker) against a bare `tokio::spawn` + join of the same work, in the same run.
+//!
+//! `cargo bench --bench throughput` prints, besides criterion's report, one summary line:
+//! the ratio, the per-task overhead and the per-step overhead in microseconds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use capecontrol::core::TaskStatus;
+use capecontrol::core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol::core::events::TaskEventKind;
+use capecontrol::core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
+use capecontrol::core::runtime::{Platform, PlatformConfig, TaskRequest};
+use capecontrol::core::store::memory::MemoryStore;
+use capecontrol::core::store::{InstallationRecord, Store};
+use capecontrol::{Error, Manifest, Principal, Result};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+/// The trivial work: add two numbers from the input, in `steps` durable steps.
+struct Adder;
+
+#[async_trait]
+impl AgentBase for Adder {
+    fn manifest(&self) -> Manifest {
+        serde_json::from_value(json!({
+            "name": "Adder", "version": "1.0.0", "description": "adds",
+            "config": {"concurrent_tasks": 1000}
+        }))
+        .expect("manifest")
+    }
+    async fn run_task(&self, _name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
+        let steps = input["steps"].as_u64().unwrap_or(0);
+        let mut acc = input["a"].as_i64().unwrap_or(0);
+        for i in 0..steps {
+            acc = cx
+                .step(&format!("s{i}"), async move { Ok::<_, Error>(acc + 1) })
+                .await?;
+        }
+        Ok(json!(acc + input["b"].as_i64().unwrap_or(0)))
+    }
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+fn work(input: &Value) -> Value {
+    json!(input["a"].as_i64().unwrap_or(0) + input["b"].as_i64().unwrap_or(0))
+}
+
+async fn setup() -> (Platform, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let platform = Platform::builder()
+        .store(store.clone())
+        .rate_limits(RateLimitConfig {
+            // Checked on every submit, but high enough never to reject the benchmark's load.
+            per_principal: Some(Rate::per_second(1_000_000_000)),
+            per_agent: Some(Rate::per_second(1_000_000_000)),
+        })
+        .config(PlatformConfig {
+            workers: 64,
+            claim_batch: 64,
+            poll_interval: Duration::from_millis(5),
+            ..PlatformConfig::default()
+        })
+        .agent(Adder)
+        .build()
+        .await
+        .expect("platform");
+    let now = chrono::Utc::now();
+    store
+        .upsert_installation(InstallationRecord {
+            id: uuid::Uuid::new_v4(),
+            agent_id: "adder".into(),
+            user_id: "bench".into(),
+            version: "1.0.0".into(),
+            granted_scopes: vec![],
+            settings: json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("install");
+    (platform, store)
+}
+
+/// Submits `n` tasks and waits until all completed; returns the elapsed time.
+async fn run_platform(
+    platform: &Platform,
+    store: &Arc<dyn Store>,
+    n: usize,
+    steps: u64,
+) -> Duration {
+    let mut events = store.subscribe();
+    let principal = Principal::new("bench");
+    let start = Instant::now();
+    let mut pending = std::collections::HashSet::with_capacity(n);
+    for i in 0..n {
+        let id = platform
+            .submit(TaskRequest::new(
+                "adder",
+                "add",
+                json!({"a": i, "b": 1, "steps": steps}),
+                principal.clone(),
+            ))
+            .await
+            .expect("submit");
+        pending.insert(id);
+    }
+    while !pending.is_empty() {
+        match events.recv().await {
+            Ok(e) if matches!(e.kind, TaskEventKind::Completed { .. }) => {
+                pending.remove(&e.task_id);
+            }
+            Ok(e) if e.kind.is_terminal() => panic!("task failed: {e:?}"),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Missed some events: ask the store which tasks are still open.
+                let mut open = std::collections::HashSet::new();
+                for id in pending.drain() {
+                    if platform.get(id).await.expect("get").status != TaskStatus::Completed {
+                        open.insert(id);
+                    }
+                }
+                pending = open;
+            }
+            Err(e) => panic!("event stream: {e}"),
+        }
+    }
+    start.elapsed()
+}
+
+async fn run_baseline(n: usize) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let input = json!({"a": i, "b": 1});
+            tokio::spawn(async move { work(&input) })
+        })
+        .collect();
+    for h in handles {
+        std::hint::black_box(h.await.expect("join"));
+    }
+    start.elapsed()
+}
+
+const N: usize = 2_000;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (platform, store) = rt.block_on(setup());
+
+    let mut group = c.benchmark_group("end_to_end");
+    group.throughput(criterion::Throughput::Elements(N as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("tokio_spawn_join", |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += run_baseline(N).await;
+            }
+            total
+        })
+    });
+    group.bench_function("platform_0_steps", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (platform, store) = (&platform, &store);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += run_platform(platform, store, N, 0).await;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches` runs each benchmark once; the summary is for `cargo bench`.
+    }
+
+    // The summary: medians of a few rounds, measured here in one run.
+    let rounds = 5;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let base = median((0..rounds).map(|_| rt.block_on(run_baseline(N))).collect());
+    let zero = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform(&platform, &store, N, 0)))
+            .collect(),
+    );
+    let ten = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform(&platform, &store, N / 4, 10)))
+            .collect(),
+    );
+    let per_task = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n as f64;
+    let base_us = per_task(base, N);
+    let zero_us = per_task(zero, N);
+    let ten_us = per_task(ten, N / 4);
+    println!(
+        "summary: baseline {base_us:.2} us/task, platform {zero_us:.2} us/task (ratio {:.1}x, overhead {:.2} us/task), \
+         {:.0} tasks/s; 10-step task {ten_us:.2} us → {:.2} us per step",
+        zero_us / base_us,
+        zero_us - base_us,
+        1e6 / zero_us,
+        (ten_us - zero_us) / 10.0,
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

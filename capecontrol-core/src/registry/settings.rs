@@ -1,0 +1,156 @@
+//! Installation settings: validation against the manifest's `ui.settings_schema`, and the
+//! redaction of secret settings (`"secret": true` properties).
+//!
+//! The redaction here is a minimal private helper; the manifest validator (`validate.rs`) is to
+//! provide the shared `secret_settings` / `redact_settings`, which this module can then use.
+
+use serde_json::Value;
+
+use crate::error::{Error, FieldError};
+
+/// What a secret setting's value is replaced with in listings and audit payloads.
+pub const REDACTED: &str = "********";
+
+/// Validates `settings` against `schema`; every problem is reported at `/settings/...`,
+/// with messages that never repeat a value (the value may be a secret).
+pub(crate) fn validate_settings(schema: Option<&Value>, settings: &Value) -> Result<(), Error> {
+    let Some(schema) = schema else {
+        return if settings.is_object() || settings.is_null() {
+            Ok(())
+        } else {
+            Err(Error::invalid_field(
+                "/settings",
+                "settings must be an object",
+            ))
+        };
+    };
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        Error::invalid_field(
+            "/ui/settings_schema",
+            format!("the manifest's settings schema is invalid: {}", e.masked()),
+        )
+    })?;
+    let errors: Vec<FieldError> = validator
+        .iter_errors(settings)
+        .map(|e| {
+            FieldError::new(
+                format!("/settings{}", e.instance_path().as_str()),
+                e.masked().to_string(),
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::validation("invalid settings", errors))
+    }
+}
+
+/// JSON pointers (relative to the settings object) of the settings `schema` marks secret,
+/// following nested `properties`.
+pub(crate) fn secret_pointers(schema: Option<&Value>) -> Vec<String> {
+    fn walk(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, sub) in props {
+            let escaped = name.replace('~', "~0").replace('/', "~1");
+            let pointer = format!("{prefix}/{escaped}");
+            if sub.get("secret").and_then(Value::as_bool) == Some(true) {
+                out.push(pointer);
+            } else {
+                walk(sub, &pointer, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(schema) = schema {
+        walk(schema, "", &mut out);
+    }
+    out
+}
+
+/// `settings` with every secret that is present replaced by [`REDACTED`].
+pub(crate) fn redact(schema: Option<&Value>, settings: &Value) -> (Value, Vec<String>) {
+    let mut out = settings.clone();
+    let mut present = Vec::new();
+    for pointer in secret_pointers(schema) {
+        if let Some(v) = out.pointer_mut(&pointer) {
+            *v = Value::String(REDACTED.to_owned());
+            present.push(pointer);
+        }
+    }
+    (out, present)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "api_key": {"type": "string", "secret": true},
+                "threshold": {"type": "number", "maximum": 1},
+                "db": {"type": "object", "properties": {"password": {"type": "string", "secret": true}}}
+            },
+            "required": ["api_key"],
+            "additionalProperties": false
+        })
+    }
+
+    #[test]
+    fn validates_with_pointers_and_never_echoes_values() {
+        let s = schema();
+        assert!(validate_settings(Some(&s), &json!({"api_key": "k", "threshold": 0.5})).is_ok());
+        let err = validate_settings(
+            Some(&s),
+            &json!({"api_key": 12345678, "threshold": 7, "x": 1}),
+        )
+        .unwrap_err();
+        let mut ptrs: Vec<&str> = err
+            .field_errors()
+            .iter()
+            .map(|e| e.pointer.as_str())
+            .collect();
+        ptrs.sort();
+        assert_eq!(
+            ptrs,
+            ["/settings", "/settings/api_key", "/settings/threshold"]
+        );
+        assert!(!err.to_string().contains("12345678"), "{err}");
+        let missing = validate_settings(Some(&s), &json!({})).unwrap_err();
+        assert_eq!(missing.field_errors()[0].pointer, "/settings");
+        assert!(validate_settings(None, &json!({})).is_ok());
+        assert!(validate_settings(None, &json!(3)).is_err());
+        let bad_schema = json!({"type": 12});
+        assert_eq!(
+            validate_settings(Some(&bad_schema), &json!({}))
+                .unwrap_err()
+                .field_errors()[0]
+                .pointer,
+            "/ui/settings_schema"
+        );
+    }
+
+    #[test]
+    fn redacts_nested_secrets() {
+        let s = schema();
+        assert_eq!(secret_pointers(Some(&s)), ["/api_key", "/db/password"]);
+        let (r, present) = redact(
+            Some(&s),
+            &json!({"api_key": "sk-1", "threshold": 0.3, "db": {"password": "pw"}}),
+        );
+        assert_eq!(
+            r,
+            json!({"api_key": REDACTED, "threshold": 0.3, "db": {"password": REDACTED}})
+        );
+        assert_eq!(present, ["/api_key", "/db/password"]);
+        let (r, present) = redact(Some(&s), &json!({"threshold": 0.3}));
+        assert_eq!(r, json!({"threshold": 0.3}));
+        assert!(present.is_empty());
+    }
+}

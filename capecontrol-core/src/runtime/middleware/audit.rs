@@ -1,0 +1,63 @@
+//! `AuditLogging`: writes an audit event for every submission a later layer rejects. (The
+//! store writes the lifecycle events of accepted tasks in the same transaction as each state
+//! change, and the gateway audits its policy decisions.)
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::{Middleware, Submission, SubmitNext};
+use crate::error::Result;
+use crate::store::{Enqueued, NewAuditEvent, Store};
+
+/// Audits middleware rejections. Put it first in the chain so it sees every later rejection.
+pub struct AuditLogging {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for AuditLogging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLogging").finish_non_exhaustive()
+    }
+}
+
+impl AuditLogging {
+    /// Audits into `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Middleware for AuditLogging {
+    fn name(&self) -> &str {
+        "audit_logging"
+    }
+
+    async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
+        let principal = sub.request.principal.clone();
+        let agent_id = sub.agent_id.clone();
+        let task = sub.request.task.clone();
+        let task_id = sub.task_id;
+        let result = next.run(sub).await;
+        if let Err(err) = &result {
+            let event = NewAuditEvent::by(
+                &principal,
+                "task.rejected",
+                json!({
+                    "task_id": task_id,
+                    "task": task,
+                    "category": err.category(),
+                    "status": err.http_status(),
+                    "error": err.to_string(),
+                }),
+            )
+            .agent(agent_id);
+            if let Err(audit_err) = self.store.append_audit(event).await {
+                tracing::warn!(%audit_err, "could not write the audit event of a rejected task");
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,157 @@
+//! Middleware: a chain of layers around a `next`, as tower layers and axum's `from_fn` do.
+//!
+//! A [`Middleware`] sees every submission on its way to the queue ([`Middleware::submit`]) and
+//! every attempt on its way to the executor ([`Middleware::execute`]); each may inspect, change,
+//! reject, or pass to `next`. The five middleware of blueprint §8, one module each:
+//! [`audit::AuditLogging`], [`perf::PerformanceMonitor`], [`rate_limit::RateLimiting`],
+//! [`sanitize::InputSanitization`] and [`moderation::ContentModeration`]. Host applications add
+//! their own with [`crate::runtime::PlatformBuilder::middleware`].
+
+pub mod audit;
+pub mod moderation;
+pub mod perf;
+pub mod rate_limit;
+pub mod sanitize;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::agent::TaskContext;
+use crate::error::Result;
+use crate::manifest::{Manifest, TaskDecl};
+use crate::runtime::TaskRequest;
+use crate::runtime::executor::Invocation;
+use crate::store::{Enqueued, NewAuditEvent, TaskRecord};
+
+/// A submission on its way through the gateway, after policy checks.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The id the task will have.
+    pub task_id: Uuid,
+    /// The request as submitted.
+    pub request: TaskRequest,
+    /// The resolved agent id.
+    pub agent_id: String,
+    /// The resolved version.
+    pub version: String,
+    /// The version's manifest.
+    pub manifest: Arc<Manifest>,
+    /// The task's declaration in the manifest, when the agent declares its tasks.
+    pub task: Option<TaskDecl>,
+    /// Audit events to write together with the enqueue.
+    pub audit: Vec<NewAuditEvent>,
+}
+
+/// One attempt on its way to the executor.
+#[derive(Debug)]
+pub struct Execution {
+    /// The task as claimed.
+    pub task: TaskRecord,
+    /// What to run.
+    pub invocation: Invocation,
+    /// The task's context (steps, tools, cancellation).
+    pub cx: TaskContext,
+}
+
+/// A middleware layer. Both methods default to passing through.
+#[async_trait]
+pub trait Middleware: Send + Sync + 'static {
+    /// A short name, used in audit events and errors.
+    fn name(&self) -> &str;
+
+    /// Sees a submission; call `next.run(sub)` to pass it on.
+    async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
+        next.run(sub).await
+    }
+
+    /// Sees an attempt; call `next.run(exec)` to pass it on. The output may be inspected or
+    /// replaced.
+    async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {
+        next.run(exec).await
+    }
+}
+
+/// The end of the submit chain (the enqueue).
+#[async_trait]
+pub trait SubmitEndpoint: Send + Sync {
+    /// Enqueues the submission.
+    async fn call(&self, sub: Submission) -> Result<Enqueued>;
+}
+
+/// The end of the execute chain (the executor).
+#[async_trait]
+pub trait ExecuteEndpoint: Send + Sync {
+    /// Runs the attempt.
+    async fn call(&self, exec: Execution) -> Result<Value>;
+}
+
+/// The rest of the submit chain.
+pub struct SubmitNext<'a> {
+    rest: &'a [Arc<dyn Middleware>],
+    endpoint: &'a dyn SubmitEndpoint,
+}
+
+impl<'a> SubmitNext<'a> {
+    /// The chain `layers` ending in `endpoint`.
+    pub fn new(layers: &'a [Arc<dyn Middleware>], endpoint: &'a dyn SubmitEndpoint) -> Self {
+        Self {
+            rest: layers,
+            endpoint,
+        }
+    }
+
+    /// Passes `sub` to the next layer, or to the endpoint.
+    pub async fn run(self, sub: Submission) -> Result<Enqueued> {
+        match self.rest.split_first() {
+            Some((layer, rest)) => {
+                layer
+                    .submit(
+                        sub,
+                        SubmitNext {
+                            rest,
+                            endpoint: self.endpoint,
+                        },
+                    )
+                    .await
+            }
+            None => self.endpoint.call(sub).await,
+        }
+    }
+}
+
+/// The rest of the execute chain.
+pub struct ExecuteNext<'a> {
+    rest: &'a [Arc<dyn Middleware>],
+    endpoint: &'a dyn ExecuteEndpoint,
+}
+
+impl<'a> ExecuteNext<'a> {
+    /// The chain `layers` ending in `endpoint`.
+    pub fn new(layers: &'a [Arc<dyn Middleware>], endpoint: &'a dyn ExecuteEndpoint) -> Self {
+        Self {
+            rest: layers,
+            endpoint,
+        }
+    }
+
+    /// Passes `exec` to the next layer, or to the endpoint.
+    pub async fn run(self, exec: Execution) -> Result<Value> {
+        match self.rest.split_first() {
+            Some((layer, rest)) => {
+                layer
+                    .execute(
+                        exec,
+                        ExecuteNext {
+                            rest,
+                            endpoint: self.endpoint,
+                        },
+                    )
+                    .await
+            }
+            None => self.endpoint.call(exec).await,
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `PerformanceMonitor`: the metrics of blueprint §10.1 through the `metrics` crate.
+//!
+//! - `agent_execution_duration_seconds` (histogram; labels `agent`, `outcome`)
+//! - `agent_success_rate` (gauge, per agent: successes over attempts since start)
+//! - `agent_concurrent_tasks` (gauge, per agent: attempts running on this node)
+//! - `task_queue_depth` (gauge; set by the platform's maintenance loop)
+//! - `tasks_submitted_total` (counter; labels `agent`)
+//!
+//! The container executor reports `agent_memory_usage_bytes` and `agent_cpu_usage_percent`;
+//! the registry counts `marketplace_discovery_rate`. No component measures
+//! `user_satisfaction_score` (it needs user feedback, which the platform does not collect).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{ExecuteNext, Execution, Middleware, Submission, SubmitNext};
+use crate::error::Result;
+use crate::store::Enqueued;
+
+/// Records the §10.1 metrics.
+#[derive(Debug, Default)]
+pub struct PerformanceMonitor {
+    totals: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl PerformanceMonitor {
+    /// A monitor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Middleware for PerformanceMonitor {
+    fn name(&self) -> &str {
+        "performance_monitor"
+    }
+
+    async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
+        metrics::counter!("tasks_submitted_total", "agent" => sub.agent_id.clone()).increment(1);
+        next.run(sub).await
+    }
+
+    async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {
+        let agent = exec.invocation.agent_id.clone();
+        let concurrent = metrics::gauge!("agent_concurrent_tasks", "agent" => agent.clone());
+        concurrent.increment(1.0);
+        let started = Instant::now();
+        let result = next.run(exec).await;
+        concurrent.decrement(1.0);
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.category().as_str(),
+        };
+        metrics::histogram!("agent_execution_duration_seconds", "agent" => agent.clone(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        let rate = {
+            let Ok(mut totals) = self.totals.lock() else {
+                return result;
+            };
+            let entry = totals.entry(agent.clone()).or_insert((0, 0));
+            entry.1 += 1;
+            if result.is_ok() {
+                entry.0 += 1;
+            }
+            entry.0 as f64 / entry.1 as f64
+        };
+        metrics::gauge!("agent_success_rate", "agent" => agent).set(rate);
+        result
+    }
+}

@@ -1,0 +1,72 @@
+//! `watch`: a task's events, replayed from the store and then followed live, each once and in
+//! order, ending after the terminal event.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::events::TaskEvent;
+use crate::store::Store;
+
+/// A stream of one task's events (see [`crate::runtime::Platform::watch`]).
+pub type TaskEvents = ReceiverStream<Result<TaskEvent>>;
+
+/// Watches `task_id` from event `after + 1` on.
+pub fn watch(store: Arc<dyn Store>, task_id: Uuid, after: u64) -> TaskEvents {
+    let (tx, rx) = mpsc::channel(256);
+    // Subscribe before the first replay so that nothing falls between the two.
+    let live = store.subscribe();
+    tokio::spawn(async move {
+        if let Err(e) = follow(store, task_id, after, live, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn follow(
+    store: Arc<dyn Store>,
+    task_id: Uuid,
+    after: u64,
+    mut live: broadcast::Receiver<TaskEvent>,
+    tx: &mpsc::Sender<Result<TaskEvent>>,
+) -> Result<()> {
+    let mut next = after + 1;
+    // Live events that arrived ahead of a gap, waiting for the store to fill it.
+    let mut ahead: BTreeMap<u64, TaskEvent> = BTreeMap::new();
+    let mut replay = true;
+    loop {
+        if replay {
+            for event in store.events(task_id, next - 1).await? {
+                ahead.entry(event.seq).or_insert(event);
+            }
+            replay = false;
+        }
+        // Deliver whatever is contiguous.
+        while let Some(event) = ahead.remove(&next) {
+            let terminal = event.kind.is_terminal();
+            if tx.send(Ok(event)).await.is_err() {
+                return Ok(());
+            }
+            next += 1;
+            if terminal {
+                return Ok(());
+            }
+        }
+        ahead.retain(|seq, _| *seq >= next);
+        match live.recv().await {
+            Ok(event) if event.task_id != task_id || event.seq < next => {}
+            Ok(event) => {
+                let gap = event.seq > next;
+                ahead.insert(event.seq, event);
+                replay = gap;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => replay = true,
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The blueprint §10.1 metrics, read back through a debugging recorder (its own test binary:
+//! a metrics recorder is global to the process).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol_core::manifest::Manifest;
+use capecontrol_core::runtime::{BreakerConfig, Platform, PlatformConfig, TaskRequest};
+use capecontrol_core::store::memory::MemoryStore;
+use capecontrol_core::store::{InstallationRecord, Store};
+use capecontrol_core::{Error, Principal, Result, TaskStatus};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use serde_json::{Value, json};
+
+struct Failing;
+
+#[async_trait]
+impl AgentBase for Failing {
+    fn manifest(&self) -> Manifest {
+        serde_json::from_value(json!({
+            "name": "Failing", "version": "1.0.0", "description": "always fails",
+            "config": {"retries": 0}
+        }))
+        .unwrap()
+    }
+    async fn run_task(&self, name: &str, _input: Value, _cx: &TaskContext) -> Result<Value> {
+        if name == "ok" {
+            Ok(json!(1))
+        } else {
+            Err(Error::agent("boom"))
+        }
+    }
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+/// One snapshot (a snapshot resets gauges and drains histograms, so read everything from one).
+fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, DebugValue)> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .collect()
+}
+
+fn gauge(snap: &[(String, DebugValue)], name: &str) -> Option<f64> {
+    snap.iter().find_map(|(n, v)| match v {
+        DebugValue::Gauge(g) if n == name => Some(g.into_inner()),
+        _ => None,
+    })
+}
+
+fn histogram_len(snap: &[(String, DebugValue)], name: &str) -> usize {
+    snap.iter()
+        .map(|(n, v)| match v {
+            DebugValue::Histogram(h) if n == name => h.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn blueprint_metrics_and_breaker_state_are_recorded() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(PlatformConfig {
+            lease: Duration::from_millis(300),
+            poll_interval: Duration::from_millis(20),
+            breaker: BreakerConfig {
+                failure_threshold: 1,
+                cool_down: Duration::from_secs(60),
+            },
+            ..PlatformConfig::default()
+        })
+        .agent(Failing)
+        .build()
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    store
+        .upsert_installation(InstallationRecord {
+            id: uuid::Uuid::new_v4(),
+            agent_id: "failing".into(),
+            user_id: "u".into(),
+            version: "1.0.0".into(),
+            granted_scopes: vec![],
+            settings: json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let id = p
+        .submit(TaskRequest::new(
+            "failing",
+            "ok",
+            json!({}),
+            Principal::new("u"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    p.submit(TaskRequest::new("failing", "ok", json!({}), Principal::new("u")).run_at(later))
+        .await
+        .unwrap();
+    let id = p
+        .submit(TaskRequest::new(
+            "failing",
+            "bad",
+            json!({}),
+            Principal::new("u"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Failed);
+    let snap = snapshot(&snapshotter);
+    assert_eq!(
+        histogram_len(&snap, "agent_execution_duration_seconds"),
+        2,
+        "{snap:?}"
+    );
+    assert_eq!(gauge(&snap, "agent_success_rate"), Some(0.5));
+    assert_eq!(gauge(&snap, "agent_concurrent_tasks"), Some(0.0));
+    assert_eq!(
+        gauge(&snap, "agent_circuit_breaker_state"),
+        Some(2.0),
+        "open after one failure"
+    );
+    // The maintenance loop sets the queue depth every half lease: one task waits for later.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let snap = snapshot(&snapshotter);
+    assert_eq!(gauge(&snap, "task_queue_depth"), Some(1.0), "{snap:?}");
+}

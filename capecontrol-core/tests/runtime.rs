@@ -1,0 +1,830 @@
+//! Behaviour tests of the orchestrator runtime on the in-memory store, with hand-written
+//! agents (the macros have their own tests).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol_core::events::TaskEventKind;
+use capecontrol_core::manifest::{Config, Manifest, Permissions, TaskDecl};
+use capecontrol_core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
+use capecontrol_core::runtime::{
+    BreakerConfig, BreakerState, Platform, PlatformConfig, TaskRequest,
+};
+use capecontrol_core::store::memory::MemoryStore;
+use capecontrol_core::store::{InstallationRecord, Store};
+use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+
+type Behaviour = Arc<
+    dyn for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>> + Send + Sync,
+>;
+
+struct TestAgent {
+    manifest: Manifest,
+    behaviour: Behaviour,
+}
+
+#[async_trait]
+impl AgentBase for TestAgent {
+    fn manifest(&self) -> Manifest {
+        self.manifest.clone()
+    }
+    async fn run_task(&self, name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
+        (self.behaviour)(name, input, cx).await
+    }
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+fn manifest(name: &str, config: Config, scopes: &[&str]) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "1.0.0".into(),
+        description: format!("{name} for tests"),
+        placement: None,
+        category: None,
+        tools: vec![],
+        dependencies: None,
+        config: Some(config),
+        permissions: Some(Permissions {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Permissions::default()
+        }),
+        triggers: None,
+        ui: None,
+        runtime: None,
+        tasks: vec![],
+        tool_specs: vec![],
+    }
+}
+
+fn agent<F>(manifest: Manifest, f: F) -> TestAgent
+where
+    F: for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>>
+        + Send
+        + Sync
+        + 'static,
+{
+    TestAgent {
+        manifest,
+        behaviour: Arc::new(f),
+    }
+}
+
+fn fast_config() -> PlatformConfig {
+    PlatformConfig {
+        workers: 8,
+        claim_batch: 8,
+        lease: Duration::from_millis(600),
+        poll_interval: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        cancel_grace: Duration::from_millis(100),
+        ..PlatformConfig::default()
+    }
+}
+
+fn user() -> Principal {
+    Principal::new("alice").with_roles(["user"])
+}
+
+async fn install(store: &Arc<dyn Store>, agent_id: &str, user: &str, scopes: &[&str]) {
+    let now = chrono::Utc::now();
+    store
+        .upsert_installation(InstallationRecord {
+            id: uuid::Uuid::new_v4(),
+            agent_id: agent_id.into(),
+            user_id: user.into(),
+            version: "1.0.0".into(),
+            granted_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            settings: json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+async fn platform_with(
+    store: Arc<dyn Store>,
+    agents: Vec<TestAgent>,
+    config: PlatformConfig,
+) -> Platform {
+    let mut b = Platform::builder().store(store).config(config);
+    for a in agents {
+        b = b.agent(a);
+    }
+    b.build().await.unwrap()
+}
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+async fn events_of(p: &Platform, id: uuid::Uuid) -> Vec<capecontrol_core::events::TaskEvent> {
+    let stream = p.watch(id).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.map(|e| e.unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("watch ends after the terminal event")
+}
+
+#[tokio::test]
+async fn completes_with_steps_and_events_in_order() {
+    let store = memory();
+    let a = agent(
+        manifest("Stepper", Config::default(), &[]),
+        |_, input, cx| {
+            Box::pin(async move {
+                let a: i64 = cx.step("one", async { Ok::<_, Error>(1) }).await?;
+                let b: i64 = cx.step("two", async { Ok::<_, Error>(2) }).await?;
+                Ok(json!({"sum": a + b + input["x"].as_i64().unwrap_or(0)}))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "stepper", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("stepper", "run", json!({"x": 3}), user()))
+        .await
+        .unwrap();
+    let done = p.wait(id).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.output, Some(json!({"sum": 6})));
+    let events = events_of(&p, id).await;
+    let names: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "queued",
+            "started",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "completed"
+        ]
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "gap-free, each once");
+    let steps = store.steps(id).await.unwrap();
+    assert_eq!(steps.len(), 2);
+    let audit = p.audit(id).await.unwrap();
+    let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
+    assert!(types.contains(&"policy.allowed"), "{types:?}");
+    assert!(types.contains(&"task.completed"), "{types:?}");
+}
+
+#[tokio::test]
+async fn retries_with_backoff_then_succeeds() {
+    let store = memory();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let a = agent(
+        manifest(
+            "Flaky",
+            Config {
+                retries: 3,
+                ..Config::default()
+            },
+            &[],
+        ),
+        move |_, _, _| {
+            let c = c.clone();
+            Box::pin(async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(Error::agent("transient"))
+                } else {
+                    Ok(json!("ok"))
+                }
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "flaky", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("flaky", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = p.wait(id).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let retries: Vec<(u32, u64)> = events_of(&p, id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            TaskEventKind::Retrying {
+                attempt, delay_ms, ..
+            } => Some((attempt, delay_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 2);
+    // base 20 ms: attempt 1 → [10, 20] ms, attempt 2 → [20, 40] ms (equal jitter); the store
+    // reports the delay from its own clock a moment later, so allow a few ms below.
+    assert_eq!(retries[0].0, 1);
+    assert_eq!(retries[1].0, 2);
+    assert!((5..=20).contains(&retries[0].1), "{retries:?}");
+    assert!((15..=40).contains(&retries[1].1), "{retries:?}");
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_for_good_and_keep_the_category() {
+    let store = memory();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let a = agent(
+        manifest(
+            "Broken",
+            Config {
+                retries: 2,
+                ..Config::default()
+            },
+            &[],
+        ),
+        move |_, _, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(Error::resource("disk full")) })
+        },
+    );
+    let calls2 = Arc::new(AtomicU32::new(0));
+    let c2 = calls2.clone();
+    let b = agent(manifest("Picky", Config::default(), &[]), move |_, _, _| {
+        c2.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err(Error::invalid_field("/x", "bad")) })
+    });
+    let p = platform_with(store.clone(), vec![a, b], fast_config()).await;
+    install(&store, "broken", "alice", &[]).await;
+    install(&store, "picky", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("broken", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = p.wait(id).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        done.error.as_ref().map(Error::category),
+        Some(ErrorCategory::Resource)
+    );
+    assert!(
+        done.error_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("disk full")
+    );
+
+    let id = p
+        .submit(TaskRequest::new("picky", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = p.wait(id).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(done.attempts, 1, "validation errors are not retried");
+    assert_eq!(calls2.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn timeout_ends_the_attempt_as_a_resource_error() {
+    let store = memory();
+    let a = agent(
+        manifest(
+            "Sleepy",
+            Config {
+                timeout: 1,
+                retries: 0,
+                ..Config::default()
+            },
+            &[],
+        ),
+        |_, input, _| {
+            Box::pin(async move {
+                let ms = input["sleep_ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(json!(ms))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "sleepy", "alice", &[]).await;
+    let under = p
+        .submit(TaskRequest::new(
+            "sleepy",
+            "run",
+            json!({"sleep_ms": 700}),
+            user(),
+        ))
+        .await
+        .unwrap();
+    let over = p
+        .submit(TaskRequest::new(
+            "sleepy",
+            "run",
+            json!({"sleep_ms": 1500}),
+            user(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.wait(under).await.unwrap().status, TaskStatus::Completed);
+    let t = p.wait(over).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    let err = t.error.unwrap();
+    assert_eq!(err.category(), ErrorCategory::Resource);
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn cancels_queued_and_running_tasks() {
+    let store = memory();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = started.clone();
+    let a = agent(
+        manifest("Waiter", Config::default(), &[]),
+        move |_, _, cx| {
+            let s = s.clone();
+            Box::pin(async move {
+                s.notify_one();
+                // Ignores cancellation: the platform must stop it after the grace period.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = cx;
+                Ok(json!("late"))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "waiter", "alice", &[]).await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let queued = p
+        .submit(TaskRequest::new("waiter", "run", json!({}), user()).run_at(later))
+        .await
+        .unwrap();
+    let t = p.cancel(queued, &user()).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+
+    let running = p
+        .submit(TaskRequest::new("waiter", "run", json!({}), user()))
+        .await
+        .unwrap();
+    started.notified().await;
+    p.cancel(running, &user()).await.unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), p.wait(running))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    let last = events_of(&p, running).await.pop().unwrap();
+    assert_eq!(last.kind, TaskEventKind::Cancelled);
+    // A final task cannot be cancelled again.
+    assert_eq!(
+        p.cancel(running, &user()).await.unwrap_err().category(),
+        ErrorCategory::Conflict
+    );
+}
+
+#[tokio::test]
+async fn breaker_opens_half_opens_and_closes() {
+    let store = memory();
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let a = agent(
+        manifest(
+            "Shaky",
+            Config {
+                retries: 0,
+                ..Config::default()
+            },
+            &[],
+        ),
+        move |_, _, _| {
+            let ok = h.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if ok {
+                    Ok(json!("ok"))
+                } else {
+                    Err(Error::agent("down"))
+                }
+            })
+        },
+    );
+    let config = PlatformConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_millis(300),
+        },
+        ..fast_config()
+    };
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "shaky", "alice", &[]).await;
+    for _ in 0..2 {
+        let id = p
+            .submit(TaskRequest::new("shaky", "run", json!({}), user()))
+            .await
+            .unwrap();
+        assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Failed);
+    }
+    assert_eq!(p.breakers().state("shaky@1.0.0"), BreakerState::Open);
+    let err = p
+        .submit(TaskRequest::new("shaky", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 503, "fails fast while open: {err}");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(p.breakers().state("shaky@1.0.0"), BreakerState::HalfOpen);
+    healthy.store(true, Ordering::SeqCst);
+    let id = p
+        .submit(TaskRequest::new("shaky", "run", json!({}), user()))
+        .await
+        .unwrap();
+    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+    assert_eq!(p.breakers().state("shaky@1.0.0"), BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn concurrency_limit_is_never_exceeded() {
+    let store = memory();
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let (n, m) = (now.clone(), max.clone());
+    let a = agent(
+        manifest(
+            "Narrow",
+            Config {
+                concurrent_tasks: 2,
+                ..Config::default()
+            },
+            &[],
+        ),
+        move |_, _, _| {
+            let (n, m) = (n.clone(), m.clone());
+            Box::pin(async move {
+                let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(cur, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "narrow", "alice", &[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(
+            p.submit(TaskRequest::new("narrow", "run", json!({}), user()))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in ids {
+        assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+    }
+    assert_eq!(max.load(Ordering::SeqCst), 2, "ran two at once, never more");
+}
+
+#[tokio::test]
+async fn higher_priority_runs_first() {
+    let store = memory();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let make = move || {
+        let o = o.clone();
+        agent(
+            manifest("Ordered", Config::default(), &[]),
+            move |_, input, _| {
+                o.lock().unwrap().push(input["n"].as_i64().unwrap());
+                Box::pin(async { Ok(json!(null)) })
+            },
+        )
+    };
+    // Submit on a node without workers, then start one worker on the same store.
+    let submitter = Platform::builder()
+        .store(store.clone())
+        .agent(make())
+        .without_workers()
+        .build()
+        .await
+        .unwrap();
+    install(&store, "ordered", "alice", &[]).await;
+    let mut ids = Vec::new();
+    for (n, prio) in [(1, 0), (2, 5), (3, 1), (4, 5), (5, -1)] {
+        ids.push(
+            submitter
+                .submit(TaskRequest::new("ordered", "run", json!({"n": n}), user()).priority(prio))
+                .await
+                .unwrap(),
+        );
+    }
+    let worker = platform_with(
+        store.clone(),
+        vec![make()],
+        PlatformConfig {
+            workers: 1,
+            claim_batch: 1,
+            ..fast_config()
+        },
+    )
+    .await;
+    for id in ids {
+        worker.wait(id).await.unwrap();
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        [2, 4, 3, 1, 5],
+        "priority, then age"
+    );
+}
+
+#[tokio::test]
+async fn idempotent_submit_returns_the_same_task() {
+    let store = memory();
+    let a = agent(manifest("Once", Config::default(), &[]), |_, _, _| {
+        Box::pin(async { Ok(json!(1)) })
+    });
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "once", "alice", &[]).await;
+    let r = TaskRequest::new("once", "run", json!({}), user()).idempotency_key("order-42");
+    let a = p.submit(r.clone()).await.unwrap();
+    let b = p.submit(r).await.unwrap();
+    assert_eq!(a, b);
+    let other = p
+        .submit(TaskRequest::new("once", "run", json!({}), user()).idempotency_key("order-43"))
+        .await
+        .unwrap();
+    assert_ne!(a, other);
+}
+
+#[tokio::test]
+async fn resumed_task_does_not_rerun_completed_steps() {
+    let store = memory();
+    let runs = Arc::new([AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)]);
+    let in_step_two = Arc::new(tokio::sync::Notify::new());
+    let make = |block: bool| {
+        let runs = runs.clone();
+        let in_two = in_step_two.clone();
+        agent(
+            manifest("Durable", Config::default(), &[]),
+            move |_, _, cx| {
+                let runs = runs.clone();
+                let in_two = in_two.clone();
+                Box::pin(async move {
+                    let r = runs.clone();
+                    let a: u32 = cx
+                        .step("fetch", async move {
+                            r[0].fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Error>(10)
+                        })
+                        .await?;
+                    let r = runs.clone();
+                    let b: u32 = cx
+                        .step("transform", async move {
+                            r[1].fetch_add(1, Ordering::SeqCst);
+                            if block {
+                                in_two.notify_one();
+                                std::future::pending::<()>().await;
+                            }
+                            Ok::<_, Error>(a * 2)
+                        })
+                        .await?;
+                    let r = runs.clone();
+                    let c: u32 = cx
+                        .step("store", async move {
+                            r[2].fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Error>(b + 1)
+                        })
+                        .await?;
+                    Ok(json!(c))
+                })
+            },
+        )
+    };
+    let config = PlatformConfig {
+        lease: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let first = platform_with(store.clone(), vec![make(true)], config.clone()).await;
+    install(&store, "durable", "alice", &[]).await;
+    let id = first
+        .submit(TaskRequest::new("durable", "run", json!({}), user()))
+        .await
+        .unwrap();
+    in_step_two.notified().await;
+    drop(first); // a crash: no lease released, nothing more written
+    let second = platform_with(store.clone(), vec![make(false)], config).await;
+    let done = tokio::time::timeout(Duration::from_secs(10), second.wait(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.output, Some(json!(21)));
+    assert_eq!(
+        runs[0].load(Ordering::SeqCst),
+        1,
+        "the completed step was not run again"
+    );
+    assert_eq!(
+        runs[1].load(Ordering::SeqCst),
+        2,
+        "the interrupted step ran again"
+    );
+    assert_eq!(runs[2].load(Ordering::SeqCst), 1);
+    let steps = store.steps(id).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn late_watcher_sees_every_event_once() {
+    let store = memory();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let a = agent(
+        manifest("Gated", Config::default(), &[]),
+        move |_, _, cx| {
+            let g = g.clone();
+            Box::pin(async move {
+                for i in 0..5u32 {
+                    let g = g.clone();
+                    let _: u32 = cx
+                        .step(&format!("s{i}"), async move {
+                            g.acquire()
+                                .await
+                                .map(|p| p.forget())
+                                .map_err(|_| Error::agent("closed"))?;
+                            Ok::<_, Error>(i)
+                        })
+                        .await?;
+                }
+                Ok(json!("done"))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "gated", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("gated", "run", json!({}), user()))
+        .await
+        .unwrap();
+    gate.add_permits(2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Joins mid-run, and another reconnects from a known sequence number.
+    let late = p.watch(id).await.unwrap();
+    let resumed = p.watch_from(id, 3).await.unwrap();
+    gate.add_permits(3);
+    let all: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(10),
+        late.map(|e| e.unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
+    assert_eq!(all.len(), 2 + 5 * 2 + 1);
+    let rest: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(10),
+        resumed.map(|e| e.unwrap()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest.first().map(|e| e.seq), Some(4));
+    assert_eq!(rest.len(), all.len() - 3);
+}
+
+#[tokio::test]
+async fn policy_denies_with_the_missing_scopes_and_audits() {
+    let store = memory();
+    let a = agent(
+        manifest(
+            "Payer",
+            Config::default(),
+            &["finance:read", "payments:manage"],
+        ),
+        |_, _, _| Box::pin(async { Ok(json!(null)) }),
+    );
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    let err = p
+        .submit(TaskRequest::new("payer", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 403, "not installed: {err}");
+    install(&store, "payer", "alice", &["finance:*"]).await;
+    let err = p
+        .submit(TaskRequest::new("payer", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 403);
+    assert_eq!(err.missing_scopes(), ["payments:manage"]);
+    let denied = store
+        .list_audit(&capecontrol_core::store::AuditFilter {
+            event_type: Some("policy.denied".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 2);
+    assert_eq!(
+        denied[1].payload["missing_scopes"],
+        json!(["payments:manage"])
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let store = memory();
+    let a = agent(manifest("Limited", Config::default(), &[]), |_, _, _| {
+        Box::pin(async { Ok(json!(null)) })
+    });
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(fast_config())
+        .rate_limits(RateLimitConfig {
+            per_principal: Some(Rate::per_second(1)),
+            per_agent: None,
+        })
+        .agent(a)
+        .build()
+        .await
+        .unwrap();
+    install(&store, "limited", "alice", &[]).await;
+    p.submit(TaskRequest::new("limited", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let err = p
+        .submit(TaskRequest::new("limited", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 429);
+    let after = err.retry_after().unwrap();
+    assert!(
+        after > Duration::ZERO && after <= Duration::from_secs(1),
+        "{after:?}"
+    );
+    let rejected = store
+        .list_audit(&capecontrol_core::store::AuditFilter {
+            event_type: Some("task.rejected".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1, "the middleware rejection is audited");
+}
+
+#[tokio::test]
+async fn bad_input_is_400_with_field_pointers() {
+    let store = memory();
+    let mut m = manifest("Typed", Config::default(), &[]);
+    m.tasks = vec![TaskDecl {
+        name: "report".into(),
+        description: None,
+        input_schema: Some(json!({
+            "type": "object",
+            "properties": {"month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
+            "required": ["month"],
+            "additionalProperties": false
+        })),
+        output_schema: None,
+        timeout: None,
+    }];
+    let a = agent(m, |_, _, _| Box::pin(async { Ok(json!(null)) }));
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "typed", "alice", &[]).await;
+    let err = p
+        .submit(TaskRequest::new(
+            "typed",
+            "report",
+            json!({"month": "May"}),
+            user(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 400);
+    assert_eq!(err.field_errors()[0].pointer, "/month");
+    let err = p
+        .submit(TaskRequest::new("typed", "report", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field_errors()[0].pointer, "/month");
+    let err = p
+        .submit(TaskRequest::new("typed", "nope", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 404);
+    let ok = p
+        .submit(TaskRequest::new(
+            "typed",
+            "report",
+            json!({"month": "2026-05"}),
+            user(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(p.wait(ok).await.unwrap().status, TaskStatus::Completed);
+}
