@@ -48,6 +48,7 @@ use crate::agent::AgentBase;
 use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::{Principal, Scope, missing_scopes};
+use crate::registry::{Environment, Registry};
 use crate::state::{TaskStatus, VersionStatus};
 use crate::store::{AuditEvent, AuditFilter, Enqueued, NewAuditEvent, NewTask, Store, TaskRecord};
 
@@ -161,6 +162,7 @@ pub struct PlatformBuilder {
     sanitize: SanitizeConfig,
     moderation: ContentModeration,
     config: PlatformConfig,
+    environment: Environment,
     start_workers: bool,
 }
 
@@ -221,6 +223,13 @@ impl PlatformBuilder {
         self
     }
 
+    /// Declares what the host provides (services, package versions), against which published
+    /// agents' dependencies are checked.
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = environment;
+        self
+    }
+
     /// Sets the runtime settings.
     pub fn config(mut self, config: PlatformConfig) -> Self {
         self.config = config;
@@ -246,10 +255,11 @@ impl PlatformBuilder {
             Some(s) => s,
             None => default_store(),
         };
+        let registry = Registry::new(Arc::clone(&store)).with_environment(self.environment);
         for agent in &self.agents {
-            let manifest = agent.manifest();
-            let agent_id = register_native(&store, &manifest).await?;
-            self.in_process.register(agent_id, Arc::clone(agent));
+            let version = registry.register_native(&agent.manifest()).await?;
+            self.in_process
+                .register(version.agent_id, Arc::clone(agent));
         }
         let mut executors = self.executors;
         executors.push(Arc::new(self.in_process));
@@ -281,6 +291,7 @@ impl PlatformBuilder {
         }
         Ok(Platform {
             inner,
+            registry,
             tasks: Mutex::new(tasks),
         })
     }
@@ -289,66 +300,6 @@ impl PlatformBuilder {
 /// The default store: a new in-memory store.
 fn default_store() -> Arc<dyn Store> {
     Arc::new(crate::store::memory::MemoryStore::new())
-}
-
-/// Registers a native agent's manifest as a published version (idempotent), returns its id.
-async fn register_native(store: &Arc<dyn Store>, manifest: &Manifest) -> Result<String> {
-    let value = serde_json::to_value(manifest)
-        .map_err(|e| Error::agent(format!("manifest does not serialize: {e}")))?;
-    crate::validate::check_manifest(&value)?;
-    let slug = crate::slug::slugify(&manifest.name);
-    let agent = match store.get_agent(&slug).await {
-        Ok(a) => a,
-        Err(e) if e.category() == ErrorCategory::NotFound => {
-            let now = Utc::now();
-            store
-                .insert_agent(crate::store::AgentRecord {
-                    id: slug.clone(),
-                    name: manifest.name.clone(),
-                    slug: slug.clone(),
-                    description: Some(manifest.description.clone()),
-                    category: manifest
-                        .category
-                        .and_then(|c| serde_json::to_value(c).ok())
-                        .and_then(|v| v.as_str().map(str::to_owned)),
-                    capabilities: Some(json!({"tools": manifest.tools})),
-                    policy_scopes: manifest.permissions().scopes,
-                    manifest: Some(value.clone()),
-                    status: crate::state::AgentStatus::Draft,
-                    created_at: now,
-                    updated_at: now,
-                })
-                .await?
-        }
-        Err(e) => return Err(e),
-    };
-    match store.get_version(&agent.id, &manifest.version).await {
-        Ok(v) if v.status == VersionStatus::Published => return Ok(agent.id),
-        Ok(v) if v.status == VersionStatus::Draft => {}
-        Ok(_) => {
-            return Err(Error::conflict(format!(
-                "version {} of `{}` is archived",
-                manifest.version, agent.id
-            )));
-        }
-        Err(e) if e.category() == ErrorCategory::NotFound => {
-            store
-                .insert_version(crate::store::VersionRecord {
-                    id: Uuid::new_v4(),
-                    agent_id: agent.id.clone(),
-                    version: manifest.version.clone(),
-                    manifest: value,
-                    status: VersionStatus::Draft,
-                    changelog: Some("registered from code".into()),
-                    published_at: None,
-                    created_at: Utc::now(),
-                })
-                .await?;
-        }
-        Err(e) => return Err(e),
-    }
-    store.publish_version(&agent.id, &manifest.version).await?;
-    Ok(agent.id)
 }
 
 pub(crate) struct Inner {
@@ -445,6 +396,7 @@ impl SubmitEndpoint for Enqueue {
 /// The embedded platform: gateway, workers and live events over a store.
 pub struct Platform {
     inner: Arc<Inner>,
+    registry: Registry,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -484,8 +436,14 @@ impl Platform {
             sanitize: SanitizeConfig::default(),
             moderation: ContentModeration::new(),
             config: PlatformConfig::default(),
+            environment: Environment::default(),
             start_workers: true,
         }
+    }
+
+    /// The registry (agents, versions, marketplace, installs) over the platform's store.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The store.

@@ -216,8 +216,8 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
         })
     };
 
-    let run = ExecuteNext::new(&inner.middleware, &endpoint).run(exec);
-    tokio::pin!(run);
+    // Boxed so that it can be dropped (the attempt stopped) before the outcome is written.
+    let mut run = Box::pin(ExecuteNext::new(&inner.middleware, &endpoint).run(exec));
     let end = tokio::select! {
         r = &mut run => End::Done(r),
         () = tokio::time::sleep(timeout) => End::TimedOut,

@@ -1,0 +1,195 @@
+//! The quickstart: the whole platform embedded on its defaults (in-memory store, in-process
+//! executor), in one file.
+//!
+//! `cargo run --example quickstart` registers an agent written with the macros (a task of three
+//! durable steps and a tool), installs it for a user, submits a task, prints each live event as
+//! it happens, then the result and the task's audit trail. It needs no server.
+
+use std::time::Duration;
+
+use capecontrol::prelude::*;
+use capecontrol::registry::InstallRequest;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+/// Onboards a new user: looks up their profile, builds a checklist of the features they have
+/// not tried, and writes a short welcome.
+#[derive(Agent, Default)]
+#[agent(
+    name = "Onboarding Guide",
+    version = "1.0.0",
+    category = "ai-assisted",
+    placement = "chat",
+    scopes("profile:read", "checklist:write"),
+    roles("user"),
+    timeout = 30,
+    retries = 2
+)]
+struct OnboardingGuide;
+
+/// Who to onboard.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct OnboardRequest {
+    /// The user's display name.
+    name: String,
+    /// Features the user has already used.
+    #[serde(default)]
+    used: Vec<String>,
+}
+
+/// A user's profile.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Profile {
+    /// Display name.
+    name: String,
+    /// Plan.
+    plan: String,
+}
+
+/// The onboarding result.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct Onboarding {
+    /// The welcome text.
+    welcome: String,
+    /// Features to try next.
+    checklist: Vec<String>,
+}
+
+const FEATURES: [&str; 5] = ["dashboard", "budgets", "reports", "alerts", "integrations"];
+
+#[agent_impl]
+impl OnboardingGuide {
+    /// Onboard a user in three durable steps.
+    #[task]
+    async fn onboard(&self, cx: &TaskContext, req: OnboardRequest) -> Result<Onboarding, Error> {
+        let profile: Profile = cx
+            .step("profile", async {
+                self.lookup_profile(&cx.tool(), req.name.clone()).await
+            })
+            .await?;
+        let checklist: Vec<String> = cx
+            .step("checklist", async {
+                tokio::time::sleep(Duration::from_millis(150)).await; // some real work
+                Ok::<_, Error>(
+                    FEATURES
+                        .iter()
+                        .filter(|f| !req.used.iter().any(|u| u == *f))
+                        .map(|f| f.to_string())
+                        .collect(),
+                )
+            })
+            .await?;
+        let welcome: String = cx
+            .step("welcome", async {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Ok::<_, Error>(format!(
+                    "Welcome, {} ({} plan)! {} features are waiting for you.",
+                    profile.name,
+                    profile.plan,
+                    checklist.len()
+                ))
+            })
+            .await?;
+        Ok(Onboarding { welcome, checklist })
+    }
+
+    /// Look up a user's profile.
+    #[tool(scope = "profile:read")]
+    async fn lookup_profile(&self, _cx: &ToolContext, name: String) -> Result<Profile, Error> {
+        Ok(Profile {
+            name,
+            plan: "premium".into(),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // 1. The platform on its defaults, with one native agent (registered and published).
+    let platform = Platform::builder().agent(OnboardingGuide).build().await?;
+    println!("registered agents:");
+    for entry in platform
+        .registry()
+        .catalog(&Default::default())
+        .await?
+        .items
+    {
+        println!(
+            "  {} {} ({})",
+            entry.agent.slug, entry.version.version, entry.version.status
+        );
+    }
+
+    // 2. A user installs it, granting the scopes it asks for.
+    let alice = Principal::new("alice")
+        .with_roles(["user"])
+        .with_ip("203.0.113.7".parse()?)
+        .with_user_agent("quickstart/1.0");
+    platform
+        .registry()
+        .install(
+            &alice,
+            InstallRequest::latest("onboarding-guide").grant(["profile:read", "checklist:write"]),
+        )
+        .await?;
+    println!("installed onboarding-guide for alice\n");
+
+    // 3. Submit a task and print each event as it happens.
+    let input = json!({"name": "Alice", "used": ["dashboard"]});
+    let task_id = platform
+        .submit(TaskRequest::new(
+            "onboarding-guide",
+            "onboard",
+            input,
+            alice.clone(),
+        ))
+        .await?;
+    println!("submitted task {task_id}");
+    let mut events = platform.watch(task_id).await?;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        println!(
+            "  #{:<2} {:<15} {}",
+            event.seq,
+            event.kind.name(),
+            describe(&event.kind)
+        );
+    }
+
+    // 4. The result and the audit trail.
+    let task = platform.get(task_id).await?;
+    println!("\nstatus: {}, attempts: {}", task.status, task.attempts);
+    println!("output: {}", serde_json::to_string_pretty(&task.output)?);
+    println!("\naudit trail:");
+    for a in platform.audit(task_id).await? {
+        println!(
+            "  {} {:<16} by {:<6} from {}",
+            a.created_at.format("%H:%M:%S%.3f"),
+            a.event_type,
+            a.user_id.as_deref().unwrap_or("-"),
+            a.ip_address
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    platform.shutdown(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+fn describe(kind: &capecontrol::events::TaskEventKind) -> String {
+    use capecontrol::events::TaskEventKind as K;
+    match kind {
+        K::Started { attempt, worker } => format!("attempt {attempt} on {worker}"),
+        K::StepStarted { step, name } | K::StepCompleted { step, name } => {
+            format!("step {step} `{name}`")
+        }
+        K::ToolCalled { tool, allowed } => {
+            format!("`{tool}` {}", if *allowed { "allowed" } else { "denied" })
+        }
+        K::Completed { .. } => "done".into(),
+        K::Failed { error } => error.to_string(),
+        _ => String::new(),
+    }
+}
