@@ -19,7 +19,8 @@
 //!   likewise cancels a task whose cancellation was requested.
 //! - An upserted installation keeps the `id` and `created_at` of the one it replaces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -95,6 +96,23 @@ struct State {
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
     audit: Vec<AuditEvent>,
+    /// Queued tasks that were due when last indexed, by priority (highest first), then age.
+    ready: BTreeSet<(Reverse<i32>, u64, Uuid)>,
+    /// Queued tasks not due yet, by due time.
+    delayed: BTreeSet<(DateTime<Utc>, u64, Uuid)>,
+    /// Running tasks.
+    running: HashSet<Uuid>,
+    /// Running tasks per agent (the concurrency limit's count).
+    running_by_agent: HashMap<String, usize>,
+}
+
+/// Where a task is indexed (kept in step with its status by [`State::sync`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Indexed {
+    None,
+    Ready(Reverse<i32>, u64),
+    Delayed(DateTime<Utc>, u64),
+    Running(String),
 }
 
 struct TaskEntry {
@@ -103,6 +121,7 @@ struct TaskEntry {
     token: Option<Uuid>,
     steps: BTreeMap<u32, StepRecord>,
     events: Vec<TaskEvent>,
+    indexed: Indexed,
 }
 
 impl TaskEntry {
@@ -141,10 +160,77 @@ impl State {
     }
 
     fn running_of_agent(&self, agent_id: &str) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.record.status == TaskStatus::Running && t.record.agent_id == agent_id)
-            .count()
+        self.running_by_agent.get(agent_id).copied().unwrap_or(0)
+    }
+
+    /// Brings the queue indexes in step with the task's status, due time and priority. Every
+    /// operation that changes a task calls it for that task.
+    fn sync(&mut self, id: Uuid, now: DateTime<Utc>) {
+        let Some(entry) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let r = &entry.record;
+        let new = match r.status {
+            TaskStatus::Queued if r.run_at <= now => {
+                Indexed::Ready(Reverse(r.priority), entry.order)
+            }
+            TaskStatus::Queued => Indexed::Delayed(r.run_at, entry.order),
+            TaskStatus::Running => Indexed::Running(r.agent_id.clone()),
+            _ => Indexed::None,
+        };
+        if entry.indexed == new {
+            return;
+        }
+        let old = std::mem::replace(&mut entry.indexed, new.clone());
+        match old {
+            Indexed::None => {}
+            Indexed::Ready(p, o) => {
+                self.ready.remove(&(p, o, id));
+            }
+            Indexed::Delayed(at, o) => {
+                self.delayed.remove(&(at, o, id));
+            }
+            Indexed::Running(agent) => {
+                self.running.remove(&id);
+                if let Some(n) = self.running_by_agent.get_mut(&agent) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.running_by_agent.remove(&agent);
+                    }
+                }
+            }
+        }
+        match new {
+            Indexed::None => {}
+            Indexed::Ready(p, o) => {
+                self.ready.insert((p, o, id));
+            }
+            Indexed::Delayed(at, o) => {
+                self.delayed.insert((at, o, id));
+            }
+            Indexed::Running(agent) => {
+                self.running.insert(id);
+                *self.running_by_agent.entry(agent).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Moves the delayed tasks that are due by `now` to the ready index.
+    fn promote_due(&mut self, now: DateTime<Utc>) {
+        while let Some(&(at, _, id)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.sync(id, now);
+            // A task whose index did not change (clock moved back) must not loop forever.
+            if self
+                .delayed
+                .first()
+                .is_some_and(|&(_, _, first)| first == id)
+            {
+                break;
+            }
+        }
     }
 
     /// The task, if `lease` still fences it.
@@ -690,8 +776,13 @@ impl QueueStore for MemoryStore {
             token: None,
             steps: BTreeMap::new(),
             events: Vec::new(),
+            indexed: Indexed::None,
         };
         let event = lifecycle_event(&mut entry, TaskEventKind::Queued, now);
+        // The caller's audit (the policy decision that let the task in) comes first.
+        for extra in task.audit {
+            state.append_audit(extra_audit(&record, extra), now);
+        }
         let mut queued = task_audit(
             &record,
             "task.queued",
@@ -700,13 +791,11 @@ impl QueueStore for MemoryStore {
         queued.ip_address = record.principal.ip_address;
         queued.user_agent = record.principal.user_agent.clone();
         state.append_audit(queued, now);
-        for extra in task.audit {
-            state.append_audit(extra_audit(&record, extra), now);
-        }
         if let Some(key) = &record.idempotency_key {
             state.idempotency.insert((user_id, key.clone()), record.id);
         }
         state.tasks.insert(record.id, entry);
+        state.sync(record.id, now);
         self.send_events([event]);
         drop(state);
         self.wake();
@@ -722,41 +811,43 @@ impl QueueStore for MemoryStore {
         }
         let now = self.now();
         let mut state = self.lock();
-        let mut due: Vec<(i32, DateTime<Utc>, u64, Uuid)> = state
-            .tasks
-            .values()
-            .filter(|t| t.record.status == TaskStatus::Queued && t.record.run_at <= now)
-            .filter(|t| {
-                request
+        state.promote_due(now);
+        // Walk the ready index in order (priority, then age), taking what the agent filter and
+        // the per-agent concurrency limits allow.
+        let mut due: Vec<Uuid> = Vec::new();
+        let mut planned: HashMap<&str, usize> = HashMap::new();
+        for &(_, _, id) in &state.ready {
+            if due.len() >= request.limit {
+                break;
+            }
+            let Some(t) = state.tasks.get(&id) else {
+                continue;
+            };
+            let r = &t.record;
+            if r.run_at > now
+                || request
                     .agents
                     .as_ref()
-                    .is_none_or(|a| a.contains(&t.record.agent_id))
-            })
-            .map(|t| (t.record.priority, t.record.created_at, t.order, t.record.id))
-            .collect();
-        due.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-        let mut running: HashMap<String, usize> = HashMap::new();
+                    .is_some_and(|a| !a.contains(&r.agent_id))
+            {
+                continue;
+            }
+            let n = planned
+                .entry(r.agent_id.as_str())
+                .or_insert_with(|| state.running_of_agent(&r.agent_id));
+            if *n >= r.concurrency_limit as usize {
+                continue;
+            }
+            *n += 1;
+            due.push(id);
+        }
         let mut claimed = Vec::new();
         let mut sent = Vec::new();
         let expires_at = now + to_chrono(request.lease);
-        for (_, _, _, id) in due {
-            if claimed.len() >= request.limit {
-                break;
-            }
-            let Some(agent_id) = state.tasks.get(&id).map(|t| t.record.agent_id.clone()) else {
-                continue;
-            };
-            let count = match running.get(&agent_id) {
-                Some(n) => *n,
-                None => state.running_of_agent(&agent_id),
-            };
+        for id in due {
             let Some(entry) = state.tasks.get_mut(&id) else {
                 continue;
             };
-            if count >= entry.record.concurrency_limit as usize {
-                continue;
-            }
-            running.insert(agent_id, count + 1);
             move_task(&mut entry.record, TaskStatus::Running)?;
             let token = Uuid::new_v4();
             entry.token = Some(token);
@@ -794,6 +885,7 @@ impl QueueStore for MemoryStore {
                 ),
                 now,
             );
+            state.sync(id, now);
         }
         self.send_events(sent);
         Ok(claimed)
@@ -899,6 +991,7 @@ impl QueueStore for MemoryStore {
         clear_lease(entry);
         events.push(lifecycle_event(entry, kind, now));
         let record = entry.record.clone();
+        state.sync(record.id, now);
         state.append_audit(task_audit(&record, audit_type, payload), now);
         for a in finish.audit {
             state.append_audit(extra_audit(&record, a), now);
@@ -931,6 +1024,7 @@ impl QueueStore for MemoryStore {
         clear_lease(entry);
         sent.push(lifecycle_event(entry, kind, now));
         let record = entry.record.clone();
+        state.sync(record.id, now);
         state.append_audit(
             task_audit(&record, audit_type, json!({ "worker": lease.owner })),
             now,
@@ -945,12 +1039,10 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         let expired: Vec<Uuid> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.record.status == TaskStatus::Running
-                    && t.record.lease_expires_at.is_some_and(|at| at <= now)
-            })
+            .running
+            .iter()
+            .filter_map(|id| state.tasks.get(id))
+            .filter(|t| t.record.lease_expires_at.is_some_and(|at| at <= now))
             .map(|t| t.record.id)
             .collect();
         let mut sent = Vec::new();
@@ -998,6 +1090,7 @@ impl QueueStore for MemoryStore {
             clear_lease(entry);
             sent.push(lifecycle_event(entry, kind, now));
             let record = entry.record.clone();
+            state.sync(record.id, now);
             state.append_audit(
                 task_audit(
                     &record,
@@ -1041,6 +1134,7 @@ impl QueueStore for MemoryStore {
             }
         };
         let record = entry.record.clone();
+        state.sync(task_id, now);
         let mut audit = NewAuditEvent::by(by, event_type, json!({})).task(task_id);
         audit.agent_id = Some(record.agent_id.clone());
         state.append_audit(audit, now);
@@ -1118,12 +1212,8 @@ impl QueueStore for MemoryStore {
     }
 
     async fn queue_depth(&self) -> Result<u64> {
-        let n = self
-            .lock()
-            .tasks
-            .values()
-            .filter(|t| t.record.status == TaskStatus::Queued)
-            .count();
+        let state = self.lock();
+        let n = state.ready.len() + state.delayed.len();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }
