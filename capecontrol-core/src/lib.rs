@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod manifest;
 pub mod policy;
+pub mod protocol;
 pub mod runtime;
 pub mod slug;
 pub mod state;
