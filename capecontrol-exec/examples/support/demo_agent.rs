@@ -27,14 +27,15 @@ pub fn manifest() -> Manifest {
         "tools": ["shout"],
         "config": {"timeout": 10, "memory_limit": "64MiB", "cpu_limit": "0.5"},
         "permissions": {"scopes": ["demo:read"]},
-        "runtime": {"kind": "container", "image": IMAGE, "command": ["/agent"]},
+        "runtime": {"kind": "container", "image": IMAGE},
         "tasks": [
             {"name": "greet", "description": "Greets someone in two durable steps."},
             {"name": "echo", "description": "Returns its input."},
             {"name": "secret_check", "description": "Whether settings.api_key equals input.expect."},
             {"name": "fail", "description": "Fails with a conflict."},
             {"name": "crash", "description": "Exits with code 3 without output."},
-            {"name": "sleep", "description": "Sleeps input.ms milliseconds."}
+            {"name": "sleep", "description": "Sleeps input.ms milliseconds."},
+            {"name": "hostname", "description": "The host (container) name it runs on."}
         ],
         "tool_specs": [{"name": "shout", "scope": "demo:read"}]
     }))
@@ -87,6 +88,12 @@ impl AgentBase for DemoAgent {
                     () = cx.cancellation().cancelled() => Err(Error::conflict("cancelled")),
                 }
             }
+            "hostname" => Ok(json!(
+                std::fs::read_to_string("/etc/hostname")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            )),
             other => Err(Error::not_found("task", other)),
         }
     }
