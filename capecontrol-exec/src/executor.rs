@@ -511,14 +511,8 @@ impl ContainerExecutor {
         let manifest = invocation.manifest.as_ref();
         let key = format!("{}@{}", invocation.agent_id, invocation.version);
         let network = manifest_wants_network(manifest) && covers_network(cx.granted());
-        let warm = match inner.pools.get(&key) {
-            Some(pool) => {
-                let taken = pool.take(network);
-                pool.refill(inner, Arc::clone(&invocation.manifest));
-                taken
-            }
-            None => None,
-        };
+        let pool = inner.pools.get(&key);
+        let warm = pool.and_then(|p| p.take(network));
         let started = Instant::now();
         let prepared = match warm {
             Some(p) => p,
@@ -559,6 +553,10 @@ impl ContainerExecutor {
             .converse(prepared, invocation, cx, deadline, secs)
             .await;
         stop_stats.cancel();
+        // Refill after the task, so starting a replacement does not compete with it.
+        if let Some(pool) = pool {
+            pool.refill(inner, Arc::clone(&invocation.manifest));
+        }
         result
     }
 
