@@ -40,7 +40,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// What the executor sends the agent to start a task attempt: everything the task needs,
 /// secrets included (stdin is the only way secrets reach a container: never the environment).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` output leaves the settings out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct StartMessage {
     /// The protocol version ([`PROTOCOL_VERSION`]).
     pub protocol: u32,
@@ -70,6 +71,21 @@ pub struct StartMessage {
     /// Steps journaled by earlier attempts: the agent replays them instead of running them.
     #[serde(default)]
     pub completed_steps: Vec<StepRecord>,
+}
+
+impl std::fmt::Debug for StartMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartMessage")
+            .field("protocol", &self.protocol)
+            .field("task_id", &self.task_id)
+            .field("attempt", &self.attempt)
+            .field("agent_id", &self.agent_id)
+            .field("task", &self.task)
+            .field("settings", &"<redacted>")
+            .field("granted_scopes", &self.granted_scopes)
+            .field("completed_steps", &self.completed_steps.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A line from the executor to the agent (stdin).
@@ -516,6 +532,16 @@ mod tests {
             panic!("{out:?}")
         };
         assert_eq!(Outbound::decode_error(v), Error::not_found("task", "nope"));
+    }
+
+    #[test]
+    fn start_messages_do_not_print_their_settings() {
+        let line = start("x", json!(1), vec![]);
+        let Inbound::Start(msg) = serde_json::from_str(&line).unwrap() else {
+            panic!()
+        };
+        let shown = format!("{msg:?}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]

@@ -393,12 +393,15 @@ impl Inner {
     }
 
     /// Inspects an exited (or exiting) container: its exit code and whether it was OOM-killed.
-    async fn exit_state(&self, id: &str) -> (Option<i64>, bool) {
-        let wait = WaitContainerOptions {
+    async fn exit_state(&self, id: &str, wait: Duration) -> (Option<i64>, bool) {
+        let options = WaitContainerOptions {
             condition: "not-running".to_owned(),
         };
-        let mut waiting = self.docker.wait_container(id, Some(wait));
-        let _ = tokio::time::timeout(Duration::from_secs(5), waiting.next()).await;
+        let mut waiting = self.docker.wait_container(id, Some(options));
+        // Stdout closed: the container is exiting. Wait for it, within the attempt's time
+        // (at least a second, so an OOM kill shows in the state; at most five).
+        let wait = wait.clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let _ = tokio::time::timeout(wait, waiting.next()).await;
         match self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -542,6 +545,8 @@ impl ContainerExecutor {
             .max(1);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(secs));
         let stop_stats = CancellationToken::new();
+        // Stops the sampler however the attempt ends, a dropped future included.
+        let _stop_stats = stop_stats.clone().drop_guard();
         tokio::spawn(stats::sample(
             inner.docker.clone(),
             prepared.guard.id.clone(),
@@ -552,7 +557,6 @@ impl ContainerExecutor {
         let result = self
             .converse(prepared, invocation, cx, deadline, secs)
             .await;
-        stop_stats.cancel();
         // Refill after the task, so starting a replacement does not compete with it.
         if let Some(pool) = pool {
             pool.refill(inner, Arc::clone(&invocation.manifest));
@@ -626,8 +630,10 @@ impl ContainerExecutor {
                     )));
                 }
                 None => {
+                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
                     break Ending::Failed(
-                        self.exited_without_output(&guard.id, &stderr_tail).await,
+                        self.exited_without_output(&guard.id, &stderr_tail, wait)
+                            .await,
                     );
                 }
             };
@@ -728,8 +734,8 @@ impl ContainerExecutor {
         ack.map(|()| None)
     }
 
-    async fn exited_without_output(&self, id: &str, stderr_tail: &[u8]) -> Error {
-        let (code, oom) = self.inner.exit_state(id).await;
+    async fn exited_without_output(&self, id: &str, stderr_tail: &[u8], wait: Duration) -> Error {
+        let (code, oom) = self.inner.exit_state(id, wait).await;
         if oom {
             return Error::resource("agent container ran out of memory (OOM-killed)");
         }
