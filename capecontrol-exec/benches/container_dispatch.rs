@@ -3,7 +3,8 @@
 //! - `docker run --rm -i` of the demo agent image (the CLI, with the same hardening flags);
 //! - cold dispatch: create, attach, start, run, remove (`run` then waiting for the removal);
 //! - cold dispatch to the result (`run` alone: the removal happens in the background);
-//! - warm-pool dispatch (a started container waits for its start message).
+//! - warm-pool dispatch (a started container waits for its start message), with the container
+//!   idle for 250 ms first (steady state) and the moment it has started (a pool under pressure).
 //!
 //! Run with `bash scripts/build-test-images.sh && cargo bench -p capecontrol-exec --bench
 //! container_dispatch` (`CAPECONTROL_BENCH_N` sets the iterations, default 40).
@@ -146,6 +147,7 @@ async fn main() {
     let mut cold_full = Vec::new();
     let mut cold_result = Vec::new();
     let mut warm = Vec::new();
+    let mut warm_fresh = Vec::new();
     let inv = invocation();
     for _ in 0..n {
         // Interleaved, so drift in the machine's load hits every series alike.
@@ -159,14 +161,27 @@ async fn main() {
         executor.settle().await;
         cold_full.push(started.elapsed());
 
-        // Warm: wait (untimed) until the pool is full, then dispatch.
+        // Warm: wait (untimed) until the pool is full and its containers are idle, as they
+        // are in steady state, where a replacement starts long before the next dispatch.
+        executor
+            .prewarm("demo", "1.0.0", &inv.manifest)
+            .await
+            .expect("prewarm");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let started = Instant::now();
+        let out = executor.run(inv.clone(), context()).await;
+        warm.push(started.elapsed());
+        assert_eq!(out.expect("warm run"), json!({"n": 1}));
+        executor.settle().await;
+
+        // Warm, dispatched the moment the container has started (a pool under pressure).
         executor
             .prewarm("demo", "1.0.0", &inv.manifest)
             .await
             .expect("prewarm");
         let started = Instant::now();
         let out = executor.run(inv.clone(), context()).await;
-        warm.push(started.elapsed());
+        warm_fresh.push(started.elapsed());
         assert_eq!(out.expect("warm run"), json!({"n": 1}));
         executor.settle().await;
     }
@@ -176,7 +191,8 @@ async fn main() {
     let (d50, d99) = summary("docker run --rm -i (CLI)", docker_run);
     let (c50, c99) = summary("cold: create+start+run+remove", cold_full);
     let (r50, r99) = summary("cold: to the result", cold_result);
-    let (w50, w99) = summary("warm pool", warm);
+    let (w50, w99) = summary("warm pool (idle container)", warm);
+    let (f50, f99) = summary("warm pool (just started)", warm_fresh);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
         "\ncold (with removal) vs docker run --rm: p50 {:.2}x faster, p99 {:.2}x faster",
@@ -189,9 +205,14 @@ async fn main() {
         ratio(d99, r99)
     );
     println!(
-        "warm vs cold (to the result): p50 {:.1}x faster, p99 {:.1}x faster",
+        "warm (idle) vs cold (to the result): p50 {:.1}x faster, p99 {:.1}x faster",
         ratio(r50, w50),
         ratio(r99, w99)
+    );
+    println!(
+        "warm (just started) vs cold (to the result): p50 {:.1}x faster, p99 {:.1}x faster",
+        ratio(r50, f50),
+        ratio(r99, f99)
     );
 }
 

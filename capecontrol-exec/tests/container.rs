@@ -380,3 +380,41 @@ async fn memory_and_cpu_are_sampled_into_the_metrics() {
     );
     assert_no_containers(&executor).await;
 }
+
+#[tokio::test]
+async fn reaches_the_engine_by_unix_and_tcp_urls() {
+    if !docker_ready().await {
+        return;
+    }
+    // A loopback TCP listener that forwards every connection to the local socket stands in
+    // for a remote engine at tcp://host:port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let proxy = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut unix) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    for url in [
+        "unix:///var/run/docker.sock".to_owned(),
+        format!("tcp://127.0.0.1:{port}"),
+    ] {
+        let executor = builder().docker_url(&url).build().await.unwrap();
+        let (cx, _) = context(json!({}), &[]);
+        let out = executor
+            .run(
+                invocation(demo_agent::manifest(), "echo", json!({"via": url})),
+                cx,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"via": url}));
+        assert_no_containers(&executor).await;
+    }
+    proxy.abort();
+}
