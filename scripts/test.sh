@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command: named by the README and called by .ci/run. It builds and runs every
-# test of the workspace (unit, integration, CLI, property and doc tests). Later issues add the
-# PostgreSQL and Docker setup their tests need here, so that this stays the only command.
+# The one test command: named by the README and called by .ci/run. It sets up what the tests
+# need on a fresh machine — the container test images (built locally: nothing can be pulled) —
+# runs every test of the workspace (unit, integration, CLI, property, UI, doc tests), and
+# removes what it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +11,32 @@ run() {
     "$@"
 }
 
+# The container tests need their images. In CI this must work; elsewhere, without Docker, the
+# container tests skip with a loud message.
+if ! run bash scripts/build-test-images.sh; then
+    if [ -n "${CI:-}" ]; then
+        echo "test.sh: cannot build the container test images in CI" >&2
+        exit 1
+    fi
+    echo "test.sh: WARNING: no container test images; the Docker tests will skip" >&2
+fi
+
+# Containers left by an earlier, interrupted test run (their nodes are named test-…).
+leftovers() {
+    command -v docker >/dev/null || return 0
+    docker ps -a --filter label=capecontrol.managed=true --format '{{.ID}} {{.Label "capecontrol.node"}}' 2>/dev/null |
+        awk '$2 ~ /^test-/ {print $1}'
+}
+stale=$(leftovers)
+[ -z "$stale" ] || docker rm -f $stale >/dev/null
+
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
+
+# No container of ours may outlive the suite.
+left=$(leftovers)
+if [ -n "$left" ]; then
+    echo "test.sh: the tests left containers behind: $left" >&2
+    docker rm -f $left >/dev/null
+    exit 1
+fi

@@ -8,6 +8,7 @@ pub mod events;
 pub mod manifest;
 pub mod plan;
 pub mod policy;
+pub mod protocol;
 pub mod registry;
 pub mod runtime;
 pub mod slug;
