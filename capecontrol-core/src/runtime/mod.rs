@@ -132,6 +132,10 @@ pub struct PlatformConfig {
     pub only_agents: Option<Vec<String>>,
     /// This node's name (in leases).
     pub node_id: String,
+    /// How long the gateway reuses a resolved installation (installed version, grants) for the
+    /// same agent and user. Installation changes reach new submissions within this time; the
+    /// worker checks the installation again when the attempt starts. Zero disables the cache.
+    pub policy_cache_ttl: Duration,
 }
 
 impl Default for PlatformConfig {
@@ -147,6 +151,7 @@ impl Default for PlatformConfig {
             breaker: BreakerConfig::default(),
             only_agents: None,
             node_id: format!("node-{}", Uuid::new_v4().simple()),
+            policy_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -279,6 +284,7 @@ impl PlatformBuilder {
             executors,
             middleware,
             running: Mutex::new(HashMap::new()),
+            policy_cache: Mutex::new(HashMap::new()),
             manifests: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             release: CancellationToken::new(),
@@ -288,6 +294,7 @@ impl PlatformBuilder {
         if self.start_workers {
             tasks.push(tokio::spawn(worker::dispatch(Arc::clone(&inner))));
             tasks.push(tokio::spawn(worker::maintain(Arc::clone(&inner))));
+            tasks.push(tokio::spawn(worker::heartbeats(Arc::clone(&inner))));
         }
         Ok(Platform {
             inner,
@@ -302,6 +309,25 @@ fn default_store() -> Arc<dyn Store> {
     Arc::new(crate::store::memory::MemoryStore::new())
 }
 
+/// An attempt running on this node.
+#[derive(Clone)]
+pub(crate) struct Running {
+    pub(crate) lease: crate::store::Lease,
+    /// Fires when the task is cancelled.
+    pub(crate) cancel: CancellationToken,
+    /// Fires when the lease is lost.
+    pub(crate) lost: CancellationToken,
+}
+
+/// What the gateway resolved for (agent, user): the installed version and its grants.
+#[derive(Clone)]
+struct Resolved {
+    version: String,
+    status: VersionStatus,
+    manifest: Arc<Manifest>,
+    granted: Vec<Scope>,
+}
+
 pub(crate) struct Inner {
     pub(crate) node_id: String,
     pub(crate) config: PlatformConfig,
@@ -309,7 +335,10 @@ pub(crate) struct Inner {
     pub(crate) executors: Vec<Arc<dyn Executor>>,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     pub(crate) breakers: CircuitBreakers,
-    running: Mutex<HashMap<Uuid, CancellationToken>>,
+    running: Mutex<HashMap<Uuid, Running>>,
+    /// Resolved submissions (installation, version, manifest) by (agent, user), for
+    /// `policy_cache_ttl`.
+    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Resolved)>>,
     manifests: Mutex<HashMap<(String, String), Arc<Manifest>>>,
     /// Stops claiming.
     pub(crate) stop: CancellationToken,
@@ -320,10 +349,18 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn running_insert(&self, id: Uuid, token: CancellationToken) {
+    pub(crate) fn running_insert(&self, id: Uuid, running: Running) {
         if let Ok(mut r) = self.running.lock() {
-            r.insert(id, token);
+            r.insert(id, running);
         }
+    }
+
+    /// The leases of the attempts running on this node (for the heartbeat loop).
+    pub(crate) fn running_leases(&self) -> Vec<Running> {
+        self.running
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn running_remove(&self, id: Uuid) {
@@ -522,42 +559,17 @@ impl Platform {
         (String, Arc<Manifest>, Option<crate::manifest::TaskDecl>),
         (Error, String),
     > {
-        let inner = &self.inner;
-        let installation = match inner
-            .store
-            .get_installation(agent_id, &request.principal.user_id)
-            .await
-        {
-            Ok(i) => i,
-            Err(e) if e.category() == ErrorCategory::NotFound => {
-                return Err((
-                    Error::forbidden(format!(
-                        "agent `{agent_id}` is not installed for user `{}`",
-                        request.principal.user_id
-                    )),
-                    "not installed".into(),
-                ));
-            }
-            Err(e) => return Err((e, "store".into())),
-        };
-        let record = inner
-            .store
-            .get_version(agent_id, &installation.version)
-            .await
-            .map_err(|e| (e, "version".into()))?;
-        if record.status != VersionStatus::Published {
+        let resolved = self.resolve(agent_id, &request.principal.user_id).await?;
+        if resolved.status != VersionStatus::Published {
             return Err((
                 Error::conflict(format!(
                     "installed version {} of `{agent_id}` is {}; upgrade the installation",
-                    record.version, record.status
+                    resolved.version, resolved.status
                 )),
                 "version not published".into(),
             ));
         }
-        let manifest = inner
-            .manifest(agent_id, &installation.version)
-            .await
-            .map_err(|e| (e, "manifest".into()))?;
+        let manifest = resolved.manifest.clone();
         let permissions = manifest.permissions();
         if !request.principal.has_any_role(&permissions.required_roles) {
             return Err((
@@ -568,11 +580,7 @@ impl Platform {
                 "role".into(),
             ));
         }
-        let granted: Vec<Scope> = installation
-            .granted_scopes
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
+        let granted = resolved.granted;
         let required: Vec<Scope> = permissions
             .scopes
             .iter()
@@ -592,7 +600,69 @@ impl Platform {
                 "task".into(),
             ));
         }
-        Ok((installation.version, manifest, task))
+        Ok((resolved.version, manifest, task))
+    }
+
+    /// The installed version of `agent_id` for `user_id`, its status, manifest and grants
+    /// (cached for `policy_cache_ttl`).
+    async fn resolve(
+        &self,
+        agent_id: &str,
+        user_id: &str,
+    ) -> std::result::Result<Resolved, (Error, String)> {
+        let inner = &self.inner;
+        let ttl = inner.config.policy_cache_ttl;
+        let key = (agent_id.to_owned(), user_id.to_owned());
+        if !ttl.is_zero()
+            && let Some((at, hit)) = inner
+                .policy_cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).cloned())
+            && at.elapsed() < ttl
+        {
+            return Ok(hit);
+        }
+        let installation = match inner.store.get_installation(agent_id, user_id).await {
+            Ok(i) => i,
+            Err(e) if e.category() == ErrorCategory::NotFound => {
+                return Err((
+                    Error::forbidden(format!(
+                        "agent `{agent_id}` is not installed for user `{user_id}`"
+                    )),
+                    "not installed".into(),
+                ));
+            }
+            Err(e) => return Err((e, "store".into())),
+        };
+        let record = inner
+            .store
+            .get_version(agent_id, &installation.version)
+            .await
+            .map_err(|e| (e, "version".into()))?;
+        let manifest = inner
+            .manifest(agent_id, &installation.version)
+            .await
+            .map_err(|e| (e, "manifest".into()))?;
+        let resolved = Resolved {
+            version: installation.version,
+            status: record.status,
+            manifest,
+            granted: installation
+                .granted_scopes
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        };
+        if !ttl.is_zero()
+            && let Ok(mut cache) = inner.policy_cache.lock()
+        {
+            if cache.len() > 10_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            cache.insert(key, (tokio::time::Instant::now(), resolved.clone()));
+        }
+        Ok(resolved)
     }
 
     /// The task's current record.
@@ -609,7 +679,7 @@ impl Platform {
             .running
             .lock()
             .ok()
-            .and_then(|r| r.get(&task_id).cloned())
+            .and_then(|r| r.get(&task_id).map(|r| r.cancel.clone()))
         {
             token.cancel();
         }

@@ -109,6 +109,33 @@ pub(crate) async fn maintain(inner: Arc<Inner>) {
     }
 }
 
+/// The heartbeat loop: renews the lease of every attempt running on this node every third of
+/// a lease; a heartbeat that reports a cancellation cancels the attempt, one that finds the
+/// lease lost abandons it.
+pub(crate) async fn heartbeats(inner: Arc<Inner>) {
+    let every = (inner.config.lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = inner.kill.cancelled() => return,
+        }
+        for running in inner.running_leases() {
+            match inner
+                .store
+                .heartbeat(&running.lease, inner.config.lease)
+                .await
+            {
+                Ok(hb) if hb.cancel_requested => running.cancel.cancel(),
+                Ok(_) => {}
+                Err(e) if e.category() == ErrorCategory::Conflict => running.lost.cancel(),
+                Err(e) => {
+                    tracing::warn!(task_id = %running.lease.task_id, error = %e, "heartbeat failed")
+                }
+            }
+        }
+    }
+}
+
 struct ExecutorEndpoint(Arc<dyn Executor>);
 
 #[async_trait]
@@ -164,7 +191,15 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
     }
 
     let cancel = CancellationToken::new();
-    inner.running_insert(task_id, cancel.clone());
+    let lost = CancellationToken::new();
+    inner.running_insert(
+        task_id,
+        super::Running {
+            lease: lease.clone(),
+            cancel: cancel.clone(),
+            lost: lost.clone(),
+        },
+    );
     let cx = TaskContext::builder(task_id)
         .attempt(task.attempts)
         .principal(task.principal.clone())
@@ -192,30 +227,6 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
         .timeout
         .min(Duration::from_secs(u64::from(Config::MAX_TIMEOUT)));
 
-    let lost = CancellationToken::new();
-    let heartbeat = {
-        let store = Arc::clone(&inner.store);
-        let lease = lease.clone();
-        let cancel = cancel.clone();
-        let lost = lost.clone();
-        let every = inner.config.lease / 3;
-        let extend = inner.config.lease;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match store.heartbeat(&lease, extend).await {
-                    Ok(hb) if hb.cancel_requested => cancel.cancel(),
-                    Ok(_) => {}
-                    Err(e) if e.category() == ErrorCategory::Conflict => {
-                        lost.cancel();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                }
-            }
-        })
-    };
-
     // Boxed so that it can be dropped (the attempt stopped) before the outcome is written.
     let mut run = Box::pin(ExecuteNext::new(&inner.middleware, &endpoint).run(exec));
     let end = tokio::select! {
@@ -233,7 +244,6 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
         () = inner.kill.cancelled() => End::Killed,
     };
     cancel.cancel();
-    heartbeat.abort();
     inner.running_remove(task_id);
     drop(run);
 

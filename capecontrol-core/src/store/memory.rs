@@ -136,7 +136,7 @@ impl State {
         self.counter
     }
 
-    fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) -> AuditEvent {
+    fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) -> &AuditEvent {
         let id = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
         let stored = AuditEvent {
             id,
@@ -149,8 +149,8 @@ impl State {
             user_agent: event.user_agent,
             created_at: now,
         };
-        self.audit.push(stored.clone());
-        stored
+        self.audit.push(stored);
+        &self.audit[self.audit.len() - 1]
     }
 
     fn agent_by_id_or_slug(&self, id_or_slug: &str) -> Option<&AgentRecord> {
@@ -865,7 +865,11 @@ impl QueueStore for MemoryStore {
                 now,
             );
             sent.push(event);
-            let record = entry.record.clone();
+            let audit = task_audit(
+                &entry.record,
+                "task.started",
+                json!({ "attempt": attempt, "worker": request.worker }),
+            );
             claimed.push(Claimed {
                 lease: Lease {
                     task_id: id,
@@ -875,16 +879,9 @@ impl QueueStore for MemoryStore {
                 },
                 steps: entry.steps.values().cloned().collect(),
                 last_seq: entry.last_seq(),
-                task: record.clone(),
+                task: entry.record.clone(),
             });
-            state.append_audit(
-                task_audit(
-                    &record,
-                    "task.started",
-                    json!({ "attempt": record.attempts, "worker": request.worker }),
-                ),
-                now,
-            );
+            state.append_audit(audit, now);
             state.sync(id, now);
         }
         self.send_events(sent);
@@ -1222,7 +1219,7 @@ impl QueueStore for MemoryStore {
 impl AuditStore for MemoryStore {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
         let now = self.now();
-        Ok(self.lock().append_audit(event, now))
+        Ok(self.lock().append_audit(event, now).clone())
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
