@@ -1,1 +1,44 @@
-//! PostgreSQL store of CapeControl. Not built yet: the PostgreSQL issue fills this crate in.
+//! The PostgreSQL store of CapeControl: [`PostgresStore`] implements the core
+//! [`Store`](capecontrol_core::store::Store) port with sqlx on PostgreSQL 15+.
+//!
+//! PostgreSQL is both the durable store and what lets a deployment outgrow one machine: any
+//! number of nodes share one database.
+//!
+//! - **Schema**: embedded sqlx migrations (`migrations/`), applied by
+//!   [`PostgresStore::migrate`]; the first is blueprint §4 exactly as written, the second adds
+//!   installations, the queue columns, task events, and the queue's functions and triggers.
+//! - **Claims**: one call of the PL/pgSQL function `capecontrol_claim`: candidates locked with
+//!   `FOR UPDATE SKIP LOCKED` by priority then age, a transaction-scoped advisory lock per
+//!   agent (taken in name order) to count the agent's running tasks against its
+//!   `concurrency_limit` on every node, leases timed by the database clock.
+//! - **Fencing**: every worker write is one statement whose first CTE updates the task only
+//!   where `(id, lease_token, status = 'running')` still match; every other write of the
+//!   statement (events, step row, audit rows) joins that CTE, so a lost lease writes nothing.
+//! - **Events across nodes**: a statement trigger on `task_events` sends every committed event
+//!   on `NOTIFY capecontrol_events` (a reference `{task_id, seq}` when it would not fit in a
+//!   NOTIFY payload), a row trigger on `tasks` sends wake-ups; each store LISTENs on one
+//!   connection of its own and re-broadcasts into [`subscribe`] and [`wakeups`].
+//!
+//! ```no_run
+//! # async fn run() -> capecontrol_core::Result<()> {
+//! use capecontrol_store::{PostgresStore, PostgresStoreOptions};
+//! let store = PostgresStoreOptions::from_url("postgres://app@db.internal/capecontrol")?
+//!     .max_connections(20)
+//!     .connect()
+//!     .await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`subscribe`]: capecontrol_core::store::QueueStore::subscribe
+//! [`wakeups`]: capecontrol_core::store::QueueStore::wakeups
+
+mod audit;
+mod error;
+mod queue;
+mod registry;
+mod rows;
+mod store;
+
+pub use sqlx;
+pub use store::{EVENTS_CHANNEL, PostgresStore, PostgresStoreOptions, WAKEUPS_CHANNEL};

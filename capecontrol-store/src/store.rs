@@ -1,0 +1,371 @@
+//! [`PostgresStore`]: pools, migrations and the LISTEN/NOTIFY bridge.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capecontrol_core::events::TaskEvent;
+use capecontrol_core::{Error, Result};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::error::db;
+use crate::rows;
+
+/// The channel on which committed task events are sent (by a trigger on `task_events`) and
+/// published events by [`capecontrol_core::store::QueueStore::publish`].
+pub const EVENTS_CHANNEL: &str = "capecontrol_events";
+/// The channel of wake-ups (a task became queued, or a concurrency slot freed).
+pub const WAKEUPS_CHANNEL: &str = "capecontrol_wakeups";
+
+/// The embedded migrations (`capecontrol-store/migrations`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How to connect a [`PostgresStore`]: the primary, pool sizes, an optional read replica.
+///
+/// ```
+/// # fn main() -> capecontrol_core::Result<()> {
+/// use std::time::Duration;
+/// use capecontrol_store::PostgresStoreOptions;
+/// let options = PostgresStoreOptions::from_url("postgres://app@db.internal/capecontrol")?
+///     .max_connections(20)
+///     .min_connections(2)
+///     .acquire_timeout(Duration::from_secs(5))
+///     .read_replica_url("postgres://app@replica.internal/capecontrol")?;
+/// assert_eq!(options.max_connections_value(), 20);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStoreOptions {
+    primary: PgConnectOptions,
+    max_connections: u32,
+    min_connections: u32,
+    acquire_timeout: Duration,
+    replica: Option<PgConnectOptions>,
+    replica_max_connections: u32,
+    event_capacity: usize,
+    listen: bool,
+}
+
+impl fmt::Debug for PostgresStoreOptions {
+    // Connection options may hold a password: only host, port and database are shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |o: &PgConnectOptions| {
+            format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("")
+            )
+        };
+        f.debug_struct("PostgresStoreOptions")
+            .field("primary", &show(&self.primary))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("replica", &self.replica.as_ref().map(show))
+            .field("replica_max_connections", &self.replica_max_connections)
+            .field("event_capacity", &self.event_capacity)
+            .field("listen", &self.listen)
+            .finish()
+    }
+}
+
+impl PostgresStoreOptions {
+    /// Options for the primary at `connect` (10 connections at most, none kept idle, 10 s to
+    /// acquire one, no replica, 4096 buffered live events, LISTEN on).
+    pub fn new(connect: PgConnectOptions) -> Self {
+        Self {
+            primary: connect.application_name("capecontrol"),
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(10),
+            replica: None,
+            replica_max_connections: 10,
+            event_capacity: 4096,
+            listen: true,
+        }
+    }
+
+    /// Options for the primary at `url` (`postgres://user:pass@host:port/db`).
+    pub fn from_url(url: &str) -> Result<Self> {
+        Ok(Self::new(parse_url(url)?))
+    }
+
+    /// Connections to the primary at most.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// The configured maximum of primary connections.
+    pub fn max_connections_value(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// Connections to the primary kept open when idle.
+    pub fn min_connections(mut self, n: u32) -> Self {
+        self.min_connections = n;
+        self
+    }
+
+    /// How long an operation waits for a free connection before failing with a resource error.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// A read-only replica for catalog and listing queries (agents, versions, the marketplace,
+    /// installations, audit). Tasks are always read from the primary.
+    pub fn read_replica(mut self, connect: PgConnectOptions) -> Self {
+        self.replica = Some(connect.application_name("capecontrol-read"));
+        self
+    }
+
+    /// [`Self::read_replica`] from a URL.
+    pub fn read_replica_url(self, url: &str) -> Result<Self> {
+        Ok(self.read_replica(parse_url(url)?))
+    }
+
+    /// Connections to the replica at most.
+    pub fn replica_max_connections(mut self, n: u32) -> Self {
+        self.replica_max_connections = n.max(1);
+        self
+    }
+
+    /// How many live events a slow subscriber may lag behind before it misses some.
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n.max(1);
+        self
+    }
+
+    /// Whether to LISTEN for events and wake-ups of other nodes (default: yes). Without it,
+    /// [`PostgresStore::subscribe`](capecontrol_core::store::QueueStore::subscribe) and
+    /// `wakeups` stay silent.
+    pub fn listen(mut self, on: bool) -> Self {
+        self.listen = on;
+        self
+    }
+
+    /// Connects (see [`PostgresStore::connect_with`]).
+    pub async fn connect(self) -> Result<PostgresStore> {
+        PostgresStore::connect_with(self).await
+    }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url)
+        .map_err(|e| Error::invalid_field("/database_url", format!("invalid PostgreSQL URL: {e}")))
+}
+
+/// The PostgreSQL implementation of the [`Store`](capecontrol_core::store::Store) port.
+///
+/// Cheap to clone (the pools and the channels are shared). Any number of stores, in any number
+/// of processes, can share one database: claims, leases and concurrency limits are enforced by
+/// the database, and events and wake-ups travel between them by LISTEN/NOTIFY.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) read: PgPool,
+    pub(crate) primary: PgConnectOptions,
+    pub(crate) events: broadcast::Sender<TaskEvent>,
+    pub(crate) wakeups: broadcast::Sender<()>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.listener.take() {
+            h.abort();
+        }
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool_size", &self.inner.pool.size())
+            .field("listening", &self.inner.listener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` with default options. Does not migrate: call [`Self::migrate`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(PostgresStoreOptions::from_url(url)?).await
+    }
+
+    /// Connects with `options`: opens the pools and, if listening, the LISTEN connection (so
+    /// that every event committed after this returns reaches [`subscribe`]rs).
+    ///
+    /// [`subscribe`]: capecontrol_core::store::QueueStore::subscribe
+    pub async fn connect_with(options: PostgresStoreOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .min_connections(options.min_connections.min(options.max_connections))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(options.primary.clone())
+            .await
+            .map_err(db)?;
+        let read = match &options.replica {
+            Some(r) => PgPoolOptions::new()
+                .max_connections(options.replica_max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(r.clone())
+                .await
+                .map_err(db)?,
+            None => pool.clone(),
+        };
+        let (events, _) = broadcast::channel(options.event_capacity);
+        let (wakeups, _) = broadcast::channel(64);
+        let listener = if options.listen {
+            // Its own small pool: a listener holds its connection for good.
+            let listen_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_lazy_with(options.primary.clone());
+            let mut listener = PgListener::connect_with(&listen_pool).await.map_err(db)?;
+            listener
+                .listen_all([EVENTS_CHANNEL, WAKEUPS_CHANNEL])
+                .await
+                .map_err(db)?;
+            Some(tokio::spawn(listen(
+                listener,
+                pool.clone(),
+                events.clone(),
+                wakeups.clone(),
+            )))
+        } else {
+            None
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                read,
+                primary: options.primary,
+                events,
+                wakeups,
+                listener,
+            }),
+        })
+    }
+
+    /// Applies the embedded migrations that are not applied yet. Safe to run from several nodes
+    /// at once: sqlx's migrator holds a PostgreSQL advisory lock while it works, so the others
+    /// wait and then find nothing left to do. Runs on a connection of its own, closed afterwards,
+    /// so that a failed migration cannot leave the lock held on a pooled connection.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.inner.primary.connect().await.map_err(db)?;
+        let result = MIGRATOR.run(&mut conn).await;
+        let _ = conn.close().await;
+        result.map_err(|e| Error::resource(format!("migration failed: {e}")))
+    }
+
+    /// The primary pool, to open a transaction for [`Self::enqueue_in`] or to run the host's own
+    /// queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The pool used for catalog and listing queries (the replica's, or the primary's).
+    pub fn read_pool(&self) -> &PgPool {
+        &self.inner.read
+    }
+
+    /// Closes the pools and stops listening.
+    pub async fn close(&self) {
+        if let Some(h) = &self.inner.listener {
+            h.abort();
+        }
+        self.inner.pool.close().await;
+        self.inner.read.close().await;
+    }
+}
+
+/// A NOTIFY payload on the events channel: a whole event, or a reference to a big one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventNote {
+    Whole(TaskEvent),
+    Reference { task_id: Uuid, seq: i64 },
+}
+
+/// Re-broadcasts notifications into the local channels, reconnecting when the connection
+/// drops (and then sending a wake-up, since notifications may have been missed meanwhile).
+async fn listen(
+    mut listener: PgListener,
+    pool: PgPool,
+    events: broadcast::Sender<TaskEvent>,
+    wakeups: broadcast::Sender<()>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) => {
+                backoff = Duration::from_millis(50);
+                dispatch(&n, &pool, &events, &wakeups).await;
+            }
+            Ok(None) => {
+                tracing::warn!(target: "capecontrol::store", "LISTEN connection lost; reconnecting");
+                let _ = wakeups.send(());
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    n: &PgNotification,
+    pool: &PgPool,
+    events: &broadcast::Sender<TaskEvent>,
+    wakeups: &broadcast::Sender<()>,
+) {
+    if n.channel() == WAKEUPS_CHANNEL {
+        let _ = wakeups.send(());
+        return;
+    }
+    match serde_json::from_str::<EventNote>(n.payload()) {
+        Ok(EventNote::Whole(e)) => {
+            let _ = events.send(e);
+        }
+        Ok(EventNote::Reference { task_id, seq }) => {
+            let row = sqlx::query(
+                "SELECT task_id, seq, at, kind FROM task_events WHERE task_id = $1 AND seq = $2",
+            )
+            .bind(task_id)
+            .bind(seq)
+            .fetch_optional(pool)
+            .await;
+            match row
+                .map_err(db)
+                .and_then(|r| r.map(|r| rows::event(&r)).transpose())
+            {
+                Ok(Some(e)) => {
+                    let _ = events.send(e);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(target: "capecontrol::store", error = %e, %task_id, seq, "could not read a notified event");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(target: "capecontrol::store", error = %e, "unreadable event notification");
+        }
+    }
+}
