@@ -139,6 +139,12 @@ DECLARE
   v_agent TEXT;
   j INT;
 BEGIN
+  -- The count under the advisory lock must see claims committed meanwhile: a fresh snapshot
+  -- per statement, which only READ COMMITTED gives.
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'capecontrol_claim must run under READ COMMITTED, not %',
+      current_setting('transaction_isolation');
+  END IF;
   IF p_limit <= 0 THEN
     RETURN;
   END IF;

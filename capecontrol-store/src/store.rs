@@ -50,6 +50,7 @@ pub struct PostgresStoreOptions {
     replica_max_connections: u32,
     event_capacity: usize,
     listen: bool,
+    ping_idle_after: Duration,
 }
 
 impl fmt::Debug for PostgresStoreOptions {
@@ -72,6 +73,7 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("replica_max_connections", &self.replica_max_connections)
             .field("event_capacity", &self.event_capacity)
             .field("listen", &self.listen)
+            .field("ping_idle_after", &self.ping_idle_after)
             .finish()
     }
 }
@@ -89,6 +91,7 @@ impl PostgresStoreOptions {
             replica_max_connections: 10,
             event_capacity: 4096,
             listen: true,
+            ping_idle_after: Duration::from_secs(10),
         }
     }
 
@@ -152,10 +155,34 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// A pooled connection idle for longer than this is pinged before use (default 10 s;
+    /// `Duration::ZERO`: before every use, one more round trip per operation). A connection that
+    /// died while idle for less fails its operation with a retryable resource error, and is
+    /// replaced.
+    pub fn ping_idle_after(mut self, after: Duration) -> Self {
+        self.ping_idle_after = after;
+        self
+    }
+
     /// Connects (see [`PostgresStore::connect_with`]).
     pub async fn connect(self) -> Result<PostgresStore> {
         PostgresStore::connect_with(self).await
     }
+}
+
+/// Pool options: a pooled connection is pinged before use only when it sat idle for longer than
+/// `ping_idle_after` (sqlx's default pings on every acquire: a round trip per operation).
+fn pool_options(ping_idle_after: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ping_idle_after {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions> {
@@ -210,7 +237,7 @@ impl PostgresStore {
     ///
     /// [`subscribe`]: capecontrol_core::store::QueueStore::subscribe
     pub async fn connect_with(options: PostgresStoreOptions) -> Result<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = pool_options(options.ping_idle_after)
             .max_connections(options.max_connections)
             .min_connections(options.min_connections.min(options.max_connections))
             .acquire_timeout(options.acquire_timeout)
@@ -218,7 +245,7 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         let read = match &options.replica {
-            Some(r) => PgPoolOptions::new()
+            Some(r) => pool_options(options.ping_idle_after)
                 .max_connections(options.replica_max_connections)
                 .acquire_timeout(options.acquire_timeout)
                 .connect_with(r.clone())
@@ -233,14 +260,16 @@ impl PostgresStore {
             let listen_pool = PgPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(options.acquire_timeout)
-                .connect_lazy_with(options.primary.clone());
-            let mut listener = PgListener::connect_with(&listen_pool).await.map_err(db)?;
-            listener
-                .listen_all([EVENTS_CHANNEL, WAKEUPS_CHANNEL])
-                .await
-                .map_err(db)?;
+                .connect_lazy_with(
+                    options
+                        .primary
+                        .clone()
+                        .application_name("capecontrol-listen"),
+                );
+            let listener = connect_listener(&listen_pool).await.map_err(db)?;
             Some(tokio::spawn(listen(
                 listener,
+                listen_pool,
                 pool.clone(),
                 events.clone(),
                 wakeups.clone(),
@@ -300,33 +329,61 @@ enum EventNote {
     Reference { task_id: Uuid, seq: i64 },
 }
 
-/// Re-broadcasts notifications into the local channels, reconnecting when the connection
-/// drops (and then sending a wake-up, since notifications may have been missed meanwhile).
+/// Re-broadcasts notifications into the local channels. When the connection drops it
+/// reconnects (with backoff) and sends a wake-up, since notifications may have been missed
+/// meanwhile; missed events are in the rows, where watchers replay them from.
 async fn listen(
-    mut listener: PgListener,
+    listener: PgListener,
+    listen_pool: PgPool,
     pool: PgPool,
     events: broadcast::Sender<TaskEvent>,
     wakeups: broadcast::Sender<()>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    let mut listener = Some(listener);
+    let mut backoff = MIN_BACKOFF;
     loop {
-        match listener.try_recv().await {
-            Ok(Some(n)) => {
-                backoff = Duration::from_millis(50);
-                dispatch(&n, &pool, &events, &wakeups).await;
+        if listener.is_none() {
+            match connect_listener(&listen_pool).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    backoff = MIN_BACKOFF;
+                    let _ = wakeups.send(());
+                }
+                Err(e) => {
+                    tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN reconnect failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
             }
+        }
+        let Some(l) = listener.as_mut() else { continue };
+        match l.try_recv().await {
+            Ok(Some(n)) => dispatch(&n, &pool, &events, &wakeups).await,
             Ok(None) => {
+                // sqlx reconnected (or reconnects on the next call).
                 tracing::warn!(target: "capecontrol::store", "LISTEN connection lost; reconnecting");
                 let _ = wakeups.send(());
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => {
-                tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN failed; retrying");
+                // Start over on a new connection rather than trust this one.
+                tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN failed; reconnecting");
+                listener = None;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([EVENTS_CHANNEL, WAKEUPS_CHANNEL])
+        .await?;
+    Ok(listener)
 }
 
 async fn dispatch(

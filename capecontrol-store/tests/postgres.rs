@@ -13,8 +13,8 @@ use std::time::Duration;
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
 use capecontrol_core::store::{
     AgentFilter, AgentPatch, AuditFilter, CatalogQuery, CatalogSort, ClaimRequest, Finish,
-    InstallationRecord, JournalWrite, NewAuditEvent, Outcome, QueueStore, Store, TaskFilter,
-    VersionRecord,
+    InstallationRecord, JournalWrite, NewAuditEvent, Outcome, QueueStore, RegistryStore, Store,
+    TaskFilter, VersionRecord,
 };
 use capecontrol_core::{
     AgentStatus, Error, ErrorCategory, Principal, RunStatus, StepRecord, TaskStatus, VersionStatus,
@@ -1322,5 +1322,105 @@ async fn concurrent_enqueues_with_one_key_make_one_task() {
     assert_eq!(created, 1);
     a.close().await;
     b.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_listener_reconnects_after_losing_its_connection() {
+    let db = test_db!();
+    let watcher = db.store().await;
+    let other = db.store_options().listen(false).connect().await.unwrap();
+    register(&other, "a").await;
+    let mut events = watcher.subscribe();
+    let mut wake = watcher.wakeups();
+
+    let killed: Vec<bool> = capecontrol_store::sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'capecontrol-listen' AND datname = current_database()",
+    )
+    .fetch_all(other.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [true]);
+    // The reconnect announces itself with a wake-up (notifications may have been missed).
+    tokio::time::timeout(Duration::from_secs(10), wake.recv())
+        .await
+        .expect("a wake-up after reconnecting")
+        .unwrap();
+    // Give the new LISTEN a moment, then events flow again.
+    let mut seen = false;
+    for _ in 0..50 {
+        let t = other.enqueue(task("a", "u")).await.unwrap().task;
+        let got = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                let e = events.recv().await;
+                match e {
+                    Ok(e) if e.task_id == t.id => return true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if got == Ok(true) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "events flow after the reconnect");
+    watcher.close().await;
+    other.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn listings_use_the_read_pool() {
+    let db = test_db!();
+    // The "replica" is the same database here, reached through its own pool.
+    let store = db
+        .store_options()
+        .read_replica(db.options.clone())
+        .replica_max_connections(2)
+        .connect()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    register(&store, "a").await;
+    assert_eq!(
+        store
+            .list_agents(&AgentFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.catalog(&CatalogQuery::default()).await.unwrap().total,
+        0
+    );
+    assert!(!store.read_pool().is_closed());
+    assert_eq!(store.read_pool().options().get_max_connections(), 2);
+    store.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn claims_refuse_to_run_outside_read_committed() {
+    let db = test_db!();
+    let s = db.store().await;
+    register(&s, "a").await;
+    s.enqueue(task("a", "u")).await.unwrap();
+    let mut tx = s.pool().begin().await.unwrap();
+    capecontrol_store::sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let r = capecontrol_store::sqlx::query("SELECT * FROM capecontrol_claim('w', 1, 1000, NULL)")
+        .execute(&mut *tx)
+        .await;
+    assert!(r.is_err());
+    tx.rollback().await.unwrap();
+    assert_eq!(s.claim(&claim_req("w", 1, 1000)).await.unwrap().len(), 1);
+    s.close().await;
     db.drop().await;
 }
