@@ -1,5 +1,7 @@
 -- What the platform adds to blueprint §4: installations, version changelogs, the queue columns
--- of `tasks`, numbered task events, and the functions and triggers of the queue.
+-- of `tasks`, numbered task events, and the functions of the queue.
+-- No NOTIFY trigger: a NOTIFY inside a write transaction serializes every such commit through
+-- its WAL flush (see capecontrol-store/src/notify.rs); the store notifies after commit.
 -- The task status CHECK stays the blueprint's.
 
 -- Installations: an agent installed for a user, with the scopes granted and the settings.
@@ -61,44 +63,6 @@ CREATE TABLE task_events (
 
 CREATE INDEX idx_audit_events_task_id ON audit_events(task_id);
 
--- Every committed task event is sent on `capecontrol_events` (NOTIFY is delivered at commit, so
--- listeners only ever see committed events). An event too big for a NOTIFY payload (8000 bytes)
--- is sent as a reference {task_id, seq}, which listeners read back from the table.
-CREATE FUNCTION capecontrol_notify_events() RETURNS TRIGGER AS $$
-BEGIN
-  PERFORM pg_notify('capecontrol_events',
-           CASE WHEN octet_length(e.j) <= 7900 THEN e.j
-                ELSE jsonb_build_object('task_id', e.task_id, 'seq', e.seq)::text END)
-  FROM (SELECT n.task_id, n.seq,
-               jsonb_build_object('task_id', n.task_id, 'seq', n.seq, 'at', n.at, 'kind', n.kind)::text AS j
-        FROM new_events n ORDER BY n.task_id, n.seq) e;
-  RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE TRIGGER task_events_notify AFTER INSERT ON task_events
-REFERENCING NEW TABLE AS new_events
-FOR EACH STATEMENT EXECUTE FUNCTION capecontrol_notify_events();
-
--- Wake-ups on `capecontrol_wakeups`: a task became queued, or a running task of an agent that
--- has queued tasks ended (a concurrency slot freed).
-CREATE FUNCTION capecontrol_notify_wakeup() RETURNS TRIGGER AS $$
-BEGIN
-  IF NEW.status = 'queued'
-     OR EXISTS (SELECT 1 FROM tasks q WHERE q.agent_id = NEW.agent_id AND q.status = 'queued') THEN
-    PERFORM pg_notify('capecontrol_wakeups', '');
-  END IF;
-  RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE TRIGGER tasks_wakeup_insert AFTER INSERT ON tasks
-FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION capecontrol_notify_wakeup();
-
-CREATE TRIGGER tasks_wakeup_update AFTER UPDATE OF status ON tasks
-FOR EACH ROW WHEN (NEW.status = 'queued' OR (OLD.status = 'running' AND NEW.status <> 'running'))
-EXECUTE FUNCTION capecontrol_notify_wakeup();
-
 -- The journaled steps of a task as a JSON array of step records, by step number.
 CREATE FUNCTION capecontrol_steps(p_task UUID) RETURNS JSONB AS $$
   SELECT COALESCE(jsonb_agg(jsonb_build_object(
@@ -126,7 +90,7 @@ $$ LANGUAGE sql STABLE;
 -- 3. Candidates are admitted in priority order while their agent is under the limit; the others
 --    are left queued (their row locks end with the transaction).
 -- 4. Admitted tasks become running (attempts + 1, a fresh fencing token), each with its `started`
---    event and `task.started` audit row; the NOTIFY triggers fire at commit.
+--    event (seq = last_seq, at = started_at) and `task.started` audit row.
 CREATE FUNCTION capecontrol_claim(p_worker TEXT, p_limit INT, p_lease_ms BIGINT, p_agents TEXT[])
 RETURNS TABLE (task tasks, steps JSONB) AS $$
 DECLARE

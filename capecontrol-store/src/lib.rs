@@ -35,10 +35,12 @@
 
 mod audit;
 mod error;
+mod notify;
 mod queue;
 mod registry;
 mod rows;
 mod store;
 
+pub use notify::CHANNEL;
 pub use sqlx;
-pub use store::{EVENTS_CHANNEL, PostgresStore, PostgresStoreOptions, WAKEUPS_CHANNEL};
+pub use store::{PostgresStore, PostgresStoreOptions};

@@ -3,8 +3,9 @@
 //! Round trips (each one statement, so one implicit transaction and one commit):
 //! enqueue 1 (2 when an idempotency key matched an existing task), claim 1 (a PL/pgSQL
 //! function, `capecontrol_claim`), heartbeat 1, journal 1, finish 1, release 1, reclaim 1 per
-//! 500 expired leases, cancel 1. A fenced write that matches no lease takes one more read to tell
-//! a lost lease from misnumbered events.
+//! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
+//! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
+//! which the store then announces (see the `notify` module).
 
 use async_trait::async_trait;
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
@@ -21,13 +22,12 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::error::db;
+use crate::notify::CHANNEL;
 use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
-use crate::store::{EVENTS_CHANNEL, PostgresStore};
+use crate::store::PostgresStore;
 
 /// Expired leases reclaimed per statement.
 const RECLAIM_BATCH: i64 = 500;
-/// The largest NOTIFY payload sent (PostgreSQL's limit is 8000 bytes).
-const MAX_NOTIFY: usize = 7900;
 
 const ENQUEUE: &str = r#"
 WITH ins AS (
@@ -41,13 +41,20 @@ WITH ins AS (
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT ins.id, 1, now(), $14::jsonb FROM ins
+  RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
   SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
   FROM ins, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::inet[],
                    $21::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+), nt AS (
+  -- Inside a caller's transaction only: delivered to every node at that commit.
+  SELECT pg_notify($22::text, jsonb_build_object('node', '', 'wake', true,
+                                                 'events', jsonb_build_array(to_jsonb(ev)))::text)
+  FROM ev WHERE $22::text IS NOT NULL
 )
-SELECT * FROM ins
+SELECT ins.*, (SELECT to_jsonb(ev) FROM ev) AS event, (SELECT count(*) FROM nt) AS notified
+FROM ins
 "#;
 
 const CLAIM: &str = "SELECT (c.task).*, c.steps FROM capecontrol_claim($1, $2, $3, $4) AS c";
@@ -102,13 +109,15 @@ WITH t AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, e.seq, e.at, e.kind
   FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
-  UNION ALL
+), own AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(),
          CASE WHEN $6::text = 'queued'
               THEN $11::jsonb || jsonb_build_object('attempt', t.attempts, 'delay_ms',
                      GREATEST(0, floor(extract(epoch FROM ($10::timestamptz - now())) * 1000))::bigint)
               ELSE $11::jsonb END
   FROM t
+  RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
   SELECT t.id, t.agent_id, t.user_id, $12::text,
@@ -119,7 +128,11 @@ WITH t AS (
   FROM t, unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::inet[],
                  $20::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
 )
-SELECT * FROM t
+SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
+       ($6::text = 'queued'
+        OR EXISTS (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'))
+         AS wake
+FROM t
 "#;
 
 const RELEASE: &str = r#"
@@ -134,13 +147,15 @@ WITH t AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, e.seq, e.at, e.kind
   FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
-  UNION ALL
+), own AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(), $6::jsonb FROM t
+  RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
   SELECT t.id, t.agent_id, t.user_id, 'task.released', $7::jsonb FROM t
 )
-SELECT count(*) FROM t
+SELECT (SELECT to_jsonb(own) FROM own) AS event FROM t
 "#;
 
 const RECLAIM: &str = r#"
@@ -169,6 +184,7 @@ WITH exp AS (
                                       'error', $1::jsonb)
               ELSE jsonb_build_object('type', 'failed', 'error', $1::jsonb) END
   FROM t
+  RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
   SELECT t.id, t.agent_id, t.user_id, 'task.lease_expired',
@@ -176,7 +192,7 @@ WITH exp AS (
                             'requeued', t.status = 'queued')
   FROM t
 )
-SELECT id FROM t
+SELECT t.id, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
 "#;
 
 const CANCEL: &str = r#"
@@ -191,6 +207,7 @@ WITH t AS (
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(), $2::jsonb FROM t WHERE t.status = 'cancelled'
+  RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
   SELECT t.id, t.agent_id, $3::text,
@@ -198,7 +215,7 @@ WITH t AS (
          '{}'::jsonb, $4::inet, $5::text
   FROM t
 )
-SELECT * FROM t
+SELECT t.*, (SELECT to_jsonb(ev) FROM ev) AS event FROM t
 "#;
 
 impl PostgresStore {
@@ -209,11 +226,17 @@ impl PostgresStore {
     /// (`created = false`). Under READ COMMITTED (the default) a concurrent enqueue with the
     /// same key waits for the other transaction and then returns its task.
     pub async fn enqueue_in(&self, conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> {
-        enqueue_on(conn, task).await
+        Ok(enqueue_on(conn, task, true).await?.0)
     }
 }
 
-async fn enqueue_on(conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> {
+/// Enqueues on `conn`; with `in_tx`, notifies inside the statement (delivered at the caller's
+/// commit), else returns the `queued` event for the caller to announce after this commit.
+async fn enqueue_on(
+    conn: &mut PgConnection,
+    task: NewTask,
+    in_tx: bool,
+) -> Result<(Enqueued, Option<TaskEvent>)> {
     let mut audit = Vec::with_capacity(task.audit.len() + 1);
     audit.push(
         NewAuditEvent::by(
@@ -248,14 +271,17 @@ async fn enqueue_on(conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> 
         .bind(&a.payload)
         .bind(&a.ip_address)
         .bind(&a.user_agent)
+        .bind(in_tx.then_some(CHANNEL))
         .fetch_optional(&mut *conn)
         .await
         .map_err(db)?;
     if let Some(row) = row {
-        return Ok(Enqueued {
+        let event = if in_tx { None } else { event_column(&row)? };
+        let enqueued = Enqueued {
             task: rows::task(&row)?,
             created: true,
-        });
+        };
+        return Ok((enqueued, event));
     }
     // The key was taken: the conflicting insert has committed (ON CONFLICT waited for it), so
     // this statement's fresh snapshot sees it.
@@ -268,10 +294,31 @@ async fn enqueue_on(conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> 
         .ok_or_else(|| {
             Error::conflict("idempotency key is being used by a transaction that rolled back")
         })?;
-    Ok(Enqueued {
+    let enqueued = Enqueued {
         task: rows::task(&row)?,
         created: false,
-    })
+    };
+    Ok((enqueued, None))
+}
+
+/// The event a write returned in its `event` column (`to_jsonb` of a `task_events` row).
+fn event_column(row: &PgRow) -> Result<Option<TaskEvent>> {
+    let v: Option<Value> = row.try_get("event").map_err(db)?;
+    v.map(|v| serde_json::from_value(v).map_err(|e| crate::error::corrupt("event", e)))
+        .transpose()
+}
+
+/// The `started` event a claim wrote.
+fn started_event(c: &Claimed) -> TaskEvent {
+    TaskEvent {
+        task_id: c.task.id,
+        seq: c.last_seq,
+        at: c.task.started_at.unwrap_or_else(Utc::now),
+        kind: TaskEventKind::Started {
+            attempt: c.task.attempts,
+            worker: c.lease.owner.clone(),
+        },
+    }
 }
 
 fn claimed(row: &PgRow) -> Result<Claimed> {
@@ -365,7 +412,12 @@ impl PostgresStore {
 impl QueueStore for PostgresStore {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
         let mut conn = self.inner.pool.acquire().await.map_err(db)?;
-        enqueue_on(&mut conn, task).await
+        let (enqueued, event) = enqueue_on(&mut conn, task, false).await?;
+        drop(conn);
+        if let Some(e) = event {
+            self.announce(vec![e], true, true);
+        }
+        Ok(enqueued)
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
@@ -373,7 +425,7 @@ impl QueueStore for PostgresStore {
             return Ok(Vec::new());
         }
         let limit = i32::try_from(request.limit.min(10_000)).unwrap_or(10_000);
-        sqlx::query(CLAIM)
+        let claimed = sqlx::query(CLAIM)
             .bind(&request.worker)
             .bind(limit)
             .bind(millis(request.lease))
@@ -383,7 +435,9 @@ impl QueueStore for PostgresStore {
             .map_err(db)?
             .iter()
             .map(claimed)
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.announce(claimed.iter().map(started_event).collect(), false, true);
+        Ok(claimed)
     }
 
     async fn heartbeat(&self, lease: &Lease, extend: std::time::Duration) -> Result<Heartbeat> {
@@ -430,6 +484,7 @@ impl QueueStore for PostgresStore {
         if n == 0 {
             return Err(self.fence_failed(lease, &ev).await);
         }
+        self.announce(write.events, false, true);
         Ok(())
     }
 
@@ -513,15 +568,20 @@ impl QueueStore for PostgresStore {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;
-        match row {
-            Some(row) => rows::task(&row),
-            None => Err(self.fence_failed(lease, &ev).await),
-        }
+        let Some(row) = row else {
+            return Err(self.fence_failed(lease, &ev).await);
+        };
+        let task = rows::task(&row)?;
+        let wake: bool = row.try_get("wake").map_err(db)?;
+        let mut events = finish.events;
+        events.extend(event_column(&row)?);
+        self.announce(events, wake, true);
+        Ok(task)
     }
 
     async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
         let ev = EventColumns::new(lease.task_id, &events)?;
-        let n: i64 = sqlx::query_scalar(RELEASE)
+        let row = sqlx::query(RELEASE)
             .bind(lease.task_id)
             .bind(lease.token)
             .bind(&ev.seq)
@@ -529,12 +589,15 @@ impl QueueStore for PostgresStore {
             .bind(&ev.kind)
             .bind(to_json(&TaskEventKind::Queued)?)
             .bind(json!({ "worker": lease.owner }))
-            .fetch_one(&self.inner.pool)
+            .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;
-        if n == 0 {
+        let Some(row) = row else {
             return Err(self.fence_failed(lease, &ev).await);
-        }
+        };
+        let mut all = events;
+        all.extend(event_column(&row)?);
+        self.announce(all, true, true);
         Ok(())
     }
 
@@ -544,15 +607,22 @@ impl QueueStore for PostgresStore {
         let message = error.to_string();
         let mut all = Vec::new();
         loop {
-            let ids: Vec<Uuid> = sqlx::query_scalar(RECLAIM)
+            let rows = sqlx::query(RECLAIM)
                 .bind(&error_json)
                 .bind(&message)
                 .bind(RECLAIM_BATCH)
                 .fetch_all(&self.inner.pool)
                 .await
                 .map_err(db)?;
-            let done = i64::try_from(ids.len()).unwrap_or(0) < RECLAIM_BATCH;
-            all.extend(ids);
+            let done = i64::try_from(rows.len()).unwrap_or(0) < RECLAIM_BATCH;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                all.push(row.try_get::<Uuid, _>("id").map_err(db)?);
+                events.extend(event_column(row)?);
+            }
+            // Requeued tasks are work; failed ones freed concurrency slots.
+            let wake = !rows.is_empty();
+            self.announce(events, wake, true);
             if done {
                 return Ok(all);
             }
@@ -570,7 +640,11 @@ impl QueueStore for PostgresStore {
             .await
             .map_err(db)?;
         match row {
-            Some(row) => rows::task(&row),
+            Some(row) => {
+                let task = rows::task(&row)?;
+                self.announce(event_column(&row)?.into_iter().collect(), false, true);
+                Ok(task)
+            }
             None => {
                 let task = self.get_task(task_id).await?;
                 Err(Error::conflict(format!(
@@ -635,21 +709,8 @@ impl QueueStore for PostgresStore {
     }
 
     async fn publish(&self, event: TaskEvent) -> Result<()> {
-        let payload =
-            serde_json::to_string(&event).map_err(|e| Error::invalid_field("", e.to_string()))?;
-        if payload.len() > MAX_NOTIFY {
-            // Too big for NOTIFY and not persisted yet: watchers get it from the rows once the
-            // next fenced write persists it.
-            tracing::debug!(target: "capecontrol::store", task_id = %event.task_id, seq = event.seq,
-                "live event too big to publish; it will arrive when persisted");
-            return Ok(());
-        }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(payload)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(db)?;
+        // Live only: no statement at all (the notifier sends it to the other nodes).
+        self.announce(vec![event], false, false);
         Ok(())
     }
 

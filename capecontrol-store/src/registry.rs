@@ -134,8 +134,9 @@ impl RegistryStore for PostgresStore {
         version: &str,
     ) -> Result<(VersionRecord, Option<VersionRecord>)> {
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
-        // The agent's row lock serializes publishes of the same agent.
-        let agent = sqlx::query("SELECT id FROM agents WHERE id = $1 FOR UPDATE")
+        // The agent row lock serializes publishes of the same agent (NO KEY: foreign-key checks of
+        // concurrent task and audit inserts are not blocked).
+        let agent = sqlx::query("SELECT id FROM agents WHERE id = $1 FOR NO KEY UPDATE")
             .bind(agent_id)
             .fetch_optional(&mut *tx)
             .await

@@ -7,21 +7,14 @@ use std::time::Duration;
 
 use capecontrol_core::events::TaskEvent;
 use capecontrol_core::{Error, Result};
-use serde::Deserialize;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgNotification, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
-use tokio::sync::broadcast;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Executor};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::rows;
-
-/// The channel on which committed task events are sent (by a trigger on `task_events`) and
-/// published events by [`capecontrol_core::store::QueueStore::publish`].
-pub const EVENTS_CHANNEL: &str = "capecontrol_events";
-/// The channel of wake-ups (a task became queued, or a concurrency slot freed).
-pub const WAKEUPS_CHANNEL: &str = "capecontrol_wakeups";
+use crate::notify::{self, Message};
 
 /// The embedded migrations (`capecontrol-store/migrations`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -204,14 +197,17 @@ pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) read: PgPool,
     pub(crate) primary: PgConnectOptions,
+    /// This store's id in notifications (its own listener skips them).
+    pub(crate) node: String,
     pub(crate) events: broadcast::Sender<TaskEvent>,
     pub(crate) wakeups: broadcast::Sender<()>,
-    listener: Option<JoinHandle<()>>,
+    notifier: mpsc::Sender<Message>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(h) = self.listener.take() {
+        for h in &self.tasks {
             h.abort();
         }
     }
@@ -221,7 +217,7 @@ impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
             .field("pool_size", &self.inner.pool.size())
-            .field("listening", &self.inner.listener.is_some())
+            .field("node", &self.inner.node)
             .finish_non_exhaustive()
     }
 }
@@ -255,7 +251,9 @@ impl PostgresStore {
         };
         let (events, _) = broadcast::channel(options.event_capacity);
         let (wakeups, _) = broadcast::channel(64);
-        let listener = if options.listen {
+        let node = Uuid::new_v4().to_string();
+        let mut tasks = Vec::new();
+        if options.listen {
             // Its own small pool: a listener holds its connection for good.
             let listen_pool = PgPoolOptions::new()
                 .max_connections(1)
@@ -266,27 +264,74 @@ impl PostgresStore {
                         .clone()
                         .application_name("capecontrol-listen"),
                 );
-            let listener = connect_listener(&listen_pool).await.map_err(db)?;
-            Some(tokio::spawn(listen(
+            let listener = notify::connect_listener(&listen_pool).await.map_err(db)?;
+            tasks.push(tokio::spawn(notify::listen(
+                node.clone(),
                 listener,
                 listen_pool,
                 pool.clone(),
                 events.clone(),
                 wakeups.clone(),
-            )))
-        } else {
-            None
-        };
+            )));
+        }
+        // The notifier's connection commits its NOTIFY-only transactions without waiting for
+        // the WAL flush (see the `notify` module).
+        let notify_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET synchronous_commit = off").await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(
+                options
+                    .primary
+                    .clone()
+                    .application_name("capecontrol-notify"),
+            );
+        let (notifier, rx) = mpsc::channel(notify::QUEUE);
+        tasks.push(tokio::spawn(notify::notifier(
+            node.clone(),
+            notify_pool,
+            rx,
+        )));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 read,
                 primary: options.primary,
+                node,
                 events,
                 wakeups,
-                listener,
+                notifier,
+                tasks,
             }),
         })
+    }
+
+    /// Announces committed (or, for `publish`, live) events and maybe a wake-up: to local
+    /// subscribers at once, to the other nodes through the notifier. Never blocks.
+    pub(crate) fn announce(&self, events: Vec<TaskEvent>, wake: bool, persisted: bool) {
+        if events.is_empty() && !wake {
+            return;
+        }
+        for e in &events {
+            let _ = self.inner.events.send(e.clone());
+        }
+        if wake {
+            let _ = self.inner.wakeups.send(());
+        }
+        let sent = self.inner.notifier.try_send(Message::Announce {
+            events,
+            wake,
+            persisted,
+        });
+        if sent.is_err() {
+            tracing::warn!(target: "capecontrol::store",
+                "notifier queue full; other nodes miss live events (they are in the rows)");
+        }
     }
 
     /// Applies the embedded migrations that are not applied yet. Safe to run from several nodes
@@ -311,118 +356,16 @@ impl PostgresStore {
         &self.inner.read
     }
 
-    /// Closes the pools and stops listening.
+    /// Sends the notifications still queued, closes the pools and stops listening.
     pub async fn close(&self) {
-        if let Some(h) = &self.inner.listener {
+        let (done, flushed) = oneshot::channel();
+        if self.inner.notifier.send(Message::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+        }
+        for h in &self.inner.tasks {
             h.abort();
         }
         self.inner.pool.close().await;
         self.inner.read.close().await;
-    }
-}
-
-/// A NOTIFY payload on the events channel: a whole event, or a reference to a big one.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EventNote {
-    Whole(TaskEvent),
-    Reference { task_id: Uuid, seq: i64 },
-}
-
-/// Re-broadcasts notifications into the local channels. When the connection drops it
-/// reconnects (with backoff) and sends a wake-up, since notifications may have been missed
-/// meanwhile; missed events are in the rows, where watchers replay them from.
-async fn listen(
-    listener: PgListener,
-    listen_pool: PgPool,
-    pool: PgPool,
-    events: broadcast::Sender<TaskEvent>,
-    wakeups: broadcast::Sender<()>,
-) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
-    let mut listener = Some(listener);
-    let mut backoff = MIN_BACKOFF;
-    loop {
-        if listener.is_none() {
-            match connect_listener(&listen_pool).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    backoff = MIN_BACKOFF;
-                    let _ = wakeups.send(());
-                }
-                Err(e) => {
-                    tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN reconnect failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-        }
-        let Some(l) = listener.as_mut() else { continue };
-        match l.try_recv().await {
-            Ok(Some(n)) => dispatch(&n, &pool, &events, &wakeups).await,
-            Ok(None) => {
-                // sqlx reconnected (or reconnects on the next call).
-                tracing::warn!(target: "capecontrol::store", "LISTEN connection lost; reconnecting");
-                let _ = wakeups.send(());
-            }
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(e) => {
-                // Start over on a new connection rather than trust this one.
-                tracing::warn!(target: "capecontrol::store", error = %e, "LISTEN failed; reconnecting");
-                listener = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener
-        .listen_all([EVENTS_CHANNEL, WAKEUPS_CHANNEL])
-        .await?;
-    Ok(listener)
-}
-
-async fn dispatch(
-    n: &PgNotification,
-    pool: &PgPool,
-    events: &broadcast::Sender<TaskEvent>,
-    wakeups: &broadcast::Sender<()>,
-) {
-    if n.channel() == WAKEUPS_CHANNEL {
-        let _ = wakeups.send(());
-        return;
-    }
-    match serde_json::from_str::<EventNote>(n.payload()) {
-        Ok(EventNote::Whole(e)) => {
-            let _ = events.send(e);
-        }
-        Ok(EventNote::Reference { task_id, seq }) => {
-            let row = sqlx::query(
-                "SELECT task_id, seq, at, kind FROM task_events WHERE task_id = $1 AND seq = $2",
-            )
-            .bind(task_id)
-            .bind(seq)
-            .fetch_optional(pool)
-            .await;
-            match row
-                .map_err(db)
-                .and_then(|r| r.map(|r| rows::event(&r)).transpose())
-            {
-                Ok(Some(e)) => {
-                    let _ = events.send(e);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(target: "capecontrol::store", error = %e, %task_id, seq, "could not read a notified event");
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(target: "capecontrol::store", error = %e, "unreadable event notification");
-        }
     }
 }

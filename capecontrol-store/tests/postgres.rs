@@ -1424,3 +1424,97 @@ async fn claims_refuse_to_run_outside_read_committed() {
     s.close().await;
     db.drop().await;
 }
+
+/// Not a benchmark (that is the benchmark harness's job), a probe: drains N tasks of one step
+/// each through 4 workers on 2 nodes and prints tasks/s and commits per task. Run with
+/// `cargo test -p capecontrol-store --release --test postgres -- --ignored --nocapture probe`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn probe_throughput_and_commits_per_task() {
+    let db = test_db!();
+    let a = db.store().await;
+    let b = db.store().await;
+    register(&a, "a").await;
+    const N: usize = 2000;
+    let t0 = std::time::Instant::now();
+    for _ in 0..N {
+        a.enqueue(task("a", "u")).await.unwrap();
+    }
+    let enqueue_s = t0.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            loop {
+                let got = s
+                    .claim(&claim_req(&format!("w{w}"), 16, 30_000))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return done;
+                }
+                for c in got {
+                    let id = c.task.id;
+                    s.journal(
+                        &c.lease,
+                        JournalWrite {
+                            step: Some(step(1, "only", json!(1))),
+                            events: vec![ev(
+                                id,
+                                c.last_seq + 1,
+                                TaskEventKind::StepCompleted {
+                                    step: 1,
+                                    name: "only".into(),
+                                },
+                            )],
+                            audit: vec![],
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    s.finish(
+                        &c.lease,
+                        Finish {
+                            outcome: Outcome::Completed { output: json!(1) },
+                            events: vec![],
+                            audit: vec![],
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    done += 1;
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    let drain_s = t1.elapsed().as_secs_f64();
+    assert_eq!(total, N);
+    a.close().await;
+    b.close().await;
+    // Closed backends have flushed their statistics.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = db.store_options().listen(false).connect().await.unwrap();
+    let commits: i64 = capecontrol_store::sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(probe.pool())
+    .await
+    .unwrap();
+    eprintln!(
+        "probe: enqueue {:.0} tasks/s (one client); drain {:.0} tasks/s (4 workers, 2 nodes, \
+         claim batch 16, 1 journaled step); {} commits in the database for {N} tasks \
+         ({:.2} per task, migrations and set-up included)",
+        N as f64 / enqueue_s,
+        N as f64 / drain_s,
+        commits,
+        commits as f64 / N as f64
+    );
+    probe.close().await;
+    db.drop().await;
+}
