@@ -834,6 +834,11 @@ async fn check_fencing_after_lease_loss<S: Store>(s: &S) {
         "not expired yet"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Expired but not reclaimed: the token still fences, so the holder may renew.
+    s.heartbeat(&old.lease, Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(s.reclaim_expired().await.unwrap(), vec![t.id]);
     let requeued = s.get_task(t.id).await.unwrap();
     assert_eq!(requeued.status, TaskStatus::Queued);
@@ -1129,7 +1134,8 @@ async fn per_agent_concurrency_holds_across_nodes() {
         4,
         "a saturated agent does not starve the others"
     );
-    // A slot frees: exactly one more can start, on either node.
+    // A slot frees: the other node is woken, and exactly one more can start, on either node.
+    let mut wake = a.wakeups();
     b.finish(
         &limited[0].lease,
         Finish {
@@ -1140,6 +1146,10 @@ async fn per_agent_concurrency_holds_across_nodes() {
     )
     .await
     .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), wake.recv())
+        .await
+        .expect("a wake-up when a slot frees")
+        .unwrap();
     let (ra, rb) = (
         claim_req("late-a", 5, 30_000),
         claim_req("late-b", 5, 30_000),
@@ -1181,6 +1191,7 @@ async fn events_and_wakeups_flow_between_nodes() {
     let watcher = db.store().await; // node C
     register(&submit, "a").await;
     let mut events = watcher.subscribe();
+    let mut own = worker.subscribe();
     let mut wake = worker.wakeups();
 
     let t = submit.enqueue(task("a", "u")).await.unwrap().task;
@@ -1200,6 +1211,9 @@ async fn events_and_wakeups_flow_between_nodes() {
         .remove(0);
     let e = next_event(&mut events, t.id).await;
     assert_eq!((e.seq, e.kind.name()), (2, "started"));
+    // The claiming node's own subscribers get each event once (not again through LISTEN).
+    assert_eq!(next_event(&mut own, t.id).await.seq, 1);
+    assert_eq!(next_event(&mut own, t.id).await, e);
 
     // Published (live only), then persisted by the next write with the same number.
     let live = ev(
@@ -1248,6 +1262,15 @@ async fn events_and_wakeups_flow_between_nodes() {
     assert_eq!(
         replay.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [1, 2, 3, 4]
+    );
+    let mut own_seqs = Vec::new();
+    while let Ok(e) = own.try_recv() {
+        own_seqs.push(e.seq);
+    }
+    assert_eq!(
+        own_seqs,
+        [3, 3, 4],
+        "published, persisted, completed; no duplicates"
     );
 
     submit.close().await;
