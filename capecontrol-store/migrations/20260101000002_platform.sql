@@ -81,8 +81,9 @@ $$ LANGUAGE sql STABLE;
 -- running tasks of its agent on every node. One call, one transaction:
 --
 -- 1. Candidates are locked with FOR UPDATE SKIP LOCKED (claimers never wait for one another's
---    rows and never get the same task). Agents already at their limit (unlocked read) are
---    filtered out here so that they do not crowd out the others.
+--    rows and never get the same task). Agents already at their limit (one unlocked count of
+--    running tasks per agent) are filtered out here so that they do not crowd out the others;
+--    their queued tasks are still walked past in the claim index.
 -- 2. For each agent among the candidates, in name order (so that claimers cannot deadlock), a
 --    transaction-scoped advisory lock is taken and the agent's running tasks are counted. Under
 --    READ COMMITTED each statement of this function takes a new snapshot, so the count sees every
@@ -101,6 +102,7 @@ DECLARE
   a_running BIGINT[] := '{}';
   v_ids UUID[] := '{}';
   v_agent TEXT;
+  v_busy JSONB;
   j INT;
 BEGIN
   -- The count under the advisory lock must see claims committed meanwhile: a fresh snapshot
@@ -113,6 +115,11 @@ BEGIN
     RETURN;
   END IF;
 
+  -- Running tasks per agent, once (an unlocked read: only a filter, step 2 decides).
+  SELECT COALESCE(jsonb_object_agg(r.agent_id, r.n), '{}'::jsonb) INTO v_busy
+  FROM (SELECT agent_id, count(*) AS n FROM tasks
+        WHERE status = 'running' AND agent_id IS NOT NULL GROUP BY agent_id) r;
+
   SELECT array_agg(c.id ORDER BY c.priority DESC, c.created_at, c.id),
          array_agg(c.agent_id ORDER BY c.priority DESC, c.created_at, c.id),
          array_agg(c.concurrency_limit ORDER BY c.priority DESC, c.created_at, c.id)
@@ -122,8 +129,7 @@ BEGIN
         WHERE t.status = 'queued'
           AND t.run_at <= now()
           AND (p_agents IS NULL OR t.agent_id = ANY (p_agents))
-          AND (SELECT count(*) FROM tasks r
-               WHERE r.agent_id = t.agent_id AND r.status = 'running') < t.concurrency_limit
+          AND COALESCE((v_busy ->> t.agent_id)::bigint, 0) < t.concurrency_limit
         ORDER BY t.priority DESC, t.created_at, t.id
         LIMIT p_limit * 2 + 8
         FOR UPDATE OF t SKIP LOCKED) c;
