@@ -1541,3 +1541,96 @@ async fn probe_throughput_and_commits_per_task() {
     probe.close().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn concurrency_limit_holds_under_churn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let db = test_db!();
+    let a = db.store().await;
+    let b = db.store().await;
+    register(&a, "x").await;
+    const N: usize = 120;
+    const LIMIT: i64 = 2;
+    for _ in 0..N {
+        let mut t = task("x", "u");
+        t.concurrency_limit = LIMIT as u32;
+        a.enqueue(t).await.unwrap();
+    }
+    let running = Arc::new(AtomicI64::new(0));
+    let peak = Arc::new(AtomicI64::new(0));
+    let mut handles = Vec::new();
+    for w in 0..6 {
+        let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let (running, peak) = (running.clone(), peak.clone());
+        handles.push(tokio::spawn(async move {
+            let mut done = 0;
+            let mut idle = 0;
+            while idle < 40 {
+                let got = s
+                    .claim(&claim_req(&format!("w{w}"), 3, 30_000))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                let now = running.fetch_add(got.len() as i64, Ordering::SeqCst) + got.len() as i64;
+                peak.fetch_max(now, Ordering::SeqCst);
+                for c in got {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    s.finish(
+                        &c.lease,
+                        Finish {
+                            outcome: Outcome::Completed {
+                                output: json!(null),
+                            },
+                            events: vec![],
+                            audit: vec![],
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, N);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= LIMIT, "peak {peak} running tasks, limit {LIMIT}");
+    a.close().await;
+    b.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn reapers_on_two_nodes_reclaim_each_task_once() {
+    let db = test_db!();
+    let a = db.store().await;
+    let b = db.store().await;
+    register(&a, "x").await;
+    for _ in 0..60 {
+        a.enqueue(task("x", "u")).await.unwrap();
+    }
+    assert_eq!(a.claim(&claim_req("w", 60, 50)).await.unwrap().len(), 60);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (x, y) = tokio::join!(a.reclaim_expired(), b.reclaim_expired());
+    let mut all = x.unwrap();
+    all.extend(y.unwrap());
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 60);
+    assert_eq!(unique.len(), 60);
+    assert_eq!(a.queue_depth().await.unwrap(), 60);
+    a.close().await;
+    b.close().await;
+    db.drop().await;
+}
