@@ -26,6 +26,14 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
     }
 }
 
+/// [`db`], naming `agent_id` when a foreign key found no such agent.
+pub(crate) fn db_agent(agent_id: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
+    move |e| match db(e) {
+        Error::NotFound { kind, .. } if kind == "agent" => Error::not_found("agent", agent_id),
+        other => other,
+    }
+}
+
 /// What a foreign-key constraint refers to, from its name (`tasks_agent_id_fkey` → `agent`).
 fn referenced(constraint: &str) -> &'static str {
     if constraint.contains("agent_id") {

@@ -21,7 +21,7 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::error::db;
+use crate::error::{db, db_agent};
 use crate::notify::CHANNEL;
 use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
 use crate::store::PostgresStore;
@@ -274,7 +274,7 @@ async fn enqueue_on(
         .bind(in_tx.then_some(CHANNEL))
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db)?;
+        .map_err(db_agent(&task.agent_id))?;
     if let Some(row) = row {
         let event = if in_tx { None } else { event_column(&row)? };
         let enqueued = Enqueued {

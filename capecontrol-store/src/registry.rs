@@ -8,7 +8,7 @@ use capecontrol_core::store::{
 use capecontrol_core::{Error, Result, VersionStatus};
 use sqlx::Row;
 
-use crate::error::db;
+use crate::error::{db, db_agent};
 use crate::rows;
 use crate::store::PostgresStore;
 
@@ -102,7 +102,7 @@ impl RegistryStore for PostgresStore {
         .bind(version.created_at)
         .fetch_one(&self.inner.pool)
         .await
-        .map_err(db)?;
+        .map_err(db_agent(&version.agent_id))?;
         rows::version(&row)
     }
 
@@ -336,7 +336,7 @@ impl RegistryStore for PostgresStore {
         .bind(installation.updated_at)
         .fetch_one(&self.inner.pool)
         .await
-        .map_err(db)?;
+        .map_err(db_agent(&installation.agent_id))?;
         rows::installation(&row)
     }
 

@@ -424,9 +424,9 @@ async fn check_enqueue_and_idempotency<S: Store>(s: &S) {
     let mut dup_id = task("finance", "u3");
     dup_id.id = first.task.id;
     assert_category(s.enqueue(dup_id).await, ErrorCategory::Conflict);
-    assert_category(
-        s.enqueue(task("ghost", "u1")).await,
-        ErrorCategory::NotFound,
+    assert_eq!(
+        s.enqueue(task("ghost", "u1")).await.unwrap_err(),
+        Error::not_found("agent", "ghost")
     );
 
     let events = s.events(first.task.id, 0).await.unwrap();
