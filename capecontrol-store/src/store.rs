@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use capecontrol_core::events::TaskEvent;
 use capecontrol_core::{Error, Result};
+use chrono::SubsecRound;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -317,6 +318,14 @@ impl PostgresStore {
         if events.is_empty() && !wake {
             return;
         }
+        // As stored: PostgreSQL keeps microseconds, so live and replayed events are equal.
+        let events: Vec<TaskEvent> = events
+            .into_iter()
+            .map(|mut e| {
+                e.at = e.at.trunc_subsecs(6);
+                e
+            })
+            .collect();
         for e in &events {
             let _ = self.inner.events.send(e.clone());
         }

@@ -1259,6 +1259,8 @@ async fn events_and_wakeups_flow_between_nodes() {
     );
     // A watcher can replay from the rows and then follow live, deduplicating by seq.
     let replay = watcher.events(t.id, 0).await.unwrap();
+    assert_eq!(replay[2], e3, "live and replayed events are equal");
+    assert_eq!(replay[3], e4);
     assert_eq!(
         replay.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [1, 2, 3, 4]
