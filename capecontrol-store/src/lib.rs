@@ -6,7 +6,7 @@
 //!
 //! - **Schema**: embedded sqlx migrations (`migrations/`), applied by
 //!   [`PostgresStore::migrate`]; the first is blueprint §4 exactly as written, the second adds
-//!   installations, the queue columns, task events, and the queue's functions and triggers.
+//!   installations, the queue columns, task events, and the queue's SQL functions.
 //! - **Claims**: one call of the PL/pgSQL function `capecontrol_claim`: candidates locked with
 //!   `FOR UPDATE SKIP LOCKED` by priority then age, a transaction-scoped advisory lock per
 //!   agent (taken in name order) to count the agent's running tasks against its
@@ -14,10 +14,14 @@
 //! - **Fencing**: every worker write is one statement whose first CTE updates the task only
 //!   where `(id, lease_token, status = 'running')` still match; every other write of the
 //!   statement (events, step row, audit rows) joins that CTE, so a lost lease writes nothing.
-//! - **Events across nodes**: a statement trigger on `task_events` sends every committed event
-//!   on `NOTIFY capecontrol_events` (a reference `{task_id, seq}` when it would not fit in a
-//!   NOTIFY payload), a row trigger on `tasks` sends wake-ups; each store LISTENs on one
-//!   connection of its own and re-broadcasts into [`subscribe`] and [`wakeups`].
+//! - **One round trip, one commit** per operation: enqueue, claim (a batch), heartbeat,
+//!   journal (step row + events + audit), finish, release, cancel.
+//! - **Events across nodes**: each write returns the events it inserted; once it committed, the
+//!   store broadcasts them to local [`subscribe`]rs and [`wakeups`] listeners, and a notifier
+//!   task sends them to the other nodes by `NOTIFY` on [`CHANNEL`], in batches, outside the
+//!   write transactions (a NOTIFY inside them would serialize all commits); each store LISTENs
+//!   on a connection of its own, skips its own notes, and reads back events too big for a
+//!   payload. Live delivery is best-effort and unordered across nodes; the rows are the truth.
 //!
 //! ```no_run
 //! # async fn run() -> capecontrol_core::Result<()> {
