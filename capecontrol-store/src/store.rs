@@ -378,3 +378,30 @@ impl PostgresStore {
         self.inner.read.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_never_show_the_password() {
+        let o = PostgresStoreOptions::from_url("postgres://app:hunter2@db.internal:6543/cc")
+            .unwrap()
+            .read_replica_url("postgres://ro:swordfish@replica.internal/cc")
+            .unwrap()
+            .max_connections(0);
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(shown.contains("db.internal:6543/cc"), "{shown}");
+        assert_eq!(o.max_connections_value(), 1);
+        assert_eq!(
+            PostgresStoreOptions::from_url("postgres://db:notaport/cc")
+                .unwrap_err()
+                .category(),
+            capecontrol_core::ErrorCategory::Validation
+        );
+    }
+}
