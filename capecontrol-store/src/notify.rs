@@ -118,8 +118,17 @@ fn payloads(node: &str, batch: Vec<(Vec<TaskEvent>, bool, bool)>) -> Vec<String>
 }
 
 /// Sends announcements to the other nodes, batching whatever queued up meanwhile.
-pub(crate) async fn notifier(node: String, pool: PgPool, mut rx: mpsc::Receiver<Message>) {
+pub(crate) async fn notifier(
+    node: String,
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Message>,
+    window: Duration,
+) {
     while let Some(first) = rx.recv().await {
+        if !window.is_zero() {
+            // Let the announcements of concurrent writes join this batch.
+            tokio::time::sleep(window).await;
+        }
         let mut batch = Vec::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);

@@ -44,6 +44,8 @@ pub struct PostgresStoreOptions {
     replica_max_connections: u32,
     event_capacity: usize,
     listen: bool,
+    notify: bool,
+    notify_window: Duration,
     ping_idle_after: Duration,
 }
 
@@ -67,6 +69,8 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("replica_max_connections", &self.replica_max_connections)
             .field("event_capacity", &self.event_capacity)
             .field("listen", &self.listen)
+            .field("notify", &self.notify)
+            .field("notify_window", &self.notify_window)
             .field("ping_idle_after", &self.ping_idle_after)
             .finish()
     }
@@ -85,6 +89,8 @@ impl PostgresStoreOptions {
             replica_max_connections: 10,
             event_capacity: 4096,
             listen: true,
+            notify: true,
+            notify_window: Duration::from_millis(1),
             ping_idle_after: Duration::from_secs(10),
         }
     }
@@ -149,6 +155,21 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// Whether to send this store's events and wake-ups to the other nodes (default: yes).
+    /// A single node can turn it off: its own subscribers are served all the same.
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// How long the notifier waits after a first announcement for others to batch with it
+    /// (default 1 ms): fewer NOTIFY transactions for a little latency between nodes (local
+    /// subscribers are not delayed).
+    pub fn notify_window(mut self, window: Duration) -> Self {
+        self.notify_window = window.min(Duration::from_secs(1));
+        self
+    }
+
     /// A pooled connection idle for longer than this is pinged before use (default 10 s;
     /// `Duration::ZERO`: before every use, one more round trip per operation). A connection that
     /// died while idle for less fails its operation with a retryable resource error, and is
@@ -202,7 +223,8 @@ pub(crate) struct Inner {
     pub(crate) node: String,
     pub(crate) events: broadcast::Sender<TaskEvent>,
     pub(crate) wakeups: broadcast::Sender<()>,
-    notifier: mpsc::Sender<Message>,
+    /// The notifier's queue (`None`: not notifying other nodes).
+    notifier: Option<mpsc::Sender<Message>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -293,11 +315,14 @@ impl PostgresStore {
                     .application_name("capecontrol-notify"),
             );
         let (notifier, rx) = mpsc::channel(notify::QUEUE);
-        tasks.push(tokio::spawn(notify::notifier(
-            node.clone(),
-            notify_pool,
-            rx,
-        )));
+        if options.notify {
+            tasks.push(tokio::spawn(notify::notifier(
+                node.clone(),
+                notify_pool,
+                rx,
+                options.notify_window,
+            )));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -306,7 +331,7 @@ impl PostgresStore {
                 node,
                 events,
                 wakeups,
-                notifier,
+                notifier: options.notify.then_some(notifier),
                 tasks,
             }),
         })
@@ -332,7 +357,10 @@ impl PostgresStore {
         if wake {
             let _ = self.inner.wakeups.send(());
         }
-        let sent = self.inner.notifier.try_send(Message::Announce {
+        let Some(notifier) = &self.inner.notifier else {
+            return;
+        };
+        let sent = notifier.try_send(Message::Announce {
             events,
             wake,
             persisted,
@@ -367,9 +395,11 @@ impl PostgresStore {
 
     /// Sends the notifications still queued, closes the pools and stops listening.
     pub async fn close(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.inner.notifier.send(Message::Flush(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+        if let Some(notifier) = &self.inner.notifier {
+            let (done, flushed) = oneshot::channel();
+            if notifier.send(Message::Flush(done)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), flushed).await;
+            }
         }
         for h in &self.inner.tasks {
             h.abort();
