@@ -1,0 +1,732 @@
+//! [`QueueStore`] on PostgreSQL: the queue, the step journal and task events.
+//!
+//! Round trips (each one statement, so one implicit transaction and one commit):
+//! enqueue 1 (2 when an idempotency key matched an existing task), claim 1 (a PL/pgSQL
+//! function, `capecontrol_claim`), heartbeat 1, journal 1, finish 1, release 1, reclaim 1 per
+//! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
+//! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
+//! which the store then announces (see the `notify` module).
+
+use async_trait::async_trait;
+use capecontrol_core::events::{TaskEvent, TaskEventKind};
+use capecontrol_core::store::{
+    ClaimRequest, Claimed, Enqueued, Finish, Heartbeat, JournalWrite, Lease, NewAuditEvent,
+    NewTask, Outcome, QueueStore, TaskFilter, TaskRecord, lease_lost,
+};
+use capecontrol_core::{Error, Principal, Result, StepRecord};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::error::{db, db_agent};
+use crate::notify::CHANNEL;
+use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
+use crate::store::PostgresStore;
+
+/// Expired leases reclaimed per statement.
+const RECLAIM_BATCH: i64 = 500;
+
+const ENQUEUE: &str = r#"
+WITH ins AS (
+  INSERT INTO tasks (id, user_id, agent_id, version, goal, input, principal, priority, run_at,
+                     max_attempts, concurrency_limit, timeout_ms, idempotency_key, status,
+                     last_seq, created_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()), $10, $11, $12, $13,
+          'queued', 1, clock_timestamp())
+  ON CONFLICT (user_id, idempotency_key) DO NOTHING
+  RETURNING *
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT ins.id, 1, now(), $14::jsonb FROM ins
+  RETURNING task_id, seq, at, kind
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
+  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  FROM ins, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::inet[],
+                   $21::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+), nt AS (
+  -- Inside a caller's transaction only: delivered to every node at that commit.
+  SELECT pg_notify($22::text, jsonb_build_object('node', '', 'wake', true,
+                                                 'events', jsonb_build_array(to_jsonb(ev)))::text)
+  FROM ev WHERE $22::text IS NOT NULL
+)
+SELECT ins.*, (SELECT to_jsonb(ev) FROM ev) AS event, (SELECT count(*) FROM nt) AS notified
+FROM ins
+"#;
+
+const CLAIM: &str = "SELECT (c.task).*, c.steps FROM capecontrol_claim($1, $2, $3, $4) AS c";
+
+const HEARTBEAT: &str = r#"
+UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 millisecond'
+WHERE id = $1 AND lease_token = $2 AND status = 'running'
+RETURNING lease_expires_at, cancel_requested
+"#;
+
+const JOURNAL: &str = r#"
+WITH t AS (
+  UPDATE tasks SET last_seq = last_seq + cardinality($3::bigint[])
+  WHERE id = $1 AND lease_token = $2 AND status = 'running'
+    AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
+  RETURNING id
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, e.seq, e.at, e.kind
+  FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
+), st AS (
+  INSERT INTO runs (task_id, step, state, status, started_at, finished_at, error_details)
+  SELECT t.id, $6::int, $7::jsonb, $8::text, $9::timestamptz, $10::timestamptz, $11::jsonb
+  FROM t WHERE $6::int IS NOT NULL
+  ON CONFLICT (task_id, step) DO UPDATE SET state = EXCLUDED.state, status = EXCLUDED.status,
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+    error_details = EXCLUDED.error_details
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
+  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  FROM t, unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::inet[],
+                 $18::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+)
+SELECT count(*) FROM t
+"#;
+
+const FINISH: &str = r#"
+WITH t AS (
+  UPDATE tasks SET
+    status = $6::text,
+    output = CASE WHEN $6::text = 'completed' THEN $7::jsonb ELSE output END,
+    error = COALESCE($8::jsonb, error),
+    error_message = COALESCE($9::text, error_message),
+    run_at = COALESCE($10::timestamptz, run_at),
+    completed_at = CASE WHEN $6::text = 'queued' THEN NULL ELSE now() END,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    last_seq = last_seq + cardinality($3::bigint[]) + 1
+  WHERE id = $1 AND lease_token = $2 AND status = 'running'
+    AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
+  RETURNING *
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, e.seq, e.at, e.kind
+  FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
+), own AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, t.last_seq, now(),
+         CASE WHEN $6::text = 'queued'
+              THEN $11::jsonb || jsonb_build_object('attempt', t.attempts, 'delay_ms',
+                     GREATEST(0, floor(extract(epoch FROM ($10::timestamptz - now())) * 1000))::bigint)
+              ELSE $11::jsonb END
+  FROM t
+  RETURNING task_id, seq, at, kind
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
+  SELECT t.id, t.agent_id, t.user_id, $12::text,
+         $13::jsonb || jsonb_build_object('attempt', t.attempts), NULL::inet, NULL::text
+  FROM t
+  UNION ALL
+  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  FROM t, unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::inet[],
+                 $20::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+)
+SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
+       ($6::text = 'queued'
+        OR EXISTS (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'))
+         AS wake
+FROM t
+"#;
+
+const RELEASE: &str = r#"
+WITH t AS (
+  UPDATE tasks SET status = 'queued', attempts = GREATEST(attempts - 1, 0),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    last_seq = last_seq + cardinality($3::bigint[]) + 1
+  WHERE id = $1 AND lease_token = $2 AND status = 'running'
+    AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
+  RETURNING id, agent_id, user_id, last_seq
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, e.seq, e.at, e.kind
+  FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
+), own AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, t.last_seq, now(), $6::jsonb FROM t
+  RETURNING task_id, seq, at, kind
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
+  SELECT t.id, t.agent_id, t.user_id, 'task.released', $7::jsonb FROM t
+)
+SELECT (SELECT to_jsonb(own) FROM own) AS event FROM t
+"#;
+
+const RECLAIM: &str = r#"
+WITH exp AS (
+  SELECT id, lease_owner FROM tasks
+  WHERE status = 'running' AND lease_expires_at < now()
+  ORDER BY lease_expires_at
+  LIMIT $3
+  FOR UPDATE SKIP LOCKED
+), t AS (
+  UPDATE tasks SET
+    status = CASE WHEN tasks.attempts < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
+    run_at = CASE WHEN tasks.attempts < tasks.max_attempts THEN now() ELSE tasks.run_at END,
+    completed_at = CASE WHEN tasks.attempts < tasks.max_attempts THEN NULL ELSE now() END,
+    error = $1::jsonb, error_message = $2::text,
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    last_seq = tasks.last_seq + 1
+  FROM exp WHERE tasks.id = exp.id
+  RETURNING tasks.id, tasks.agent_id, tasks.user_id, tasks.status, tasks.attempts, tasks.last_seq,
+            exp.lease_owner AS old_owner
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, t.last_seq, now(),
+         CASE WHEN t.status = 'queued'
+              THEN jsonb_build_object('type', 'retrying', 'attempt', t.attempts, 'delay_ms', 0,
+                                      'error', $1::jsonb)
+              ELSE jsonb_build_object('type', 'failed', 'error', $1::jsonb) END
+  FROM t
+  RETURNING task_id, seq, at, kind
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
+  SELECT t.id, t.agent_id, t.user_id, 'task.lease_expired',
+         jsonb_build_object('attempt', t.attempts, 'worker', t.old_owner,
+                            'requeued', t.status = 'queued')
+  FROM t
+)
+SELECT t.id, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
+"#;
+
+const CANCEL: &str = r#"
+WITH t AS (
+  UPDATE tasks SET
+    status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
+    completed_at = CASE WHEN status = 'queued' THEN now() ELSE completed_at END,
+    cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END,
+    last_seq = CASE WHEN status = 'queued' THEN last_seq + 1 ELSE last_seq END
+  WHERE id = $1 AND status IN ('queued', 'running')
+  RETURNING *
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, t.last_seq, now(), $2::jsonb FROM t WHERE t.status = 'cancelled'
+  RETURNING task_id, seq, at, kind
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
+  SELECT t.id, t.agent_id, $3::text,
+         CASE WHEN t.status = 'cancelled' THEN 'task.cancelled' ELSE 'task.cancel_requested' END,
+         '{}'::jsonb, $4::inet, $5::text
+  FROM t
+)
+SELECT t.*, (SELECT to_jsonb(ev) FROM ev) AS event FROM t
+"#;
+
+impl PostgresStore {
+    /// Enqueues `task` on `conn`, typically inside the caller's own transaction
+    /// (`&mut *tx`): the task, its `queued` event and its audit rows commit or roll back with
+    /// the caller's other writes, and the wake-up and event notifications are sent at that
+    /// commit. With an idempotency key already used by the same user, returns that task
+    /// (`created = false`). Under READ COMMITTED (the default) a concurrent enqueue with the
+    /// same key waits for the other transaction and then returns its task.
+    pub async fn enqueue_in(&self, conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> {
+        Ok(enqueue_on(conn, task, true).await?.0)
+    }
+}
+
+/// Enqueues on `conn`; with `in_tx`, notifies inside the statement (delivered at the caller's
+/// commit), else returns the `queued` event for the caller to announce after this commit.
+async fn enqueue_on(
+    conn: &mut PgConnection,
+    task: NewTask,
+    in_tx: bool,
+) -> Result<(Enqueued, Option<TaskEvent>)> {
+    let mut audit = Vec::with_capacity(task.audit.len() + 1);
+    audit.push(
+        NewAuditEvent::by(
+            &task.principal,
+            "task.queued",
+            json!({ "task": task.task, "version": task.version, "priority": task.priority }),
+        )
+        .agent(task.agent_id.clone())
+        .task(task.id),
+    );
+    audit.extend(task.audit.iter().cloned());
+    let a = AuditColumns::from_events(&audit);
+    let row = sqlx::query(ENQUEUE)
+        .bind(task.id)
+        .bind(&task.principal.user_id)
+        .bind(&task.agent_id)
+        .bind(&task.version)
+        .bind(&task.task)
+        .bind(&task.input)
+        .bind(to_json(&task.principal)?)
+        .bind(task.priority)
+        .bind(task.run_at)
+        .bind(i64::from(task.max_attempts))
+        .bind(i64::from(task.concurrency_limit))
+        .bind(millis(task.timeout))
+        .bind(&task.idempotency_key)
+        .bind(to_json(&TaskEventKind::Queued)?)
+        .bind(&a.task_id)
+        .bind(&a.agent_id)
+        .bind(&a.user_id)
+        .bind(&a.event_type)
+        .bind(&a.payload)
+        .bind(&a.ip_address)
+        .bind(&a.user_agent)
+        .bind(in_tx.then_some(CHANNEL))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_agent(&task.agent_id))?;
+    if let Some(row) = row {
+        let event = if in_tx { None } else { event_column(&row)? };
+        let enqueued = Enqueued {
+            task: rows::task(&row)?,
+            created: true,
+        };
+        return Ok((enqueued, event));
+    }
+    // The key was taken: the conflicting insert has committed (ON CONFLICT waited for it), so
+    // this statement's fresh snapshot sees it.
+    let row = sqlx::query("SELECT * FROM tasks WHERE user_id = $1 AND idempotency_key = $2")
+        .bind(&task.principal.user_id)
+        .bind(&task.idempotency_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| {
+            Error::conflict("idempotency key is being used by a transaction that rolled back")
+        })?;
+    let enqueued = Enqueued {
+        task: rows::task(&row)?,
+        created: false,
+    };
+    Ok((enqueued, None))
+}
+
+/// The event a write returned in its `event` column (`to_jsonb` of a `task_events` row).
+fn event_column(row: &PgRow) -> Result<Option<TaskEvent>> {
+    let v: Option<Value> = row.try_get("event").map_err(db)?;
+    v.map(|v| serde_json::from_value(v).map_err(|e| crate::error::corrupt("event", e)))
+        .transpose()
+}
+
+/// The `started` event a claim wrote.
+fn started_event(c: &Claimed) -> TaskEvent {
+    TaskEvent {
+        task_id: c.task.id,
+        seq: c.last_seq,
+        at: c.task.started_at.unwrap_or_else(Utc::now),
+        kind: TaskEventKind::Started {
+            attempt: c.task.attempts,
+            worker: c.lease.owner.clone(),
+        },
+    }
+}
+
+fn claimed(row: &PgRow) -> Result<Claimed> {
+    let task = rows::task(row)?;
+    let token: Option<Uuid> = row.try_get("lease_token").map_err(db)?;
+    let last_seq: i64 = row.try_get("last_seq").map_err(db)?;
+    let steps: Value = row.try_get("steps").map_err(db)?;
+    let (Some(token), Some(expires_at), Some(owner)) =
+        (token, task.lease_expires_at, task.lease_owner.clone())
+    else {
+        return Err(crate::error::corrupt(
+            "claim",
+            "a claimed task without a lease",
+        ));
+    };
+    Ok(Claimed {
+        lease: Lease {
+            task_id: task.id,
+            owner,
+            token,
+            expires_at,
+        },
+        steps: rows::steps(steps)?,
+        last_seq: u64::try_from(last_seq).unwrap_or(0),
+        task,
+    })
+}
+
+/// A step record as bind values (`runs.state` holds its name and output).
+struct StepColumns {
+    step: Option<i32>,
+    state: Option<Value>,
+    status: Option<&'static str>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<Value>,
+}
+
+impl StepColumns {
+    fn new(step: Option<&StepRecord>) -> Result<Self> {
+        let Some(s) = step else {
+            return Ok(Self {
+                step: None,
+                state: None,
+                status: None,
+                started_at: None,
+                finished_at: None,
+                error: None,
+            });
+        };
+        Ok(Self {
+            step: Some(
+                i32::try_from(s.step)
+                    .map_err(|_| Error::invalid_field("/step/step", "step number too large"))?,
+            ),
+            state: Some(json!({ "name": s.name, "output": s.output })),
+            status: Some(s.status.as_str()),
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            error: s.error.as_ref().map(to_json).transpose()?,
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Why a fenced write matched nothing: misnumbered events, or the lease is gone.
+    async fn fence_failed(&self, lease: &Lease, events: &EventColumns) -> Error {
+        let row = sqlx::query("SELECT status, lease_token, last_seq FROM tasks WHERE id = $1")
+            .bind(lease.task_id)
+            .fetch_optional(&self.inner.pool)
+            .await;
+        if let Ok(Some(row)) = row {
+            let status: Option<String> = row.try_get("status").unwrap_or(None);
+            let token: Option<Uuid> = row.try_get("lease_token").unwrap_or(None);
+            let last: i64 = row.try_get("last_seq").unwrap_or(0);
+            if status.as_deref() == Some("running") && token == Some(lease.token) {
+                if let Some(first) = events.seq.first() {
+                    return Error::conflict(format!(
+                        "events of task {} must continue at seq {}, not {first}",
+                        lease.task_id,
+                        last + 1
+                    ));
+                }
+            }
+        }
+        lease_lost(lease.task_id)
+    }
+}
+
+#[async_trait]
+impl QueueStore for PostgresStore {
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        let (enqueued, event) = enqueue_on(&mut conn, task, false).await?;
+        drop(conn);
+        if let Some(e) = event {
+            self.announce(vec![e], true, true);
+        }
+        Ok(enqueued)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i32::try_from(request.limit.min(10_000)).unwrap_or(10_000);
+        let claimed = sqlx::query(CLAIM)
+            .bind(&request.worker)
+            .bind(limit)
+            .bind(millis(request.lease))
+            .bind(&request.agents)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(claimed)
+            .collect::<Result<Vec<_>>>()?;
+        self.announce(claimed.iter().map(started_event).collect(), false, true);
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend: std::time::Duration) -> Result<Heartbeat> {
+        let row = sqlx::query(HEARTBEAT)
+            .bind(lease.task_id)
+            .bind(lease.token)
+            .bind(millis(extend))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| lease_lost(lease.task_id))?;
+        Ok(Heartbeat {
+            expires_at: row.try_get("lease_expires_at").map_err(db)?,
+            cancel_requested: row.try_get("cancel_requested").map_err(db)?,
+        })
+    }
+
+    async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
+        let ev = EventColumns::new(lease.task_id, &write.events)?;
+        let st = StepColumns::new(write.step.as_ref())?;
+        let a = AuditColumns::from_events(&write.audit);
+        let n: i64 = sqlx::query_scalar(JOURNAL)
+            .bind(lease.task_id)
+            .bind(lease.token)
+            .bind(&ev.seq)
+            .bind(&ev.at)
+            .bind(&ev.kind)
+            .bind(st.step)
+            .bind(&st.state)
+            .bind(st.status)
+            .bind(st.started_at)
+            .bind(st.finished_at)
+            .bind(&st.error)
+            .bind(&a.task_id)
+            .bind(&a.agent_id)
+            .bind(&a.user_id)
+            .bind(&a.event_type)
+            .bind(&a.payload)
+            .bind(&a.ip_address)
+            .bind(&a.user_agent)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            return Err(self.fence_failed(lease, &ev).await);
+        }
+        self.announce(write.events, false, true);
+        Ok(())
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+        let ev = EventColumns::new(lease.task_id, &finish.events)?;
+        let a = AuditColumns::from_events(&finish.audit);
+        let (status, output, error, retry_at, kind, audit_type, audit_payload) =
+            match &finish.outcome {
+                Outcome::Completed { output } => (
+                    "completed",
+                    Some(output.clone()),
+                    None,
+                    None,
+                    TaskEventKind::Completed {
+                        output: output.clone(),
+                    },
+                    "task.completed",
+                    json!({}),
+                ),
+                Outcome::Failed {
+                    error,
+                    retry_at: Some(at),
+                } => (
+                    "queued",
+                    None,
+                    Some(error.clone()),
+                    Some(*at),
+                    TaskEventKind::Retrying {
+                        attempt: 0,
+                        delay_ms: 0,
+                        error: error.clone(),
+                    },
+                    "task.retrying",
+                    json!({ "retry_at": at, "error": error.category() }),
+                ),
+                Outcome::Failed {
+                    error,
+                    retry_at: None,
+                } => (
+                    "failed",
+                    None,
+                    Some(error.clone()),
+                    None,
+                    TaskEventKind::Failed {
+                        error: error.clone(),
+                    },
+                    "task.failed",
+                    json!({ "error": error.category() }),
+                ),
+                Outcome::Cancelled => (
+                    "cancelled",
+                    None,
+                    None,
+                    None,
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({}),
+                ),
+            };
+        let row = sqlx::query(FINISH)
+            .bind(lease.task_id)
+            .bind(lease.token)
+            .bind(&ev.seq)
+            .bind(&ev.at)
+            .bind(&ev.kind)
+            .bind(status)
+            .bind(output)
+            .bind(error.as_ref().map(to_json).transpose()?)
+            .bind(error.as_ref().map(|e| e.to_string()))
+            .bind(retry_at)
+            .bind(to_json(&kind)?)
+            .bind(audit_type)
+            .bind(audit_payload)
+            .bind(&a.task_id)
+            .bind(&a.agent_id)
+            .bind(&a.user_id)
+            .bind(&a.event_type)
+            .bind(&a.payload)
+            .bind(&a.ip_address)
+            .bind(&a.user_agent)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Err(self.fence_failed(lease, &ev).await);
+        };
+        let task = rows::task(&row)?;
+        let wake: bool = row.try_get("wake").map_err(db)?;
+        let mut events = finish.events;
+        events.extend(event_column(&row)?);
+        self.announce(events, wake, true);
+        Ok(task)
+    }
+
+    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
+        let ev = EventColumns::new(lease.task_id, &events)?;
+        let row = sqlx::query(RELEASE)
+            .bind(lease.task_id)
+            .bind(lease.token)
+            .bind(&ev.seq)
+            .bind(&ev.at)
+            .bind(&ev.kind)
+            .bind(to_json(&TaskEventKind::Queued)?)
+            .bind(json!({ "worker": lease.owner }))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            return Err(self.fence_failed(lease, &ev).await);
+        };
+        let mut all = events;
+        all.extend(event_column(&row)?);
+        self.announce(all, true, true);
+        Ok(())
+    }
+
+    async fn reclaim_expired(&self) -> Result<Vec<Uuid>> {
+        let error = Error::resource("the worker's lease expired");
+        let error_json = to_json(&error)?;
+        let message = error.to_string();
+        let mut all = Vec::new();
+        loop {
+            let rows = sqlx::query(RECLAIM)
+                .bind(&error_json)
+                .bind(&message)
+                .bind(RECLAIM_BATCH)
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(db)?;
+            let done = i64::try_from(rows.len()).unwrap_or(0) < RECLAIM_BATCH;
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                all.push(row.try_get::<Uuid, _>("id").map_err(db)?);
+                events.extend(event_column(row)?);
+            }
+            // Requeued tasks are work; failed ones freed concurrency slots.
+            let wake = !rows.is_empty();
+            self.announce(events, wake, true);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        let row = sqlx::query(CANCEL)
+            .bind(task_id)
+            .bind(to_json(&TaskEventKind::Cancelled)?)
+            .bind(&by.user_id)
+            .bind(by.ip_address)
+            .bind(&by.user_agent)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(row) => {
+                let task = rows::task(&row)?;
+                self.announce(event_column(&row)?.into_iter().collect(), false, true);
+                Ok(task)
+            }
+            None => {
+                let task = self.get_task(task_id).await?;
+                Err(Error::conflict(format!(
+                    "task {task_id} is {}: it cannot be cancelled",
+                    task.status
+                )))
+            }
+        }
+    }
+
+    async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        rows::task(&row)
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        let limit = i64::try_from(filter.limit.unwrap_or(100)).unwrap_or(i64::MAX);
+        sqlx::query(
+            "SELECT * FROM tasks WHERE ($1::text IS NULL OR user_id = $1) \
+             AND ($2::text IS NULL OR agent_id = $2) AND ($3::text IS NULL OR status = $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(&filter.user_id)
+        .bind(&filter.agent_id)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(rows::task)
+        .collect()
+    }
+
+    async fn steps(&self, task_id: Uuid) -> Result<Vec<StepRecord>> {
+        let v: Value = sqlx::query_scalar("SELECT capecontrol_steps($1)")
+            .bind(task_id)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        rows::steps(v)
+    }
+
+    async fn events(&self, task_id: Uuid, after: u64) -> Result<Vec<TaskEvent>> {
+        sqlx::query(
+            "SELECT task_id, seq, at, kind FROM task_events \
+             WHERE task_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(task_id)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(rows::event)
+        .collect()
+    }
+
+    async fn publish(&self, event: TaskEvent) -> Result<()> {
+        // Live only: no statement at all (the notifier sends it to the other nodes).
+        self.announce(vec![event], false, false);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn wakeups(&self) -> broadcast::Receiver<()> {
+        self.inner.wakeups.subscribe()
+    }
+
+    async fn queue_depth(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'queued'")
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
