@@ -2,7 +2,8 @@
 # The one test command: named by the README and called by .ci/run. It sets up what the tests
 # need on a fresh machine — the container test images (built locally: nothing can be pulled) —
 # runs every test of the workspace (unit, integration, CLI, property, UI, doc tests), and
-# removes what it made.
+# removes what it made. It needs only what the machine has installed: a Rust toolchain, the
+# PostgreSQL server binaries and a Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,21 @@ run() {
     echo "==> $*"
     "$@"
 }
+
+# The PostgreSQL tests need a server: without DATABASE_URL, a throwaway cluster is started here
+# and removed at the end. In CI it must start; elsewhere the PostgreSQL tests skip loudly.
+if [[ -z "${DATABASE_URL:-}" ]]; then
+    if pg_env=$(bash scripts/pg.sh start); then
+        eval "$pg_env"
+        trap 'bash scripts/pg.sh stop "$CAPECONTROL_PG_DIR"' EXIT
+        echo "==> PostgreSQL for the tests: $DATABASE_URL"
+    elif [[ -n "${CI:-}" ]]; then
+        echo "test.sh: cannot start a PostgreSQL cluster in CI" >&2
+        exit 1
+    else
+        echo "test.sh: WARNING: no PostgreSQL; the PostgreSQL tests will skip" >&2
+    fi
+fi
 
 # The container tests need their images. In CI this must work; elsewhere, without Docker, the
 # container tests skip with a loud message.
