@@ -50,7 +50,10 @@ use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
 pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, too_large_error};
-pub use settings::{REDACTED, redact_settings, secret_settings, validate_json_schema};
+pub use settings::{
+    REDACTED, redact_settings, redact_settings_listing_secrets, secret_settings,
+    validate_json_schema,
+};
 pub use units::{parse_cpu_limit, parse_memory_limit};
 
 /// The JSON Schema (draft 2020-12) of a manifest, generated from the [`Manifest`] types.
