@@ -162,15 +162,20 @@ fn pointer_and_ancestors(pointer: &str) -> impl Iterator<Item = &str> {
 pub(crate) fn join_pointer(pointer: &str, token: &str) -> String {
     let mut s = String::with_capacity(pointer.len() + token.len() + 1);
     s.push_str(pointer);
-    s.push('/');
+    push_token(&mut s, token);
+    s
+}
+
+/// Appends `/token` to a JSON pointer, escaping `~` and `/` (RFC 6901).
+pub(crate) fn push_token(pointer: &mut String, token: &str) {
+    pointer.push('/');
     for c in token.chars() {
         match c {
-            '~' => s.push_str("~0"),
-            '/' => s.push_str("~1"),
-            c => s.push(c),
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
         }
     }
-    s
 }
 
 /// The field names of the manifest types, in declaration order: missing fields sort by it.
