@@ -24,6 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::validate::push_token;
+
 /// A manifest with the three required fields and nothing else; the derive fills in the rest.
 pub fn manifest(name: &str, version: &str, description: &str) -> Manifest {
     Manifest {
@@ -181,11 +183,6 @@ pub fn decode_input<T: DeserializeOwned>(kind: &str, name: &str, input: Value) -
             vec![FieldError::new(pointer, message)],
         )
     })
-}
-
-fn push_token(pointer: &mut String, token: &str) {
-    pointer.push('/');
-    pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
 }
 
 /// Encodes the output of task or tool `name` as JSON.

@@ -50,7 +50,10 @@ use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
 pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, too_large_error};
-pub use settings::{REDACTED, redact_settings, secret_settings, validate_json_schema};
+pub use settings::{
+    REDACTED, redact_settings, redact_settings_listing_secrets, secret_settings,
+    validate_json_schema,
+};
 pub use units::{parse_cpu_limit, parse_memory_limit};
 
 /// The JSON Schema (draft 2020-12) of a manifest, generated from the [`Manifest`] types.
@@ -159,15 +162,20 @@ fn pointer_and_ancestors(pointer: &str) -> impl Iterator<Item = &str> {
 pub(crate) fn join_pointer(pointer: &str, token: &str) -> String {
     let mut s = String::with_capacity(pointer.len() + token.len() + 1);
     s.push_str(pointer);
-    s.push('/');
+    push_token(&mut s, token);
+    s
+}
+
+/// Appends `/token` to a JSON pointer, escaping `~` and `/` (RFC 6901).
+pub(crate) fn push_token(pointer: &mut String, token: &str) {
+    pointer.push('/');
     for c in token.chars() {
         match c {
-            '~' => s.push_str("~0"),
-            '/' => s.push_str("~1"),
-            c => s.push(c),
+            '~' => pointer.push_str("~0"),
+            '/' => pointer.push_str("~1"),
+            c => pointer.push(c),
         }
     }
-    s
 }
 
 /// The field names of the manifest types, in declaration order: missing fields sort by it.

@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub use crate::validate::REDACTED;
 pub use environment::Environment;
-pub use settings::REDACTED;
 pub use versioning::{Bump, classify_change, suggest_next_version};
 
 use crate::error::{Error, Result};

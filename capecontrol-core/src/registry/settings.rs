@@ -1,15 +1,10 @@
-//! Installation settings: validation against the manifest's `ui.settings_schema`, and the
-//! redaction of secret settings (`"secret": true` properties).
-//!
-//! The redaction here is a minimal private helper; the manifest validator (`validate.rs`) is to
-//! provide the shared `secret_settings` / `redact_settings`, which this module can then use.
+//! Installation settings: validation against the manifest's `ui.settings_schema`, and their
+//! redaction (`"secret": true` properties) through [`crate::validate`]'s shared implementation.
 
 use serde_json::Value;
 
 use crate::error::{Error, FieldError};
-
-/// What a secret setting's value is replaced with in listings and audit payloads.
-pub const REDACTED: &str = "********";
+use crate::validate::redact_settings_listing_secrets;
 
 /// Validates `settings` against `schema`; every problem is reported at `/settings/...`,
 /// with messages that never repeat a value (the value may be a secret).
@@ -46,41 +41,13 @@ pub(crate) fn validate_settings(schema: Option<&Value>, settings: &Value) -> Res
     }
 }
 
-/// JSON pointers (relative to the settings object) of the settings `schema` marks secret,
-/// following nested `properties`.
-pub(crate) fn secret_pointers(schema: Option<&Value>) -> Vec<String> {
-    fn walk(schema: &Value, prefix: &str, out: &mut Vec<String>) {
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-            return;
-        };
-        for (name, sub) in props {
-            let escaped = name.replace('~', "~0").replace('/', "~1");
-            let pointer = format!("{prefix}/{escaped}");
-            if sub.get("secret").and_then(Value::as_bool) == Some(true) {
-                out.push(pointer);
-            } else {
-                walk(sub, &pointer, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(schema) = schema {
-        walk(schema, "", &mut out);
-    }
-    out
-}
-
-/// `settings` with every secret that is present replaced by [`REDACTED`].
+/// `settings` with every secret that is present replaced by [`crate::validate::REDACTED`],
+/// and the JSON pointers of those secrets. Without a schema nothing is secret.
 pub(crate) fn redact(schema: Option<&Value>, settings: &Value) -> (Value, Vec<String>) {
-    let mut out = settings.clone();
-    let mut present = Vec::new();
-    for pointer in secret_pointers(schema) {
-        if let Some(v) = out.pointer_mut(&pointer) {
-            *v = Value::String(REDACTED.to_owned());
-            present.push(pointer);
-        }
+    match schema {
+        Some(schema) => redact_settings_listing_secrets(schema, settings),
+        None => (settings.clone(), Vec::new()),
     }
-    (out, present)
 }
 
 #[cfg(test)]
@@ -88,6 +55,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::validate::REDACTED;
 
     fn schema() -> Value {
         json!({
@@ -139,7 +107,6 @@ mod tests {
     #[test]
     fn redacts_nested_secrets() {
         let s = schema();
-        assert_eq!(secret_pointers(Some(&s)), ["/api_key", "/db/password"]);
         let (r, present) = redact(
             Some(&s),
             &json!({"api_key": "sk-1", "threshold": 0.3, "db": {"password": "pw"}}),
@@ -151,6 +118,9 @@ mod tests {
         assert_eq!(present, ["/api_key", "/db/password"]);
         let (r, present) = redact(Some(&s), &json!({"threshold": 0.3}));
         assert_eq!(r, json!({"threshold": 0.3}));
+        assert!(present.is_empty());
+        let (r, present) = redact(None, &json!({"api_key": "sk-1"}));
+        assert_eq!(r, json!({"api_key": "sk-1"}));
         assert!(present.is_empty());
     }
 }

@@ -8,8 +8,9 @@ use super::limits::value_depth_exceeds;
 use super::{MAX_DEPTH, join_pointer, schema_errors};
 use crate::error::FieldError;
 
-/// What a secret setting's value is replaced with by [`redact_settings`].
-pub const REDACTED: &str = "[redacted]";
+/// What a secret setting's value is replaced with by [`redact_settings`] (in registry listings,
+/// audit payloads, everywhere settings are shown).
+pub const REDACTED: &str = "********";
 
 /// The `$schema` of draft 2020-12, the only draft accepted for schemas inside a manifest.
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -210,30 +211,68 @@ pub fn secret_settings(schema: &Value) -> Vec<String> {
 ///     "api_key": {"type": "string", "secret": true},
 ///     "threshold": {"type": "number"}}});
 /// let shown = redact_settings(&schema, &json!({"api_key": "sk-123", "threshold": 0.8}));
-/// assert_eq!(shown, json!({"api_key": "[redacted]", "threshold": 0.8}));
+/// assert_eq!(shown, json!({"api_key": "********", "threshold": 0.8}));
 /// ```
 pub fn redact_settings(schema: &Value, settings: &Value) -> Value {
-    redact(schema, settings, 0)
+    redact_settings_listing_secrets(schema, settings).0
 }
 
-fn redact(schema: &Value, settings: &Value, depth: usize) -> Value {
-    let (Value::Object(values), Some(props)) = (settings, properties(schema)) else {
-        return settings.clone();
+/// [`redact_settings`], plus the JSON pointers (relative to `settings`, RFC 6901) of the
+/// secrets that are set, i.e. of every value that was replaced, in schema order. The registry
+/// reports these so that a listing can say which secrets an installation has without showing
+/// them.
+///
+/// ```
+/// use capecontrol_core::validate::redact_settings_listing_secrets;
+/// use serde_json::json;
+/// let schema = json!({"type": "object", "properties": {
+///     "api_key": {"type": "string", "secret": true},
+///     "db": {"type": "object", "properties": {"password": {"type": "string", "secret": true}}}}});
+/// let (shown, set) = redact_settings_listing_secrets(&schema, &json!({"db": {"password": "pw"}}));
+/// assert_eq!(shown, json!({"db": {"password": "********"}}));
+/// assert_eq!(set, ["/db/password"]);
+/// ```
+pub fn redact_settings_listing_secrets(schema: &Value, settings: &Value) -> (Value, Vec<String>) {
+    let mut shown = settings.clone();
+    let mut set = Vec::new();
+    redact_in_place(schema, &mut shown, "", 0, &mut set);
+    (shown, set)
+}
+
+fn redact_in_place(
+    schema: &Value,
+    value: &mut Value,
+    pointer: &str,
+    depth: usize,
+    set: &mut Vec<String>,
+) {
+    let Some(props) = properties(schema) else {
+        return;
     };
+    if !value.is_object() {
+        return;
+    }
     if depth >= MAX_DEPTH {
         // Deeper than any valid manifest allows: show nothing rather than risk a secret.
-        return Value::String(REDACTED.into());
+        *value = Value::String(REDACTED.into());
+        set.push(pointer.to_owned());
+        return;
     }
-    let mut out = Map::new();
-    for (name, value) in values {
-        let shown = match props.get(name) {
-            Some(p) if is_secret(p) => Value::String(REDACTED.into()),
-            Some(p) => redact(p, value, depth + 1),
-            None => value.clone(),
+    let Value::Object(values) = value else {
+        return;
+    };
+    for (name, property) in props {
+        let Some(v) = values.get_mut(name) else {
+            continue;
         };
-        out.insert(name.clone(), shown);
+        let at = join_pointer(pointer, name);
+        if is_secret(property) {
+            *v = Value::String(REDACTED.into());
+            set.push(at);
+        } else {
+            redact_in_place(property, v, &at, depth + 1, set);
+        }
     }
-    Value::Object(out)
 }
 
 #[cfg(test)]
@@ -338,8 +377,27 @@ mod tests {
             json!({"api_key": "k", "token": "t", "db": {"password": "p", "host": "h"}, "extra": 1});
         assert_eq!(
             redact_settings(&schema, &settings),
-            json!({"api_key": "[redacted]", "token": "t", "db": {"password": "[redacted]", "host": "h"}, "extra": 1})
+            json!({"api_key": REDACTED, "token": "t", "db": {"password": REDACTED, "host": "h"}, "extra": 1})
         );
         assert_eq!(redact_settings(&schema, &json!("x")), json!("x"));
+    }
+
+    #[test]
+    fn listing_reports_the_secrets_that_are_set_in_schema_order() {
+        let schema = json!({"properties": {
+            "a/b~c": {"secret": true},
+            "db": {"properties": {"password": {"secret": true}, "user": {}}},
+            "token": {"secret": true}}});
+        let settings = json!({"token": null, "db": {"user": "u", "password": "p"}, "a/b~c": 1});
+        let (shown, set) = redact_settings_listing_secrets(&schema, &settings);
+        assert_eq!(
+            shown,
+            json!({"token": REDACTED, "db": {"user": "u", "password": REDACTED}, "a/b~c": REDACTED})
+        );
+        assert_eq!(set, ["/a~1b~0c", "/db/password", "/token"]);
+        assert_eq!(shown, redact_settings(&schema, &settings));
+        let (shown, set) = redact_settings_listing_secrets(&schema, &json!({"db": "x"}));
+        assert_eq!(shown, json!({"db": "x"}));
+        assert!(set.is_empty());
     }
 }
