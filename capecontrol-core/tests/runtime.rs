@@ -828,3 +828,45 @@ async fn bad_input_is_400_with_field_pointers() {
         .unwrap();
     assert_eq!(p.wait(ok).await.unwrap().status, TaskStatus::Completed);
 }
+
+#[tokio::test]
+async fn graceful_shutdown_releases_running_tasks_to_another_node() {
+    let store = memory();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU32::new(0));
+    let make = |block: bool| {
+        let started = started.clone();
+        let runs = runs.clone();
+        agent(manifest("Long", Config::default(), &[]), move |_, _, cx| {
+            let started = started.clone();
+            let runs = runs.clone();
+            Box::pin(async move {
+                let _: u32 = cx
+                    .step("first", async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Error>(1)
+                    })
+                    .await?;
+                if block {
+                    started.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok(json!("done"))
+            })
+        })
+    };
+    // A long lease: only a release (not an expiry) can hand the task over within the test.
+    let config = PlatformConfig { lease: Duration::from_secs(60), ..fast_config() };
+    let first = platform_with(store.clone(), vec![make(true)], config.clone()).await;
+    install(&store, "long", "alice", &[]).await;
+    let id = first.submit(TaskRequest::new("long", "run", json!({}), user())).await.unwrap();
+    started.notified().await;
+    first.shutdown(Duration::from_millis(100)).await;
+    let t = store.get_task(id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Queued, "released, not failed");
+    assert_eq!(t.attempts, 0, "a released attempt does not count");
+    let second = platform_with(store.clone(), vec![make(false)], config).await;
+    let done = tokio::time::timeout(Duration::from_secs(5), second.wait(id)).await.unwrap().unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the journaled step was not run again");
+}
