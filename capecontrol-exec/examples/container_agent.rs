@@ -1,5 +1,6 @@
-//! The demo agent as a container binary: one call to `serve_stdio` turns any `AgentBase` into a
-//! program that speaks the container protocol on stdin/stdout.
+//! The demo agent as a container binary. The agent (`support/demo_agent.rs`) is written with
+//! the macros, like any native agent; one call to `serve_stdio` turns it into a program that
+//! speaks the container protocol on stdin/stdout.
 //!
 //! `scripts/build-test-images.sh` builds it statically and packs it into the `FROM scratch`
 //! image `capecontrol/test-agent:dev`.

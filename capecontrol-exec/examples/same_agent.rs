@@ -1,85 +1,65 @@
-//! The same agent, run in-process and in a container, with the same input and the same output.
+//! The same agent, written with the macros, run through a full platform in-process and in a
+//! container, with the same input: the same output, journaled steps and live events.
 //!
 //! ```sh
 //! bash scripts/build-test-images.sh     # packs examples/container_agent.rs into an image
 //! cargo run -p capecontrol-exec --example same_agent
 //! ```
 //!
-//! The agent (`support/demo_agent.rs`) is ordinary `AgentBase` code. In-process, the
-//! `InProcessExecutor` calls it directly; isolated, `examples/container_agent.rs` serves it with
-//! `capecontrol_core::protocol::serve_stdio`, and the `ContainerExecutor` runs that image. Its
-//! durable steps journal through the same `TaskHost` either way.
+//! The agent (`support/demo_agent.rs`) is `#[derive(Agent)]` + `#[agent_impl]` code. On the
+//! first platform it is registered natively and runs in-process; on the second, its manifest
+//! with `runtime: {kind: container, image: capecontrol/test-agent:dev}` is published through
+//! the registry, and a `ContainerExecutor` runs the image, in which
+//! `examples/container_agent.rs` serves the same agent with one `serve_stdio` call. Both go
+//! through `Platform::submit` (gateway, policy, middleware), the workers, the journal and
+//! `Platform::watch` (`support/platforms.rs`).
 
 #[path = "support/demo_agent.rs"]
 mod demo_agent;
+#[path = "support/platforms.rs"]
+mod platforms;
 
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use capecontrol_core::agent::MemoryJournal;
-use capecontrol_core::runtime::{Executor, InProcessExecutor, Invocation};
-use capecontrol_core::{Result, TaskContext};
+use capecontrol_core::Result;
 use capecontrol_exec::ContainerExecutor;
 use serde_json::json;
 
-fn context(journal: Arc<MemoryJournal>) -> TaskContext {
-    TaskContext::builder(uuid::Uuid::new_v4())
-        .agent_id("demo")
-        .granted(vec!["demo:read".parse().expect("a scope")])
-        .build(journal)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
-    let input = json!({"name": "  Ada Lovelace "});
-
-    // In-process: the native runtime.
-    let native = InProcessExecutor::new();
-    native.register("demo", Arc::new(demo_agent::DemoAgent));
-    let mut manifest = demo_agent::manifest();
-    manifest.runtime = None;
-    let journal = Arc::new(MemoryJournal::default());
-    let in_process = native
-        .run(
-            Invocation {
-                agent_id: "demo".into(),
-                version: "1.0.0".into(),
-                task: "greet".into(),
-                input: input.clone(),
-                manifest: Arc::new(manifest),
-            },
-            context(journal.clone()),
-        )
-        .await?;
-    println!(
-        "in-process : {in_process}  ({} steps journaled)",
-        journal.steps().len()
-    );
-
-    // In a container: the same code, served over the container protocol.
+    let native = platforms::native().await?;
     let executor = ContainerExecutor::builder()
-        .node_id("example")
+        .node_id("same-agent-example")
         .build()
         .await?;
-    let journal = Arc::new(MemoryJournal::default());
-    let contained = executor
-        .run(
-            Invocation {
-                agent_id: "demo".into(),
-                version: "1.0.0".into(),
-                task: "greet".into(),
-                input,
-                manifest: Arc::new(demo_agent::manifest()),
-            },
-            context(journal.clone()),
-        )
-        .await?;
-    println!(
-        "container  : {contained}  ({} steps journaled)",
-        journal.steps().len()
-    );
-    executor.shutdown().await;
+    let container = platforms::container_default(executor.clone()).await?;
 
-    assert_eq!(in_process, contained, "the same output from both runtimes");
-    println!("same output from both runtimes");
+    let input = json!({"name": "  Ada Lovelace "});
+    println!("task greet, input {input}\n");
+    let mut runs = Vec::new();
+    for (label, platform) in [("in-process", &native), ("container", &container)] {
+        let started = Instant::now();
+        let run = platforms::run(platform, "greet", input.clone()).await?;
+        println!("{label} ({} ms)", started.elapsed().as_millis());
+        println!(
+            "  status : {} after {} attempt(s)",
+            run.status, run.attempts
+        );
+        println!("  output : {}", run.output.clone().unwrap_or_default());
+        for (step, name, status, output) in &run.steps {
+            println!(
+                "  step {step} {name:<9} {status}: {}",
+                output.clone().unwrap_or_default()
+            );
+        }
+        println!("  events : {}\n", run.event_names().join(" → "));
+        runs.push(run);
+    }
+    assert_eq!(runs[0], runs[1], "the same run in both runtimes");
+    println!("same output, steps and events in both runtimes");
+
+    native.shutdown(Duration::from_secs(1)).await;
+    container.shutdown(Duration::from_secs(1)).await;
+    executor.shutdown().await;
     Ok(())
 }

@@ -520,15 +520,14 @@ impl ContainerExecutor {
         let prepared = match warm {
             Some(p) => p,
             None => {
-                inner
-                    .prepare(Spec {
-                        key: key.clone(),
-                        manifest,
-                        task_id: cx.task_id().to_string(),
-                        attempt: cx.attempt(),
-                        network,
-                    })
-                    .await?
+                self.prepare_detached(
+                    key.clone(),
+                    Arc::clone(&invocation.manifest),
+                    cx.task_id().to_string(),
+                    cx.attempt(),
+                    network,
+                )
+                .await?
             }
         };
         tracing::debug!(
@@ -562,6 +561,39 @@ impl ContainerExecutor {
             pool.refill(inner, Arc::clone(&invocation.manifest));
         }
         result
+    }
+
+    /// Creates, attaches to and starts a container on a (tracked) task of its own, so that an
+    /// attempt dropped while the engine is still creating its container — a platform timeout or
+    /// a cancellation past its grace period drops the executor's future — cannot leave that
+    /// container behind: the task runs to the end, finds nobody waiting and drops the
+    /// container's guard, which removes it.
+    async fn prepare_detached(
+        &self,
+        key: String,
+        manifest: Arc<Manifest>,
+        task_id: String,
+        attempt: u32,
+        network: bool,
+    ) -> Result<Prepared> {
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.tracker.spawn(async move {
+            let prepared = inner
+                .prepare(Spec {
+                    key,
+                    manifest: &manifest,
+                    task_id,
+                    attempt,
+                    network,
+                })
+                .await;
+            // Nobody waits any more: the guard (dropped here, while this task is still
+            // tracked) removes the container.
+            drop(tx.send(prepared));
+        });
+        rx.await
+            .map_err(|_| Error::agent("the container start-up task ended without a result"))?
     }
 
     /// Sends the start message, then forwards the agent's lines until its output, an error,

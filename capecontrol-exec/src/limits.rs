@@ -5,69 +5,47 @@ use std::collections::HashMap;
 
 use bollard::models::{HostConfig, HostConfigLogConfig};
 use capecontrol_core::manifest::{Config, Manifest};
-use capecontrol_core::{Error, Scope};
+use capecontrol_core::{Error, Scope, validate};
 
 /// The scope an agent's manifest must ask for (and its installation grant) to get outbound
 /// network access. Without it, a container runs with network mode `none` (loopback only).
 pub const NETWORK_SCOPE: &str = "network:outbound";
 
-/// Parses a memory limit such as `512MB` or `1GiB` into bytes.
-///
-/// `B`, `KB`, `MB`, `GB` are powers of 1000; `KiB`, `MiB`, `GiB` are powers of 1024 (units are
-/// matched case-insensitively; a decimal number is allowed: `1.5GB`). A private stand-in for
-/// `validate::parse_memory_limit`, which another branch adds to the core.
-pub(crate) fn parse_memory_limit(text: &str) -> Result<u64, Error> {
+/// A manifest's `memory_limit` in bytes, parsed by the same rules the registry validates
+/// manifests with ([`validate::parse_memory_limit`]: `512MB`, `1.5GB`, `64MiB`; no space, units
+/// case-sensitive), and at least [`Config::MIN_MEMORY_BYTES`]. A manifest the registry accepted
+/// always passes; anything else is a validation error at `/config/memory_limit`.
+pub(crate) fn memory_limit_bytes(text: &str) -> Result<u64, Error> {
     let bad = |why: &str| {
         Error::invalid_field(
             "/config/memory_limit",
             format!("`{text}` is not a memory limit: {why}"),
         )
     };
-    let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| bad("expected a number and a unit, like `512MB`"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => return Err(bad("the unit must be B, KB, MB, GB, KiB, MiB or GiB")),
-    };
-    let bytes = number * multiplier as f64;
-    if !bytes.is_finite() || bytes > i64::MAX as f64 {
-        return Err(bad("too large"));
-    }
-    let bytes = bytes as u64;
+    let bytes = validate::parse_memory_limit(text).ok_or_else(|| {
+        bad("expected a number and a unit (B, KB, MB, GB, KiB, MiB or GiB), like `512MB`")
+    })?;
     if bytes < Config::MIN_MEMORY_BYTES {
         return Err(bad("below the 6 MB minimum"));
     }
     Ok(bytes)
 }
 
-/// Parses a CPU limit in cores (`"0.5"`) into Docker's nano-CPUs, capped at `max_cpus`.
-pub(crate) fn parse_cpu_limit(text: &str, max_cpus: f64) -> Result<i64, Error> {
-    let cores: f64 = text.trim().parse().map_err(|_| {
+/// A manifest's `cpu_limit` in cores ([`validate::parse_cpu_limit`]: a decimal string > 0,
+/// like `"0.5"`) as Docker's nano-CPUs, capped at `max_cpus` (the engine's CPUs) and at least
+/// 0.01 core.
+pub(crate) fn cpu_limit_nanos(text: &str, max_cpus: f64) -> Result<i64, Error> {
+    let cores = validate::parse_cpu_limit(text).ok_or_else(|| {
         Error::invalid_field(
             "/config/cpu_limit",
-            format!("`{text}` is not a number of cores"),
+            format!("`{text}` is not a number of cores greater than 0, like `0.5`"),
         )
     })?;
-    if !cores.is_finite() || cores <= 0.0 {
-        return Err(Error::invalid_field(
-            "/config/cpu_limit",
-            format!("`{text}` must be greater than 0"),
-        ));
-    }
-    let cores = cores.min(max_cpus.max(0.01)).max(0.01);
-    Ok((cores * 1e9) as i64)
+    Ok(nanos(cores, max_cpus))
+}
+
+fn nanos(cores: f64, max_cpus: f64) -> i64 {
+    (cores.min(max_cpus.max(0.01)).max(0.01) * 1e9) as i64
 }
 
 /// Whether `scopes` (manifest scopes or installation grants) cover [`NETWORK_SCOPE`].
@@ -109,13 +87,13 @@ impl Hardening {
     ) -> Result<HostConfig, Error> {
         let config = manifest.config();
         let memory = match &config.memory_limit {
-            Some(text) => parse_memory_limit(text)?,
+            Some(text) => memory_limit_bytes(text)?,
             None => self.default_memory,
         };
         let memory = i64::try_from(memory).unwrap_or(i64::MAX);
         let nano_cpus = match &config.cpu_limit {
-            Some(text) => parse_cpu_limit(text, self.max_cpus)?,
-            None => (self.default_cpus.min(self.max_cpus).max(0.01) * 1e9) as i64,
+            Some(text) => cpu_limit_nanos(text, self.max_cpus)?,
+            None => nanos(self.default_cpus, self.max_cpus),
         };
         let tmpfs = HashMap::from([(
             "/tmp".to_owned(),
@@ -150,26 +128,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_units() {
-        assert_eq!(parse_memory_limit("512MB").unwrap(), 512_000_000);
-        assert_eq!(parse_memory_limit("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_memory_limit("64 MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_memory_limit("1.5GB").unwrap(), 1_500_000_000);
-        assert_eq!(parse_memory_limit("6000KB").unwrap(), 6_000_000);
-        assert!(parse_memory_limit("5MB").is_err());
-        assert!(parse_memory_limit("12").is_err());
-        assert!(parse_memory_limit("MB").is_err());
-        assert!(parse_memory_limit("1TB").is_err());
-        let e = parse_memory_limit("lots").unwrap_err();
-        assert_eq!(e.field_errors()[0].pointer, "/config/memory_limit");
+    fn memory_limits_follow_the_manifest_rules() {
+        assert_eq!(memory_limit_bytes("512MB").unwrap(), 512_000_000);
+        assert_eq!(memory_limit_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(memory_limit_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(memory_limit_bytes("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(memory_limit_bytes("6000KB").unwrap(), 6_000_000);
+        // What the registry rejects, the executor rejects too.
+        for bad in ["5MB", "12", "MB", "1TB", "64 MiB", "64mib", "-1GB", "lots"] {
+            let e = memory_limit_bytes(bad).unwrap_err();
+            assert_eq!(e.field_errors()[0].pointer, "/config/memory_limit", "{bad}");
+            let manifest = serde_json::json!({"name": "x", "version": "1.0.0",
+                "description": "x", "config": {"memory_limit": bad}});
+            assert!(validate::check_manifest(&manifest).is_err(), "{bad}");
+        }
+        assert!(
+            memory_limit_bytes("5MB")
+                .unwrap_err()
+                .to_string()
+                .contains("6 MB minimum")
+        );
     }
 
     #[test]
     fn cpu_limits_are_nano_cpus_capped_at_the_host() {
-        assert_eq!(parse_cpu_limit("0.5", 2.0).unwrap(), 500_000_000);
-        assert_eq!(parse_cpu_limit("8", 2.0).unwrap(), 2_000_000_000);
-        assert!(parse_cpu_limit("0", 2.0).is_err());
-        assert!(parse_cpu_limit("x", 2.0).is_err());
+        assert_eq!(cpu_limit_nanos("0.5", 2.0).unwrap(), 500_000_000);
+        assert_eq!(cpu_limit_nanos("8", 2.0).unwrap(), 2_000_000_000);
+        assert_eq!(cpu_limit_nanos("0.001", 2.0).unwrap(), 10_000_000);
+        for bad in ["0", "x", "-1", "1e3", " 1"] {
+            let e = cpu_limit_nanos(bad, 2.0).unwrap_err();
+            assert_eq!(e.field_errors()[0].pointer, "/config/cpu_limit", "{bad}");
+        }
     }
 
     #[test]

@@ -33,9 +33,11 @@ async fn runs_the_demo_agent_and_journals_its_steps() {
         .unwrap();
     assert_eq!(out, json!({"greeting": "Hello, ADA!", "attempt": 1}));
     let steps = journal.steps();
-    assert_eq!(steps.len(), 2);
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["normalize", "shout", "compose"]);
     assert!(steps.iter().all(|s| s.status == RunStatus::Completed));
     assert_eq!(steps[0].output, Some(json!("ada")));
+    assert_eq!(steps[1].output, Some(json!("ADA")));
     let calls = journal.tool_calls();
     assert_eq!(calls.len(), 1);
     assert!(calls[0].allowed);
@@ -72,7 +74,7 @@ async fn replays_journaled_steps_inside_the_container() {
         .unwrap();
     assert_eq!(out, json!({"greeting": "Hello, GRACE!", "attempt": 2}));
     let names: Vec<String> = journal.steps().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["compose"], "step 1 was replayed, not run");
+    assert_eq!(names, ["shout", "compose"], "step 1 was replayed, not run");
     assert_no_containers(&executor).await;
 }
 

@@ -1,0 +1,229 @@
+//! The container executor inside a full `Platform`, against the real engine: the macro-written
+//! demo agent registered natively and, packaged as the image `capecontrol/test-agent:dev`,
+//! published as a container agent through the registry. Same input, same output, same journal,
+//! same events; and a container task's timeout and memory bomb end as retryable resource
+//! errors, retried and then failed, with no container left.
+
+mod common;
+
+#[path = "../examples/support/demo_agent.rs"]
+mod demo_agent;
+#[path = "../examples/support/platforms.rs"]
+mod platforms;
+
+use std::time::{Duration, Instant};
+
+use capecontrol_core::manifest::Config;
+use capecontrol_core::runtime::{PlatformConfig, TaskRequest};
+use capecontrol_core::{AgentBase, ErrorCategory, RunStatus, TaskStatus};
+use common::{assert_no_containers, builder, docker_ready};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn the_macro_agent_runs_the_same_in_process_and_in_a_container_through_the_platform() {
+    if !docker_ready().await {
+        return;
+    }
+    let native = platforms::native().await.unwrap();
+    let executor = builder().build().await.unwrap();
+    let container = platforms::container_default(executor.clone())
+        .await
+        .unwrap();
+
+    // The two registrations differ only in their runtime.
+    let native_manifest = native.store().get_version("demo", "1.0.0").await.unwrap();
+    let container_manifest = container
+        .store()
+        .get_version("demo", "1.0.0")
+        .await
+        .unwrap();
+    let mut packaged = container_manifest.manifest.clone();
+    assert_eq!(packaged["runtime"]["kind"], "container");
+    packaged.as_object_mut().unwrap().remove("runtime");
+    let mut generated = native_manifest.manifest.clone();
+    generated.as_object_mut().unwrap().remove("runtime");
+    assert_eq!(packaged, generated);
+    assert_eq!(
+        serde_json::to_value(demo_agent::DemoAgent.manifest()).unwrap()["tasks"],
+        generated["tasks"]
+    );
+
+    let cases: [(&str, Value); 4] = [
+        ("greet", json!({"name": "  Ada Lovelace "})),
+        ("echo", json!({"a": [1, 2.5, {"b": null}], "s": "ünïcode"})),
+        ("secret_check", json!({"expect": "s3cr3t"})),
+        ("fail", json!(null)),
+    ];
+    for (task, input) in cases {
+        let a = platforms::run(&native, task, input.clone()).await.unwrap();
+        let b = platforms::run(&container, task, input).await.unwrap();
+        assert_eq!(a, b, "task {task}: in-process vs container");
+    }
+
+    // What the greet run looked like (the same on both sides, checked above).
+    let greet = platforms::run(&container, "greet", json!({"name": " ada "}))
+        .await
+        .unwrap();
+    assert_eq!(greet.status, TaskStatus::Completed);
+    assert_eq!(
+        greet.output,
+        Some(json!({"greeting": "Hello, ADA!", "attempt": 1}))
+    );
+    assert_eq!(
+        greet.steps,
+        [
+            (
+                1,
+                "normalize".into(),
+                RunStatus::Completed,
+                Some(json!("ada"))
+            ),
+            (2, "shout".into(), RunStatus::Completed, Some(json!("ADA"))),
+            (
+                3,
+                "compose".into(),
+                RunStatus::Completed,
+                Some(json!("Hello, ADA!"))
+            ),
+        ]
+    );
+    assert_eq!(
+        greet.event_names(),
+        [
+            "queued",
+            "started",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "tool_called",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "completed"
+        ]
+    );
+    assert_eq!(
+        greet.events[5],
+        json!({"type": "tool_called", "tool": "shout", "allowed": true})
+    );
+
+    // The installation's secret reached the container (on stdin), and a typed error came back.
+    let secret = platforms::run(&container, "secret_check", json!({"expect": "s3cr3t"}))
+        .await
+        .unwrap();
+    assert_eq!(secret.output, Some(json!({"has_secret": true})));
+    let failed = platforms::run(&container, "fail", json!(null))
+        .await
+        .unwrap();
+    assert_eq!(failed.status, TaskStatus::Failed);
+    assert_eq!(failed.attempts, 1, "a conflict is not retried");
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.category()),
+        Some(ErrorCategory::Conflict)
+    );
+
+    native.shutdown(Duration::from_secs(1)).await;
+    container.shutdown(Duration::from_secs(1)).await;
+    assert_no_containers(&executor).await;
+}
+
+/// Checks a run that ended in a resource error after every attempt: retried once (the demo
+/// agent's `retries = 1`), then failed.
+fn assert_retried_then_failed(run: &platforms::Run, what: &str) {
+    assert_eq!(run.status, TaskStatus::Failed, "{what}: {run:?}");
+    assert_eq!(run.attempts, 2, "{what}: {run:?}");
+    let error = run.error.as_ref().expect("a failed task has an error");
+    assert_eq!(error.category(), ErrorCategory::Resource, "{what}: {error}");
+    assert!(error.is_retryable(), "{what}: {error}");
+    assert_eq!(
+        run.event_names(),
+        ["queued", "started", "retrying", "started", "failed"],
+        "{what}"
+    );
+    assert_eq!(run.events[2]["error"]["category"], "resource", "{what}");
+    assert!(run.steps.is_empty(), "{what}: {:?}", run.steps);
+}
+
+#[tokio::test]
+async fn a_container_task_past_its_timeout_is_retried_then_fails_without_leftovers() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = builder().build().await.unwrap();
+    let mut manifest = demo_agent::manifest();
+    manifest.config = Some(Config {
+        timeout: 1,
+        ..manifest.config()
+    });
+    let platform = platforms::container(executor.clone(), &manifest)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let run = platforms::run(&platform, "sleep", json!({"ms": 60_000}))
+        .await
+        .unwrap();
+    assert_retried_then_failed(&run, "timeout");
+    let error = run.error.unwrap().to_string();
+    assert!(error.contains("timed out"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    platform.shutdown(Duration::from_secs(1)).await;
+    assert_no_containers(&executor).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_in_a_container_is_a_resource_error_through_the_platform() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = builder().build().await.unwrap();
+    // The demo agent's limit is 64 MiB (no swap); it tries to take 1 GiB.
+    let platform = platforms::container_default(executor.clone())
+        .await
+        .unwrap();
+    let run = platforms::run(&platform, "hog", json!({"mib": 1024}))
+        .await
+        .unwrap();
+    assert_retried_then_failed(&run, "memory bomb");
+    let error = run.error.unwrap().to_string();
+    assert!(error.contains("out of memory"), "{error}");
+    platform.shutdown(Duration::from_secs(1)).await;
+    assert_no_containers(&executor).await;
+}
+
+/// A cancellation whose grace period ends while the engine is still creating or starting the
+/// container drops the executor's future mid-start-up: the container must still be removed.
+#[tokio::test]
+async fn a_task_cancelled_while_its_container_starts_leaves_no_container() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = builder().build().await.unwrap();
+    let config = PlatformConfig {
+        cancel_grace: Duration::from_millis(1),
+        ..platforms::config()
+    };
+    let platform = platforms::container_with(executor.clone(), &demo_agent::manifest(), config)
+        .await
+        .unwrap();
+    for delay_ms in [0, 10, 20, 40, 80, 160, 320] {
+        let id = platform
+            .submit(TaskRequest::new(
+                platforms::AGENT,
+                "sleep",
+                json!({"ms": 5000}),
+                platforms::user(),
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        platform.cancel(id, &platforms::user()).await.unwrap();
+        let task = platform.wait(id).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Cancelled, "after {delay_ms} ms");
+    }
+    platform.shutdown(Duration::from_secs(1)).await;
+    assert_no_containers(&executor).await;
+}
