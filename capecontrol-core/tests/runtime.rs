@@ -856,17 +856,30 @@ async fn graceful_shutdown_releases_running_tasks_to_another_node() {
         })
     };
     // A long lease: only a release (not an expiry) can hand the task over within the test.
-    let config = PlatformConfig { lease: Duration::from_secs(60), ..fast_config() };
+    let config = PlatformConfig {
+        lease: Duration::from_secs(60),
+        ..fast_config()
+    };
     let first = platform_with(store.clone(), vec![make(true)], config.clone()).await;
     install(&store, "long", "alice", &[]).await;
-    let id = first.submit(TaskRequest::new("long", "run", json!({}), user())).await.unwrap();
+    let id = first
+        .submit(TaskRequest::new("long", "run", json!({}), user()))
+        .await
+        .unwrap();
     started.notified().await;
     first.shutdown(Duration::from_millis(100)).await;
     let t = store.get_task(id).await.unwrap();
     assert_eq!(t.status, TaskStatus::Queued, "released, not failed");
     assert_eq!(t.attempts, 0, "a released attempt does not count");
     let second = platform_with(store.clone(), vec![make(false)], config).await;
-    let done = tokio::time::timeout(Duration::from_secs(5), second.wait(id)).await.unwrap().unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(5), second.wait(id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the journaled step was not run again");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the journaled step was not run again"
+    );
 }

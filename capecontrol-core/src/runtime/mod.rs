@@ -285,6 +285,7 @@ impl PlatformBuilder {
             middleware,
             running: Mutex::new(HashMap::new()),
             policy_cache: Mutex::new(HashMap::new()),
+            agent_ids: Mutex::new(HashMap::new()),
             manifests: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),
             release: CancellationToken::new(),
@@ -339,6 +340,8 @@ pub(crate) struct Inner {
     /// Resolved submissions (installation, version, manifest) by (agent, user), for
     /// `policy_cache_ttl`.
     policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Resolved)>>,
+    /// Agent ids by the id or slug they were asked for.
+    agent_ids: Mutex<HashMap<String, String>>,
     manifests: Mutex<HashMap<(String, String), Arc<Manifest>>>,
     /// Stops claiming.
     pub(crate) stop: CancellationToken,
@@ -499,7 +502,7 @@ impl Platform {
         let inner = &self.inner;
         let store = &inner.store;
         let principal = request.principal.clone();
-        let agent = store.get_agent(&request.agent).await?;
+        let agent_id = self.agent_id(&request.agent).await?;
         let deny = |error: Error, what: &str| {
             let event = NewAuditEvent::by(
                 &principal,
@@ -507,10 +510,10 @@ impl Platform {
                 json!({"task": request.task, "reason": what, "error": error.to_string(),
                        "missing_scopes": error.missing_scopes()}),
             )
-            .agent(agent.id.clone());
+            .agent(agent_id.clone());
             (error, event)
         };
-        let policy = self.policy(&agent.id, &request).await;
+        let policy = self.policy(&agent_id, &request).await;
         let (version, manifest, task) = match policy {
             Ok(ok) => ok,
             Err((error, what)) => {
@@ -519,7 +522,7 @@ impl Platform {
                 return Err(error);
             }
         };
-        let key = CircuitBreakers::key(&agent.id, &version);
+        let key = CircuitBreakers::key(&agent_id, &version);
         if let Some(left) = inner.breakers.is_open(&key) {
             return Err(Error::resource(format!(
                 "circuit breaker open for {key}; retry in {} ms",
@@ -532,11 +535,11 @@ impl Platform {
             "policy.allowed",
             json!({"task": request.task, "version": version}),
         )
-        .agent(agent.id.clone())
+        .agent(agent_id.clone())
         .task(task_id);
         let sub = Submission {
             task_id,
-            agent_id: agent.id.clone(),
+            agent_id,
             version,
             manifest,
             task,
@@ -601,6 +604,28 @@ impl Platform {
             ));
         }
         Ok((resolved.version, manifest, task))
+    }
+
+    /// The id of the agent named by `id_or_slug` (an agent's id and slug never change, so this
+    /// is cached for good once found).
+    async fn agent_id(&self, id_or_slug: &str) -> Result<String> {
+        if let Some(id) = self
+            .inner
+            .agent_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id_or_slug).cloned())
+        {
+            return Ok(id);
+        }
+        let agent = self.inner.store.get_agent(id_or_slug).await?;
+        if let Ok(mut m) = self.inner.agent_ids.lock() {
+            if m.len() > 100_000 {
+                m.clear();
+            }
+            m.insert(id_or_slug.to_owned(), agent.id.clone());
+        }
+        Ok(agent.id)
     }
 
     /// The installed version of `agent_id` for `user_id`, its status, manifest and grants
