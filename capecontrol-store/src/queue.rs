@@ -44,7 +44,8 @@ WITH ins AS (
   RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
-  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  SELECT COALESCE(a.task_id, ins.id), COALESCE(a.agent_id, ins.agent_id), a.user_id,
+         a.event_type, a.payload, a.ip, a.ua
   FROM ins, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::inet[],
                    $21::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
 ), nt AS (
@@ -70,7 +71,7 @@ WITH t AS (
   UPDATE tasks SET last_seq = last_seq + cardinality($3::bigint[])
   WHERE id = $1 AND lease_token = $2 AND status = 'running'
     AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
-  RETURNING id
+  RETURNING id, agent_id
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, e.seq, e.at, e.kind
@@ -84,7 +85,8 @@ WITH t AS (
     error_details = EXCLUDED.error_details
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
-  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  SELECT COALESCE(a.task_id, t.id), COALESCE(a.agent_id, t.agent_id), a.user_id,
+         a.event_type, a.payload, a.ip, a.ua
   FROM t, unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::jsonb[], $17::inet[],
                  $18::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
 )
@@ -121,10 +123,16 @@ WITH t AS (
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
   SELECT t.id, t.agent_id, t.user_id, $12::text,
-         $13::jsonb || jsonb_build_object('attempt', t.attempts), NULL::inet, NULL::text
+         $13::jsonb || jsonb_build_object('attempt', t.attempts)
+           || CASE WHEN $6::text = 'queued'
+                   THEN jsonb_build_object('delay_ms', GREATEST(0, floor(extract(epoch FROM
+                          ($10::timestamptz - now())) * 1000))::bigint)
+                   ELSE '{}'::jsonb END,
+         NULL::inet, NULL::text
   FROM t
   UNION ALL
-  SELECT a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip, a.ua
+  SELECT COALESCE(a.task_id, t.id), COALESCE(a.agent_id, t.agent_id), a.user_id, a.event_type,
+         a.payload, a.ip, a.ua
   FROM t, unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::inet[],
                  $20::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
 )
@@ -137,62 +145,84 @@ FROM t
 
 const RELEASE: &str = r#"
 WITH t AS (
-  UPDATE tasks SET status = 'queued', attempts = GREATEST(attempts - 1, 0),
+  UPDATE tasks SET
+    status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempts = CASE WHEN cancel_requested THEN attempts ELSE GREATEST(attempts - 1, 0) END,
+    completed_at = CASE WHEN cancel_requested THEN now() ELSE completed_at END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     last_seq = last_seq + cardinality($3::bigint[]) + 1
   WHERE id = $1 AND lease_token = $2 AND status = 'running'
     AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
-  RETURNING id, agent_id, user_id, last_seq
+  RETURNING id, agent_id, user_id, status, last_seq
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, e.seq, e.at, e.kind
   FROM t, unnest($3::bigint[], $4::timestamptz[], $5::jsonb[]) AS e(seq, at, kind)
 ), own AS (
   INSERT INTO task_events (task_id, seq, at, kind)
-  SELECT t.id, t.last_seq, now(), $6::jsonb FROM t
+  SELECT t.id, t.last_seq, now(),
+         CASE WHEN t.status = 'cancelled' THEN '{"type": "cancelled"}'::jsonb ELSE $6::jsonb END
+  FROM t
   RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
-  SELECT t.id, t.agent_id, t.user_id, 'task.released', $7::jsonb FROM t
+  SELECT t.id, t.agent_id, t.user_id,
+         CASE WHEN t.status = 'cancelled' THEN 'task.cancelled' ELSE 'task.released' END, $7::jsonb
+  FROM t
 )
 SELECT (SELECT to_jsonb(own) FROM own) AS event FROM t
 "#;
 
+/// Expired leases: a task whose cancellation was requested is cancelled; else it is requeued
+/// (`failed → queued`) while attempts remain, or failed for good. The error names the attempt
+/// and the worker, as `MemoryStore`'s does.
 const RECLAIM: &str = r#"
 WITH exp AS (
-  SELECT id, lease_owner FROM tasks
-  WHERE status = 'running' AND lease_expires_at < now()
+  SELECT id, lease_owner,
+         format('the lease of attempt %s expired (worker %s)', attempts,
+                COALESCE(lease_owner, 'unknown')) AS msg
+  FROM tasks
+  WHERE status = 'running' AND lease_expires_at <= now()
   ORDER BY lease_expires_at
-  LIMIT $3
+  LIMIT $1
   FOR UPDATE SKIP LOCKED
 ), t AS (
   UPDATE tasks SET
-    status = CASE WHEN tasks.attempts < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
-    run_at = CASE WHEN tasks.attempts < tasks.max_attempts THEN now() ELSE tasks.run_at END,
-    completed_at = CASE WHEN tasks.attempts < tasks.max_attempts THEN NULL ELSE now() END,
-    error = $1::jsonb, error_message = $2::text,
+    status = CASE WHEN tasks.cancel_requested THEN 'cancelled'
+                  WHEN tasks.attempts < tasks.max_attempts THEN 'queued' ELSE 'failed' END,
+    run_at = CASE WHEN NOT tasks.cancel_requested AND tasks.attempts < tasks.max_attempts
+                  THEN now() ELSE tasks.run_at END,
+    completed_at = CASE WHEN NOT tasks.cancel_requested AND tasks.attempts < tasks.max_attempts
+                        THEN NULL ELSE now() END,
+    error = CASE WHEN tasks.cancel_requested THEN tasks.error
+                 ELSE jsonb_build_object('category', 'resource', 'message', exp.msg) END,
+    error_message = CASE WHEN tasks.cancel_requested THEN tasks.error_message
+                         ELSE 'resource error: ' || exp.msg END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     last_seq = tasks.last_seq + 1
   FROM exp WHERE tasks.id = exp.id
   RETURNING tasks.id, tasks.agent_id, tasks.user_id, tasks.status, tasks.attempts, tasks.last_seq,
-            exp.lease_owner AS old_owner
+            tasks.error, exp.lease_owner AS old_owner
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(),
-         CASE WHEN t.status = 'queued'
-              THEN jsonb_build_object('type', 'retrying', 'attempt', t.attempts, 'delay_ms', 0,
-                                      'error', $1::jsonb)
-              ELSE jsonb_build_object('type', 'failed', 'error', $1::jsonb) END
+         CASE t.status
+           WHEN 'queued' THEN jsonb_build_object('type', 'retrying', 'attempt', t.attempts,
+                                                 'delay_ms', 0, 'error', t.error)
+           WHEN 'failed' THEN jsonb_build_object('type', 'failed', 'error', t.error)
+           ELSE '{"type": "cancelled"}'::jsonb END
   FROM t
   RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
-  SELECT t.id, t.agent_id, t.user_id, 'task.lease_expired',
-         jsonb_build_object('attempt', t.attempts, 'worker', t.old_owner,
-                            'requeued', t.status = 'queued')
+  SELECT t.id, t.agent_id, t.user_id,
+         CASE t.status WHEN 'queued' THEN 'task.retrying' WHEN 'failed' THEN 'task.failed'
+                       ELSE 'task.cancelled' END,
+         jsonb_build_object('attempt', t.attempts, 'reason', 'lease_expired',
+                            'worker', t.old_owner)
   FROM t
 )
-SELECT t.id, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
+SELECT t.id, t.status, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
 "#;
 
 const CANCEL: &str = r#"
@@ -237,7 +267,8 @@ async fn enqueue_on(
     task: NewTask,
     in_tx: bool,
 ) -> Result<(Enqueued, Option<TaskEvent>)> {
-    let mut audit = Vec::with_capacity(task.audit.len() + 1);
+    // The caller's audit (the policy decision that let the task in) first, as in `MemoryStore`.
+    let mut audit: Vec<NewAuditEvent> = task.audit.clone();
     audit.push(
         NewAuditEvent::by(
             &task.principal,
@@ -247,7 +278,6 @@ async fn enqueue_on(
         .agent(task.agent_id.clone())
         .task(task.id),
     );
-    audit.extend(task.audit.iter().cloned());
     let a = AuditColumns::from_events(&audit);
     let row = sqlx::query(ENQUEUE)
         .bind(task.id)
@@ -518,7 +548,7 @@ impl QueueStore for PostgresStore {
                         error: error.clone(),
                     },
                     "task.retrying",
-                    json!({ "retry_at": at, "error": error.category() }),
+                    json!({ "error": error.to_string(), "category": error.category() }),
                 ),
                 Outcome::Failed {
                     error,
@@ -532,7 +562,7 @@ impl QueueStore for PostgresStore {
                         error: error.clone(),
                     },
                     "task.failed",
-                    json!({ "error": error.category() }),
+                    json!({ "error": error.to_string(), "category": error.category() }),
                 ),
                 Outcome::Cancelled => (
                     "cancelled",
@@ -602,14 +632,9 @@ impl QueueStore for PostgresStore {
     }
 
     async fn reclaim_expired(&self) -> Result<Vec<Uuid>> {
-        let error = Error::resource("the worker's lease expired");
-        let error_json = to_json(&error)?;
-        let message = error.to_string();
         let mut all = Vec::new();
         loop {
             let rows = sqlx::query(RECLAIM)
-                .bind(&error_json)
-                .bind(&message)
                 .bind(RECLAIM_BATCH)
                 .fetch_all(&self.inner.pool)
                 .await
@@ -620,7 +645,7 @@ impl QueueStore for PostgresStore {
                 all.push(row.try_get::<Uuid, _>("id").map_err(db)?);
                 events.extend(event_column(row)?);
             }
-            // Requeued tasks are work; failed ones freed concurrency slots.
+            // Requeued tasks are work; failed or cancelled ones freed concurrency slots.
             let wake = !rows.is_empty();
             self.announce(events, wake, true);
             if done {

@@ -321,7 +321,7 @@ impl RegistryStore for PostgresStore {
     ) -> Result<InstallationRecord> {
         let row = sqlx::query(
             "INSERT INTO installations (id, agent_id, user_id, version, granted_scopes, settings, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
              ON CONFLICT (agent_id, user_id) DO UPDATE SET version = EXCLUDED.version, \
              granted_scopes = EXCLUDED.granted_scopes, settings = EXCLUDED.settings \
              RETURNING *",
@@ -333,7 +333,6 @@ impl RegistryStore for PostgresStore {
         .bind(&installation.granted_scopes)
         .bind(&installation.settings)
         .bind(installation.created_at)
-        .bind(installation.updated_at)
         .fetch_one(&self.inner.pool)
         .await
         .map_err(db_agent(&installation.agent_id))?;

@@ -841,7 +841,8 @@ impl Registry {
                 Some(v) => v.clone(),
                 None => {
                     ensure_greatest(&version, &versions)?;
-                    self.store
+                    let inserted = self
+                        .store
                         .insert_version(VersionRecord {
                             id: Uuid::new_v4(),
                             agent_id: agent.id.clone(),
@@ -852,10 +853,41 @@ impl Registry {
                             published_at: None,
                             created_at: Utc::now(),
                         })
-                        .await?
+                        .await;
+                    match inserted {
+                        Ok(v) => v,
+                        // Registered concurrently (nodes starting together): use that one.
+                        Err(Error::Conflict { .. }) => {
+                            self.store
+                                .get_version(&agent.id, &version.to_string())
+                                .await?
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
-            self.publish_checked(&agent, &record, &manifest).await
+            let unchanged = |v: VersionRecord| {
+                let payload = json!({ "version": v.version, "unchanged": true });
+                (v, payload)
+            };
+            if record.status == VersionStatus::Published {
+                return Ok(unchanged(record));
+            }
+            match self.publish_checked(&agent, &record, &manifest).await {
+                // Published concurrently by another node: the same outcome.
+                Err(Error::Conflict { .. }) => {
+                    let v = self.store.get_version(&agent.id, &record.version).await?;
+                    if v.status == VersionStatus::Published {
+                        Ok(unchanged(v))
+                    } else {
+                        Err(Error::conflict(format!(
+                            "version {} of `{}` is {}",
+                            v.version, agent.id, v.status
+                        )))
+                    }
+                }
+                other => other,
+            }
         })
         .await
     }

@@ -1,8 +1,13 @@
 //! `watch`: a task's events, replayed from the store and then followed live, each once and in
 //! order, ending after the terminal event.
+//!
+//! Live delivery may be best-effort (across nodes it travels by NOTIFY): a gap in the live
+//! sequence, a lagging subscription, or [`REREAD_AFTER`] without a live event of the task makes
+//! the watcher read the rows again, so a lost notification delays it but never stalls it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,6 +16,9 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::events::TaskEvent;
 use crate::store::Store;
+
+/// How long a watcher waits for a live event of its task before it reads the rows again.
+pub const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 /// A stream of one task's events (see [`crate::runtime::Platform::watch`]).
 pub type TaskEvents = ReceiverStream<Result<TaskEvent>>;
@@ -39,6 +47,7 @@ async fn follow(
     // Live events that arrived ahead of a gap, waiting for the store to fill it.
     let mut ahead: BTreeMap<u64, TaskEvent> = BTreeMap::new();
     let mut replay = true;
+    let mut quiet_until = tokio::time::Instant::now() + REREAD_AFTER;
     loop {
         if replay {
             for event in store.events(task_id, next - 1).await? {
@@ -58,15 +67,20 @@ async fn follow(
             }
         }
         ahead.retain(|seq, _| *seq >= next);
-        match live.recv().await {
-            Ok(event) if event.task_id != task_id || event.seq < next => {}
-            Ok(event) => {
+        match tokio::time::timeout_at(quiet_until, live.recv()).await {
+            Ok(Ok(event)) if event.task_id != task_id || event.seq < next => {}
+            Ok(Ok(event)) => {
                 let gap = event.seq > next;
                 ahead.insert(event.seq, event);
                 replay = gap;
+                quiet_until = tokio::time::Instant::now() + REREAD_AFTER;
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => replay = true,
-            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => replay = true,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
+            Err(_) => {
+                replay = true;
+                quiet_until = tokio::time::Instant::now() + REREAD_AFTER;
+            }
         }
     }
 }

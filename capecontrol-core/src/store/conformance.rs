@@ -32,13 +32,19 @@
 //!   audit rows with the acting user, IP and user agent where the port carries them.
 //! - Fenced writes: events must be of the lease's task and gap-free (else validation) and
 //!   continue at the task's `last + 1` (else conflict); a refused write writes nothing.
+//! - A reclaim writes `task.retrying` or `task.failed` audit rows (`reason: lease_expired`); a
+//!   release or reclaim of a task whose cancellation was requested cancels it.
+//! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
+//!   the caller's audit events before `task.queued`.
+//! - Timestamps are kept to the microsecond; `upsert_installation` keeps `created_at` and sets
+//!   `updated_at`.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -74,10 +80,12 @@ where
     finish_outcomes(make().await).await;
     release_does_not_count_the_attempt(make().await).await;
     cancel_queued_and_running(make().await).await;
+    cancel_requested_ends_the_task_on_release_or_reclaim(make().await).await;
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
     misnumbered_events_change_nothing(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
+    timestamps_are_kept_to_the_microsecond(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
 }
 
@@ -404,6 +412,8 @@ pub async fn installations(store: Arc<dyn Store>) {
         replaced.id, first.id,
         "an upsert keeps the installation's id"
     );
+    assert_eq!(replaced.created_at, stored.created_at, "and its created_at");
+    assert!(replaced.updated_at >= stored.updated_at);
     assert_eq!(replaced.granted_scopes.len(), 2);
     let listed = store.list_installations(&user).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -684,6 +694,18 @@ pub async fn fencing_after_lease_loss(store: Arc<dyn Store>) {
     assert!(task.error_message.is_some());
     let events = store.events(id, 0).await.unwrap();
     assert_eq!(kinds(&events), ["queued", "started", "retrying"]);
+    let audit = store
+        .list_audit(&AuditFilter {
+            task_id: Some(id),
+            event_type: Some("task.retrying".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "a reclaim writes a task.retrying audit row");
+    assert_eq!(audit[0].payload["reason"], json!("lease_expired"));
+    assert_eq!(audit[0].payload["worker"], json!("w1"));
+    assert_eq!(audit[0].payload["attempt"], json!(1));
 
     let stale_calls = |store: Arc<dyn Store>, lease: super::Lease| async move {
         assert_category(
@@ -774,6 +796,20 @@ pub async fn reclaim_fails_when_no_attempt_is_left(store: Arc<dyn Store>) {
     assert!(task.completed_at.is_some());
     let events = store.events(id, 0).await.unwrap();
     assert_eq!(kinds(&events), ["queued", "started", "failed"]);
+    let audit = store
+        .list_audit(&AuditFilter {
+            task_id: Some(id),
+            event_type: Some("task.failed".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        audit.len(),
+        1,
+        "a final reclaim writes a task.failed audit row"
+    );
+    assert_eq!(audit[0].payload["reason"], json!("lease_expired"));
     assert!(!store.reclaim_expired().await.unwrap().contains(&id));
 }
 
@@ -1043,8 +1079,9 @@ pub async fn events_are_numbered_without_gaps(store: Arc<dyn Store>) {
         status: RunStatus::Completed,
         output: Some(json!([1, 2, 3])),
         error: None,
-        started_at: Some(Utc::now()),
-        finished_at: Some(Utc::now()),
+        // Microseconds: what the stores keep (see `timestamps_are_kept_to_the_microsecond`).
+        started_at: Some(Utc::now().trunc_subsecs(6)),
+        finished_at: Some(Utc::now().trunc_subsecs(6)),
     };
     let step_done = next(TaskEventKind::StepCompleted {
         step: 1,
@@ -1247,8 +1284,15 @@ pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
     };
     assert!(pos("task.queued") < pos("task.started"));
     assert!(pos("task.started") < pos("task.completed"));
-    pos("policy.allowed");
+    assert!(
+        pos("policy.allowed") < pos("task.queued"),
+        "the caller's audit first"
+    );
     pos("moderation.passed");
+    for extra in ["policy.allowed", "moderation.passed"] {
+        let row = &rows[pos(extra)];
+        assert_eq!(row.agent_id.as_deref(), Some(agent.as_str()), "{extra}");
+    }
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
     let queued = &rows[pos("task.queued")];
     assert_eq!(queued.user_id.as_deref(), Some("auditor"));
@@ -1343,4 +1387,128 @@ pub async fn concurrent_claimers_never_share_a_task(
         .await
         .unwrap();
     assert!(left.is_empty());
+}
+
+/// A task whose cancellation was requested while it ran is cancelled, not requeued, when its
+/// worker releases it or when its lease expires and it is reclaimed.
+pub async fn cancel_requested_ends_the_task_on_release_or_reclaim(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let admin = Principal::new("admin-1");
+    let released = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let reclaimed = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let claimed = store.claim(&claim_request("w1", &agent, 2)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    store.cancel(released, &admin).await.unwrap();
+    store.cancel(reclaimed, &admin).await.unwrap();
+    let lease = |id: Uuid| {
+        claimed
+            .iter()
+            .find(|c| c.task.id == id)
+            .map(|c| c.lease.clone())
+            .unwrap()
+    };
+
+    store.release(&lease(released), Vec::new()).await.unwrap();
+    let t = store.get_task(released).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(t.completed_at.is_some());
+    assert!(t.lease_owner.is_none());
+    assert_eq!(
+        kinds(&store.events(released, 0).await.unwrap()),
+        ["queued", "started", "cancelled"]
+    );
+
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(150)).await;
+    assert!(store.reclaim_expired().await.unwrap().contains(&reclaimed));
+    let t = store.get_task(reclaimed).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    assert!(t.completed_at.is_some());
+    assert_eq!(
+        kinds(&store.events(reclaimed, 0).await.unwrap()),
+        ["queued", "started", "cancelled"]
+    );
+    for id in [released, reclaimed] {
+        let audit = store
+            .list_audit(&AuditFilter {
+                task_id: Some(id),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
+        assert_eq!(types.last().copied(), Some("task.cancelled"), "{types:?}");
+    }
+    assert!(
+        store
+            .claim(&claim_request("w2", &agent, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was requeued"
+    );
+}
+
+/// Timestamps are kept to the microsecond (PostgreSQL's resolution): what a write returns, what
+/// is read back and what subscribers see are equal.
+pub async fn timestamps_are_kept_to_the_microsecond(store: Arc<dyn Store>) {
+    use chrono::Timelike;
+    let fine = |t: chrono::DateTime<Utc>| {
+        t.with_nanosecond(t.nanosecond() / 1000 * 1000 + 789)
+            .unwrap()
+    };
+    let agent = fresh_agent(&store).await;
+    let mut t = new_task(&agent);
+    let run_at = fine(Utc::now() - chrono::Duration::seconds(1));
+    t.run_at = Some(run_at);
+    let enqueued = store.enqueue(t).await.unwrap().task;
+    assert_eq!(enqueued.run_at, run_at.trunc_subsecs(6));
+    assert_eq!(store.get_task(enqueued.id).await.unwrap(), enqueued);
+
+    let c = claim_one(&store, "w1", &agent).await;
+    let at = fine(Utc::now());
+    let step = StepRecord {
+        step: 1,
+        name: "s".into(),
+        status: RunStatus::Completed,
+        output: None,
+        error: None,
+        started_at: Some(at),
+        finished_at: Some(at),
+    };
+    let e = event(
+        c.task.id,
+        c.last_seq + 1,
+        TaskEventKind::StepCompleted {
+            step: 1,
+            name: "s".into(),
+        },
+    );
+    let e = TaskEvent { at, ..e };
+    store
+        .journal(
+            &c.lease,
+            JournalWrite {
+                step: Some(step),
+                events: vec![e],
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let steps = store.steps(c.task.id).await.unwrap();
+    assert_eq!(steps[0].started_at, Some(at.trunc_subsecs(6)));
+    assert_eq!(steps[0].finished_at, Some(at.trunc_subsecs(6)));
+    let events = store.events(c.task.id, c.last_seq).await.unwrap();
+    assert_eq!(events[0].at, at.trunc_subsecs(6));
+    let done = store.finish(&c.lease, completed(json!(1))).await.unwrap();
+    assert_eq!(store.get_task(c.task.id).await.unwrap(), done);
+
+    let mut agent_record = agent_record(&unique("micro"), "Micro");
+    agent_record.created_at = fine(agent_record.created_at);
+    let inserted = store.insert_agent(agent_record.clone()).await.unwrap();
+    assert_eq!(
+        inserted.created_at,
+        agent_record.created_at.trunc_subsecs(6)
+    );
+    assert_eq!(store.get_agent(&inserted.id).await.unwrap(), inserted);
 }

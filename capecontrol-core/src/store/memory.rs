@@ -18,6 +18,8 @@
 //!   whose cancellation was requested is cancelled instead of released. [`QueueStore::reclaim_expired`]
 //!   likewise cancels a task whose cancellation was requested.
 //! - An upserted installation keeps the `id` and `created_at` of the one it replaces.
+//! - Timestamps are truncated to the microsecond, the clock's included (as PostgreSQL keeps
+//!   them; see the port's docs).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -284,9 +286,17 @@ fn check_continues(entry: &TaskEntry, events: &[TaskEvent]) -> Result<()> {
 }
 
 /// Appends `events` (checked by [`check_events`] and [`check_continues`]) to `entry`.
-fn persist_events(entry: &mut TaskEntry, events: Vec<TaskEvent>) -> Vec<TaskEvent> {
+fn persist_events(entry: &mut TaskEntry, mut events: Vec<TaskEvent>) -> Vec<TaskEvent> {
+    for e in &mut events {
+        e.at = micros(e.at);
+    }
     entry.events.extend(events.iter().cloned());
     events
+}
+
+/// Timestamps are kept to the microsecond, as PostgreSQL keeps them (see the port's docs).
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 /// Appends one lifecycle event written by the store.
@@ -373,7 +383,7 @@ impl MemoryStore {
 
     /// The store's current time.
     pub fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        micros((self.clock)())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -396,7 +406,9 @@ impl MemoryStore {
 
 #[async_trait]
 impl RegistryStore for MemoryStore {
-    async fn insert_agent(&self, agent: AgentRecord) -> Result<AgentRecord> {
+    async fn insert_agent(&self, mut agent: AgentRecord) -> Result<AgentRecord> {
+        agent.created_at = micros(agent.created_at);
+        agent.updated_at = micros(agent.updated_at);
         let mut state = self.lock();
         if state.agents.contains_key(&agent.id) {
             return Err(Error::conflict(format!(
@@ -484,7 +496,9 @@ impl RegistryStore for MemoryStore {
         Ok(out)
     }
 
-    async fn insert_version(&self, version: VersionRecord) -> Result<VersionRecord> {
+    async fn insert_version(&self, mut version: VersionRecord) -> Result<VersionRecord> {
+        version.created_at = micros(version.created_at);
+        version.published_at = version.published_at.map(micros);
         let mut state = self.lock();
         if !state.agents.contains_key(&version.agent_id) {
             return Err(Error::not_found("agent", &version.agent_id));
@@ -675,6 +689,7 @@ impl RegistryStore for MemoryStore {
         }
         let key = (installation.agent_id.clone(), installation.user_id.clone());
         let mut record = installation;
+        record.created_at = micros(record.created_at);
         if let Some(existing) = state.installations.get(&key) {
             record.id = existing.id;
             record.created_at = existing.created_at;
@@ -754,7 +769,7 @@ impl QueueStore for MemoryStore {
             status: TaskStatus::Queued,
             principal: task.principal,
             priority: task.priority,
-            run_at: task.run_at.unwrap_or(now),
+            run_at: task.run_at.map_or(now, micros),
             attempts: 0,
             max_attempts: task.max_attempts,
             concurrency_limit: task.concurrency_limit,
@@ -907,6 +922,9 @@ impl QueueStore for MemoryStore {
         let entry = state.fenced(lease)?;
         check_continues(entry, &write.events)?;
         if let Some(step) = write.step {
+            let mut step = step;
+            step.started_at = step.started_at.map(micros);
+            step.finished_at = step.finished_at.map(micros);
             entry.steps.insert(step.step, step);
         }
         let events = persist_events(entry, write.events);
@@ -951,7 +969,7 @@ impl QueueStore for MemoryStore {
                 match retry_at {
                     Some(at) => {
                         move_task(&mut entry.record, TaskStatus::Queued)?;
-                        entry.record.run_at = at;
+                        entry.record.run_at = micros(at);
                         let delay_ms = millis_between(now, at);
                         (
                             TaskEventKind::Retrying {
@@ -1195,7 +1213,8 @@ impl QueueStore for MemoryStore {
             .ok_or_else(|| Error::not_found("task", task_id.to_string()))
     }
 
-    async fn publish(&self, event: TaskEvent) -> Result<()> {
+    async fn publish(&self, mut event: TaskEvent) -> Result<()> {
+        event.at = micros(event.at);
         self.send_events([event]);
         Ok(())
     }

@@ -21,9 +21,15 @@
 //!   lost (expired and reclaimed, or the task was finished by someone else), the call returns
 //!   [`Error::Conflict`] and changes nothing.
 //! - [`QueueStore::reclaim_expired`] puts tasks whose lease expired back to `queued` (through
-//!   `failed → queued`, the blueprint's retry edge), or fails them when no attempt is left.
+//!   `failed → queued`, the blueprint's retry edge), or fails them when no attempt is left; it
+//!   writes a `retrying` or `failed` event and a `task.retrying` or `task.failed` audit event
+//!   (`reason: "lease_expired"`, the attempt and the worker).
+//! - [`QueueStore::release`] puts a running task back as `queued` without counting the attempt
+//!   (a `queued` event, a `task.released` audit event).
 //! - [`QueueStore::cancel`] cancels a queued task at once; for a running task it sets a flag
-//!   that the holder of the lease learns from its next heartbeat.
+//!   that the holder of the lease learns from its next heartbeat. A task whose cancellation was
+//!   requested is cancelled (a `cancelled` event, a `task.cancelled` audit event), never
+//!   requeued, when it is released or reclaimed.
 //!
 //! # Events and audit
 //!
@@ -33,6 +39,17 @@
 //! the lifecycle events it writes itself after those. Committed events are published to
 //! [`QueueStore::subscribe`]rs; [`QueueStore::publish`] sends a not-yet-persisted event live (a
 //! step that started), which is persisted later with the same number by the next fenced write.
+//! Extra audit events handed to an enqueue, a journal write or a finish are about the task:
+//! their `task_id` and `agent_id` default to the task's; an enqueue writes them before its
+//! `task.queued` event.
+//!
+//! # Time
+//!
+//! Timestamps are kept to the microsecond (PostgreSQL's resolution): a store truncates finer
+//! ones it is given (run-at, step and event times, record times) and reads its own clock in
+//! microseconds, so that what a write returns, what is read back and what subscribers see are
+//! equal. [`RegistryStore::upsert_installation`] keeps the `created_at` of the installation it
+//! replaces and sets `updated_at` to the store's clock.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub struct TestDb {
     admin: PgConnectOptions,
     name: String,
+    url: String,
     /// Connection options of the test database.
     pub options: PgConnectOptions,
 }
@@ -54,9 +55,15 @@ impl TestDb {
         let options = admin.clone().database(&name);
         Some(Self {
             admin,
+            url: with_database(&url, &name),
             name,
             options,
         })
+    }
+
+    /// The URL of the test database (for another process).
+    pub fn url(&self) -> String {
+        self.url.clone()
     }
 
     /// Options for a store on this database.
@@ -81,6 +88,23 @@ impl TestDb {
         .await
         .expect("drop the test database");
         conn.close().await.ok();
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`, the query string kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let prefix = match base[host_start..].find('/') {
+        Some(i) => &base[..host_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
     }
 }
 

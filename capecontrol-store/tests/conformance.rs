@@ -1,0 +1,96 @@
+//! The core store conformance suite on [`PostgresStore`]: each case on a fresh database (one
+//! test per case, so that they run in parallel and fail by name), the whole suite through
+//! `run_all` (so that a case added to the suite runs here too), and the cases again on one
+//! shared database.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use capecontrol_core::store::Store;
+use capecontrol_core::store::conformance;
+use capecontrol_store::PostgresStore;
+use common::TestDb;
+
+/// One test per case, on a fresh database.
+macro_rules! cases {
+    ($($case:ident $(($($arg:expr),*))?;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $case() {
+            let db = test_db!();
+            let store = db.store().await;
+            conformance::$case(Arc::new(store.clone()) $($(, $arg)*)?).await;
+            store.close().await;
+            db.drop().await;
+        }
+    )*};
+}
+
+cases! {
+    registry_crud_and_conflicts;
+    versions_publish_and_archive;
+    installations;
+    catalog_filters_sort_and_pages;
+    enqueue_and_idempotency;
+    claim_by_priority_age_and_run_at;
+    heartbeat_extends_the_lease;
+    fencing_after_lease_loss;
+    reclaim_fails_when_no_attempt_is_left;
+    finish_outcomes;
+    release_does_not_count_the_attempt;
+    cancel_queued_and_running;
+    cancel_requested_ends_the_task_on_release_or_reclaim;
+    concurrency_limit_per_agent;
+    events_are_numbered_without_gaps;
+    misnumbered_events_change_nothing;
+    audit_rows_for_every_state_change;
+    timestamps_are_kept_to_the_microsecond;
+    concurrent_claimers_never_share_a_task(16, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_all_with_a_fresh_database_per_case() {
+    // Skip (or fail in CI) without a server, as every PostgreSQL test does.
+    let Some(probe) = TestDb::create().await else {
+        return;
+    };
+    probe.drop().await;
+    let made: Arc<Mutex<Vec<(TestDb, PostgresStore)>>> = Arc::default();
+    let factory = {
+        let made = made.clone();
+        move || {
+            let made = made.clone();
+            async move {
+                let db = TestDb::create().await.expect("DATABASE_URL is set");
+                let store = db.store().await;
+                made.lock().unwrap().push((db, store.clone()));
+                Arc::new(store) as Arc<dyn Store>
+            }
+        }
+    };
+    conformance::run_all(factory).await;
+    let made = std::mem::take(&mut *made.lock().unwrap());
+    assert!(made.len() >= 19, "one fresh database per case");
+    for (db, store) in made {
+        store.close().await;
+        db.drop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cases_also_pass_on_one_shared_database() {
+    let db = test_db!();
+    let store = db.store().await;
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    conformance::registry_crud_and_conflicts(shared.clone()).await;
+    conformance::catalog_filters_sort_and_pages(shared.clone()).await;
+    conformance::enqueue_and_idempotency(shared.clone()).await;
+    conformance::claim_by_priority_age_and_run_at(shared.clone()).await;
+    conformance::finish_outcomes(shared.clone()).await;
+    conformance::cancel_queued_and_running(shared.clone()).await;
+    conformance::concurrency_limit_per_agent(shared.clone()).await;
+    conformance::events_are_numbered_without_gaps(shared.clone()).await;
+    conformance::concurrent_claimers_never_share_a_task(shared, 16, 200).await;
+    store.close().await;
+    db.drop().await;
+}
