@@ -570,10 +570,11 @@ async fn apalis_setup(db: &Db) {
 
 /// Runs an apalis worker on `queue` until the returned context is stopped.
 ///
-/// Without a concurrency limit by default: with apalis' `.concurrency(n)` (tower's
-/// `ConcurrencyLimit`) the worker was seen to stop fetching for up to its 30 s heartbeat at a
-/// steady offered rate (a job waited 26 s), so the default measures apalis at its best: every
-/// job of a fetched batch at once. `BENCH_APALIS_LIMIT=1` adds `.concurrency(workers)`.
+/// Without a concurrency limit by default (every job of a fetched batch at once);
+/// `BENCH_APALIS_LIMIT=1` adds `.concurrency(workers)`. Seen here, with and without the limit:
+/// at a steady offered rate the worker sometimes stops fetching (its jobs stay `Pending`) until
+/// its 30 s heartbeat wakes it, so apalis' latency p99/max can be about 25 s. It happened in
+/// every full run; a run of the latency round alone (500 jobs) did not show it.
 fn apalis_worker(
     pool: &PgPool,
     queue: &str,
