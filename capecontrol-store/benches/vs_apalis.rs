@@ -1,0 +1,963 @@
+//! CapeControl on `PostgresStore` against apalis-postgres 1.0, on the same PostgreSQL database
+//! and durability settings, in one run.
+//!
+//! ```sh
+//! eval "$(scripts/pg.sh start)"      # or any server: DATABASE_URL may CREATE DATABASE
+//! cargo bench -p capecontrol-store --bench vs_apalis
+//! ```
+//!
+//! The same trivial job on both: read an index, add one. CapeControl runs it as a task with one
+//! durable step (`cx.step`), so the task row, the step row, the events and the audit trail are
+//! all persisted; apalis runs it as a job (its row locked, then acknowledged with the result).
+//! apalis is tuned: a fetch batch of 100, a 10 ms poll interval. Both run the same number of
+//! jobs at once. Three measurements:
+//!
+//! 1. throughput: `N` tasks enqueued first, then the time until the last completion committed;
+//! 2. latency at a fixed offered rate (open loop: submissions leave on a schedule, whatever the
+//!    system does): submit → start and submit → done, p50/p99/max;
+//! 3. commits per task while enqueuing and while draining (`pg_stat_database.xact_commit`, every
+//!    transaction, reads included) and WAL flushes (`pg_stat_wal.wal_sync`, cluster-wide).
+//!
+//! Environment (defaults in brackets): `BENCH_N` [2000], `BENCH_WORKERS` [16], `BENCH_BATCH`
+//! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_SECS` [10], `BENCH_POOL`
+//! connections per pool [20]. Without `DATABASE_URL`, `cargo bench` fails and `cargo test`
+//! (which runs this binary without `--bench`) skips it loudly; with one, `cargo test` runs a
+//! small smoke round.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{
+    BackendExt, BoxDynError, Strategy, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerContext,
+};
+use apalis_postgres::{Config as ApalisConfig, PostgresStorage};
+use async_trait::async_trait;
+use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol_core::events::TaskEventKind;
+use capecontrol_core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
+use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
+use capecontrol_core::store::{InstallationRecord, QueueStore, RegistryStore};
+use capecontrol_core::{Error, Manifest, Principal, Result};
+use capecontrol_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use capecontrol_store::sqlx::{
+    self, AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool,
+};
+use capecontrol_store::{PostgresStore, PostgresStoreOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+#[derive(Debug, Clone)]
+struct Settings {
+    n: usize,
+    workers: usize,
+    batch: usize,
+    poll: Duration,
+    rate: u64,
+    secs: u64,
+    pool: u32,
+    apalis_limit: bool,
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        Self {
+            n: env_or("BENCH_N", 2_000),
+            workers: env_or("BENCH_WORKERS", 16),
+            batch: env_or("BENCH_BATCH", 100),
+            poll: Duration::from_millis(env_or("BENCH_POLL_MS", 10)),
+            rate: env_or("BENCH_RATE", 100),
+            secs: env_or("BENCH_SECS", 10),
+            pool: env_or("BENCH_POOL", 20),
+            apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
+        }
+    }
+
+    /// `cargo test`: a few tasks through the throughput round, to keep the harness working; no
+    /// latency round (an apalis worker may sit idle until its 30 s heartbeat, see
+    /// [`apalis_worker`]).
+    fn smoke() -> Self {
+        Self {
+            n: 40,
+            secs: 0,
+            ..Self::from_env()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time marks, shared by both systems' handlers
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since the epoch, plus one: zero means "not yet".
+fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// When each job was submitted, started and handled (the handler returned), by job index.
+struct Marks {
+    submitted: Vec<AtomicU64>,
+    started: Vec<AtomicU64>,
+    handled: Vec<AtomicU64>,
+    handled_count: AtomicUsize,
+    all_handled: Notify,
+}
+
+impl Marks {
+    fn new(n: usize) -> Arc<Self> {
+        let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect();
+        Arc::new(Self {
+            submitted: zeros(),
+            started: zeros(),
+            handled: zeros(),
+            handled_count: AtomicUsize::new(0),
+            all_handled: Notify::new(),
+        })
+    }
+
+    fn start(&self, i: usize) {
+        // First start only (a retried attempt would start again).
+        let _ = self.started[i].compare_exchange(0, now_ns(), Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    fn handle(&self, i: usize) {
+        if self.handled[i]
+            .compare_exchange(0, now_ns(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && self.handled_count.fetch_add(1, Ordering::SeqCst) + 1 == self.handled.len()
+        {
+            self.all_handled.notify_one();
+        }
+    }
+
+    async fn wait_all_handled(&self) {
+        loop {
+            let notified = self.all_handled.notified();
+            if self.handled_count.load(Ordering::SeqCst) == self.handled.len() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The marks of the phase running now.
+static MARKS: Mutex<Option<Arc<Marks>>> = Mutex::new(None);
+
+fn marks() -> Arc<Marks> {
+    MARKS
+        .lock()
+        .expect("marks")
+        .clone()
+        .expect("a phase is running")
+}
+
+fn set_marks(n: usize) -> Arc<Marks> {
+    let m = Marks::new(n);
+    *MARKS.lock().expect("marks") = Some(Arc::clone(&m));
+    m
+}
+
+/// The trivial work of both systems.
+fn work(i: usize) -> u64 {
+    std::hint::black_box(i as u64 + 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database: one fresh database for both systems; statistics read from the admin connection
+
+struct Db {
+    admin: PgConnection,
+    admin_options: PgConnectOptions,
+    name: String,
+    options: PgConnectOptions,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    commits: i64,
+    wal_syncs: i64,
+}
+
+impl Db {
+    async fn create(url: &str) -> Self {
+        let admin_options =
+            PgConnectOptions::from_str(url).expect("DATABASE_URL is a PostgreSQL URL");
+        let mut admin = admin_options
+            .connect()
+            .await
+            .expect("connect to DATABASE_URL");
+        let name = format!("cc_bench_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("CREATE DATABASE (DATABASE_URL needs the right to)");
+        let options = admin_options.clone().database(&name);
+        Self {
+            admin,
+            admin_options,
+            name,
+            options,
+        }
+    }
+
+    async fn show(&mut self, setting: &str) -> String {
+        sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&mut self.admin)
+            .await
+            .unwrap_or_else(|e| format!("? ({e})"))
+    }
+
+    /// Waits until no connection to the benchmark database is left: a backend flushes its
+    /// statistics when it exits (otherwise up to a second or more later).
+    async fn quiesce(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(&self.name)
+                    .fetch_one(&mut self.admin)
+                    .await
+                    .expect("pg_stat_activity");
+            if n == 0 || Instant::now() > deadline {
+                if n != 0 {
+                    eprintln!("warning: {n} connections still open; counters may lag");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn counters(&mut self) -> Counters {
+        self.quiesce().await;
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut self.admin)
+            .await
+            .expect("clear snapshot");
+        let commits: i64 =
+            sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+                .bind(&self.name)
+                .fetch_one(&mut self.admin)
+                .await
+                .expect("pg_stat_database");
+        // pg_stat_wal.wal_sync exists from PostgreSQL 14 to 17.
+        let wal_syncs: i64 = sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+            .fetch_one(&mut self.admin)
+            .await
+            .unwrap_or(-1);
+        Counters { commits, wal_syncs }
+    }
+
+    async fn pool(&self, size: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(size)
+            .connect_with(self.options.clone())
+            .await
+            .expect("connect the benchmark database")
+    }
+
+    async fn scalar(&self, sql: &'static str) -> i64 {
+        let mut c = self.options.connect().await.expect("connect");
+        let v = sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect(sql);
+        c.close().await.ok();
+        v
+    }
+
+    async fn drop(self) {
+        self.admin.close().await.ok();
+        let mut admin = self.admin_options.connect().await.expect("connect");
+        admin
+            .execute(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .await
+            .expect("drop the benchmark database");
+        admin.close().await.ok();
+    }
+}
+
+/// Commits and WAL flushes of a phase, per task.
+#[derive(Debug, Clone, Copy, Default)]
+struct PerTask {
+    commits: f64,
+    wal_syncs: f64,
+}
+
+fn per_task(before: Counters, after: Counters, n: usize) -> PerTask {
+    PerTask {
+        commits: (after.commits - before.commits) as f64 / n as f64,
+        wal_syncs: if before.wal_syncs < 0 {
+            f64::NAN
+        } else {
+            (after.wal_syncs - before.wal_syncs) as f64 / n as f64
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CapeControl
+
+/// One durable step that does the trivial work.
+struct Trivial;
+
+#[async_trait]
+impl AgentBase for Trivial {
+    fn manifest(&self) -> Manifest {
+        serde_json::from_value(json!({
+            "name": "Trivial", "version": "1.0.0", "description": "adds one in one durable step",
+            "config": {"concurrent_tasks": 1_000_000}
+        }))
+        .expect("manifest")
+    }
+
+    async fn run_task(&self, _name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
+        let i = usize::try_from(input["i"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let m = marks();
+        m.start(i);
+        let v = cx
+            .step("work", async move { Ok::<_, Error>(work(i)) })
+            .await?;
+        m.handle(i);
+        Ok(json!(v))
+    }
+
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+const CC_USER: &str = "bench";
+
+/// A single node: no LISTEN/NOTIFY (its own subscribers and wake-ups are served locally).
+async fn cc_store(db: &Db, s: &Settings) -> Arc<PostgresStore> {
+    let store = PostgresStoreOptions::new(db.options.clone())
+        .max_connections(s.pool)
+        .event_capacity(1 << 20)
+        .listen(false)
+        .notify(false)
+        .connect()
+        .await
+        .expect("PostgresStore");
+    Arc::new(store)
+}
+
+async fn cc_platform(store: Arc<PostgresStore>, s: &Settings, workers: bool) -> Arc<Platform> {
+    let builder = Platform::builder()
+        .store(store)
+        .rate_limits(RateLimitConfig {
+            // Checked on every submit, but never rejecting the benchmark's load.
+            per_principal: Some(Rate::per_second(1_000_000_000)),
+            per_agent: Some(Rate::per_second(1_000_000_000)),
+        })
+        .config(PlatformConfig {
+            workers: s.workers,
+            claim_batch: s.batch,
+            poll_interval: s.poll,
+            ..PlatformConfig::default()
+        })
+        .agent(Trivial);
+    let builder = if workers {
+        builder
+    } else {
+        builder.without_workers()
+    };
+    Arc::new(builder.build().await.expect("platform"))
+}
+
+fn cc_request(i: usize) -> TaskRequest {
+    TaskRequest::new("trivial", "add", json!({ "i": i }), Principal::new(CC_USER))
+}
+
+async fn cc_setup(db: &Db, s: &Settings) {
+    let store = cc_store(db, s).await;
+    store.migrate().await.expect("migrate");
+    let _platform = cc_platform(Arc::clone(&store), s, false).await;
+    let now = chrono::Utc::now();
+    store
+        .upsert_installation(InstallationRecord {
+            id: uuid::Uuid::new_v4(),
+            agent_id: "trivial".into(),
+            user_id: CC_USER.into(),
+            version: "1.0.0".into(),
+            granted_scopes: vec![],
+            settings: json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .expect("install");
+    store.close().await;
+}
+
+/// Counts `Completed` events and records when each arrived (committed), until `n` did.
+fn cc_completions(
+    store: &PostgresStore,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<(uuid::Uuid, u64)>> {
+    let mut events = store.subscribe();
+    tokio::spawn(async move {
+        let mut done = Vec::with_capacity(n);
+        while done.len() < n {
+            match events.recv().await {
+                Ok(e) => match e.kind {
+                    TaskEventKind::Completed { .. } => done.push((e.task_id, now_ns())),
+                    ref k if k.is_terminal() => panic!("task did not complete: {e:?}"),
+                    _ => {}
+                },
+                Err(e) => panic!("event stream: {e} (raise event_capacity)"),
+            }
+        }
+        done
+    })
+}
+
+/// Submits `n` tasks, `concurrency` at a time.
+async fn cc_enqueue(platform: &Arc<Platform>, n: usize, concurrency: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let (platform, next) = (Arc::clone(platform), Arc::clone(&next));
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return;
+                }
+                platform.submit(cc_request(i)).await.expect("submit");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("submitter");
+    }
+}
+
+struct Throughput {
+    enqueue: PerTask,
+    drain: PerTask,
+    drain_time: Duration,
+    handled_time: Duration,
+    steps_per_task: f64,
+    audit_per_task: f64,
+    events_per_task: f64,
+}
+
+async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
+    let n = s.n;
+    let c0 = db.counters().await;
+    {
+        let store = cc_store(db, s).await;
+        let platform = cc_platform(Arc::clone(&store), s, false).await;
+        cc_enqueue(&platform, n, s.workers).await;
+        store.close().await;
+    }
+    let c1 = db.counters().await;
+    let m = set_marks(n);
+    let store = cc_store(db, s).await;
+    let completions = cc_completions(&store, n);
+    let t0 = Instant::now();
+    let platform = cc_platform(Arc::clone(&store), s, true).await;
+    m.wait_all_handled().await;
+    let handled_time = t0.elapsed();
+    completions.await.expect("completions");
+    let drain_time = t0.elapsed();
+    platform.shutdown(Duration::from_secs(5)).await;
+    store.close().await;
+    let c2 = db.counters().await;
+    let completed = db
+        .scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
+        .await;
+    assert!(completed >= n as i64, "only {completed} of {n} completed");
+    let runs = db.scalar("SELECT count(*) FROM runs").await as f64;
+    let audit = db
+        .scalar("SELECT count(*) FROM audit_events WHERE task_id IS NOT NULL")
+        .await as f64;
+    let events = db.scalar("SELECT count(*) FROM task_events").await as f64;
+    Throughput {
+        enqueue: per_task(c0, c1, n),
+        drain: per_task(c1, c2, n),
+        drain_time,
+        handled_time,
+        steps_per_task: runs / completed as f64,
+        audit_per_task: audit / completed as f64,
+        events_per_task: events / completed as f64,
+    }
+}
+
+/// Submits one task every `1/rate` s for `secs` s (open loop), the same platform running them.
+async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
+    let n = (s.rate * s.secs) as usize;
+    let m = set_marks(n);
+    let store = cc_store(db, s).await;
+    let platform = cc_platform(Arc::clone(&store), s, true).await;
+    let completions = cc_completions(&store, n);
+    let ids = Arc::new(Mutex::new(HashMap::with_capacity(n)));
+    let submitters = offered_load(s, |i| {
+        let (platform, m, ids) = (Arc::clone(&platform), Arc::clone(&m), Arc::clone(&ids));
+        async move {
+            m.submitted[i].store(now_ns(), Ordering::SeqCst);
+            let id = platform.submit(cc_request(i)).await.expect("submit");
+            ids.lock().expect("ids").insert(id, i);
+        }
+    })
+    .await;
+    for h in submitters {
+        h.await.expect("submit");
+    }
+    let done = completions.await.expect("completions");
+    m.wait_all_handled().await;
+    platform.shutdown(Duration::from_secs(5)).await;
+    store.close().await;
+    let ids = ids.lock().expect("ids");
+    let mut committed = vec![0u64; n];
+    for (id, at) in done {
+        if let Some(&i) = ids.get(&id) {
+            committed[i] = at;
+        }
+    }
+    Latency::from_marks(&m, Some(&committed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// apalis
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    i: usize,
+}
+
+async fn apalis_handler(job: Job) -> std::result::Result<u64, BoxDynError> {
+    let m = marks();
+    m.start(job.i);
+    let v = work(job.i);
+    m.handle(job.i);
+    Ok(v)
+}
+
+fn apalis_storage(pool: &PgPool, queue: &str, s: &Settings) -> PostgresStorage<Job> {
+    PostgresStorage::new(pool).with_config(ApalisConfig::default().queue(queue).batch_size(s.batch))
+}
+
+async fn apalis_setup(db: &Db) {
+    let pool = db.pool(2).await;
+    PostgresStorage::setup(&pool).await.expect("apalis setup");
+    pool.close().await;
+}
+
+/// Runs an apalis worker on `queue` until the returned context is stopped.
+///
+/// Without a concurrency limit by default (every job of a fetched batch at once);
+/// `BENCH_APALIS_LIMIT=1` adds `.concurrency(workers)`. Seen here, with and without the limit:
+/// at a steady offered rate the worker sometimes stops fetching (its jobs stay `Pending`) until
+/// its 30 s heartbeat wakes it, so apalis' latency p99/max can be about 25 s. It happened in
+/// every full run; a run of the latency round alone (500 jobs) did not show it.
+fn apalis_worker(
+    pool: &PgPool,
+    queue: &str,
+    name: &str,
+    s: &Settings,
+) -> (WorkerContext, tokio::task::JoinHandle<()>) {
+    let backend =
+        apalis_storage(pool, queue, s).poll_with_strategy(Strategy::new().interval(s.poll));
+    let ctx = WorkerContext::new(name);
+    let handle = if s.apalis_limit {
+        let worker = WorkerBuilder::new(&ctx)
+            .backend(backend)
+            .concurrency(s.workers)
+            .build(apalis_handler);
+        tokio::spawn(async move {
+            if let Err(e) = worker.run().await {
+                panic!("apalis worker: {e}");
+            }
+        })
+    } else {
+        let worker = WorkerBuilder::new(&ctx)
+            .backend(backend)
+            .build(apalis_handler);
+        tokio::spawn(async move {
+            if let Err(e) = worker.run().await {
+                panic!("apalis worker: {e}");
+            }
+        })
+    };
+    (ctx, handle)
+}
+
+/// Until every job of `queue` is recorded done.
+async fn apalis_wait_done(pool: &PgPool, queue: &str, n: usize) {
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'",
+        )
+        .bind(queue)
+        .fetch_one(pool)
+        .await
+        .expect("count done jobs");
+        if done >= n as i64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn apalis_stop(ctx: WorkerContext, handle: tokio::task::JoinHandle<()>, pool: PgPool) {
+    ctx.stop().ok();
+    let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    pool.close().await;
+}
+
+async fn apalis_throughput(db: &mut Db, s: &Settings) -> Throughput {
+    let n = s.n;
+    let queue = "bench-throughput";
+    let c0 = db.counters().await;
+    {
+        let pool = db.pool(s.pool).await;
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..s.workers {
+            let mut storage = apalis_storage(&pool, queue, s);
+            let next = Arc::clone(&next);
+            handles.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return;
+                    }
+                    storage.push(Job { i }).await.expect("push");
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("pusher");
+        }
+        pool.close().await;
+    }
+    let c1 = db.counters().await;
+    let m = set_marks(n);
+    let pool = db.pool(s.pool).await;
+    let t0 = Instant::now();
+    let (ctx, handle) = apalis_worker(&pool, queue, "bench-throughput-worker", s);
+    m.wait_all_handled().await;
+    let handled_time = t0.elapsed();
+    apalis_wait_done(&pool, queue, n).await;
+    let drain_time = t0.elapsed();
+    apalis_stop(ctx, handle, pool).await;
+    let c2 = db.counters().await;
+    Throughput {
+        enqueue: per_task(c0, c1, n),
+        drain: per_task(c1, c2, n),
+        drain_time,
+        handled_time,
+        steps_per_task: 0.0,
+        audit_per_task: 0.0,
+        events_per_task: 0.0,
+    }
+}
+
+async fn apalis_latency(db: &mut Db, s: &Settings) -> Latency {
+    let n = (s.rate * s.secs) as usize;
+    let queue = "bench-latency";
+    let m = set_marks(n);
+    let pool = db.pool(s.pool).await;
+    let (ctx, handle) = apalis_worker(&pool, queue, "bench-latency-worker", s);
+    let storage = apalis_storage(&pool, queue, s);
+    let submitters = offered_load(s, |i| {
+        let (mut storage, m) = (storage.clone(), Arc::clone(&m));
+        async move {
+            m.submitted[i].store(now_ns(), Ordering::SeqCst);
+            storage.push(Job { i }).await.expect("push");
+        }
+    })
+    .await;
+    for h in submitters {
+        h.await.expect("push");
+    }
+    m.wait_all_handled().await;
+    apalis_wait_done(&pool, queue, n).await;
+    apalis_stop(ctx, handle, pool).await;
+    Latency::from_marks(&m, None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offered load and latency figures
+
+/// Starts submission `i` at `t0 + i / rate`, each in its own task (a slow submission delays no
+/// other).
+async fn offered_load<F, Fut>(s: &Settings, submit: F) -> Vec<tokio::task::JoinHandle<()>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let n = (s.rate * s.secs) as usize;
+    let period = Duration::from_secs(1) / u32::try_from(s.rate.max(1)).unwrap_or(u32::MAX);
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep_until(t0 + period * u32::try_from(i).unwrap_or(u32::MAX)).await;
+        handles.push(tokio::spawn(submit(i)));
+    }
+    handles
+}
+
+/// p50/p99/max in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dist {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Dist {
+    fn of(mut v: Vec<f64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+struct Latency {
+    start: Dist,
+    handled: Dist,
+    committed: Option<Dist>,
+}
+
+impl Latency {
+    fn from_marks(m: &Marks, committed: Option<&[u64]>) -> Self {
+        let ms = |to: &dyn Fn(usize) -> u64| -> Dist {
+            Dist::of(
+                (0..m.submitted.len())
+                    .map(|i| {
+                        let from = m.submitted[i].load(Ordering::SeqCst);
+                        let to = to(i);
+                        assert!(from > 0 && to >= from, "job {i} was not timed");
+                        (to - from) as f64 / 1e6
+                    })
+                    .collect(),
+            )
+        };
+        Self {
+            start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
+            handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
+            committed: committed.map(|c| ms(&|i| c[i])),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+fn ratio(a: f64, b: f64) -> String {
+    if b == 0.0 || !a.is_finite() || !b.is_finite() {
+        "-".into()
+    } else {
+        format!("{:.2}", a / b)
+    }
+}
+
+fn row(what: &str, cc: f64, ap: f64, unit: &str) {
+    println!(
+        "  {what:<44} {cc:>12.2} {ap:>12.2}  {r:>8}  {unit}",
+        r = ratio(cc, ap)
+    );
+}
+
+fn dist_rows(what: &str, cc: Dist, ap: Dist) {
+    row(&format!("{what} p50"), cc.p50, ap.p50, "ms");
+    row(&format!("{what} p99"), cc.p99, ap.p99, "ms");
+    row(&format!("{what} max"), cc.max, ap.max, "ms");
+}
+
+async fn run(url: &str, s: &Settings) {
+    let mut db = Db::create(url).await;
+    let settings = [
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "full_page_writes",
+        "wal_sync_method",
+        "commit_delay",
+        "default_transaction_isolation",
+    ];
+    let mut shown = Vec::new();
+    for name in settings {
+        shown.push(format!("{name}={}", db.show(name).await));
+    }
+    cc_setup(&db, s).await;
+    apalis_setup(&db).await;
+
+    eprintln!("vs_apalis: throughput, CapeControl ({} tasks)…", s.n);
+    let cc_t = cc_throughput(&mut db, s).await;
+    eprintln!("vs_apalis: throughput, apalis ({} jobs)…", s.n);
+    let ap_t = apalis_throughput(&mut db, s).await;
+    eprintln!(
+        "vs_apalis: latency, CapeControl ({}/s for {} s)…",
+        s.rate, s.secs
+    );
+    let cc_l = cc_latency(&mut db, s).await;
+    eprintln!(
+        "vs_apalis: latency, apalis ({}/s for {} s)…",
+        s.rate, s.secs
+    );
+    let ap_l = apalis_latency(&mut db, s).await;
+    db.drop().await;
+
+    let tps = |t: &Throughput| s.n as f64 / t.drain_time.as_secs_f64();
+    println!();
+    println!("CapeControl (PostgresStore) vs apalis-postgres 1.0, same database, one run");
+    println!(
+        "  settings: N={} workers={} (apalis: {}) batch={} poll={} ms \
+         pool={} conns; latency: {} tasks/s for {} s (open loop)",
+        s.n,
+        s.workers,
+        if s.apalis_limit {
+            format!("concurrency({})", s.workers)
+        } else {
+            "no concurrency limit".to_string()
+        },
+        s.batch,
+        s.poll.as_millis(),
+        s.pool,
+        s.rate,
+        s.secs
+    );
+    println!("  server: {}", shown.join(" "));
+    println!(
+        "  CapeControl: task + 1 durable step + events + audit persisted; single node \
+         (listen/notify off); apalis: lock_tasks, persist_results (defaults)"
+    );
+    println!(
+        "  {:<44} {:>12} {:>12}  {:>8}",
+        "", "capecontrol", "apalis", "cc/apalis"
+    );
+    row("drain throughput", tps(&cc_t), tps(&ap_t), "tasks/s");
+    row(
+        "drain: all handlers returned",
+        cc_t.handled_time.as_secs_f64() * 1e3,
+        ap_t.handled_time.as_secs_f64() * 1e3,
+        "ms",
+    );
+    row(
+        "drain: all completions committed",
+        cc_t.drain_time.as_secs_f64() * 1e3,
+        ap_t.drain_time.as_secs_f64() * 1e3,
+        "ms",
+    );
+    row(
+        "commits per task, enqueue",
+        cc_t.enqueue.commits,
+        ap_t.enqueue.commits,
+        "xact_commit/task",
+    );
+    row(
+        "commits per task, drain",
+        cc_t.drain.commits,
+        ap_t.drain.commits,
+        "xact_commit/task",
+    );
+    row(
+        "WAL flushes per task, enqueue",
+        cc_t.enqueue.wal_syncs,
+        ap_t.enqueue.wal_syncs,
+        "wal_sync/task",
+    );
+    row(
+        "WAL flushes per task, drain",
+        cc_t.drain.wal_syncs,
+        ap_t.drain.wal_syncs,
+        "wal_sync/task",
+    );
+    println!(
+        "  {:<44} {:>12.2} {:>12}  (apalis has no step journal)",
+        "steps per task", cc_t.steps_per_task, "-"
+    );
+    println!(
+        "  {:<44} {:>12.2} {:>12}",
+        "audit rows / events per task (CapeControl)",
+        cc_t.audit_per_task,
+        format!("{:.2}", cc_t.events_per_task)
+    );
+    dist_rows("submit -> start", cc_l.start, ap_l.start);
+    dist_rows("submit -> handler returned", cc_l.handled, ap_l.handled);
+    if let Some(c) = cc_l.committed {
+        println!(
+            "  {:<44} {:>12.2} {:>12}  (apalis acknowledges in batches; not observed)",
+            "submit -> completion committed p50 (cc)", c.p50, "-"
+        );
+        println!(
+            "  {:<44} {:>12.2} {:>12}",
+            "submit -> completion committed p99 (cc)", c.p99, "-"
+        );
+        println!(
+            "  {:<44} {:>12.2} {:>12}",
+            "submit -> completion committed max (cc)", c.max, "-"
+        );
+    }
+    println!(
+        "  xact_commit counts every transaction of the database, reads included; wal_sync is \
+         cluster-wide (WAL writer included)."
+    );
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if bench => {
+            eprintln!(
+                "vs_apalis: DATABASE_URL is not set. Start a cluster first: \
+                 eval \"$(scripts/pg.sh start)\""
+            );
+            std::process::exit(2);
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: vs_apalis benchmark skipped because DATABASE_URL is not set \
+                 (run it with `cargo bench -p capecontrol-store --bench vs_apalis` against a \
+                 server, e.g. after eval \"$(scripts/pg.sh start)\")"
+            );
+            return;
+        }
+    };
+    let settings = if bench {
+        Settings::from_env()
+    } else {
+        Settings::smoke()
+    };
+    let _ = epoch();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(&url, &settings));
+}
