@@ -900,7 +900,10 @@ impl Registry {
         if !(1..=100).contains(&query.limit) {
             return Err(Error::invalid_field("/limit", "must be between 1 and 100"));
         }
-        self.store.catalog(query).await
+        let page = self.store.catalog(query).await?;
+        // Blueprint §10.1: how often the marketplace is browsed (one count per catalog page).
+        metrics::counter!("marketplace_discovery_rate").increment(1);
+        Ok(page)
     }
 
     /// The marketplace's detail view: the agent, its published manifest's excerpt and its

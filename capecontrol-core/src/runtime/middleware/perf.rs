@@ -7,7 +7,7 @@
 //! - `tasks_submitted_total` (counter; labels `agent`)
 //!
 //! The container executor reports `agent_memory_usage_bytes` and `agent_cpu_usage_percent`;
-//! the registry counts `marketplace_discovery_rate`. No component measures
+//! the registry counts `marketplace_discovery_rate` (one per catalog page). No component measures
 //! `user_satisfaction_score` (it needs user feedback, which the platform does not collect).
 
 use std::collections::HashMap;
