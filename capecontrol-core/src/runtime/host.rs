@@ -1,5 +1,10 @@
 //! The platform's [`TaskHost`]: journals steps through the store under the attempt's lease,
 //! numbers and publishes the task's events, audits tool calls.
+//!
+//! Events are published live at once and persisted (with the same numbers) by the next durable
+//! write. A completed step's row is deferred too: it is written by the start of the next step
+//! (before that step runs, so a completed step is durable before the following one executes),
+//! by a tool call's or a failed step's journal write, or with the attempt's finish or release.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +21,26 @@ use crate::events::{TaskEvent, TaskEventKind};
 use crate::state::RunStatus;
 use crate::store::{JournalWrite, Lease, NewAuditEvent, Store, TaskRecord};
 
+/// Published but not yet persisted: events in order, and the row of a completed step.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) events: Vec<TaskEvent>,
+    pub(crate) step: Option<StepRecord>,
+}
+
+impl Pending {
+    /// The deferred step row, as the `steps` of a finish or release.
+    pub(crate) fn steps(&mut self) -> Vec<StepRecord> {
+        self.step.take().into_iter().collect()
+    }
+}
+
 pub(crate) struct PlatformHost {
     store: Arc<dyn Store>,
     lease: Lease,
     task: TaskRecord,
     seq: AtomicU64,
-    pending: Mutex<Vec<TaskEvent>>,
+    pending: Mutex<Pending>,
     started: Mutex<HashMap<u32, DateTime<Utc>>>,
 }
 
@@ -37,7 +56,7 @@ impl PlatformHost {
             lease,
             task,
             seq: AtomicU64::new(last_seq),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             started: Mutex::new(HashMap::new()),
         }
     }
@@ -51,32 +70,57 @@ impl PlatformHost {
         }
     }
 
-    /// Events published live but not persisted yet.
     pub(crate) fn lease(&self) -> &Lease {
         &self.lease
     }
 
-    pub(crate) fn take_pending(&self) -> Vec<TaskEvent> {
+    /// Events published live and the step row not persisted yet.
+    pub(crate) fn take_pending(&self) -> Pending {
         self.pending
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default()
     }
 
+    /// Adds a completed step's row and event to what is pending.
+    fn defer(&self, event: TaskEvent, step: StepRecord) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.events.push(event);
+            p.step = Some(step);
+        }
+    }
+
+    /// Persists what is pending plus `step`, `event` and `audit`, in order: one journal write,
+    /// or two when a deferred step row is pending besides `step`.
     async fn write(
         &self,
         step: Option<StepRecord>,
-        event: TaskEvent,
+        event: Option<TaskEvent>,
         audit: Vec<NewAuditEvent>,
     ) -> Result<()> {
-        let mut events = self.take_pending();
-        events.push(event);
+        let Pending {
+            events: mut earlier,
+            step: deferred,
+        } = self.take_pending();
+        let step = match (deferred, step) {
+            (Some(d), Some(s)) => {
+                let write = JournalWrite {
+                    step: Some(d),
+                    events: std::mem::take(&mut earlier),
+                    audit: Vec::new(),
+                };
+                self.store.journal(&self.lease, write).await?;
+                Some(s)
+            }
+            (d, s) => s.or(d),
+        };
+        earlier.extend(event);
         self.store
             .journal(
                 &self.lease,
                 JournalWrite {
                     step,
-                    events,
+                    events: earlier,
                     audit,
                 },
             )
@@ -98,11 +142,22 @@ impl TaskHost for PlatformHost {
             step,
             name: name.to_owned(),
         });
-        if let Ok(mut p) = self.pending.lock() {
-            p.push(event.clone());
+        let flush = match self.pending.lock() {
+            Ok(mut p) => {
+                p.events.push(event.clone());
+                p.step.is_some()
+            }
+            Err(_) => false,
+        };
+        self.store.publish(event).await?;
+        if flush {
+            // The previous step's row (deferred by `step_completed`) becomes durable before
+            // this step runs, so that a later attempt replays it instead of running it again.
+            self.write(None, None, Vec::new()).await?;
         }
-        // Live only: persisted with the step's completion, in the same transaction.
-        self.store.publish(event).await
+        // Otherwise live only: persisted by the next write (this step's completion's, at the
+        // latest with the finish).
+        Ok(())
     }
 
     async fn step_completed(&self, step: u32, name: &str, output: &Value) -> Result<()> {
@@ -119,7 +174,13 @@ impl TaskHost for PlatformHost {
             step,
             name: name.to_owned(),
         });
-        self.write(Some(record), event, Vec::new()).await
+        // Two completions without a step start between them: the earlier row is written first.
+        if self.pending.lock().is_ok_and(|p| p.step.is_some()) {
+            self.write(None, None, Vec::new()).await?;
+        }
+        // Deferred: persisted by the next durable write (see the module docs); live at once.
+        self.defer(event.clone(), record);
+        self.store.publish(event).await
     }
 
     async fn step_failed(&self, step: u32, name: &str, error: &Error) -> Result<()> {
@@ -137,7 +198,7 @@ impl TaskHost for PlatformHost {
             name: name.to_owned(),
             error: error.clone(),
         });
-        self.write(Some(record), event, Vec::new()).await
+        self.write(Some(record), Some(event), Vec::new()).await
     }
 
     async fn tool_called(&self, call: &ToolCall) -> Result<()> {
@@ -156,7 +217,7 @@ impl TaskHost for PlatformHost {
         )
         .agent(self.task.agent_id.clone())
         .task(self.task.id);
-        self.write(None, event, vec![audit]).await
+        self.write(None, Some(event), vec![audit]).await
     }
 
     fn log(&self, message: &str) {
