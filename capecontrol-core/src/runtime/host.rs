@@ -224,3 +224,151 @@ impl TaskHost for PlatformHost {
         tracing::info!(target: "capecontrol::agent", task_id = %self.task.id, agent = %self.task.agent_id, "{message}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::Principal;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{ClaimRequest, Finish, NewTask, Outcome, QueueStore};
+
+    async fn claimed() -> (Arc<MemoryStore>, PlatformHost) {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .enqueue(NewTask {
+                id: uuid::Uuid::new_v4(),
+                agent_id: "a".into(),
+                version: "1.0.0".into(),
+                task: "t".into(),
+                input: Value::Null,
+                principal: Principal::new("u"),
+                priority: 0,
+                run_at: None,
+                idempotency_key: None,
+                max_attempts: 1,
+                concurrency_limit: 10,
+                timeout: Duration::from_secs(5),
+                audit: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let c = store
+            .claim(&ClaimRequest {
+                worker: "w".into(),
+                limit: 1,
+                lease: Duration::from_secs(30),
+                agents: None,
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        let host = PlatformHost::new(store.clone(), c.lease, c.task, c.last_seq);
+        (store, host)
+    }
+
+    fn kinds(events: &[TaskEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_completed_step_is_durable_before_the_next_step_and_merged_into_the_finish() {
+        let (store, host) = claimed().await;
+        let id = host.lease().task_id;
+        let mut live = store.subscribe();
+        host.step_started(1, "one").await.unwrap();
+        host.step_completed(1, "one", &json!(1)).await.unwrap();
+        // Published live at once, not written yet.
+        assert_eq!(live.recv().await.unwrap().kind.name(), "step_started");
+        assert_eq!(live.recv().await.unwrap().kind.name(), "step_completed");
+        assert!(store.steps(id).await.unwrap().is_empty());
+        assert_eq!(
+            kinds(&store.events(id, 0).await.unwrap()),
+            ["queued", "started"]
+        );
+
+        // The next step's start writes the previous step before returning.
+        host.step_started(2, "two").await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 1);
+        assert_eq!(
+            kinds(&store.events(id, 0).await.unwrap()),
+            [
+                "queued",
+                "started",
+                "step_started",
+                "step_completed",
+                "step_started"
+            ]
+        );
+
+        // A tool call's journal write carries a pending step too.
+        host.step_completed(2, "two", &json!(2)).await.unwrap();
+        host.tool_called(&ToolCall {
+            tool: "x".into(),
+            scope: None,
+            allowed: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 2);
+
+        // The last step's row goes with the finish.
+        host.step_started(3, "three").await.unwrap();
+        host.step_completed(3, "three", &json!(3)).await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 2);
+        let mut pending = host.take_pending();
+        let finish = Finish {
+            outcome: Outcome::Completed { output: json!(3) },
+            steps: pending.steps(),
+            events: pending.events,
+            audit: Vec::new(),
+        };
+        store.finish(host.lease(), finish).await.unwrap();
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(
+            steps.iter().map(|s| s.output.clone()).collect::<Vec<_>>(),
+            [Some(json!(1)), Some(json!(2)), Some(json!(3))]
+        );
+        let events = store.events(id, 0).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=events.len() as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(events.last().unwrap().kind.name(), "completed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_writes_a_pending_completed_one_first() {
+        let (store, host) = claimed().await;
+        let id = host.lease().task_id;
+        host.step_started(1, "one").await.unwrap();
+        host.step_completed(1, "one", &json!(1)).await.unwrap();
+        host.step_completed(2, "two", &json!(2)).await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 1);
+        host.step_failed(3, "three", &Error::agent("no"))
+            .await
+            .unwrap();
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(
+            steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [
+                RunStatus::Completed,
+                RunStatus::Completed,
+                RunStatus::Failed
+            ]
+        );
+        let events = store.events(id, 0).await.unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                "queued",
+                "started",
+                "step_started",
+                "step_completed",
+                "step_completed",
+                "step_failed"
+            ]
+        );
+    }
+}
