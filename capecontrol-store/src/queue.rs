@@ -2,7 +2,8 @@
 //!
 //! Round trips (each one statement, so one implicit transaction and one commit):
 //! enqueue 1 (2 when an idempotency key matched an existing task), claim 1 (a PL/pgSQL
-//! function, `capecontrol_claim`), heartbeat 1, journal 1, finish 1, release 1, reclaim 1 per
+//! function, `capecontrol_claim`), heartbeat 1, journal 1, finish 1 and release 1 (with any
+//! number of step rows), reclaim 1 per
 //! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
 //! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
 //! which the store then announces (see the `notify` module).
@@ -135,6 +136,15 @@ WITH t AS (
          a.payload, a.ip, a.ua
   FROM t, unnest($14::uuid[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::inet[],
                  $20::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+), st AS (
+  INSERT INTO runs (task_id, step, state, status, started_at, finished_at, error_details)
+  SELECT t.id, r.step, r.state, r.status, r.started_at, r.finished_at, r.error
+  FROM t, unnest($21::int[], $22::jsonb[], $23::text[], $24::timestamptz[],
+                 $25::timestamptz[], $26::jsonb[])
+            AS r(step, state, status, started_at, finished_at, error)
+  ON CONFLICT (task_id, step) DO UPDATE SET state = EXCLUDED.state, status = EXCLUDED.status,
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+    error_details = EXCLUDED.error_details
 )
 SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
        ($6::text = 'queued'
@@ -169,6 +179,15 @@ WITH t AS (
   SELECT t.id, t.agent_id, t.user_id,
          CASE WHEN t.status = 'cancelled' THEN 'task.cancelled' ELSE 'task.released' END, $7::jsonb
   FROM t
+), st AS (
+  INSERT INTO runs (task_id, step, state, status, started_at, finished_at, error_details)
+  SELECT t.id, r.step, r.state, r.status, r.started_at, r.finished_at, r.error
+  FROM t, unnest($8::int[], $9::jsonb[], $10::text[], $11::timestamptz[],
+                 $12::timestamptz[], $13::jsonb[])
+            AS r(step, state, status, started_at, finished_at, error)
+  ON CONFLICT (task_id, step) DO UPDATE SET state = EXCLUDED.state, status = EXCLUDED.status,
+    started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+    error_details = EXCLUDED.error_details
 )
 SELECT (SELECT to_jsonb(own) FROM own) AS event FROM t
 "#;
@@ -413,6 +432,36 @@ impl StepColumns {
     }
 }
 
+/// Step records as array bind values, for `unnest` (one per step number: the last wins).
+#[derive(Default)]
+struct StepsColumns {
+    step: Vec<i32>,
+    state: Vec<Value>,
+    status: Vec<&'static str>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    error: Vec<Option<Value>>,
+}
+
+impl StepsColumns {
+    fn new(steps: &[StepRecord]) -> Result<Self> {
+        let mut c = Self::default();
+        for (i, s) in steps.iter().enumerate() {
+            if steps[i + 1..].iter().any(|later| later.step == s.step) {
+                continue;
+            }
+            let one = StepColumns::new(Some(s))?;
+            c.step.extend(one.step);
+            c.state.extend(one.state);
+            c.status.extend(one.status);
+            c.started_at.push(one.started_at);
+            c.finished_at.push(one.finished_at);
+            c.error.push(one.error);
+        }
+        Ok(c)
+    }
+}
+
 impl PostgresStore {
     /// Why a fenced write matched nothing: misnumbered events, or the lease is gone.
     async fn fence_failed(&self, lease: &Lease, events: &EventColumns) -> Error {
@@ -520,6 +569,7 @@ impl QueueStore for PostgresStore {
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
         let ev = EventColumns::new(lease.task_id, &finish.events)?;
+        let st = StepsColumns::new(&finish.steps)?;
         let a = AuditColumns::from_events(&finish.audit);
         let (status, output, error, retry_at, kind, audit_type, audit_payload) =
             match &finish.outcome {
@@ -595,6 +645,12 @@ impl QueueStore for PostgresStore {
             .bind(&a.payload)
             .bind(&a.ip_address)
             .bind(&a.user_agent)
+            .bind(&st.step)
+            .bind(&st.state)
+            .bind(&st.status)
+            .bind(&st.started_at)
+            .bind(&st.finished_at)
+            .bind(&st.error)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;
@@ -609,8 +665,14 @@ impl QueueStore for PostgresStore {
         Ok(task)
     }
 
-    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
+    async fn release(
+        &self,
+        lease: &Lease,
+        events: Vec<TaskEvent>,
+        steps: Vec<StepRecord>,
+    ) -> Result<()> {
         let ev = EventColumns::new(lease.task_id, &events)?;
+        let st = StepsColumns::new(&steps)?;
         let row = sqlx::query(RELEASE)
             .bind(lease.task_id)
             .bind(lease.token)
@@ -619,6 +681,12 @@ impl QueueStore for PostgresStore {
             .bind(&ev.kind)
             .bind(to_json(&TaskEventKind::Queued)?)
             .bind(json!({ "worker": lease.owner }))
+            .bind(&st.step)
+            .bind(&st.state)
+            .bind(&st.status)
+            .bind(&st.started_at)
+            .bind(&st.finished_at)
+            .bind(&st.error)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;

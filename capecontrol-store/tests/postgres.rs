@@ -626,6 +626,7 @@ async fn check_journal_and_finish<S: Store>(s: &S) {
                 outcome: Outcome::Completed {
                     output: json!({ "total": 6 }),
                 },
+                steps: Vec::new(),
                 events: vec![tool],
                 audit: vec![],
             },
@@ -686,6 +687,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
                     error: Error::agent("boom"),
                     retry_at: Some(retry_at),
                 },
+                steps: Vec::new(),
                 events: vec![],
                 audit: vec![],
             },
@@ -720,7 +722,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
     assert_eq!(c2.task.attempts, 2);
 
     // Release: back to the queue without counting the attempt.
-    s.release(&c2.lease, vec![]).await.unwrap();
+    s.release(&c2.lease, vec![], Vec::new()).await.unwrap();
     let released = s.get_task(t.id).await.unwrap();
     assert_eq!(released.status, TaskStatus::Queued);
     assert_eq!(released.attempts, 1);
@@ -728,7 +730,10 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
         s.events(t.id, 0).await.unwrap().pop().unwrap().kind,
         TaskEventKind::Queued
     );
-    assert_category(s.release(&c2.lease, vec![]).await, ErrorCategory::Conflict);
+    assert_category(
+        s.release(&c2.lease, vec![], Vec::new()).await,
+        ErrorCategory::Conflict,
+    );
 
     let c3 = s.claim(&claim_req("w", 1, 30_000)).await.unwrap().remove(0);
     let failed = s
@@ -739,6 +744,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
                     error: Error::validation("bad", vec![]),
                     retry_at: None,
                 },
+                steps: Vec::new(),
                 events: vec![],
                 audit: vec![],
             },
@@ -776,6 +782,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
             &c4.lease,
             Finish {
                 outcome: Outcome::Cancelled,
+                steps: Vec::new(),
                 events: vec![],
                 audit: vec![],
             },
@@ -891,6 +898,7 @@ async fn check_fencing_after_lease_loss<S: Store>(s: &S) {
             &old.lease,
             Finish {
                 outcome: Outcome::Completed { output: json!(0) },
+                steps: Vec::new(),
                 events: vec![stale_event.clone()],
                 audit: vec![],
             },
@@ -899,7 +907,7 @@ async fn check_fencing_after_lease_loss<S: Store>(s: &S) {
         ErrorCategory::Conflict,
     );
     assert_category(
-        s.release(&old.lease, vec![stale_event]).await,
+        s.release(&old.lease, vec![stale_event], Vec::new()).await,
         ErrorCategory::Conflict,
     );
     assert_eq!(s.steps(t.id).await.unwrap().len(), 1);
@@ -1062,6 +1070,7 @@ async fn concurrent_claimers_never_share_a_task() {
                             outcome: Outcome::Completed {
                                 output: json!(null),
                             },
+                            steps: Vec::new(),
                             events: vec![],
                             audit: vec![],
                         },
@@ -1137,6 +1146,7 @@ async fn per_agent_concurrency_holds_across_nodes() {
         &limited[0].lease,
         Finish {
             outcome: Outcome::Completed { output: json!(1) },
+            steps: Vec::new(),
             events: vec![],
             audit: vec![],
         },
@@ -1238,6 +1248,7 @@ async fn events_and_wakeups_flow_between_nodes() {
                 outcome: Outcome::Completed {
                     output: json!({ "big": big }),
                 },
+                steps: Vec::new(),
                 events: vec![live],
                 audit: vec![],
             },
@@ -1511,6 +1522,7 @@ async fn probe_throughput_and_commits_per_task() {
                         &c.lease,
                         Finish {
                             outcome: Outcome::Completed { output: json!(1) },
+                            steps: Vec::new(),
                             events: vec![],
                             audit: vec![],
                         },
@@ -1598,6 +1610,7 @@ async fn concurrency_limit_holds_under_churn() {
                             outcome: Outcome::Completed {
                                 output: json!(null),
                             },
+                            steps: Vec::new(),
                             events: vec![],
                             audit: vec![],
                         },

@@ -1,5 +1,10 @@
 //! The platform's [`TaskHost`]: journals steps through the store under the attempt's lease,
 //! numbers and publishes the task's events, audits tool calls.
+//!
+//! Events are published live at once and persisted (with the same numbers) by the next durable
+//! write. A completed step's row is deferred too: it is written by the start of the next step
+//! (before that step runs, so a completed step is durable before the following one executes),
+//! by a tool call's or a failed step's journal write, or with the attempt's finish or release.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +21,26 @@ use crate::events::{TaskEvent, TaskEventKind};
 use crate::state::RunStatus;
 use crate::store::{JournalWrite, Lease, NewAuditEvent, Store, TaskRecord};
 
+/// Published but not yet persisted: events in order, and the row of a completed step.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) events: Vec<TaskEvent>,
+    pub(crate) step: Option<StepRecord>,
+}
+
+impl Pending {
+    /// The deferred step row, as the `steps` of a finish or release.
+    pub(crate) fn steps(&mut self) -> Vec<StepRecord> {
+        self.step.take().into_iter().collect()
+    }
+}
+
 pub(crate) struct PlatformHost {
     store: Arc<dyn Store>,
     lease: Lease,
     task: TaskRecord,
     seq: AtomicU64,
-    pending: Mutex<Vec<TaskEvent>>,
+    pending: Mutex<Pending>,
     started: Mutex<HashMap<u32, DateTime<Utc>>>,
 }
 
@@ -37,7 +56,7 @@ impl PlatformHost {
             lease,
             task,
             seq: AtomicU64::new(last_seq),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(Pending::default()),
             started: Mutex::new(HashMap::new()),
         }
     }
@@ -51,32 +70,57 @@ impl PlatformHost {
         }
     }
 
-    /// Events published live but not persisted yet.
     pub(crate) fn lease(&self) -> &Lease {
         &self.lease
     }
 
-    pub(crate) fn take_pending(&self) -> Vec<TaskEvent> {
+    /// Events published live and the step row not persisted yet.
+    pub(crate) fn take_pending(&self) -> Pending {
         self.pending
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default()
     }
 
+    /// Adds a completed step's row and event to what is pending.
+    fn defer(&self, event: TaskEvent, step: StepRecord) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.events.push(event);
+            p.step = Some(step);
+        }
+    }
+
+    /// Persists what is pending plus `step`, `event` and `audit`, in order: one journal write,
+    /// or two when a deferred step row is pending besides `step`.
     async fn write(
         &self,
         step: Option<StepRecord>,
-        event: TaskEvent,
+        event: Option<TaskEvent>,
         audit: Vec<NewAuditEvent>,
     ) -> Result<()> {
-        let mut events = self.take_pending();
-        events.push(event);
+        let Pending {
+            events: mut earlier,
+            step: deferred,
+        } = self.take_pending();
+        let step = match (deferred, step) {
+            (Some(d), Some(s)) => {
+                let write = JournalWrite {
+                    step: Some(d),
+                    events: std::mem::take(&mut earlier),
+                    audit: Vec::new(),
+                };
+                self.store.journal(&self.lease, write).await?;
+                Some(s)
+            }
+            (d, s) => s.or(d),
+        };
+        earlier.extend(event);
         self.store
             .journal(
                 &self.lease,
                 JournalWrite {
                     step,
-                    events,
+                    events: earlier,
                     audit,
                 },
             )
@@ -98,11 +142,22 @@ impl TaskHost for PlatformHost {
             step,
             name: name.to_owned(),
         });
-        if let Ok(mut p) = self.pending.lock() {
-            p.push(event.clone());
+        let flush = match self.pending.lock() {
+            Ok(mut p) => {
+                p.events.push(event.clone());
+                p.step.is_some()
+            }
+            Err(_) => false,
+        };
+        self.store.publish(event).await?;
+        if flush {
+            // The previous step's row (deferred by `step_completed`) becomes durable before
+            // this step runs, so that a later attempt replays it instead of running it again.
+            self.write(None, None, Vec::new()).await?;
         }
-        // Live only: persisted with the step's completion, in the same transaction.
-        self.store.publish(event).await
+        // Otherwise live only: persisted by the next write (this step's completion's, at the
+        // latest with the finish).
+        Ok(())
     }
 
     async fn step_completed(&self, step: u32, name: &str, output: &Value) -> Result<()> {
@@ -119,7 +174,13 @@ impl TaskHost for PlatformHost {
             step,
             name: name.to_owned(),
         });
-        self.write(Some(record), event, Vec::new()).await
+        // Two completions without a step start between them: the earlier row is written first.
+        if self.pending.lock().is_ok_and(|p| p.step.is_some()) {
+            self.write(None, None, Vec::new()).await?;
+        }
+        // Deferred: persisted by the next durable write (see the module docs); live at once.
+        self.defer(event.clone(), record);
+        self.store.publish(event).await
     }
 
     async fn step_failed(&self, step: u32, name: &str, error: &Error) -> Result<()> {
@@ -137,7 +198,7 @@ impl TaskHost for PlatformHost {
             name: name.to_owned(),
             error: error.clone(),
         });
-        self.write(Some(record), event, Vec::new()).await
+        self.write(Some(record), Some(event), Vec::new()).await
     }
 
     async fn tool_called(&self, call: &ToolCall) -> Result<()> {
@@ -156,10 +217,158 @@ impl TaskHost for PlatformHost {
         )
         .agent(self.task.agent_id.clone())
         .task(self.task.id);
-        self.write(None, event, vec![audit]).await
+        self.write(None, Some(event), vec![audit]).await
     }
 
     fn log(&self, message: &str) {
         tracing::info!(target: "capecontrol::agent", task_id = %self.task.id, agent = %self.task.agent_id, "{message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::Principal;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{ClaimRequest, Finish, NewTask, Outcome, QueueStore};
+
+    async fn claimed() -> (Arc<MemoryStore>, PlatformHost) {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .enqueue(NewTask {
+                id: uuid::Uuid::new_v4(),
+                agent_id: "a".into(),
+                version: "1.0.0".into(),
+                task: "t".into(),
+                input: Value::Null,
+                principal: Principal::new("u"),
+                priority: 0,
+                run_at: None,
+                idempotency_key: None,
+                max_attempts: 1,
+                concurrency_limit: 10,
+                timeout: Duration::from_secs(5),
+                audit: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let c = store
+            .claim(&ClaimRequest {
+                worker: "w".into(),
+                limit: 1,
+                lease: Duration::from_secs(30),
+                agents: None,
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        let host = PlatformHost::new(store.clone(), c.lease, c.task, c.last_seq);
+        (store, host)
+    }
+
+    fn kinds(events: &[TaskEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_completed_step_is_durable_before_the_next_step_and_merged_into_the_finish() {
+        let (store, host) = claimed().await;
+        let id = host.lease().task_id;
+        let mut live = store.subscribe();
+        host.step_started(1, "one").await.unwrap();
+        host.step_completed(1, "one", &json!(1)).await.unwrap();
+        // Published live at once, not written yet.
+        assert_eq!(live.recv().await.unwrap().kind.name(), "step_started");
+        assert_eq!(live.recv().await.unwrap().kind.name(), "step_completed");
+        assert!(store.steps(id).await.unwrap().is_empty());
+        assert_eq!(
+            kinds(&store.events(id, 0).await.unwrap()),
+            ["queued", "started"]
+        );
+
+        // The next step's start writes the previous step before returning.
+        host.step_started(2, "two").await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 1);
+        assert_eq!(
+            kinds(&store.events(id, 0).await.unwrap()),
+            [
+                "queued",
+                "started",
+                "step_started",
+                "step_completed",
+                "step_started"
+            ]
+        );
+
+        // A tool call's journal write carries a pending step too.
+        host.step_completed(2, "two", &json!(2)).await.unwrap();
+        host.tool_called(&ToolCall {
+            tool: "x".into(),
+            scope: None,
+            allowed: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 2);
+
+        // The last step's row goes with the finish.
+        host.step_started(3, "three").await.unwrap();
+        host.step_completed(3, "three", &json!(3)).await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 2);
+        let mut pending = host.take_pending();
+        let finish = Finish {
+            outcome: Outcome::Completed { output: json!(3) },
+            steps: pending.steps(),
+            events: pending.events,
+            audit: Vec::new(),
+        };
+        store.finish(host.lease(), finish).await.unwrap();
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(
+            steps.iter().map(|s| s.output.clone()).collect::<Vec<_>>(),
+            [Some(json!(1)), Some(json!(2)), Some(json!(3))]
+        );
+        let events = store.events(id, 0).await.unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=events.len() as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(events.last().unwrap().kind.name(), "completed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_writes_a_pending_completed_one_first() {
+        let (store, host) = claimed().await;
+        let id = host.lease().task_id;
+        host.step_started(1, "one").await.unwrap();
+        host.step_completed(1, "one", &json!(1)).await.unwrap();
+        host.step_completed(2, "two", &json!(2)).await.unwrap();
+        assert_eq!(store.steps(id).await.unwrap().len(), 1);
+        host.step_failed(3, "three", &Error::agent("no"))
+            .await
+            .unwrap();
+        let steps = store.steps(id).await.unwrap();
+        assert_eq!(
+            steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+            [
+                RunStatus::Completed,
+                RunStatus::Completed,
+                RunStatus::Failed
+            ]
+        );
+        let events = store.events(id, 0).await.unwrap();
+        assert_eq!(
+            kinds(&events),
+            [
+                "queued",
+                "started",
+                "step_started",
+                "step_completed",
+                "step_completed",
+                "step_failed"
+            ]
+        );
     }
 }

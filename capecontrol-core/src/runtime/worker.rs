@@ -250,9 +250,11 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
     match end {
         End::Done(Ok(output)) => {
             inner.breakers.record_success(&key);
+            let mut pending = host.take_pending();
             let finish = Finish {
                 outcome: Outcome::Completed { output },
-                events: host.take_pending(),
+                steps: pending.steps(),
+                events: pending.events,
                 audit: Vec::new(),
             };
             if let Err(e) = inner.store.finish(&lease, finish).await {
@@ -288,7 +290,9 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
         }
         End::Released => {
             inner.breakers.record_neutral(&key);
-            if let Err(e) = inner.store.release(&lease, host.take_pending()).await {
+            let mut pending = host.take_pending();
+            let steps = pending.steps();
+            if let Err(e) = inner.store.release(&lease, pending.events, steps).await {
                 tracing::warn!(%task_id, error = %e, "could not release the lease");
             }
         }
@@ -350,9 +354,11 @@ async fn prepare(inner: &Inner, task: &crate::store::TaskRecord) -> Result<Prepa
 }
 
 async fn finish_cancelled(inner: &Inner, host: &PlatformHost, lease: &crate::store::Lease) {
+    let mut pending = host.take_pending();
     let finish = Finish {
         outcome: Outcome::Cancelled,
-        events: host.take_pending(),
+        steps: pending.steps(),
+        events: pending.events,
         audit: Vec::new(),
     };
     if let Err(e) = inner.store.finish(lease, finish).await {
@@ -388,9 +394,11 @@ async fn finish_failed(
         None
     };
     let lease = host_lease(host);
+    let mut pending = host.take_pending();
     let finish = Finish {
         outcome: Outcome::Failed { error, retry_at },
-        events: host.take_pending(),
+        steps: pending.steps(),
+        events: pending.events,
         audit: Vec::new(),
     };
     if let Err(e) = inner.store.finish(&lease, finish).await {

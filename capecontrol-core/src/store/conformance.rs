@@ -32,6 +32,8 @@
 //!   audit rows with the acting user, IP and user agent where the port carries them.
 //! - Fenced writes: events must be of the lease's task and gap-free (else validation) and
 //!   continue at the task's `last + 1` (else conflict); a refused write writes nothing.
+//! - A finish or release writes the step rows it carries with its events and outcome, all or
+//!   nothing (a stale lease's or a misnumbered write writes no step).
 //! - A reclaim writes `task.retrying` or `task.failed` audit rows (`reason: lease_expired`); a
 //!   release or reclaim of a task whose cancellation was requested cancels it.
 //! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
@@ -79,6 +81,7 @@ where
     reclaim_fails_when_no_attempt_is_left(make().await).await;
     finish_outcomes(make().await).await;
     release_does_not_count_the_attempt(make().await).await;
+    finish_and_release_write_steps_atomically(make().await).await;
     cancel_queued_and_running(make().await).await;
     cancel_requested_ends_the_task_on_release_or_reclaim(make().await).await;
     concurrency_limit_per_agent(make().await).await;
@@ -177,6 +180,7 @@ async fn claim_one(store: &Arc<dyn Store>, worker: &str, agent: &str) -> Claimed
 fn completed(output: Value) -> Finish {
     Finish {
         outcome: Outcome::Completed { output },
+        steps: Vec::new(),
         events: Vec::new(),
         audit: Vec::new(),
     }
@@ -739,7 +743,7 @@ pub async fn fencing_after_lease_loss(store: Arc<dyn Store>) {
             ErrorCategory::Conflict,
         );
         assert_category(
-            store.release(&lease, Vec::new()).await,
+            store.release(&lease, Vec::new(), Vec::new()).await,
             ErrorCategory::Conflict,
         );
     };
@@ -843,6 +847,7 @@ pub async fn finish_outcomes(store: Arc<dyn Store>) {
                     error: error.clone(),
                     retry_at: Some(retry_at),
                 },
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: Vec::new(),
             },
@@ -877,6 +882,7 @@ pub async fn finish_outcomes(store: Arc<dyn Store>) {
                     error: Error::resource("timeout"),
                     retry_at: Some(Utc::now() - chrono::Duration::seconds(1)),
                 },
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: Vec::new(),
             },
@@ -893,6 +899,7 @@ pub async fn finish_outcomes(store: Arc<dyn Store>) {
                     error: Error::validation("bad input", Vec::new()),
                     retry_at: None,
                 },
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: Vec::new(),
             },
@@ -919,6 +926,7 @@ pub async fn finish_outcomes(store: Arc<dyn Store>) {
             &c.lease,
             Finish {
                 outcome: Outcome::Cancelled,
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: Vec::new(),
             },
@@ -939,7 +947,10 @@ pub async fn release_does_not_count_the_attempt(store: Arc<dyn Store>) {
     let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
     let c = claim_one(&store, "w1", &agent).await;
     while wakeups.try_recv().is_ok() {}
-    store.release(&c.lease, Vec::new()).await.unwrap();
+    store
+        .release(&c.lease, Vec::new(), Vec::new())
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), wakeups.recv())
         .await
         .expect("a release wakes the workers")
@@ -957,6 +968,181 @@ pub async fn release_does_not_count_the_attempt(store: Arc<dyn Store>) {
     let events = store.events(id, 0).await.unwrap();
     assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
     assert_eq!(events.last().map(|e| e.kind.name()), Some("started"));
+}
+
+fn step_row(step: u32, output: Value) -> StepRecord {
+    let now = Utc::now().trunc_subsecs(6);
+    StepRecord {
+        step,
+        name: format!("step-{step}"),
+        status: RunStatus::Completed,
+        output: Some(output),
+        error: None,
+        started_at: Some(now),
+        finished_at: Some(now),
+    }
+}
+
+/// A finish or release carrying step rows writes them with its events and outcome in one
+/// transaction; a stale lease's or a misnumbered one writes nothing.
+pub async fn finish_and_release_write_steps_atomically(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+
+    // Finish with two steps (one replacing an earlier row of the same step) and their events.
+    let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let c = claim_one(&store, "w1", &agent).await;
+    store
+        .journal(
+            &c.lease,
+            JournalWrite {
+                step: Some(step_row(1, json!("first"))),
+                events: Vec::new(),
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let steps = vec![step_row(1, json!("one")), step_row(2, json!("two"))];
+    let n = c.last_seq;
+    let started = |seq, step| {
+        event(
+            id,
+            seq,
+            TaskEventKind::StepStarted {
+                step,
+                name: format!("step-{step}"),
+            },
+        )
+    };
+    let done = |seq, step| {
+        event(
+            id,
+            seq,
+            TaskEventKind::StepCompleted {
+                step,
+                name: format!("step-{step}"),
+            },
+        )
+    };
+    let task = store
+        .finish(
+            &c.lease,
+            Finish {
+                outcome: Outcome::Completed { output: json!(2) },
+                steps: steps.clone(),
+                events: vec![started(n + 1, 2), done(n + 2, 2)],
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Completed);
+    assert_eq!(store.steps(id).await.unwrap(), steps);
+    let events = store.events(id, 0).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "queued",
+            "started",
+            "step_started",
+            "step_completed",
+            "completed"
+        ]
+    );
+    assert_eq!(seqs(&events), (1..=5).collect::<Vec<_>>());
+
+    // A stale lease (expired and reclaimed) finishes or releases with steps: nothing written.
+    let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let stale = claim_one(&store, "w1", &agent).await;
+    tokio::time::sleep(SHORT_LEASE + Duration::from_millis(150)).await;
+    assert!(store.reclaim_expired().await.unwrap().contains(&id));
+    let before = store.get_task(id).await.unwrap();
+    let events_before = store.events(id, 0).await.unwrap();
+    let n = stale.last_seq;
+    let stale_finish = Finish {
+        outcome: Outcome::Completed { output: json!(1) },
+        steps: vec![step_row(1, json!("stale"))],
+        events: vec![event(
+            id,
+            n + 1,
+            TaskEventKind::StepCompleted {
+                step: 1,
+                name: "step-1".into(),
+            },
+        )],
+        audit: Vec::new(),
+    };
+    assert_category(
+        store.finish(&stale.lease, stale_finish.clone()).await,
+        ErrorCategory::Conflict,
+    );
+    assert_category(
+        store
+            .release(
+                &stale.lease,
+                stale_finish.events.clone(),
+                stale_finish.steps.clone(),
+            )
+            .await,
+        ErrorCategory::Conflict,
+    );
+    assert_eq!(store.get_task(id).await.unwrap(), before);
+    assert_eq!(store.events(id, 0).await.unwrap(), events_before);
+    assert!(store.steps(id).await.unwrap().is_empty());
+
+    // The holder's misnumbered finish with steps writes nothing either.
+    let fresh = claim_one(&store, "w2", &agent).await;
+    assert_eq!(fresh.task.id, id);
+    let misnumbered = Finish {
+        outcome: Outcome::Completed { output: json!(1) },
+        steps: vec![step_row(1, json!("early"))],
+        events: vec![event(
+            id,
+            fresh.last_seq + 2,
+            TaskEventKind::StepCompleted {
+                step: 1,
+                name: "step-1".into(),
+            },
+        )],
+        audit: Vec::new(),
+    };
+    assert_category(
+        store.finish(&fresh.lease, misnumbered).await,
+        ErrorCategory::Conflict,
+    );
+    assert!(store.steps(id).await.unwrap().is_empty());
+
+    // A release with a step: written with the release, the attempt not counted.
+    let row = step_row(1, json!("kept"));
+    store
+        .release(
+            &fresh.lease,
+            vec![event(
+                id,
+                fresh.last_seq + 1,
+                TaskEventKind::StepCompleted {
+                    step: 1,
+                    name: "step-1".into(),
+                },
+            )],
+            vec![row.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.steps(id).await.unwrap(), vec![row]);
+    let task = store.get_task(id).await.unwrap();
+    assert_eq!((task.status, task.attempts), (TaskStatus::Queued, 1));
+    let events = store.events(id, 0).await.unwrap();
+    assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        events
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| e.kind.name())
+            .collect::<Vec<_>>(),
+        ["queued", "step_completed"]
+    );
 }
 
 /// Cancel: a queued task at once; a running one by a flag its worker learns from a heartbeat;
@@ -997,6 +1183,7 @@ pub async fn cancel_queued_and_running(store: Arc<dyn Store>) {
             &c.lease,
             Finish {
                 outcome: Outcome::Cancelled,
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: Vec::new(),
             },
@@ -1112,6 +1299,7 @@ pub async fn events_are_numbered_without_gaps(store: Arc<dyn Store>) {
             &c.lease,
             Finish {
                 outcome: Outcome::Completed { output: json!(6) },
+                steps: Vec::new(),
                 events: vec![tool],
                 audit: Vec::new(),
             },
@@ -1218,6 +1406,7 @@ pub async fn misnumbered_events_change_nothing(store: Arc<dyn Store>) {
                 &c.lease,
                 Finish {
                     outcome: Outcome::Completed { output: json!(1) },
+                    steps: Vec::new(),
                     events: vec![event(id, next + 5, tool())],
                     audit: Vec::new(),
                 },
@@ -1259,6 +1448,7 @@ pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
             &c.lease,
             Finish {
                 outcome: Outcome::Completed { output: json!(1) },
+                steps: Vec::new(),
                 events: Vec::new(),
                 audit: vec![NewAuditEvent {
                     event_type: "moderation.passed".into(),
@@ -1408,7 +1598,10 @@ pub async fn cancel_requested_ends_the_task_on_release_or_reclaim(store: Arc<dyn
             .unwrap()
     };
 
-    store.release(&lease(released), Vec::new()).await.unwrap();
+    store
+        .release(&lease(released), Vec::new(), Vec::new())
+        .await
+        .unwrap();
     let t = store.get_task(released).await.unwrap();
     assert_eq!(t.status, TaskStatus::Cancelled);
     assert!(t.completed_at.is_some());

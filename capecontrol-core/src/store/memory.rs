@@ -286,6 +286,15 @@ fn check_continues(entry: &TaskEntry, events: &[TaskEvent]) -> Result<()> {
 }
 
 /// Appends `events` (checked by [`check_events`] and [`check_continues`]) to `entry`.
+/// Inserts or replaces step rows by step number, times truncated to the microsecond.
+fn put_steps(entry: &mut TaskEntry, steps: impl IntoIterator<Item = StepRecord>) {
+    for mut step in steps {
+        step.started_at = step.started_at.map(micros);
+        step.finished_at = step.finished_at.map(micros);
+        entry.steps.insert(step.step, step);
+    }
+}
+
 fn persist_events(entry: &mut TaskEntry, mut events: Vec<TaskEvent>) -> Vec<TaskEvent> {
     for e in &mut events {
         e.at = micros(e.at);
@@ -921,12 +930,7 @@ impl QueueStore for MemoryStore {
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
         check_continues(entry, &write.events)?;
-        if let Some(step) = write.step {
-            let mut step = step;
-            step.started_at = step.started_at.map(micros);
-            step.finished_at = step.finished_at.map(micros);
-            entry.steps.insert(step.step, step);
-        }
+        put_steps(entry, write.step);
         let events = persist_events(entry, write.events);
         let record = entry.record.clone();
         for a in write.audit {
@@ -949,6 +953,7 @@ impl QueueStore for MemoryStore {
             Outcome::Cancelled => TaskStatus::Cancelled,
         };
         entry.record.status.transition(target)?;
+        put_steps(entry, finish.steps);
         let mut events = persist_events(entry, finish.events);
         let attempt = entry.record.attempts;
         let (kind, audit_type, payload) = match finish.outcome {
@@ -1019,12 +1024,18 @@ impl QueueStore for MemoryStore {
         Ok(record)
     }
 
-    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()> {
+    async fn release(
+        &self,
+        lease: &Lease,
+        events: Vec<TaskEvent>,
+        steps: Vec<StepRecord>,
+    ) -> Result<()> {
         let now = self.now();
         check_events(lease.task_id, &events)?;
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
         check_continues(entry, &events)?;
+        put_steps(entry, steps);
         let mut sent = persist_events(entry, events);
         let (kind, audit_type) = if entry.record.cancel_requested {
             move_task(&mut entry.record, TaskStatus::Cancelled)?;
@@ -1368,7 +1379,10 @@ mod tests {
             .unwrap()
             .lease
             .clone();
-        store.release(&lease_a, Vec::new()).await.unwrap();
+        store
+            .release(&lease_a, Vec::new(), Vec::new())
+            .await
+            .unwrap();
         assert_eq!(
             store.get_task(a).await.unwrap().status,
             TaskStatus::Cancelled
@@ -1421,6 +1435,7 @@ mod tests {
                 &c.lease,
                 Finish {
                     outcome: Outcome::Cancelled,
+                    steps: Vec::new(),
                     events: vec![e(id, 4)],
                     audit: Vec::new(),
                 },

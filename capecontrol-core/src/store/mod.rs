@@ -38,7 +38,18 @@
 //! a lease numbers the events it reports (starting after [`Claimed::last_seq`]); the store numbers
 //! the lifecycle events it writes itself after those. Committed events are published to
 //! [`QueueStore::subscribe`]rs; [`QueueStore::publish`] sends a not-yet-persisted event live (a
-//! step that started), which is persisted later with the same number by the next fenced write.
+//! step that started or completed), which is persisted later with the same number by the next
+//! fenced write.
+//!
+//! # Step rows
+//!
+//! A step row (the `runs` table) is written by a fenced write: [`QueueStore::journal`] (one
+//! row), [`QueueStore::finish`] and [`QueueStore::release`] (any number, in the same transaction
+//! as the outcome — one statement on PostgreSQL). The platform's worker defers a completed
+//! step's row and event to the next durable write of the same attempt: the start of the next
+//! step (before it runs, so a completed step is never run again after a crash once a later step
+//! began), a tool call's journal write, or the finish. A 1-step task thus commits once while
+//! running; the last step of an attempt that dies before its finish is run again.
 //! Extra audit events handed to an enqueue, a journal write or a finish are about the task:
 //! their `task_id` and `agent_id` default to the task's; an enqueue writes them before its
 //! `task.queued` event.
@@ -453,11 +464,15 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// The end of an attempt: the outcome plus events and audit not yet persisted.
+/// The end of an attempt: the outcome plus step rows, events and audit not yet persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finish {
     /// How the attempt ended.
     pub outcome: Outcome,
+    /// Steps to insert or update (by task and step number) in the same transaction, fenced by
+    /// the same lease: a worker defers a completed step's row to its next durable write.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
     /// Events, numbered by the worker, to persist before the outcome's own event.
     pub events: Vec<TaskEvent>,
     /// Audit events to persist.
@@ -490,8 +505,14 @@ pub trait QueueStore: Send + Sync {
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()>;
     /// Ends the attempt (fenced): completed, failed (maybe requeued) or cancelled.
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord>;
-    /// Gives a running task back to the queue without counting the attempt (graceful shutdown).
-    async fn release(&self, lease: &Lease, events: Vec<TaskEvent>) -> Result<()>;
+    /// Gives a running task back to the queue without counting the attempt (graceful shutdown);
+    /// writes `events` and `steps` (by task and step number) in the same fenced transaction.
+    async fn release(
+        &self,
+        lease: &Lease,
+        events: Vec<TaskEvent>,
+        steps: Vec<StepRecord>,
+    ) -> Result<()>;
     /// Requeues (or fails, when no attempt is left) the running tasks whose lease expired on
     /// the store's clock; returns their ids.
     async fn reclaim_expired(&self) -> Result<Vec<Uuid>>;
