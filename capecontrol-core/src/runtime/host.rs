@@ -38,7 +38,7 @@ impl Pending {
 pub(crate) struct PlatformHost {
     store: Arc<dyn Store>,
     lease: Lease,
-    task: TaskRecord,
+    task: Arc<TaskRecord>,
     seq: AtomicU64,
     pending: Mutex<Pending>,
     started: Mutex<HashMap<u32, DateTime<Utc>>>,
@@ -48,7 +48,7 @@ impl PlatformHost {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         lease: Lease,
-        task: TaskRecord,
+        task: Arc<TaskRecord>,
         last_seq: u64,
     ) -> Self {
         Self {
@@ -264,7 +264,7 @@ mod tests {
             .await
             .unwrap()
             .remove(0);
-        let host = PlatformHost::new(store.clone(), c.lease, c.task, c.last_seq);
+        let host = PlatformHost::new(store.clone(), c.lease, Arc::new(c.task), c.last_seq);
         (store, host)
     }
 

@@ -161,12 +161,14 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
         steps,
         last_seq,
     } = claimed;
+    // Shared by the host, the execution and this function: cloned once, not per use.
+    let task = Arc::new(task);
     let task_id = task.id;
     let key = CircuitBreakers::key(&task.agent_id, &task.version);
     let host = Arc::new(PlatformHost::new(
         Arc::clone(&inner.store),
         lease.clone(),
-        task.clone(),
+        Arc::clone(&task),
         last_seq,
     ));
 
@@ -218,7 +220,7 @@ async fn run_attempt(inner: &Arc<Inner>, claimed: Claimed) {
     };
     let endpoint = ExecutorEndpoint(executor);
     let exec = Execution {
-        task: task.clone(),
+        task: Arc::clone(&task),
         invocation,
         cx,
     };

@@ -48,8 +48,8 @@ pub struct Submission {
 /// One attempt on its way to the executor.
 #[derive(Debug)]
 pub struct Execution {
-    /// The task as claimed.
-    pub task: TaskRecord,
+    /// The task as claimed (shared with the worker: cheap to clone).
+    pub task: Arc<TaskRecord>,
     /// What to run.
     pub invocation: Invocation,
     /// The task's context (steps, tools, cancellation).
