@@ -134,6 +134,25 @@ impl State {
         stored
     }
 
+    /// Not-found unless the agent and task an audit event refers to exist (`new_task`: a task
+    /// being inserted in the same call), as the foreign keys of the SQL schema require.
+    fn check_audit_refs(&self, event: &NewAuditEvent, new_task: Option<Uuid>) -> Result<()> {
+        if let Some(agent) = event
+            .agent_id
+            .as_ref()
+            .filter(|a| !self.agents.contains_key(*a))
+        {
+            return Err(Error::not_found("agent", agent));
+        }
+        if let Some(task) = event
+            .task_id
+            .filter(|t| Some(*t) != new_task && !self.tasks.contains_key(t))
+        {
+            return Err(Error::not_found("task", task.to_string()));
+        }
+        Ok(())
+    }
+
     fn agent_by_id_or_slug(&self, id_or_slug: &str) -> Option<&AgentRecord> {
         self.agents
             .get(id_or_slug)
@@ -657,6 +676,12 @@ impl QueueStore for MemoryStore {
         if state.tasks.contains_key(&task.id) {
             return Err(Error::conflict(format!("task {} exists", task.id)));
         }
+        if !state.agents.contains_key(&task.agent_id) {
+            return Err(Error::not_found("agent", &task.agent_id));
+        }
+        for extra in &task.audit {
+            state.check_audit_refs(extra, Some(task.id))?;
+        }
         let record = TaskRecord {
             id: task.id,
             user_id: user_id.clone(),
@@ -815,6 +840,10 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         check_events(lease.task_id, &write.events)?;
         let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &write.audit {
+            state.check_audit_refs(a, None)?;
+        }
         let entry = state.fenced(lease)?;
         check_continues(entry, &write.events)?;
         if let Some(step) = write.step {
@@ -833,6 +862,10 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         check_events(lease.task_id, &finish.events)?;
         let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &finish.audit {
+            state.check_audit_refs(a, None)?;
+        }
         let entry = state.fenced(lease)?;
         check_continues(entry, &finish.events)?;
         // Check the transition before writing anything.
@@ -1132,7 +1165,9 @@ impl QueueStore for MemoryStore {
 impl AuditStore for MemoryStore {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
         let now = self.now();
-        Ok(self.lock().append_audit(event, now))
+        let mut state = self.lock();
+        state.check_audit_refs(&event, None)?;
+        Ok(state.append_audit(event, now))
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
@@ -1184,7 +1219,29 @@ mod tests {
         let now = Arc::new(Mutex::new(Utc::now()));
         let clock = now.clone();
         let store = MemoryStore::with_clock(Arc::new(move || *clock.lock().unwrap()));
+        with_agent(&store);
         (store, Manual(now))
+    }
+
+    /// Registers agent `a`.
+    fn with_agent(store: &MemoryStore) {
+        let now = Utc::now();
+        store.lock().agents.insert(
+            "a".into(),
+            AgentRecord {
+                id: "a".into(),
+                name: "A".into(),
+                slug: "a".into(),
+                description: None,
+                category: None,
+                capabilities: None,
+                policy_scopes: Vec::new(),
+                manifest: None,
+                status: AgentStatus::Draft,
+                created_at: now,
+                updated_at: now,
+            },
+        );
     }
 
     fn task(agent: &str) -> NewTask {
@@ -1339,6 +1396,11 @@ mod tests {
     #[tokio::test]
     async fn enqueue_rejects_bad_limits_and_duplicate_ids() {
         let store = MemoryStore::new();
+        assert_eq!(
+            store.enqueue(task("a")).await.unwrap_err().category(),
+            crate::ErrorCategory::NotFound
+        );
+        with_agent(&store);
         let mut t = task("a");
         t.max_attempts = 0;
         assert_eq!(
