@@ -18,6 +18,11 @@
 //!   whose cancellation was requested is cancelled instead of released. [`QueueStore::reclaim_expired`]
 //!   likewise cancels a task whose cancellation was requested.
 //! - An upserted installation keeps the `id` and `created_at` of the one it replaces.
+//! - References are checked as the SQL schema's foreign keys do: a task, an installation or an
+//!   audit event naming an unknown agent (or an audit event naming an unknown task) is
+//!   not-found.
+//! - Extra audit events handed to `enqueue`, `journal` or `finish` without a task or agent get
+//!   the task's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
