@@ -247,6 +247,16 @@ async fn update_agent_is_a_patch_and_checks_the_status_machine() {
             "agent.updated"
         ]
     );
+    // A denial about an unknown agent refers to it in the payload only.
+    let unknown = store
+        .list_audit(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.payload["agent"] == "nope")
+        .unwrap();
+    assert_eq!(unknown.agent_id, None);
+    assert_eq!(unknown.payload["error"]["category"], "not_found");
     assert_eq!(
         registry.get_agent("energy").await.unwrap().name,
         "Energy Agent"

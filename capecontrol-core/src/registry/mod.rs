@@ -443,17 +443,27 @@ impl Registry {
     where
         F: Future<Output = Result<(T, Value)>>,
     {
-        match run.await {
+        let result = run.await;
+        // The audit row refers to the agent only if it exists (a foreign key in SQL stores);
+        // the reference as given is in the payload of a denial.
+        let resolved = match agent_id {
+            Some(r) => self.store.get_agent(r).await.ok().map(|a| a.id),
+            None => None,
+        };
+        match result {
             Ok((value, payload)) => {
                 let mut event = NewAuditEvent::by(by, action.allowed(), payload);
-                event.agent_id = agent_id.map(str::to_owned);
+                event.agent_id = resolved;
                 self.store.append_audit(event).await?;
                 Ok(value)
             }
             Err(error) => {
-                let mut event =
-                    NewAuditEvent::by(by, action.denied(), denied_payload(&error, context));
-                event.agent_id = agent_id.map(str::to_owned);
+                let mut payload = denied_payload(&error, context);
+                if let (Some(obj), Some(r)) = (payload.as_object_mut(), agent_id) {
+                    obj.insert("agent".into(), Value::String(r.to_owned()));
+                }
+                let mut event = NewAuditEvent::by(by, action.denied(), payload);
+                event.agent_id = resolved;
                 if let Err(audit_error) = self.store.append_audit(event).await {
                     tracing::warn!(action = action.name(), %audit_error, "could not audit a denied action");
                 }

@@ -94,6 +94,8 @@ mod tests {
         assert_eq!(missing.field_errors()[0].pointer, "/settings");
         assert!(validate_settings(None, &json!({})).is_ok());
         assert!(validate_settings(None, &json!(3)).is_err());
+        let remote = json!({"$ref": "https://example.invalid/settings.json"});
+        assert!(validate_settings(Some(&remote), &json!({})).is_err());
         let bad_schema = json!({"type": 12});
         assert_eq!(
             validate_settings(Some(&bad_schema), &json!({}))

@@ -232,10 +232,27 @@ mod tests {
     use super::*;
     use crate::policy::Principal;
     use crate::store::memory::MemoryStore;
-    use crate::store::{ClaimRequest, Finish, NewTask, Outcome, QueueStore};
+    use crate::store::{ClaimRequest, Finish, NewTask, Outcome, QueueStore, RegistryStore};
 
     async fn claimed() -> (Arc<MemoryStore>, PlatformHost) {
         let store = Arc::new(MemoryStore::new());
+        let now = Utc::now();
+        store
+            .insert_agent(crate::store::AgentRecord {
+                id: "a".into(),
+                name: "a".into(),
+                slug: "a".into(),
+                description: None,
+                category: None,
+                capabilities: None,
+                policy_scopes: Vec::new(),
+                manifest: None,
+                status: crate::state::AgentStatus::Draft,
+                created_at: now,
+                updated_at: now,
+            })
+            .await
+            .unwrap();
         store
             .enqueue(NewTask {
                 id: uuid::Uuid::new_v4(),

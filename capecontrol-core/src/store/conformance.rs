@@ -87,6 +87,7 @@ where
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
     misnumbered_events_change_nothing(make().await).await;
+    references_must_exist(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
     timestamps_are_kept_to_the_microsecond(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
@@ -1428,6 +1429,65 @@ pub async fn misnumbered_events_change_nothing(store: Arc<dyn Store>) {
     assert_eq!(seqs(&store.events(id, 0).await.unwrap()), [1, 2, 3]);
 }
 
+/// Tasks, installations and audit events refer to existing agents and tasks (the SQL
+/// schema's foreign keys): an unknown one is not-found and nothing is written.
+pub async fn references_must_exist(store: Arc<dyn Store>) {
+    let nobody = unique("no-agent");
+    let mut t = new_task(&nobody);
+    t.idempotency_key = Some(unique("key"));
+    let id = t.id;
+    assert_category(store.enqueue(t).await, ErrorCategory::NotFound);
+    assert_category(store.get_task(id).await, ErrorCategory::NotFound);
+    let now = Utc::now();
+    assert_category(
+        store
+            .upsert_installation(InstallationRecord {
+                id: Uuid::new_v4(),
+                agent_id: nobody.clone(),
+                user_id: "u".into(),
+                version: "1.0.0".into(),
+                granted_scopes: Vec::new(),
+                settings: json!({}),
+                created_at: now,
+                updated_at: now,
+            })
+            .await,
+        ErrorCategory::NotFound,
+    );
+    assert_category(
+        store
+            .append_audit(
+                NewAuditEvent {
+                    event_type: "x".into(),
+                    ..NewAuditEvent::default()
+                }
+                .agent(nobody.clone()),
+            )
+            .await,
+        ErrorCategory::NotFound,
+    );
+    assert_category(
+        store
+            .append_audit(
+                NewAuditEvent {
+                    event_type: "x".into(),
+                    ..NewAuditEvent::default()
+                }
+                .task(Uuid::new_v4()),
+            )
+            .await,
+        ErrorCategory::NotFound,
+    );
+    let rows = store
+        .list_audit(&AuditFilter {
+            agent_id: Some(nobody),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+}
+
 /// Every task state change writes one audit event in the same transaction; extra audit events
 /// of an enqueue, a journal write or a finish are written with the task.
 pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
@@ -1436,11 +1496,15 @@ pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
     t.principal = Principal::new("auditor")
         .with_ip("10.0.0.7".parse().unwrap())
         .with_user_agent("conformance/1.0");
-    t.audit = vec![NewAuditEvent::by(
-        &t.principal,
-        "policy.allowed",
-        json!({ "scopes": ["a:read"] }),
-    )];
+    t.audit = vec![
+        NewAuditEvent::by(
+            &t.principal,
+            "policy.allowed",
+            json!({ "scopes": ["a:read"] }),
+        )
+        .agent(agent.clone())
+        .task(t.id),
+    ];
     let id = store.enqueue(t).await.unwrap().task.id;
     let c = claim_one(&store, "w1", &agent).await;
     store
@@ -1450,10 +1514,13 @@ pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
                 outcome: Outcome::Completed { output: json!(1) },
                 steps: Vec::new(),
                 events: Vec::new(),
-                audit: vec![NewAuditEvent {
-                    event_type: "moderation.passed".into(),
-                    ..NewAuditEvent::default()
-                }],
+                audit: vec![
+                    NewAuditEvent {
+                        event_type: "moderation.passed".into(),
+                        ..NewAuditEvent::default()
+                    }
+                    .task(id),
+                ],
             },
         )
         .await

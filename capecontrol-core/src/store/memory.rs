@@ -20,6 +20,11 @@
 //! - An upserted installation keeps the `id` and `created_at` of the one it replaces.
 //! - Timestamps are truncated to the microsecond, the clock's included (as PostgreSQL keeps
 //!   them; see the port's docs).
+//! - References are checked as the SQL schema's foreign keys do: a task, an installation or an
+//!   audit event naming an unknown agent (or an audit event naming an unknown task) is
+//!   not-found.
+//! - Extra audit events handed to `enqueue`, `journal` or `finish` without a task or agent get
+//!   the task's.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -153,6 +158,25 @@ impl State {
         };
         self.audit.push(stored);
         &self.audit[self.audit.len() - 1]
+    }
+
+    /// Not-found unless the agent and task an audit event refers to exist (`new_task`: a task
+    /// being inserted in the same call), as the foreign keys of the SQL schema require.
+    fn check_audit_refs(&self, event: &NewAuditEvent, new_task: Option<Uuid>) -> Result<()> {
+        if let Some(agent) = event
+            .agent_id
+            .as_ref()
+            .filter(|a| !self.agents.contains_key(*a))
+        {
+            return Err(Error::not_found("agent", agent));
+        }
+        if let Some(task) = event
+            .task_id
+            .filter(|t| Some(*t) != new_task && !self.tasks.contains_key(t))
+        {
+            return Err(Error::not_found("task", task.to_string()));
+        }
+        Ok(())
     }
 
     fn agent_by_id_or_slug(&self, id_or_slug: &str) -> Option<&AgentRecord> {
@@ -767,6 +791,12 @@ impl QueueStore for MemoryStore {
         if state.tasks.contains_key(&task.id) {
             return Err(Error::conflict(format!("task {} exists", task.id)));
         }
+        if !state.agents.contains_key(&task.agent_id) {
+            return Err(Error::not_found("agent", &task.agent_id));
+        }
+        for extra in &task.audit {
+            state.check_audit_refs(extra, Some(task.id))?;
+        }
         let record = TaskRecord {
             id: task.id,
             user_id: user_id.clone(),
@@ -928,6 +958,10 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         check_events(lease.task_id, &write.events)?;
         let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &write.audit {
+            state.check_audit_refs(a, None)?;
+        }
         let entry = state.fenced(lease)?;
         check_continues(entry, &write.events)?;
         put_steps(entry, write.step);
@@ -944,6 +978,10 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         check_events(lease.task_id, &finish.events)?;
         let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &finish.audit {
+            state.check_audit_refs(a, None)?;
+        }
         let entry = state.fenced(lease)?;
         check_continues(entry, &finish.events)?;
         // Check the transition before writing anything.
@@ -1249,7 +1287,9 @@ impl QueueStore for MemoryStore {
 impl AuditStore for MemoryStore {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
         let now = self.now();
-        Ok(self.lock().append_audit(event, now).clone())
+        let mut state = self.lock();
+        state.check_audit_refs(&event, None)?;
+        Ok(state.append_audit(event, now).clone())
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
@@ -1301,7 +1341,29 @@ mod tests {
         let now = Arc::new(Mutex::new(Utc::now()));
         let clock = now.clone();
         let store = MemoryStore::with_clock(Arc::new(move || *clock.lock().unwrap()));
+        with_agent(&store);
         (store, Manual(now))
+    }
+
+    /// Registers agent `a`.
+    fn with_agent(store: &MemoryStore) {
+        let now = Utc::now();
+        store.lock().agents.insert(
+            "a".into(),
+            AgentRecord {
+                id: "a".into(),
+                name: "A".into(),
+                slug: "a".into(),
+                description: None,
+                category: None,
+                capabilities: None,
+                policy_scopes: Vec::new(),
+                manifest: None,
+                status: AgentStatus::Draft,
+                created_at: now,
+                updated_at: now,
+            },
+        );
     }
 
     fn task(agent: &str) -> NewTask {
@@ -1460,6 +1522,11 @@ mod tests {
     #[tokio::test]
     async fn enqueue_rejects_bad_limits_and_duplicate_ids() {
         let store = MemoryStore::new();
+        assert_eq!(
+            store.enqueue(task("a")).await.unwrap_err().category(),
+            crate::ErrorCategory::NotFound
+        );
+        with_agent(&store);
         let mut t = task("a");
         t.max_attempts = 0;
         assert_eq!(
