@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{ExecuteNext, Execution, Middleware};
 use crate::error::{Error, FieldError, Result};
+use crate::validate::join_pointer;
 
 /// Why a rule blocked an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +73,7 @@ impl ModerationRule for BlockedTerms {
                 }
                 Value::Object(map) => {
                     for (k, v) in map {
-                        let key = k.replace('~', "~0").replace('/', "~1");
-                        stack.push((format!("{pointer}/{key}"), v));
+                        stack.push((join_pointer(&pointer, k), v));
                     }
                 }
                 _ => {}

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{Middleware, Submission, SubmitNext};
 use crate::error::{Error, FieldError, Result};
 use crate::store::Enqueued;
+use crate::validate::join_pointer;
 
 /// Settings of [`InputSanitization`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,10 +59,6 @@ impl std::io::Write for Counter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 fn is_bad_control(c: char) -> bool {
@@ -113,7 +110,7 @@ impl InputSanitization {
                     let mut children: Vec<_> = map.iter().collect();
                     children.reverse();
                     for (key, item) in children {
-                        let child = format!("{pointer}/{}", escape(key));
+                        let child = join_pointer(&pointer, key);
                         if self.config.reject_control_chars && key.chars().any(is_bad_control) {
                             errors.push(FieldError::new(
                                 child.clone(),
@@ -144,7 +141,7 @@ impl InputSanitization {
                     if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
                     {
                         if let Some(name) = property.as_str() {
-                            pointer = format!("{pointer}/{}", escape(name));
+                            pointer = join_pointer(&pointer, name);
                         }
                         return FieldError::new(pointer, "is required");
                     }
