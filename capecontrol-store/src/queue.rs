@@ -460,7 +460,21 @@ impl StepsColumns {
         }
         Ok(c)
     }
+
+    /// Binds the six step columns, in the order the FINISH and RELEASE statements take them.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.step)
+            .bind(&self.state)
+            .bind(&self.status)
+            .bind(&self.started_at)
+            .bind(&self.finished_at)
+            .bind(&self.error)
+    }
 }
+
+/// A runtime query on PostgreSQL.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 impl PostgresStore {
     /// Why a fenced write matched nothing: misnumbered events, or the lease is gone.
@@ -624,7 +638,7 @@ impl QueueStore for PostgresStore {
                     json!({}),
                 ),
             };
-        let row = sqlx::query(FINISH)
+        let query = sqlx::query(FINISH)
             .bind(lease.task_id)
             .bind(lease.token)
             .bind(&ev.seq)
@@ -644,13 +658,9 @@ impl QueueStore for PostgresStore {
             .bind(&a.event_type)
             .bind(&a.payload)
             .bind(&a.ip_address)
-            .bind(&a.user_agent)
-            .bind(&st.step)
-            .bind(&st.state)
-            .bind(&st.status)
-            .bind(&st.started_at)
-            .bind(&st.finished_at)
-            .bind(&st.error)
+            .bind(&a.user_agent);
+        let row = st
+            .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;
@@ -673,20 +683,16 @@ impl QueueStore for PostgresStore {
     ) -> Result<()> {
         let ev = EventColumns::new(lease.task_id, &events)?;
         let st = StepsColumns::new(&steps)?;
-        let row = sqlx::query(RELEASE)
+        let query = sqlx::query(RELEASE)
             .bind(lease.task_id)
             .bind(lease.token)
             .bind(&ev.seq)
             .bind(&ev.at)
             .bind(&ev.kind)
             .bind(to_json(&TaskEventKind::Queued)?)
-            .bind(json!({ "worker": lease.owner }))
-            .bind(&st.step)
-            .bind(&st.state)
-            .bind(&st.status)
-            .bind(&st.started_at)
-            .bind(&st.finished_at)
-            .bind(&st.error)
+            .bind(json!({ "worker": lease.owner }));
+        let row = st
+            .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(db)?;
