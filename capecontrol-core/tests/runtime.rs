@@ -775,6 +775,11 @@ async fn rate_limit_answers_429_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(rejected.len(), 1, "the middleware rejection is audited");
+    assert_eq!(
+        rejected[0].payload["rejected_by"],
+        json!("rate_limiting"),
+        "the audit row names the middleware that rejected the task"
+    );
 }
 
 #[tokio::test]

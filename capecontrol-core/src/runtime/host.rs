@@ -19,7 +19,7 @@ use crate::agent::{StepRecord, TaskHost, ToolCall};
 use crate::error::{Error, Result};
 use crate::events::{TaskEvent, TaskEventKind};
 use crate::state::RunStatus;
-use crate::store::{JournalWrite, Lease, NewAuditEvent, Store, TaskRecord};
+use crate::store::{Finish, JournalWrite, Lease, NewAuditEvent, Outcome, Store, TaskRecord};
 
 /// Published but not yet persisted: events in order, and the row of a completed step.
 #[derive(Debug, Default)]
@@ -80,6 +80,26 @@ impl PlatformHost {
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default()
+    }
+
+    /// Writes the attempt's outcome together with what is pending (events published live,
+    /// the deferred step row): the attempt's one writer of its finish.
+    pub(crate) async fn finish(&self, outcome: Outcome) -> Result<TaskRecord> {
+        let mut pending = self.take_pending();
+        let finish = Finish {
+            outcome,
+            steps: pending.steps(),
+            events: pending.events,
+            audit: Vec::new(),
+        };
+        self.store.finish(&self.lease, finish).await
+    }
+
+    /// Gives the task back to the queue (the attempt is not counted) with what is pending.
+    pub(crate) async fn release(&self) -> Result<()> {
+        let mut pending = self.take_pending();
+        let steps = pending.steps();
+        self.store.release(&self.lease, pending.events, steps).await
     }
 
     /// Adds a completed step's row and event to what is pending.
@@ -232,7 +252,7 @@ mod tests {
     use super::*;
     use crate::policy::Principal;
     use crate::store::memory::MemoryStore;
-    use crate::store::{ClaimRequest, Finish, NewTask, Outcome, QueueStore, RegistryStore};
+    use crate::store::{ClaimRequest, NewTask, QueueStore, RegistryStore};
 
     async fn claimed() -> (Arc<MemoryStore>, PlatformHost) {
         let store = Arc::new(MemoryStore::new());
@@ -334,14 +354,9 @@ mod tests {
         host.step_started(3, "three").await.unwrap();
         host.step_completed(3, "three", &json!(3)).await.unwrap();
         assert_eq!(store.steps(id).await.unwrap().len(), 2);
-        let mut pending = host.take_pending();
-        let finish = Finish {
-            outcome: Outcome::Completed { output: json!(3) },
-            steps: pending.steps(),
-            events: pending.events,
-            audit: Vec::new(),
-        };
-        store.finish(host.lease(), finish).await.unwrap();
+        host.finish(Outcome::Completed { output: json!(3) })
+            .await
+            .unwrap();
         let steps = store.steps(id).await.unwrap();
         assert_eq!(
             steps.iter().map(|s| s.output.clone()).collect::<Vec<_>>(),

@@ -40,6 +40,7 @@ impl Middleware for AuditLogging {
         let agent_id = sub.agent_id.clone();
         let task = sub.request.task.clone();
         let task_id = sub.task_id;
+        let rejection = next.rejection();
         let result = next.run(sub).await;
         if let Err(err) = &result {
             let event = NewAuditEvent::by(
@@ -51,6 +52,7 @@ impl Middleware for AuditLogging {
                     "category": err.category(),
                     "status": err.http_status(),
                     "error": err.to_string(),
+                    "rejected_by": rejection.and_then(|r| r.by()),
                 }),
             )
             .agent(agent_id);

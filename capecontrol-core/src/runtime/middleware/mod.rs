@@ -22,8 +22,8 @@ use uuid::Uuid;
 use crate::agent::TaskContext;
 use crate::error::Result;
 use crate::manifest::{Manifest, TaskDecl};
-use crate::runtime::TaskRequest;
 use crate::runtime::executor::Invocation;
+use crate::runtime::request::TaskRequest;
 use crate::store::{Enqueued, NewAuditEvent, TaskRecord};
 
 /// A submission on its way through the gateway, after policy checks.
@@ -88,10 +88,28 @@ pub trait ExecuteEndpoint: Send + Sync {
     async fn call(&self, exec: Execution) -> Result<Value>;
 }
 
+/// Which part of the submit chain rejected a submission: the name of the innermost
+/// middleware that returned an error (see [`Middleware::name`]), or `"enqueue"` when the store
+/// refused it. Set once per submission.
+#[derive(Debug, Default)]
+pub struct Rejection(std::sync::OnceLock<String>);
+
+impl Rejection {
+    /// The name of the layer that rejected the submission, once one has.
+    pub fn by(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn record(&self, name: &str) {
+        let _ = self.0.set(name.to_owned());
+    }
+}
+
 /// The rest of the submit chain.
 pub struct SubmitNext<'a> {
     rest: &'a [Arc<dyn Middleware>],
     endpoint: &'a dyn SubmitEndpoint,
+    rejection: Option<&'a Rejection>,
 }
 
 impl<'a> SubmitNext<'a> {
@@ -100,25 +118,50 @@ impl<'a> SubmitNext<'a> {
         Self {
             rest: layers,
             endpoint,
+            rejection: None,
         }
+    }
+
+    /// The chain `layers` ending in `endpoint`, recording in `rejection` which layer rejects
+    /// the submission, if one does.
+    pub fn recording(
+        layers: &'a [Arc<dyn Middleware>],
+        endpoint: &'a dyn SubmitEndpoint,
+        rejection: &'a Rejection,
+    ) -> Self {
+        Self {
+            rest: layers,
+            endpoint,
+            rejection: Some(rejection),
+        }
+    }
+
+    /// Where this chain records which layer rejected the submission (read it after `run`).
+    pub fn rejection(&self) -> Option<&'a Rejection> {
+        self.rejection
     }
 
     /// Passes `sub` to the next layer, or to the endpoint.
     pub async fn run(self, sub: Submission) -> Result<Enqueued> {
-        match self.rest.split_first() {
+        let (result, name) = match self.rest.split_first() {
             Some((layer, rest)) => {
-                layer
-                    .submit(
-                        sub,
-                        SubmitNext {
-                            rest,
-                            endpoint: self.endpoint,
-                        },
-                    )
-                    .await
+                let next = SubmitNext {
+                    rest,
+                    endpoint: self.endpoint,
+                    rejection: self.rejection,
+                };
+                (layer.submit(sub, next).await, layer.name())
             }
-            None => self.endpoint.call(sub).await,
+            None => (self.endpoint.call(sub).await, "enqueue"),
+        };
+        if result.is_err()
+            && let Some(rejection) = self.rejection
+        {
+            // The innermost failing part records first; the layers around it only pass the
+            // error on.
+            rejection.record(name);
         }
+        result
     }
 }
 

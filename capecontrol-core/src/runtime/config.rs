@@ -1,0 +1,54 @@
+//! [`PlatformConfig`]: the runtime settings of a node.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::breaker::BreakerConfig;
+
+/// Runtime settings of a [`Platform`](super::platform::Platform).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformConfig {
+    /// Attempts this node runs at once.
+    pub workers: usize,
+    /// Tasks claimed in one round trip at most.
+    pub claim_batch: usize,
+    /// Lease length; heartbeats renew it every third of it.
+    pub lease: Duration,
+    /// How often an idle dispatcher polls besides wake-ups.
+    pub poll_interval: Duration,
+    /// First retry delay (doubles per attempt, with jitter).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// How long a cancelled attempt may take to stop by itself before it is dropped.
+    pub cancel_grace: Duration,
+    /// Circuit-breaker settings.
+    pub breaker: BreakerConfig,
+    /// Only claim tasks of these agents (`None`: any).
+    pub only_agents: Option<Vec<String>>,
+    /// This node's name (in leases).
+    pub node_id: String,
+    /// How long the gateway reuses a resolved installation (installed version, grants) for the
+    /// same agent and user. Installation changes reach new submissions within this time; the
+    /// worker checks the installation again when the attempt starts. Zero disables the cache.
+    pub policy_cache_ttl: Duration,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            claim_batch: 16,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            cancel_grace: Duration::from_secs(2),
+            breaker: BreakerConfig::default(),
+            only_agents: None,
+            node_id: format!("node-{}", Uuid::new_v4().simple()),
+            policy_cache_ttl: Duration::from_secs(1),
+        }
+    }
+}

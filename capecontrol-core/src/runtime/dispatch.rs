@@ -1,0 +1,61 @@
+//! The dispatcher: claims as many due tasks as there are free worker slots, by priority, and
+//! starts an attempt for each; it waits for the store's wake-ups or polls when idle.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::attempt;
+use super::node::Node;
+use crate::store::ClaimRequest;
+
+/// The dispatcher: claims as many tasks as there are free worker slots and spawns them.
+pub(crate) async fn dispatch(node: Arc<Node>) {
+    let slots = Arc::new(Semaphore::new(node.config.workers));
+    let mut wakeups = node.store.wakeups();
+    loop {
+        if node.stop.is_cancelled() {
+            return;
+        }
+        // Wait for one free slot, then take every other free one.
+        let first = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = node.stop.cancelled() => return,
+        };
+        let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
+        while permits.len() < node.config.claim_batch {
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let request = ClaimRequest {
+            worker: node.node_id.clone(),
+            limit: permits.len(),
+            lease: node.config.lease,
+            agents: node.config.only_agents.clone(),
+        };
+        match node.store.claim(&request).await {
+            Ok(claimed) if !claimed.is_empty() => {
+                for c in claimed {
+                    let Some(permit) = permits.pop() else { break };
+                    let node = Arc::clone(&node);
+                    tokio::spawn(async move {
+                        attempt::run(&node, c).await;
+                        drop(permit);
+                    });
+                }
+                drop(permits);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "claim failed"),
+        }
+        drop(permits);
+        tokio::select! {
+            _ = wakeups.recv() => {}
+            () = tokio::time::sleep(node.config.poll_interval) => {}
+            () = node.stop.cancelled() => return,
+        }
+    }
+}

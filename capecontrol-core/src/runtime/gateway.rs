@@ -1,0 +1,262 @@
+//! The gateway: the way in for every submission. In order: resolve the agent and the version
+//! installed for the submitting user (not installed → 403; an archived installed version →
+//! 409), policy (roles, the installation's grants against the manifest's scopes → 403 with the
+//! missing scopes; unknown task → 404), the circuit breaker (open → 503), then the middleware
+//! chain and the enqueue. Policy decisions are audited: `policy.allowed` in the enqueue's
+//! transaction, `policy.denied` in its own write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::breaker::CircuitBreakers;
+use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext};
+use super::node::Node;
+use super::request::TaskRequest;
+use crate::error::{Error, ErrorCategory, Result};
+use crate::manifest::{Config, Manifest, TaskDecl};
+use crate::policy::{Scope, missing_scopes};
+use crate::state::VersionStatus;
+use crate::store::{Enqueued, NewAuditEvent, NewTask, Store};
+
+/// What the gateway resolved for (agent, user): the installed version and its grants.
+#[derive(Clone)]
+struct Resolved {
+    version: String,
+    status: VersionStatus,
+    manifest: Arc<Manifest>,
+    granted: Vec<Scope>,
+}
+
+/// A denial: the error returned to the caller and the reason written to the audit row.
+type Denied = (Error, String);
+
+/// The gateway's caches: resolved installations for `policy_cache_ttl`, agent ids for good.
+#[derive(Default)]
+pub(crate) struct Gateway {
+    /// Resolved submissions (installation, version, manifest) by (agent, user).
+    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Resolved)>>,
+    /// Agent ids by the id or slug they were asked for.
+    agent_ids: Mutex<HashMap<String, String>>,
+}
+
+impl Gateway {
+    /// Submits a task: policy, breaker, middleware, enqueue. Returns the task's id (an existing
+    /// task's id when the idempotency key was seen before).
+    pub(crate) async fn submit(&self, node: &Node, request: TaskRequest) -> Result<Uuid> {
+        let store = &node.store;
+        let principal = request.principal.clone();
+        let agent_id = self.agent_id(node, &request.agent).await?;
+        let (version, manifest, task) = match self.policy(node, &agent_id, &request).await {
+            Ok(ok) => ok,
+            Err((error, what)) => {
+                let event = NewAuditEvent::by(
+                    &principal,
+                    "policy.denied",
+                    json!({"task": request.task, "reason": what, "error": error.to_string(),
+                           "missing_scopes": error.missing_scopes()}),
+                )
+                .agent(agent_id);
+                store.append_audit(event).await?;
+                return Err(error);
+            }
+        };
+        let key = CircuitBreakers::key(&agent_id, &version);
+        if let Some(left) = node.breakers.is_open(&key) {
+            return Err(Error::resource(format!(
+                "circuit breaker open for {key}; retry in {} ms",
+                left.as_millis()
+            )));
+        }
+        let task_id = Uuid::now_v7();
+        let allowed = NewAuditEvent::by(
+            &principal,
+            "policy.allowed",
+            json!({"task": request.task, "version": version}),
+        )
+        .agent(agent_id.clone())
+        .task(task_id);
+        let sub = Submission {
+            task_id,
+            agent_id,
+            version,
+            manifest,
+            task,
+            audit: vec![allowed],
+            request,
+        };
+        let endpoint = Enqueue(Arc::clone(store));
+        let rejection = Rejection::default();
+        let enqueued = SubmitNext::recording(&node.middleware, &endpoint, &rejection)
+            .run(sub)
+            .await?;
+        Ok(enqueued.task.id)
+    }
+
+    /// Resolves the installed version and checks roles and grants.
+    async fn policy(
+        &self,
+        node: &Node,
+        agent_id: &str,
+        request: &TaskRequest,
+    ) -> std::result::Result<(String, Arc<Manifest>, Option<TaskDecl>), Denied> {
+        let resolved = self
+            .resolve(node, agent_id, &request.principal.user_id)
+            .await?;
+        if resolved.status != VersionStatus::Published {
+            return Err((
+                Error::conflict(format!(
+                    "installed version {} of `{agent_id}` is {}; upgrade the installation",
+                    resolved.version, resolved.status
+                )),
+                "version not published".into(),
+            ));
+        }
+        let manifest = resolved.manifest;
+        let permissions = manifest.permissions();
+        if !request.principal.has_any_role(&permissions.required_roles) {
+            return Err((
+                Error::forbidden(format!(
+                    "user `{}` holds none of the roles {:?}",
+                    request.principal.user_id, permissions.required_roles
+                )),
+                "role".into(),
+            ));
+        }
+        let required: Vec<Scope> = permissions
+            .scopes
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let missing = missing_scopes(&resolved.granted, &required);
+        if !missing.is_empty() {
+            return Err((
+                Error::permission(missing.iter().map(ToString::to_string)),
+                "scopes".into(),
+            ));
+        }
+        let task = manifest.task(&request.task).cloned();
+        if task.is_none() && !manifest.tasks.is_empty() {
+            return Err((
+                Error::not_found("task", request.task.clone()),
+                "task".into(),
+            ));
+        }
+        Ok((resolved.version, manifest, task))
+    }
+
+    /// The id of the agent named by `id_or_slug` (an agent's id and slug never change, so this
+    /// is cached for good once found).
+    async fn agent_id(&self, node: &Node, id_or_slug: &str) -> Result<String> {
+        if let Some(id) = self
+            .agent_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id_or_slug).cloned())
+        {
+            return Ok(id);
+        }
+        let agent = node.store.get_agent(id_or_slug).await?;
+        if let Ok(mut m) = self.agent_ids.lock() {
+            if m.len() > 100_000 {
+                m.clear();
+            }
+            m.insert(id_or_slug.to_owned(), agent.id.clone());
+        }
+        Ok(agent.id)
+    }
+
+    /// The installed version of `agent_id` for `user_id`, its status, manifest and grants
+    /// (cached for `policy_cache_ttl`).
+    async fn resolve(
+        &self,
+        node: &Node,
+        agent_id: &str,
+        user_id: &str,
+    ) -> std::result::Result<Resolved, Denied> {
+        let ttl = node.config.policy_cache_ttl;
+        let key = (agent_id.to_owned(), user_id.to_owned());
+        if !ttl.is_zero()
+            && let Some((at, hit)) = self
+                .policy_cache
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).cloned())
+            && at.elapsed() < ttl
+        {
+            return Ok(hit);
+        }
+        let installation = match node.installation(agent_id, user_id).await {
+            Ok(i) => i,
+            Err(e) if e.category() == ErrorCategory::Permission => {
+                return Err((e, "not installed".into()));
+            }
+            Err(e) => return Err((e, "store".into())),
+        };
+        let record = node
+            .store
+            .get_version(agent_id, &installation.version)
+            .await
+            .map_err(|e| (e, "version".into()))?;
+        let manifest = node
+            .manifest(agent_id, &installation.version)
+            .await
+            .map_err(|e| (e, "manifest".into()))?;
+        let resolved = Resolved {
+            version: installation.version,
+            status: record.status,
+            manifest,
+            granted: installation
+                .granted_scopes
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        };
+        if !ttl.is_zero()
+            && let Ok(mut cache) = self.policy_cache.lock()
+        {
+            if cache.len() > 10_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            cache.insert(key, (tokio::time::Instant::now(), resolved.clone()));
+        }
+        Ok(resolved)
+    }
+}
+
+/// The end of the submit chain: the enqueue, with the manifest's limits.
+struct Enqueue(Arc<dyn Store>);
+
+#[async_trait]
+impl SubmitEndpoint for Enqueue {
+    async fn call(&self, sub: Submission) -> Result<Enqueued> {
+        let config = sub.manifest.config();
+        let timeout = sub
+            .task
+            .as_ref()
+            .and_then(|t| t.timeout)
+            .unwrap_or(config.timeout)
+            .clamp(1, Config::MAX_TIMEOUT);
+        self.0
+            .enqueue(NewTask {
+                id: sub.task_id,
+                agent_id: sub.agent_id,
+                version: sub.version,
+                task: sub.request.task,
+                input: sub.request.input,
+                principal: sub.request.principal,
+                priority: sub.request.priority,
+                run_at: sub.request.run_at,
+                idempotency_key: sub.request.idempotency_key,
+                max_attempts: config.retries.min(Config::MAX_RETRIES) + 1,
+                concurrency_limit: config.concurrent_tasks.max(1),
+                timeout: Duration::from_secs(u64::from(timeout)),
+                audit: sub.audit,
+            })
+            .await
+    }
+}
