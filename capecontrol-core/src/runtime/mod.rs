@@ -3,8 +3,8 @@
 //!
 //! ```ignore
 //! let platform = Platform::builder().agent(MyAgent::default()).build().await?;
-//! let id = platform.submit(TaskRequest::new("my-agent", "run", json!({}), principal)).await?;
-//! let mut events = platform.watch(id).await?;
+//! let id = platform.submit(TaskRequest::new("my-agent", "run", json!({}), principal.clone())).await?;
+//! let mut events = platform.watch(id, &principal).await?;
 //! while let Some(event) = events.next().await { println!("{event:?}"); }
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! | [`request`] | [`TaskRequest`], what a caller submits |
 //! | [`config`] | [`PlatformConfig`], a node's settings |
 //! | [`builder`] | [`PlatformBuilder`]: store, executors, agents, middleware → a started node |
-//! | [`platform`] | [`Platform`]: submit, get, cancel, wait, watch, audit, shutdown |
+//! | [`platform`] | [`Platform`]: submit, get, cancel, wait, watch, audit, tasks (principal-checked), `trusted()`, shutdown |
+//! | [`access`] | task authorization: submitter, `admin`, or the host's [`TaskAccessPolicy`] |
 //! | `gateway` | resolve the installation → policy → breaker → middleware → enqueue |
 //! | `node` | what a node shares: store, executors, chain, breakers, running attempts, caches |
 //! | `dispatch` | claims due tasks into free worker slots |
@@ -32,6 +33,7 @@
 //! host writes the outcome: completed, failed (retried with backoff while attempts remain) or
 //! cancelled.
 
+pub mod access;
 mod attempt;
 pub mod backoff;
 pub mod breaker;
@@ -48,12 +50,13 @@ pub mod request;
 mod upkeep;
 pub mod watch;
 
+pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};
 pub use self::backoff::backoff;
 pub use self::breaker::{BreakerConfig, BreakerState, CircuitBreakers};
 pub use self::builder::PlatformBuilder;
 pub use self::config::PlatformConfig;
 pub use self::executor::{Executor, InProcessExecutor, Invocation};
 pub use self::middleware::Middleware;
-pub use self::platform::Platform;
+pub use self::platform::{Platform, TrustedAccess};
 pub use self::request::TaskRequest;
 pub use self::watch::TaskEvents;
