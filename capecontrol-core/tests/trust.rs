@@ -2,13 +2,16 @@
 //! re-checks, retry delays and output caps, watchers, cancellation races and breaker counting.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::manifest::{Config, Manifest, Permissions};
 use capecontrol_core::runtime::{
-    Platform, PlatformConfig, TaskAccessPolicy, TaskAction, TaskRequest,
+    BreakerConfig, BreakerState, Platform, PlatformConfig, TaskAccessPolicy, TaskAction,
+    TaskRequest,
 };
 use capecontrol_core::store::memory::MemoryStore;
 use capecontrol_core::store::{AuditFilter, InstallationRecord, Store, TaskFilter, TaskRecord};
@@ -347,4 +350,284 @@ async fn a_host_access_policy_widens_access_and_nothing_else() {
         .map(|r| r.payload["action"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(actions, vec!["cancel", "get"]);
+}
+
+fn once_then_ok(name: &str, first: Error) -> (TestAgent, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let config = Config {
+        retries: 2,
+        ..Config::default()
+    };
+    let a = agent(manifest(name, config, &[]), move |_, _, _| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let first = first.clone();
+        Box::pin(async move { if n == 0 { Err(first) } else { Ok(json!("ok")) } })
+    });
+    (a, calls)
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_clamped_not_a_panic() {
+    let store = memory();
+    let (a, calls) = once_then_ok(
+        "Absurd",
+        Error::rate_limit("come back in forever", Duration::MAX),
+    );
+    let config = PlatformConfig {
+        max_retry_delay: Duration::from_millis(150),
+        ..fast_config()
+    };
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "absurd", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("absurd", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), p.wait(id, &user()))
+        .await
+        .expect("the retry is clamped to max_retry_delay")
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let events = p.trusted().watch(id).await.unwrap();
+    let retrying: Vec<u64> = tokio_stream::StreamExt::collect::<Vec<_>>(events)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.unwrap().kind {
+            TaskEventKind::Retrying { delay_ms, .. } => Some(delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retrying.len(), 1);
+    assert!(retrying[0] <= 150, "delay {} ms is clamped", retrying[0]);
+}
+
+fn big_output(name: &str, bytes: usize) -> (TestAgent, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let config = Config {
+        retries: 2,
+        ..Config::default()
+    };
+    let a = agent(manifest(name, config, &[]), move |_, _, _| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(Value::String("x".repeat(bytes))) })
+    });
+    (a, calls)
+}
+
+#[tokio::test]
+async fn a_50_mb_output_fails_once_with_a_validation_error_naming_the_limit() {
+    let store = memory();
+    let (a, calls) = big_output("Huge", 50 * 1024 * 1024);
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "huge", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("huge", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(20), p.wait(id, &user()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert!(done.output.is_none());
+    let error = done.error.unwrap();
+    assert_eq!(error.category(), ErrorCategory::Validation);
+    assert!(
+        error.field_errors()[0].message.contains("1048576 bytes"),
+        "{error:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
+#[tokio::test]
+async fn the_output_cap_is_configurable() {
+    let store = memory();
+    let (a, _) = big_output("Small", 64);
+    let config = PlatformConfig {
+        max_output_bytes: 66,
+        ..fast_config()
+    };
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "small", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("small", "run", json!({}), user()))
+        .await
+        .unwrap();
+    // 64 characters and two quotes: exactly at the limit.
+    assert_eq!(
+        p.wait(id, &user()).await.unwrap().status,
+        TaskStatus::Completed
+    );
+
+    let store = memory();
+    let (a, _) = big_output("Small", 65);
+    let config = PlatformConfig {
+        max_output_bytes: 66,
+        ..fast_config()
+    };
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "small", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("small", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = p.wait(id, &user()).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert!(done.error_message.unwrap().contains("66 bytes"));
+}
+
+#[tokio::test]
+async fn resource_errors_never_trip_the_breaker_agent_errors_do() {
+    let store = memory();
+    let fail_with = |name: &str, error: Error| {
+        let config = Config {
+            retries: 0,
+            ..Config::default()
+        };
+        agent(manifest(name, config, &[]), move |_, _, _| {
+            let e = error.clone();
+            Box::pin(async move { Err(e) })
+        })
+    };
+    let config = PlatformConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(60),
+        },
+        ..fast_config()
+    };
+    let p = platform_with(
+        store.clone(),
+        vec![
+            fail_with("Infra", Error::resource("docker engine down")),
+            fail_with("Buggy", Error::agent("bug")),
+        ],
+        config,
+    )
+    .await;
+    install(&store, "infra", "alice", &[]).await;
+    install(&store, "buggy", "alice", &[]).await;
+    for _ in 0..4 {
+        let id = p
+            .submit(TaskRequest::new("infra", "run", json!({}), user()))
+            .await
+            .unwrap();
+        assert_eq!(
+            p.wait(id, &user()).await.unwrap().status,
+            TaskStatus::Failed
+        );
+    }
+    assert_eq!(p.breakers().state("infra@1.0.0"), BreakerState::Closed);
+    for _ in 0..2 {
+        let id = p
+            .submit(TaskRequest::new("buggy", "run", json!({}), user()))
+            .await
+            .unwrap();
+        assert_eq!(
+            p.wait(id, &user()).await.unwrap().status,
+            TaskStatus::Failed
+        );
+    }
+    assert_eq!(p.breakers().state("buggy@1.0.0"), BreakerState::Open);
+}
+
+/// Submits a task due in `delay`, applies `change` while it waits in the queue, and returns
+/// how it ended plus how often the agent ran.
+async fn after_change<F, Fut>(
+    scopes: &[&str],
+    config: PlatformConfig,
+    change: F,
+) -> (TaskRecord, u32, Arc<dyn Store>)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let store = memory();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let a = agent(
+        manifest("Guarded", Config::default(), scopes),
+        move |_, _, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(json!("ran")) })
+        },
+    );
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "guarded", "alice", scopes).await;
+    let later = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let id = p
+        .submit(TaskRequest::new("guarded", "run", json!({}), user()).run_at(later))
+        .await
+        .unwrap();
+    change(store.clone()).await;
+    let done = tokio::time::timeout(Duration::from_secs(10), p.wait(id, &user()))
+        .await
+        .unwrap()
+        .unwrap();
+    (done, calls.load(Ordering::SeqCst), store)
+}
+
+async fn failed_audit(store: &Arc<dyn Store>, id: uuid::Uuid) -> Value {
+    store
+        .list_audit(&AuditFilter {
+            task_id: Some(id),
+            event_type: Some("task.failed".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .pop()
+        .expect("a task.failed audit row")
+        .payload
+}
+
+#[tokio::test]
+async fn the_worker_rechecks_grants_installation_and_version() {
+    // Grants revoked after the submit.
+    let (t, calls, store) = after_change(&["files:read"], fast_config(), |s| async move {
+        install(&s, "guarded", "alice", &[]).await;
+    })
+    .await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(calls, 0, "never ran");
+    let e = t.error.unwrap();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(e.missing_scopes(), ["files:read"]);
+    assert_eq!(failed_audit(&store, t.id).await["category"], "permission");
+
+    // Uninstalled after the submit.
+    let (t, calls, _) = after_change(&[], fast_config(), |s| async move {
+        s.delete_installation("guarded", "alice").await.unwrap();
+    })
+    .await;
+    assert_eq!((t.status, calls), (TaskStatus::Failed, 0));
+    assert_eq!(t.error.unwrap().category(), ErrorCategory::Permission);
+
+    // Version archived after the submit.
+    let archive = |s: Arc<dyn Store>| async move {
+        s.set_version_status(
+            "guarded",
+            "1.0.0",
+            capecontrol_core::VersionStatus::Published,
+            capecontrol_core::VersionStatus::Archived,
+        )
+        .await
+        .unwrap();
+    };
+    let (t, calls, store) = after_change(&[], fast_config(), archive).await;
+    assert_eq!((t.status, calls), (TaskStatus::Failed, 0));
+    assert_eq!(t.error.unwrap().category(), ErrorCategory::Conflict);
+    assert!(t.error_message.unwrap().contains("archived"));
+    assert_eq!(failed_audit(&store, t.id).await["category"], "conflict");
+
+    // ... unless pinned versions may finish.
+    let config = PlatformConfig {
+        finish_archived_versions: true,
+        ..fast_config()
+    };
+    let (t, calls, _) = after_change(&[], config, archive).await;
+    assert_eq!((t.status, calls), (TaskStatus::Completed, 1));
 }

@@ -20,6 +20,7 @@
 //! | `gateway` | resolve the installation → policy → breaker → middleware → enqueue |
 //! | `node` | what a node shares: store, executors, chain, breakers, running attempts, caches |
 //! | `dispatch` | claims due tasks into free worker slots |
+//! | `checks` | the worker's re-checks (installation, archived version, grants), retry-delay clamp, output cap |
 //! | `attempt` | one claimed task: prepare, run under timeout/cancel/lease, hand over the outcome |
 //! | `host` | the attempt's `TaskHost` and single writer: steps, tool calls, events, finish |
 //! | `upkeep` | the heartbeat loop and the maintenance loop (reclaim, queue depth) |
@@ -38,6 +39,7 @@ mod attempt;
 pub mod backoff;
 pub mod breaker;
 pub mod builder;
+mod checks;
 pub mod config;
 mod dispatch;
 pub mod executor;
