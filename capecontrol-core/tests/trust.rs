@@ -18,6 +18,7 @@ use capecontrol_core::store::{AuditFilter, InstallationRecord, Store, TaskFilter
 use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use tokio_stream::StreamExt;
 
 type Behaviour = Arc<
     dyn for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>> + Send + Sync,
@@ -391,7 +392,8 @@ async fn an_absurd_retry_after_is_clamped_not_a_panic() {
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     let events = p.trusted().watch(id).await.unwrap();
-    let retrying: Vec<u64> = tokio_stream::StreamExt::collect::<Vec<_>>(events)
+    let retrying: Vec<u64> = events
+        .collect::<Vec<_>>()
         .await
         .into_iter()
         .filter_map(|e| match e.unwrap().kind {
@@ -630,4 +632,39 @@ async fn the_worker_rechecks_grants_installation_and_version() {
     };
     let (t, calls, _) = after_change(&[], config, archive).await;
     assert_eq!((t.status, calls), (TaskStatus::Completed, 1));
+}
+
+#[tokio::test]
+async fn a_dropped_watcher_stops_even_on_a_task_that_never_ends() {
+    let mem = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = mem.clone();
+    let p = platform_with(store.clone(), vec![ok_agent("Echo")], fast_config()).await;
+    install(&store, "echo", "alice", &[]).await;
+    let never = chrono::Utc::now() + chrono::Duration::days(365);
+    let id = p
+        .submit(TaskRequest::new("echo", "run", json!({}), user()).run_at(never))
+        .await
+        .unwrap();
+    let before = mem.subscribers();
+    let alice = user();
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        let mut w = p.watch(id, &alice).await.unwrap();
+        // Each watcher is past its replay, waiting for live events, when it is dropped.
+        let first = w.next().await.unwrap().unwrap();
+        assert_eq!(first.kind.name(), "queued");
+        watchers.push(w);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(mem.subscribers(), before + 20);
+    drop(watchers);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while mem.subscribers() > before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} watchers still follow a task nobody watches",
+            mem.subscribers() - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
