@@ -147,7 +147,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?;
     println!("submitted task {task_id}");
-    let mut events = platform.watch(task_id).await?;
+    let mut events = platform.watch(task_id, &alice).await?;
     while let Some(event) = events.next().await {
         let event = event?;
         println!(
@@ -159,11 +159,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 4. The result and the audit trail.
-    let task = platform.get(task_id).await?;
+    let task = platform.get(task_id, &alice).await?;
     println!("\nstatus: {}, attempts: {}", task.status, task.attempts);
     println!("output: {}", serde_json::to_string_pretty(&task.output)?);
     println!("\naudit trail:");
-    for a in platform.audit(task_id).await? {
+    for a in platform.audit(task_id, &alice).await? {
         println!(
             "  {} {:<16} by {:<6} from {}",
             a.created_at.format("%H:%M:%S%.3f"),

@@ -142,6 +142,10 @@ pub fn missing_scopes(granted: &[Scope], required: &[Scope]) -> Vec<Scope> {
     missing
 }
 
+/// The role that may read and act on every task (see
+/// [`Platform`](crate::runtime::Platform)'s task API).
+pub const ADMIN: &str = "admin";
+
 /// Who is acting: a user with roles and granted scopes, and where the request came from.
 ///
 /// ```
@@ -213,6 +217,16 @@ impl Principal {
     /// Whether the principal holds one of `roles` (true when `roles` is empty).
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         roles.is_empty() || roles.iter().any(|r| self.roles.contains(r))
+    }
+
+    /// Whether the principal holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the principal holds the [`ADMIN`] role.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ADMIN)
     }
 }
 

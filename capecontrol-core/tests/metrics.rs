@@ -108,7 +108,10 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         ))
         .await
         .unwrap();
-    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+    assert_eq!(
+        p.wait(id, &Principal::new("u")).await.unwrap().status,
+        TaskStatus::Completed
+    );
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
     p.submit(TaskRequest::new("failing", "ok", json!({}), Principal::new("u")).run_at(later))
         .await
@@ -122,7 +125,10 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         ))
         .await
         .unwrap();
-    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Failed);
+    assert_eq!(
+        p.wait(id, &Principal::new("u")).await.unwrap().status,
+        TaskStatus::Failed
+    );
     let snap = snapshot(&snapshotter);
     assert_eq!(
         histogram_len(&snap, "agent_execution_duration_seconds"),

@@ -128,7 +128,7 @@ fn memory() -> Arc<dyn Store> {
 }
 
 async fn events_of(p: &Platform, id: uuid::Uuid) -> Vec<capecontrol_core::events::TaskEvent> {
-    let stream = p.watch(id).await.unwrap();
+    let stream = p.watch(id, &user()).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
         stream.map(|e| e.unwrap()).collect::<Vec<_>>(),
@@ -156,7 +156,7 @@ async fn completes_with_steps_and_events_in_order() {
         .submit(TaskRequest::new("stepper", "run", json!({"x": 3}), user()))
         .await
         .unwrap();
-    let done = p.wait(id).await.unwrap();
+    let done = p.wait(id, &user()).await.unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.output, Some(json!({"sum": 6})));
     let events = events_of(&p, id).await;
@@ -177,7 +177,7 @@ async fn completes_with_steps_and_events_in_order() {
     assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "gap-free, each once");
     let steps = store.steps(id).await.unwrap();
     assert_eq!(steps.len(), 2);
-    let audit = p.audit(id).await.unwrap();
+    let audit = p.audit(id, &user()).await.unwrap();
     let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
     assert!(types.contains(&"policy.allowed"), "{types:?}");
     assert!(types.contains(&"task.completed"), "{types:?}");
@@ -214,7 +214,7 @@ async fn retries_with_backoff_then_succeeds() {
         .submit(TaskRequest::new("flaky", "run", json!({}), user()))
         .await
         .unwrap();
-    let done = p.wait(id).await.unwrap();
+    let done = p.wait(id, &user()).await.unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.attempts, 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -269,7 +269,7 @@ async fn exhausted_retries_fail_for_good_and_keep_the_category() {
         .submit(TaskRequest::new("broken", "run", json!({}), user()))
         .await
         .unwrap();
-    let done = p.wait(id).await.unwrap();
+    let done = p.wait(id, &user()).await.unwrap();
     assert_eq!(done.status, TaskStatus::Failed);
     assert_eq!(done.attempts, 3);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
@@ -288,7 +288,7 @@ async fn exhausted_retries_fail_for_good_and_keep_the_category() {
         .submit(TaskRequest::new("picky", "run", json!({}), user()))
         .await
         .unwrap();
-    let done = p.wait(id).await.unwrap();
+    let done = p.wait(id, &user()).await.unwrap();
     assert_eq!(done.status, TaskStatus::Failed);
     assert_eq!(done.attempts, 1, "validation errors are not retried");
     assert_eq!(calls2.load(Ordering::SeqCst), 1);
@@ -335,8 +335,11 @@ async fn timeout_ends_the_attempt_as_a_resource_error() {
         ))
         .await
         .unwrap();
-    assert_eq!(p.wait(under).await.unwrap().status, TaskStatus::Completed);
-    let t = p.wait(over).await.unwrap();
+    assert_eq!(
+        p.wait(under, &user()).await.unwrap().status,
+        TaskStatus::Completed
+    );
+    let t = p.wait(over, &user()).await.unwrap();
     assert_eq!(t.status, TaskStatus::Failed);
     let err = t.error.unwrap();
     assert_eq!(err.category(), ErrorCategory::Resource);
@@ -377,7 +380,7 @@ async fn cancels_queued_and_running_tasks() {
         .unwrap();
     started.notified().await;
     p.cancel(running, &user()).await.unwrap();
-    let t = tokio::time::timeout(Duration::from_secs(5), p.wait(running))
+    let t = tokio::time::timeout(Duration::from_secs(5), p.wait(running, &user()))
         .await
         .unwrap()
         .unwrap();
@@ -430,7 +433,10 @@ async fn breaker_opens_half_opens_and_closes() {
             .submit(TaskRequest::new("shaky", "run", json!({}), user()))
             .await
             .unwrap();
-        assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Failed);
+        assert_eq!(
+            p.wait(id, &user()).await.unwrap().status,
+            TaskStatus::Failed
+        );
     }
     assert_eq!(p.breakers().state("shaky@1.0.0"), BreakerState::Open);
     let err = p
@@ -445,7 +451,10 @@ async fn breaker_opens_half_opens_and_closes() {
         .submit(TaskRequest::new("shaky", "run", json!({}), user()))
         .await
         .unwrap();
-    assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+    assert_eq!(
+        p.wait(id, &user()).await.unwrap().status,
+        TaskStatus::Completed
+    );
     assert_eq!(p.breakers().state("shaky@1.0.0"), BreakerState::Closed);
 }
 
@@ -486,7 +495,10 @@ async fn concurrency_limit_is_never_exceeded() {
         );
     }
     for id in ids {
-        assert_eq!(p.wait(id).await.unwrap().status, TaskStatus::Completed);
+        assert_eq!(
+            p.wait(id, &user()).await.unwrap().status,
+            TaskStatus::Completed
+        );
     }
     assert_eq!(max.load(Ordering::SeqCst), 2, "ran two at once, never more");
 }
@@ -535,7 +547,7 @@ async fn higher_priority_runs_first() {
     )
     .await;
     for id in ids {
-        worker.wait(id).await.unwrap();
+        worker.wait(id, &user()).await.unwrap();
     }
     assert_eq!(
         *order.lock().unwrap(),
@@ -620,7 +632,7 @@ async fn resumed_task_does_not_rerun_completed_steps() {
     in_step_two.notified().await;
     drop(first); // a crash: no lease released, nothing more written
     let second = platform_with(store.clone(), vec![make(false)], config).await;
-    let done = tokio::time::timeout(Duration::from_secs(10), second.wait(id))
+    let done = tokio::time::timeout(Duration::from_secs(10), second.wait(id, &user()))
         .await
         .unwrap()
         .unwrap();
@@ -676,8 +688,8 @@ async fn late_watcher_sees_every_event_once() {
     gate.add_permits(2);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Joins mid-run, and another reconnects from a known sequence number.
-    let late = p.watch(id).await.unwrap();
-    let resumed = p.watch_from(id, 3).await.unwrap();
+    let late = p.watch(id, &user()).await.unwrap();
+    let resumed = p.watch_from(id, 3, &user()).await.unwrap();
     gate.add_permits(3);
     let all: Vec<_> = tokio::time::timeout(
         Duration::from_secs(10),
@@ -831,7 +843,10 @@ async fn bad_input_is_400_with_field_pointers() {
         ))
         .await
         .unwrap();
-    assert_eq!(p.wait(ok).await.unwrap().status, TaskStatus::Completed);
+    assert_eq!(
+        p.wait(ok, &user()).await.unwrap().status,
+        TaskStatus::Completed
+    );
 }
 
 #[tokio::test]
@@ -877,7 +892,7 @@ async fn graceful_shutdown_releases_running_tasks_to_another_node() {
     assert_eq!(t.status, TaskStatus::Queued, "released, not failed");
     assert_eq!(t.attempts, 0, "a released attempt does not count");
     let second = platform_with(store.clone(), vec![make(false)], config).await;
-    let done = tokio::time::timeout(Duration::from_secs(5), second.wait(id))
+    let done = tokio::time::timeout(Duration::from_secs(5), second.wait(id, &user()))
         .await
         .unwrap()
         .unwrap();

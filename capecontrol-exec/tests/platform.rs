@@ -221,7 +221,7 @@ async fn a_task_cancelled_while_its_container_starts_leaves_no_container() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         platform.cancel(id, &platforms::user()).await.unwrap();
-        let task = platform.wait(id).await.unwrap();
+        let task = platform.wait(id, &platforms::user()).await.unwrap();
         assert_eq!(task.status, TaskStatus::Cancelled, "after {delay_ms} ms");
     }
     platform.shutdown(Duration::from_secs(1)).await;

@@ -133,7 +133,7 @@ async fn platform(
 }
 
 async fn events_of(p: &Platform, id: Uuid) -> Vec<TaskEvent> {
-    let stream = p.watch(id).await.unwrap();
+    let stream = p.watch(id, &user()).await.unwrap();
     tokio::time::timeout(
         Duration::from_secs(20),
         stream.map(|e| e.unwrap()).collect::<Vec<_>>(),
@@ -143,7 +143,7 @@ async fn events_of(p: &Platform, id: Uuid) -> Vec<TaskEvent> {
 }
 
 async fn wait(p: &Platform, id: Uuid) -> capecontrol_core::store::TaskRecord {
-    tokio::time::timeout(Duration::from_secs(20), p.wait(id))
+    tokio::time::timeout(Duration::from_secs(20), p.wait(id, &user()))
         .await
         .expect("the task ends in time")
         .unwrap()
@@ -200,7 +200,7 @@ async fn completes_with_steps_and_events_in_order() {
     assert_gap_free(&events);
     assert_eq!(store.events(id, 0).await.unwrap(), events, "live = rows");
     assert_eq!(store.steps(id).await.unwrap().len(), 2);
-    let audit = p.audit(id).await.unwrap();
+    let audit = p.audit(id, &user()).await.unwrap();
     let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
     assert!(types.contains(&"policy.allowed"), "{types:?}");
     assert!(types.contains(&"task.completed"), "{types:?}");
@@ -471,8 +471,8 @@ async fn late_watcher_sees_every_event_once() {
         .unwrap();
     gate.add_permits(2);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let late = p.watch(id).await.unwrap();
-    let resumed = p.watch_from(id, 3).await.unwrap();
+    let late = p.watch(id, &user()).await.unwrap();
+    let resumed = p.watch_from(id, 3, &user()).await.unwrap();
     gate.add_permits(3);
     let all: Vec<_> = tokio::time::timeout(
         Duration::from_secs(20),
@@ -630,7 +630,7 @@ async fn submitted_on_a_run_on_b_watched_from_c() {
     // C watches every task from the start: replayed rows, then NOTIFYs from B.
     let mut watches = Vec::new();
     for &id in &ids {
-        let stream = c.watch(id).await.unwrap();
+        let stream = c.watch(id, &user()).await.unwrap();
         watches.push(tokio::spawn(async move {
             let events: Vec<TaskEvent> = tokio::time::timeout(
                 Duration::from_secs(30),
@@ -665,7 +665,7 @@ async fn submitted_on_a_run_on_b_watched_from_c() {
             }
         }
         assert_eq!(events, sc.events(id, 0).await.unwrap(), "live = rows");
-        let t = c.get(id).await.unwrap();
+        let t = c.get(id, &user()).await.unwrap();
         assert_eq!(t.status, TaskStatus::Completed);
     }
     assert_eq!(started.load(Ordering::SeqCst), N, "each task ran once");

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::backoff::backoff;
 use super::breaker::{Admission, CircuitBreakers};
+use super::checks;
 use super::executor::{Executor, Invocation};
 use super::host::PlatformHost;
 use super::middleware::{ExecuteEndpoint, ExecuteNext, Execution};
@@ -25,13 +26,16 @@ use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
 use crate::store::{Claimed, Outcome, TaskRecord};
 
-/// The end of the execute chain: the executor chosen for the attempt.
-struct ExecutorEndpoint(Arc<dyn Executor>);
+/// The end of the execute chain: the executor chosen for the attempt, its output capped at
+/// `max_output` bytes of JSON.
+struct ExecutorEndpoint(Arc<dyn Executor>, usize);
 
 #[async_trait]
 impl ExecuteEndpoint for ExecutorEndpoint {
     async fn call(&self, exec: Execution) -> Result<Value> {
-        self.0.run(exec.invocation, exec.cx).await
+        let output = self.0.run(exec.invocation, exec.cx).await?;
+        checks::check_output(&output, self.1)?;
+        Ok(output)
     }
 }
 
@@ -130,7 +134,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         input: task.input.clone(),
         manifest: Arc::clone(&prepared.manifest),
     };
-    let endpoint = ExecutorEndpoint(prepared.executor);
+    let endpoint = ExecutorEndpoint(prepared.executor, node.config.max_output_bytes);
     let exec = Execution {
         task: Arc::clone(&task),
         invocation,
@@ -172,10 +176,9 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             if cancel_requested(node, task_id).await {
                 finish_cancelled(&host).await;
             } else {
-                let counts = matches!(
-                    error.category(),
-                    ErrorCategory::Agent | ErrorCategory::Resource
-                );
+                // Only the agent's own failures count: a `resource` error (executor or store
+                // trouble) says nothing about the agent version.
+                let counts = error.category() == ErrorCategory::Agent;
                 finish_failed(node, &host, &task, error, counts).await;
             }
         }
@@ -219,8 +222,13 @@ fn publish_breaker(node: &Node, key: &str) {
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings
-/// of the user's installation (read again at every attempt).
+/// of the user's installation, read again at every attempt and checked again as the gateway
+/// did ([`checks::recheck`]): installed, version not archived, grants covering the scopes.
 async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
+    let version = node
+        .store
+        .get_version(&task.agent_id, &task.version)
+        .await?;
     let manifest = node.manifest(&task.agent_id, &task.version).await?;
     let executor = node
         .executors
@@ -234,11 +242,12 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
             )
         })?;
     let installation = node.installation(&task.agent_id, &task.user_id).await?;
-    let granted = installation
-        .granted_scopes
-        .iter()
-        .filter_map(|s| s.parse::<Scope>().ok())
-        .collect();
+    let granted = checks::recheck(
+        &version,
+        &manifest,
+        &installation,
+        node.config.finish_archived_versions,
+    )?;
     Ok(Prepared {
         manifest,
         executor,
@@ -276,7 +285,11 @@ async fn finish_failed(
                 task.attempts,
             )
         });
-        Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
+        Some(checks::retry_at(
+            Utc::now(),
+            delay,
+            node.config.max_retry_delay,
+        ))
     } else {
         None
     };

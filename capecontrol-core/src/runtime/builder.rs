@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::access::{OwnerOrAdmin, TaskAccessPolicy};
 use super::config::PlatformConfig;
 use super::executor::{Executor, InProcessExecutor};
 use super::middleware::Middleware;
@@ -32,6 +33,7 @@ pub struct PlatformBuilder {
     config: PlatformConfig,
     environment: Environment,
     start_workers: bool,
+    access: Arc<dyn TaskAccessPolicy>,
 }
 
 impl std::fmt::Debug for PlatformBuilder {
@@ -110,6 +112,13 @@ impl PlatformBuilder {
         self
     }
 
+    /// Lets a host rule decide who, besides a task's submitter and admins, may read or act on
+    /// a task (default: nobody, [`OwnerOrAdmin`]).
+    pub fn task_access(mut self, policy: impl TaskAccessPolicy) -> Self {
+        self.access = Arc::new(policy);
+        self
+    }
+
     /// Builds a platform that only submits and watches, running no workers on this node.
     pub fn without_workers(mut self) -> Self {
         self.start_workers = false;
@@ -142,6 +151,7 @@ impl PlatformBuilder {
         Ok(Platform::start(
             Arc::new(node),
             registry,
+            self.access,
             self.start_workers,
         ))
     }
@@ -162,6 +172,7 @@ impl Platform {
             config: PlatformConfig::default(),
             environment: Environment::default(),
             start_workers: true,
+            access: Arc::new(OwnerOrAdmin),
         }
     }
 }

@@ -33,6 +33,15 @@ pub struct PlatformConfig {
     /// same agent and user. Installation changes reach new submissions within this time; the
     /// worker checks the installation again when the attempt starts. Zero disables the cache.
     pub policy_cache_ttl: Duration,
+    /// The longest delay a failed attempt waits before it runs again: a `retry_after` asked by
+    /// an agent or a container beyond it is clamped to it (default 1 hour).
+    pub max_retry_delay: Duration,
+    /// The largest task output, in bytes of JSON, an attempt may return (default 1 MiB, as a
+    /// container's output); a larger one fails the task with a validation error naming it.
+    pub max_output_bytes: usize,
+    /// Whether tasks queued for a version that is archived before they run still run on it
+    /// (`true`) or fail without running with a `conflict` error (`false`, the default).
+    pub finish_archived_versions: bool,
 }
 
 impl Default for PlatformConfig {
@@ -49,6 +58,9 @@ impl Default for PlatformConfig {
             only_agents: None,
             node_id: format!("node-{}", Uuid::new_v4().simple()),
             policy_cache_ttl: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(3600),
+            max_output_bytes: 1024 * 1024,
+            finish_archived_versions: false,
         }
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! ```ignore
 //! let platform = Platform::builder().agent(MyAgent::default()).build().await?;
-//! let id = platform.submit(TaskRequest::new("my-agent", "run", json!({}), principal)).await?;
-//! let mut events = platform.watch(id).await?;
+//! let id = platform.submit(TaskRequest::new("my-agent", "run", json!({}), principal.clone())).await?;
+//! let mut events = platform.watch(id, &principal).await?;
 //! while let Some(event) = events.next().await { println!("{event:?}"); }
 //! ```
 //!
@@ -15,10 +15,12 @@
 //! | [`request`] | [`TaskRequest`], what a caller submits |
 //! | [`config`] | [`PlatformConfig`], a node's settings |
 //! | [`builder`] | [`PlatformBuilder`]: store, executors, agents, middleware → a started node |
-//! | [`platform`] | [`Platform`]: submit, get, cancel, wait, watch, audit, shutdown |
+//! | [`platform`] | [`Platform`]: submit, get, cancel, wait, watch, audit, tasks (principal-checked), `trusted()`, shutdown |
+//! | [`access`] | task authorization: submitter, `admin`, or the host's [`TaskAccessPolicy`] |
 //! | `gateway` | resolve the installation → policy → breaker → middleware → enqueue |
 //! | `node` | what a node shares: store, executors, chain, breakers, running attempts, caches |
 //! | `dispatch` | claims due tasks into free worker slots |
+//! | `checks` | the worker's re-checks (installation, archived version, grants), retry-delay clamp, output cap |
 //! | `attempt` | one claimed task: prepare, run under timeout/cancel/lease, hand over the outcome |
 //! | `host` | the attempt's `TaskHost` and single writer: steps, tool calls, events, finish |
 //! | `upkeep` | the heartbeat loop and the maintenance loop (reclaim, queue depth) |
@@ -32,10 +34,12 @@
 //! host writes the outcome: completed, failed (retried with backoff while attempts remain) or
 //! cancelled.
 
+pub mod access;
 mod attempt;
 pub mod backoff;
 pub mod breaker;
 pub mod builder;
+mod checks;
 pub mod config;
 mod dispatch;
 pub mod executor;
@@ -48,12 +52,13 @@ pub mod request;
 mod upkeep;
 pub mod watch;
 
+pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};
 pub use self::backoff::backoff;
 pub use self::breaker::{BreakerConfig, BreakerState, CircuitBreakers};
 pub use self::builder::PlatformBuilder;
 pub use self::config::PlatformConfig;
 pub use self::executor::{Executor, InProcessExecutor, Invocation};
 pub use self::middleware::Middleware;
-pub use self::platform::Platform;
+pub use self::platform::{Platform, TrustedAccess};
 pub use self::request::TaskRequest;
 pub use self::watch::TaskEvents;

@@ -1,5 +1,6 @@
 //! [`Platform`]: the embedded platform's public face — submit through the gateway, read and
-//! cancel tasks, follow their events, read their audit trail, shut down.
+//! cancel tasks, follow their events, read their audit trail (each checked against the acting
+//! principal, see [`access`](super::access); [`TrustedAccess`] for host code), shut down.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,16 +8,19 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use serde_json::json;
+
+use super::access::{TaskAccessPolicy, TaskAction, owns_or_admin};
 use super::breaker::CircuitBreakers;
 use super::gateway::Gateway;
 use super::node::Node;
 use super::request::TaskRequest;
 use super::watch::{self, TaskEvents};
 use super::{dispatch, upkeep};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::policy::Principal;
 use crate::registry::Registry;
-use crate::store::{AuditEvent, AuditFilter, Store, TaskRecord};
+use crate::store::{AuditEvent, AuditFilter, NewAuditEvent, Store, TaskFilter, TaskRecord};
 
 /// The embedded platform: gateway, workers and live events over a store. Built with
 /// [`Platform::builder`](super::builder::PlatformBuilder).
@@ -24,6 +28,7 @@ pub struct Platform {
     node: Arc<Node>,
     gateway: Gateway,
     registry: Registry,
+    access: Arc<dyn TaskAccessPolicy>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -53,7 +58,12 @@ impl Drop for Platform {
 impl Platform {
     /// A platform over `node`; with `workers`, its dispatcher, maintenance and heartbeat loops
     /// start now.
-    pub(crate) fn start(node: Arc<Node>, registry: Registry, workers: bool) -> Self {
+    pub(crate) fn start(
+        node: Arc<Node>,
+        registry: Registry,
+        access: Arc<dyn TaskAccessPolicy>,
+        workers: bool,
+    ) -> Self {
         let mut tasks = Vec::new();
         if workers {
             tasks.push(tokio::spawn(dispatch::dispatch(Arc::clone(&node))));
@@ -64,6 +74,7 @@ impl Platform {
             node,
             gateway: Gateway::default(),
             registry,
+            access,
             tasks: Mutex::new(tasks),
         }
     }
@@ -89,51 +100,113 @@ impl Platform {
         self.gateway.submit(&self.node, request).await
     }
 
-    /// The task's current record.
-    pub async fn get(&self, task_id: Uuid) -> Result<TaskRecord> {
-        self.node.store.get_task(task_id).await
+    /// The task's current record, if `by` may read it (see [`access`](super::access)).
+    pub async fn get(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        self.authorize(task_id, by, TaskAction::Get).await
     }
 
-    /// Cancels a task: a queued one at once, a running one by signalling its attempt (on this
-    /// node directly, on another through its next heartbeat).
+    /// Cancels a task, if `by` may: a queued one at once, a running one by signalling its
+    /// attempt (on this node directly, on another through its next heartbeat).
     pub async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
-        let record = self.node.store.cancel(task_id, by).await?;
-        self.node.cancel_running(task_id);
-        Ok(record)
+        self.authorize(task_id, by, TaskAction::Cancel).await?;
+        self.trusted().cancel_as(task_id, by).await
     }
 
-    /// Waits until the task is completed, cancelled or failed for good, and returns it.
-    pub async fn wait(&self, task_id: Uuid) -> Result<TaskRecord> {
-        use tokio_stream::StreamExt;
-        let mut events = self.watch(task_id).await?;
-        while let Some(event) = events.next().await {
-            if event?.kind.is_terminal() {
-                break;
-            }
-        }
-        self.get(task_id).await
+    /// Waits until the task is completed, cancelled or failed for good, and returns it, if `by`
+    /// may read it.
+    pub async fn wait(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        self.authorize(task_id, by, TaskAction::Get).await?;
+        self.trusted().wait(task_id).await
     }
 
-    /// The task's events from the first: replayed from the store, then live, each once.
-    pub async fn watch(&self, task_id: Uuid) -> Result<TaskEvents> {
-        self.watch_from(task_id, 0).await
+    /// The task's events from the first, if `by` may follow them: replayed from the store, then
+    /// live, each once. The stream ends after the terminal event, or when it is dropped.
+    pub async fn watch(&self, task_id: Uuid, by: &Principal) -> Result<TaskEvents> {
+        self.watch_from(task_id, 0, by).await
     }
 
-    /// The task's events after `after` (for a watcher that reconnects).
-    pub async fn watch_from(&self, task_id: Uuid, after: u64) -> Result<TaskEvents> {
-        self.node.store.get_task(task_id).await?;
+    /// The task's events after `after` (for a watcher that reconnects), if `by` may follow
+    /// them.
+    pub async fn watch_from(
+        &self,
+        task_id: Uuid,
+        after: u64,
+        by: &Principal,
+    ) -> Result<TaskEvents> {
+        self.authorize(task_id, by, TaskAction::Watch).await?;
         Ok(watch::watch(Arc::clone(&self.node.store), task_id, after))
     }
 
-    /// The audit trail of a task.
-    pub async fn audit(&self, task_id: Uuid) -> Result<Vec<AuditEvent>> {
-        self.node
-            .store
-            .list_audit(&AuditFilter {
-                task_id: Some(task_id),
-                ..AuditFilter::default()
-            })
-            .await
+    /// The audit trail of a task, if `by` may read it.
+    pub async fn audit(&self, task_id: Uuid, by: &Principal) -> Result<Vec<AuditEvent>> {
+        self.authorize(task_id, by, TaskAction::Audit).await?;
+        self.trusted().audit(task_id).await
+    }
+
+    /// Tasks matching `filter` that `by` may see, newest first: an admin sees every task; a
+    /// principal its own (a filter without a user, or with its own); a filter naming another
+    /// user keeps only the tasks the host's [`TaskAccessPolicy`] lets `by` list, and a listing
+    /// that hid some is audited as `task.access_denied` (action `list`).
+    pub async fn tasks(&self, by: &Principal, filter: TaskFilter) -> Result<Vec<TaskRecord>> {
+        if by.is_admin() {
+            return self.trusted().tasks(filter).await;
+        }
+        let mut filter = filter;
+        match &filter.user_id {
+            Some(user) if *user != by.user_id => {}
+            _ => {
+                filter.user_id = Some(by.user_id.clone());
+                return self.trusted().tasks(filter).await;
+            }
+        }
+        let all = self.trusted().tasks(filter.clone()).await?;
+        let mut shown = Vec::with_capacity(all.len());
+        let mut hidden = 0usize;
+        for task in all {
+            if owns_or_admin(by, &task) || self.access.allows(by, &task, TaskAction::List).await? {
+                shown.push(task);
+            } else {
+                hidden += 1;
+            }
+        }
+        if hidden > 0 {
+            let event = NewAuditEvent::by(
+                by,
+                ACCESS_DENIED,
+                json!({ "action": TaskAction::List.as_str(), "user_id": filter.user_id, "hidden": hidden }),
+            );
+            if let Err(e) = self.node.store.append_audit(event).await {
+                tracing::warn!(error = %e, "could not audit a denied task listing");
+            }
+        }
+        Ok(shown)
+    }
+
+    /// Unchecked task access for trusted host code (background jobs, operators' tools): every
+    /// task, whoever submitted it. Never hand it a principal's request unchecked.
+    pub fn trusted(&self) -> TrustedAccess<'_> {
+        TrustedAccess { platform: self }
+    }
+
+    /// The task if `by` may perform `action` on it; otherwise the same not-found error as for a
+    /// task that does not exist, after a `task.access_denied` audit row.
+    async fn authorize(
+        &self,
+        task_id: Uuid,
+        by: &Principal,
+        action: TaskAction,
+    ) -> Result<TaskRecord> {
+        let task = self.node.store.get_task(task_id).await?;
+        if owns_or_admin(by, &task) || self.access.allows(by, &task, action).await? {
+            return Ok(task);
+        }
+        let event = NewAuditEvent::by(by, ACCESS_DENIED, json!({ "action": action.as_str() }))
+            .task(task_id)
+            .agent(task.agent_id.clone());
+        // A denial is answered only once it is on record.
+        self.node.store.append_audit(event).await?;
+        metrics::counter!("task_access_denied_total", "action" => action.as_str()).increment(1);
+        Err(Error::not_found("task", task_id.to_string()))
     }
 
     /// Stops gracefully: claims nothing more, lets running attempts finish for up to `grace`,
@@ -155,5 +228,83 @@ impl Platform {
                 t.abort();
             }
         }
+    }
+}
+
+/// The audit event type of a refused task access.
+pub const ACCESS_DENIED: &str = "task.access_denied";
+
+/// Unchecked task access for trusted host code, from [`Platform::trusted`]: the same calls as
+/// the platform's task API without a principal check.
+#[derive(Clone, Copy)]
+pub struct TrustedAccess<'a> {
+    platform: &'a Platform,
+}
+
+impl std::fmt::Debug for TrustedAccess<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedAccess").finish_non_exhaustive()
+    }
+}
+
+impl TrustedAccess<'_> {
+    fn node(&self) -> &Node {
+        &self.platform.node
+    }
+
+    /// The task's current record.
+    pub async fn get(&self, task_id: Uuid) -> Result<TaskRecord> {
+        self.node().store.get_task(task_id).await
+    }
+
+    /// Cancels a task on behalf of the host (audited as by the principal `host`).
+    pub async fn cancel(&self, task_id: Uuid) -> Result<TaskRecord> {
+        self.cancel_as(task_id, &Principal::new("host")).await
+    }
+
+    /// Cancels a task, audited as by `by`, without checking that `by` may.
+    pub async fn cancel_as(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        let record = self.node().store.cancel(task_id, by).await?;
+        self.node().cancel_running(task_id);
+        Ok(record)
+    }
+
+    /// Waits until the task is completed, cancelled or failed for good, and returns it.
+    pub async fn wait(&self, task_id: Uuid) -> Result<TaskRecord> {
+        use tokio_stream::StreamExt;
+        let mut events = self.watch(task_id).await?;
+        while let Some(event) = events.next().await {
+            if event?.kind.is_terminal() {
+                break;
+            }
+        }
+        self.get(task_id).await
+    }
+
+    /// The task's events from the first.
+    pub async fn watch(&self, task_id: Uuid) -> Result<TaskEvents> {
+        self.watch_from(task_id, 0).await
+    }
+
+    /// The task's events after `after`.
+    pub async fn watch_from(&self, task_id: Uuid, after: u64) -> Result<TaskEvents> {
+        self.node().store.get_task(task_id).await?;
+        Ok(watch::watch(Arc::clone(&self.node().store), task_id, after))
+    }
+
+    /// The audit trail of a task.
+    pub async fn audit(&self, task_id: Uuid) -> Result<Vec<AuditEvent>> {
+        self.node()
+            .store
+            .list_audit(&AuditFilter {
+                task_id: Some(task_id),
+                ..AuditFilter::default()
+            })
+            .await
+    }
+
+    /// Tasks matching `filter`, whoever submitted them.
+    pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>> {
+        self.node().store.list_tasks(&filter).await
     }
 }

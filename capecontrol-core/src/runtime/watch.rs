@@ -1,5 +1,6 @@
 //! `watch`: a task's events, replayed from the store and then followed live, each once and in
-//! order, ending after the terminal event.
+//! order, ending after the terminal event — or as soon as the stream is dropped, even on a task
+//! that never ends (the watcher holds no subscription, timer or store read after that).
 //!
 //! Live delivery may be best-effort (across nodes it travels by NOTIFY): a gap in the live
 //! sequence, a lagging subscription, or [`REREAD_AFTER`] without a live event of the task makes
@@ -67,7 +68,12 @@ async fn follow(
             }
         }
         ahead.retain(|seq, _| *seq >= next);
-        match tokio::time::timeout_at(quiet_until, live.recv()).await {
+        let received = tokio::select! {
+            // Nobody reads any more: stop, even if the task never ends.
+            () = tx.closed() => return Ok(()),
+            r = tokio::time::timeout_at(quiet_until, live.recv()) => r,
+        };
+        match received {
             Ok(Ok(event)) if event.task_id != task_id || event.seq < next => {}
             Ok(Ok(event)) => {
                 let gap = event.seq > next;

@@ -414,6 +414,11 @@ impl MemoryStore {
         }
     }
 
+    /// How many live event subscriptions are open (watchers following tasks, say).
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// The store's current time.
     pub fn now(&self) -> DateTime<Utc> {
         micros((self.clock)())

@@ -162,7 +162,7 @@ pub async fn run(platform: &Platform, task: &str, input: Value) -> Result<Run> {
     let id = platform
         .submit(TaskRequest::new(AGENT, task, input, user()))
         .await?;
-    let mut stream = platform.watch(id).await?;
+    let mut stream = platform.watch(id, &user()).await?;
     let mut events = Vec::new();
     while let Some(event) = stream.next().await {
         let event = event?;
@@ -176,7 +176,7 @@ pub async fn run(platform: &Platform, task: &str, input: Value) -> Result<Run> {
             break;
         }
     }
-    let record = platform.get(id).await?;
+    let record = platform.get(id, &user()).await?;
     let steps = platform
         .store()
         .steps(id)
