@@ -1010,6 +1010,19 @@ impl QueueStore for MemoryStore {
                     json!({ "attempt": attempt }),
                 )
             }
+            // A cancel requested during the attempt wins over a retry or a failure: the task
+            // ends cancelled (its last error kept), whatever path the attempt took.
+            Outcome::Failed { error, .. } if entry.record.cancel_requested => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                )
+            }
             Outcome::Failed { error, retry_at } => {
                 move_task(&mut entry.record, TaskStatus::Failed)?;
                 entry.record.error_message = Some(error.to_string());
