@@ -668,3 +668,40 @@ async fn a_dropped_watcher_stops_even_on_a_task_that_never_ends() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_cancel_while_the_task_waits_for_its_retry_ends_it_cancelled() {
+    let store = memory();
+    let (a, calls) = once_then_ok("Flaky", Error::agent("transient"));
+    let config = PlatformConfig {
+        backoff_base: Duration::from_secs(30),
+        backoff_max: Duration::from_secs(30),
+        ..fast_config()
+    };
+    let p = platform_with(store.clone(), vec![a], config).await;
+    install(&store, "flaky", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("flaky", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let mut events = p.watch(id, &user()).await.unwrap();
+    while let Some(e) = events.next().await {
+        if matches!(e.unwrap().kind, TaskEventKind::Retrying { .. }) {
+            break;
+        }
+    }
+    let t = p.cancel(id, &user()).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    let done = p.wait(id, &user()).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Cancelled);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "never ran again");
+    let kinds: Vec<&str> = p
+        .trusted()
+        .watch(id)
+        .await
+        .unwrap()
+        .map(|e| e.unwrap().kind.name())
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(kinds, ["queued", "started", "retrying", "cancelled"]);
+}

@@ -94,15 +94,18 @@ WITH t AS (
 SELECT count(*) FROM t
 "#;
 
+/// The end of an attempt. A cancel requested while the task ran turns a retry or a failure
+/// into `cancelled` (status, event and audit row alike); a completion stays a completion.
 const FINISH: &str = r#"
 WITH t AS (
   UPDATE tasks SET
-    status = $6::text,
+    status = CASE WHEN cancel_requested AND $6::text IN ('queued', 'failed') THEN 'cancelled'
+                  ELSE $6::text END,
     output = CASE WHEN $6::text = 'completed' THEN $7::jsonb ELSE output END,
     error = COALESCE($8::jsonb, error),
     error_message = COALESCE($9::text, error_message),
-    run_at = COALESCE($10::timestamptz, run_at),
-    completed_at = CASE WHEN $6::text = 'queued' THEN NULL ELSE now() END,
+    run_at = CASE WHEN cancel_requested THEN run_at ELSE COALESCE($10::timestamptz, run_at) END,
+    completed_at = CASE WHEN $6::text = 'queued' AND NOT cancel_requested THEN NULL ELSE now() END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     last_seq = last_seq + cardinality($3::bigint[]) + 1
   WHERE id = $1 AND lease_token = $2 AND status = 'running'
@@ -115,7 +118,8 @@ WITH t AS (
 ), own AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(),
-         CASE WHEN $6::text = 'queued'
+         CASE WHEN t.status = 'cancelled' THEN '{"type": "cancelled"}'::jsonb
+              WHEN t.status = 'queued'
               THEN $11::jsonb || jsonb_build_object('attempt', t.attempts, 'delay_ms',
                      GREATEST(0, floor(extract(epoch FROM ($10::timestamptz - now())) * 1000))::bigint)
               ELSE $11::jsonb END
@@ -123,9 +127,10 @@ WITH t AS (
   RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
-  SELECT t.id, t.agent_id, t.user_id, $12::text,
+  SELECT t.id, t.agent_id, t.user_id,
+         CASE WHEN t.status = 'cancelled' THEN 'task.cancelled' ELSE $12::text END,
          $13::jsonb || jsonb_build_object('attempt', t.attempts)
-           || CASE WHEN $6::text = 'queued'
+           || CASE WHEN t.status = 'queued'
                    THEN jsonb_build_object('delay_ms', GREATEST(0, floor(extract(epoch FROM
                           ($10::timestamptz - now())) * 1000))::bigint)
                    ELSE '{}'::jsonb END,
@@ -147,7 +152,7 @@ WITH t AS (
     error_details = EXCLUDED.error_details
 )
 SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
-       ($6::text = 'queued'
+       (t.status = 'queued'
         OR EXISTS (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'))
          AS wake
 FROM t

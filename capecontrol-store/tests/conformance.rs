@@ -41,6 +41,7 @@ cases! {
     finish_and_release_write_steps_atomically;
     cancel_queued_and_running;
     cancel_requested_ends_the_task_on_release_or_reclaim;
+    cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion;
     concurrency_limit_per_agent;
     events_are_numbered_without_gaps;
     misnumbered_events_change_nothing;

@@ -84,6 +84,7 @@ where
     finish_and_release_write_steps_atomically(make().await).await;
     cancel_queued_and_running(make().await).await;
     cancel_requested_ends_the_task_on_release_or_reclaim(make().await).await;
+    cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion(make().await).await;
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
     misnumbered_events_change_nothing(make().await).await;
@@ -1698,6 +1699,120 @@ pub async fn cancel_requested_ends_the_task_on_release_or_reclaim(store: Arc<dyn
         let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
         assert_eq!(types.last().copied(), Some("task.cancelled"), "{types:?}");
     }
+    assert!(
+        store
+            .claim(&claim_request("w2", &agent, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was requeued"
+    );
+}
+
+/// A cancel requested while a task runs ends it `cancelled` when its attempt finishes with a
+/// retry or a failure (timed out, say); a completion that got there first stays completed.
+/// Either way exactly one terminal state, the same in the row, the events and the audit rows.
+pub async fn cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion(
+    store: Arc<dyn Store>,
+) {
+    let agent = fresh_agent(&store).await;
+    let admin = Principal::new("admin-1");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.enqueue(new_task(&agent)).await.unwrap().task.id);
+    }
+    let claimed = store.claim(&claim_request("w1", &agent, 3)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    for id in &ids {
+        let t = store.cancel(*id, &admin).await.unwrap();
+        assert!(t.cancel_requested);
+        assert_eq!(t.status, TaskStatus::Running);
+    }
+    let lease = |id: Uuid| {
+        claimed
+            .iter()
+            .find(|c| c.task.id == id)
+            .map(|c| c.lease.clone())
+            .unwrap()
+    };
+    let failed = |retry_at| Finish {
+        outcome: Outcome::Failed {
+            error: Error::resource("attempt timed out"),
+            retry_at,
+        },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    let (retried, failed_for_good, done) = (ids[0], ids[1], ids[2]);
+    let at = Utc::now() + chrono::Duration::milliseconds(10);
+    let r = store
+        .finish(&lease(retried), failed(Some(at)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, TaskStatus::Cancelled);
+    let r = store
+        .finish(&lease(failed_for_good), failed(None))
+        .await
+        .unwrap();
+    assert_eq!(r.status, TaskStatus::Cancelled);
+    let r = store
+        .finish(&lease(done), completed(json!("won the race")))
+        .await
+        .unwrap();
+    assert_eq!(r.status, TaskStatus::Completed);
+
+    for (id, status, last_event, last_audit) in [
+        (
+            retried,
+            TaskStatus::Cancelled,
+            "cancelled",
+            "task.cancelled",
+        ),
+        (
+            failed_for_good,
+            TaskStatus::Cancelled,
+            "cancelled",
+            "task.cancelled",
+        ),
+        (done, TaskStatus::Completed, "completed", "task.completed"),
+    ] {
+        let t = store.get_task(id).await.unwrap();
+        assert_eq!(t.status, status);
+        assert!(t.completed_at.is_some());
+        assert!(t.lease_owner.is_none());
+        let events = store.events(id, 0).await.unwrap();
+        let terminal: Vec<&str> = events
+            .iter()
+            .filter(|e| e.kind.is_terminal())
+            .map(|e| e.kind.name())
+            .collect();
+        assert_eq!(terminal, [last_event], "{:?}", kinds(&events));
+        assert!(!kinds(&events).contains(&"retrying"));
+        let audit = store
+            .list_audit(&AuditFilter {
+                task_id: Some(id),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
+        let ends: Vec<&str> = types
+            .iter()
+            .copied()
+            .filter(|t| {
+                [
+                    "task.completed",
+                    "task.failed",
+                    "task.cancelled",
+                    "task.retrying",
+                ]
+                .contains(t)
+            })
+            .collect();
+        assert_eq!(ends, [last_audit], "{types:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(
         store
             .claim(&claim_request("w2", &agent, 10))

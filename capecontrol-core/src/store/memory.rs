@@ -27,7 +27,7 @@
 //!   the task's.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -103,8 +103,12 @@ struct State {
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
     audit: Vec<AuditEvent>,
-    /// Queued tasks that were due when last indexed, by priority (highest first), then age.
-    ready: BTreeSet<(Reverse<i32>, u64, Uuid)>,
+    /// Queued tasks that were due when last indexed, per agent, by priority (highest first),
+    /// then age: a claim looks at the head of each agent's set, so tasks of an agent at its
+    /// concurrency limit cost it nothing.
+    ready: HashMap<String, BTreeSet<(Reverse<i32>, u64, Uuid)>>,
+    /// Tasks in `ready`.
+    ready_len: usize,
     /// Queued tasks not due yet, by due time.
     delayed: BTreeSet<(DateTime<Utc>, u64, Uuid)>,
     /// Running tasks.
@@ -196,6 +200,7 @@ impl State {
             return;
         };
         let r = &entry.record;
+        let agent_id = r.agent_id.clone();
         let new = match r.status {
             TaskStatus::Queued if r.run_at <= now => {
                 Indexed::Ready(Reverse(r.priority), entry.order)
@@ -211,7 +216,14 @@ impl State {
         match old {
             Indexed::None => {}
             Indexed::Ready(p, o) => {
-                self.ready.remove(&(p, o, id));
+                if let Some(set) = self.ready.get_mut(&agent_id) {
+                    if set.remove(&(p, o, id)) {
+                        self.ready_len -= 1;
+                    }
+                    if set.is_empty() {
+                        self.ready.remove(&agent_id);
+                    }
+                }
             }
             Indexed::Delayed(at, o) => {
                 self.delayed.remove(&(at, o, id));
@@ -229,7 +241,9 @@ impl State {
         match new {
             Indexed::None => {}
             Indexed::Ready(p, o) => {
-                self.ready.insert((p, o, id));
+                if self.ready.entry(agent_id).or_default().insert((p, o, id)) {
+                    self.ready_len += 1;
+                }
             }
             Indexed::Delayed(at, o) => {
                 self.delayed.insert((at, o, id));
@@ -871,35 +885,49 @@ impl QueueStore for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         state.promote_due(now);
-        // Walk the ready index in order (priority, then age), taking what the agent filter and
-        // the per-agent concurrency limits allow.
+        // Merge the agents' ready sets in order (priority, then age), taking what the agent
+        // filter and the per-agent concurrency limits allow. An agent whose next task is over
+        // its limit drops out of the merge, so its other queued tasks are never visited.
+        let st = &*state;
         let mut due: Vec<Uuid> = Vec::new();
         let mut planned: HashMap<&str, usize> = HashMap::new();
-        for &(_, _, id) in &state.ready {
-            if due.len() >= request.limit {
-                break;
+        let mut cursors = Vec::new();
+        let mut heads = BinaryHeap::new();
+        for (agent, set) in &st.ready {
+            if request.agents.as_ref().is_some_and(|a| !a.contains(agent)) {
+                continue;
             }
-            let Some(t) = state.tasks.get(&id) else {
+            let mut it = set.iter();
+            if let Some(&key) = it.next() {
+                heads.push(Reverse((key, cursors.len())));
+            }
+            cursors.push((agent.as_str(), it));
+        }
+        while due.len() < request.limit {
+            let Some(Reverse((key, c))) = heads.pop() else {
+                break;
+            };
+            let (agent, it) = &mut cursors[c];
+            let id = key.2;
+            let Some(t) = st.tasks.get(&id) else {
                 continue;
             };
             let r = &t.record;
-            if r.run_at > now
-                || request
-                    .agents
-                    .as_ref()
-                    .is_some_and(|a| !a.contains(&r.agent_id))
-            {
-                continue;
+            if r.run_at <= now {
+                let n = planned
+                    .entry(*agent)
+                    .or_insert_with(|| st.running_of_agent(agent));
+                if *n >= r.concurrency_limit as usize {
+                    continue;
+                }
+                *n += 1;
+                due.push(id);
             }
-            let n = planned
-                .entry(r.agent_id.as_str())
-                .or_insert_with(|| state.running_of_agent(&r.agent_id));
-            if *n >= r.concurrency_limit as usize {
-                continue;
+            if let Some(&next) = it.next() {
+                heads.push(Reverse((next, c)));
             }
-            *n += 1;
-            due.push(id);
         }
+        drop(cursors);
         let mut claimed = Vec::new();
         let mut sent = Vec::new();
         let expires_at = now + to_chrono(request.lease);
@@ -1008,6 +1036,19 @@ impl QueueStore for MemoryStore {
                     TaskEventKind::Completed { output },
                     "task.completed",
                     json!({ "attempt": attempt }),
+                )
+            }
+            // A cancel requested during the attempt wins over a retry or a failure: the task
+            // ends cancelled (its last error kept), whatever path the attempt took.
+            Outcome::Failed { error, .. } if entry.record.cancel_requested => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
                 )
             }
             Outcome::Failed { error, retry_at } => {
@@ -1283,7 +1324,7 @@ impl QueueStore for MemoryStore {
 
     async fn queue_depth(&self) -> Result<u64> {
         let state = self.lock();
-        let n = state.ready.len() + state.delayed.len();
+        let n = state.ready_len + state.delayed.len();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 }
