@@ -23,6 +23,10 @@ async fn host_is_fine(executor: &capecontrol_exec::ContainerExecutor) {
     executor.docker().ping().await.expect("the engine answers");
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_memory_bomb_is_oom_killed_as_a_resource_error() {
     if !docker_ready().await {
@@ -45,6 +49,10 @@ async fn a_memory_bomb_is_oom_killed_as_a_resource_error() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_fork_bomb_hits_the_process_limit() {
     if !docker_ready().await {
@@ -77,6 +85,10 @@ async fn a_fork_bomb_hits_the_process_limit() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_busy_loop_past_the_timeout_is_killed() {
     if !docker_ready().await {
@@ -101,6 +113,10 @@ async fn a_busy_loop_past_the_timeout_is_killed() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_process_that_ignores_sigterm_is_killed_at_the_timeout() {
     if !docker_ready().await {
@@ -125,6 +141,10 @@ async fn a_process_that_ignores_sigterm_is_killed_at_the_timeout() {
     );
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_flood_of_output_is_capped() {
     if !docker_ready().await {
@@ -182,6 +202,10 @@ async fn a_flood_of_output_is_capped() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_network_is_unreachable() {
     if !docker_ready().await {
@@ -207,6 +231,10 @@ async fn the_network_is_unreachable() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_root_filesystem_is_read_only_and_tmp_is_noexec() {
     if !docker_ready().await {
@@ -234,6 +262,10 @@ async fn the_root_filesystem_is_read_only_and_tmp_is_noexec() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn runs_unprivileged_without_capabilities() {
     if !docker_ready().await {
@@ -258,6 +290,10 @@ async fn runs_unprivileged_without_capabilities() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_secret_is_not_in_the_environment_of_another_task() {
     if !docker_ready().await {

@@ -19,6 +19,10 @@ use capecontrol_core::{AgentBase, ErrorCategory, RunStatus, TaskStatus};
 use common::{assert_no_containers, builder, docker_ready};
 use serde_json::{Value, json};
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_macro_agent_runs_the_same_in_process_and_in_a_container_through_the_platform() {
     if !docker_ready().await {
@@ -144,6 +148,10 @@ fn assert_retried_then_failed(run: &platforms::Run, what: &str) {
     assert!(run.steps.is_empty(), "{what}: {:?}", run.steps);
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_container_task_past_its_timeout_is_retried_then_fails_without_leftovers() {
     if !docker_ready().await {
@@ -174,6 +182,10 @@ async fn a_container_task_past_its_timeout_is_retried_then_fails_without_leftove
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_memory_bomb_in_a_container_is_a_resource_error_through_the_platform() {
     if !docker_ready().await {
@@ -196,6 +208,10 @@ async fn a_memory_bomb_in_a_container_is_a_resource_error_through_the_platform()
 
 /// A cancellation whose grace period ends while the engine is still creating or starting the
 /// container drops the executor's future mid-start-up: the container must still be removed.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_task_cancelled_while_its_container_starts_leaves_no_container() {
     if !docker_ready().await {
