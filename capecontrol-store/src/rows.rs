@@ -148,6 +148,12 @@ pub(crate) fn audit(row: &PgRow) -> Result<AuditEvent> {
         ip_address: get(row, "ip_address")?,
         user_agent: get(row, "user_agent")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
+        seq: get::<Option<i64>>(row, "seq")?
+            .map(|s| u64::try_from(s).map_err(|e| corrupt("audit seq", e)))
+            .transpose()?
+            .unwrap_or(0),
+        prev_hash: get::<Option<String>>(row, "prev_hash")?.unwrap_or_default(),
+        hash: get::<Option<String>>(row, "hash")?.unwrap_or_default(),
     })
 }
 

@@ -47,6 +47,7 @@ cases! {
     misnumbered_events_change_nothing;
     audit_rows_for_every_state_change;
     timestamps_are_kept_to_the_microsecond;
+    audit_chain_is_intact_and_pages;
     concurrent_claimers_never_share_a_task(16, 500);
 }
 

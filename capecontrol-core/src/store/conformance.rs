@@ -38,6 +38,9 @@
 //!   release or reclaim of a task whose cancellation was requested cancels it.
 //! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
 //!   the caller's audit events before `task.queued`.
+//! - The audit trail is a hash chain that `crate::audit::verify_chain` finds intact after
+//!   appends and task writes (payloads with floats, Unicode, control characters, nesting);
+//!   `list_audit` pages by the `after` cursor in chain order.
 //! - Timestamps are kept to the microsecond; `upsert_installation` keeps `created_at` and sets
 //!   `updated_at`.
 
@@ -90,6 +93,7 @@ where
     references_must_exist(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
     timestamps_are_kept_to_the_microsecond(make().await).await;
+    audit_chain_is_intact_and_pages(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
 }
 
@@ -1486,6 +1490,95 @@ pub async fn references_must_exist(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(rows.is_empty());
+}
+
+/// The audit trail is a chain that verifies, whatever wrote the rows; `list_audit` pages by its
+/// `after` cursor in chain order, and a limit past [`super::MAX_AUDIT_PAGE`] is capped.
+pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let principal = Principal::new("chain-user")
+        .with_ip("2001:db8::7".parse().unwrap())
+        .with_user_agent("chain/1.0 \"quoted\"");
+    let payloads = [
+        json!({ "float": 1.5, "tiny": 1e-7, "big": 1.5e20, "int": -42, "u": u64::MAX }),
+        json!({ "text": "é ✓ \u{1} \t \\ \"", "nested": { "bb": [1, {"a": null}], "a": true } }),
+        json!(null),
+        json!([]),
+        json!("plain"),
+    ];
+    let mut appended = Vec::new();
+    for i in 0..25 {
+        let e = store
+            .append_audit(
+                NewAuditEvent::by(
+                    &principal,
+                    "chain.test",
+                    payloads[i % payloads.len()].clone(),
+                )
+                .agent(agent.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(e.seq > 0, "an appended row is chained");
+        assert_eq!(
+            e.hash,
+            crate::audit::row_hash(&e),
+            "its hash is its content's"
+        );
+        appended.push(e);
+    }
+    for pair in appended.windows(2) {
+        assert!(pair[1].seq > pair[0].seq, "chain order follows appends");
+    }
+    // Rows written by the queue's own statements are chained too.
+    let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let c = claim_one(&store, "w1", &agent).await;
+    store
+        .finish(&c.lease, completed(json!(0.25)))
+        .await
+        .unwrap();
+    let report = crate::audit::verify_chain(&*store).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert!(report.rows >= 28, "{report:?}");
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(report.last, head);
+
+    // Pages of 10 by the cursor give every row of the agent once, in chain order.
+    let all = store
+        .list_audit(&AuditFilter {
+            agent_id: Some(agent.clone()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(all.iter().any(|e| e.task_id == Some(id)));
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_audit(&AuditFilter {
+                agent_id: Some(agent.clone()),
+                after,
+                limit: Some(10),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        AuditFilter {
+            limit: Some(usize::MAX),
+            ..AuditFilter::default()
+        }
+        .page_size(),
+        super::MAX_AUDIT_PAGE
+    );
 }
 
 /// Every task state change writes one audit event in the same transaction; extra audit events

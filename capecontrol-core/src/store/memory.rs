@@ -103,6 +103,8 @@ struct State {
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
     audit: Vec<AuditEvent>,
+    /// The end of the audit chain.
+    audit_head: crate::audit::ChainHead,
     /// Queued tasks that were due when last indexed, by priority (highest first), then age.
     ready: BTreeSet<(Reverse<i32>, u64, Uuid)>,
     /// Queued tasks not due yet, by due time.
@@ -155,7 +157,12 @@ impl State {
             ip_address: event.ip_address,
             user_agent: event.user_agent,
             created_at: now,
+            seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
         };
+        let mut stored = stored;
+        self.audit_head = crate::audit::seal(&mut stored, &self.audit_head);
         self.audit.push(stored);
         &self.audit[self.audit.len() - 1]
     }
@@ -1316,9 +1323,15 @@ impl AuditStore for MemoryStore {
                     .as_ref()
                     .is_none_or(|t| &e.event_type == t)
             })
-            .take(filter.limit.unwrap_or(1000))
+            .filter(|e| filter.after.is_none_or(|after| e.seq > after))
+            .filter(|e| !filter.unchained || e.seq == 0)
+            .take(filter.page_size())
             .cloned()
             .collect())
+    }
+
+    async fn audit_head(&self) -> Result<crate::audit::ChainHead> {
+        Ok(self.lock().audit_head.clone())
     }
 }
 

@@ -604,7 +604,20 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// Position in the store's audit chain, from 1, without gaps (`0`: not chained, a row
+    /// inserted past the store).
+    #[serde(default)]
+    pub seq: u64,
+    /// The previous row's hash ([`crate::audit::GENESIS`] for the first row).
+    #[serde(default)]
+    pub prev_hash: String,
+    /// SHA-256 of this row's canonical form ([`crate::audit::row_hash`]).
+    #[serde(default)]
+    pub hash: String,
 }
+
+/// The largest page [`AuditStore::list_audit`] returns: a larger `limit` is capped to it.
+pub const MAX_AUDIT_PAGE: usize = 1000;
 
 /// Filters of [`AuditStore::list_audit`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -617,17 +630,36 @@ pub struct AuditFilter {
     pub user_id: Option<String>,
     /// Only events of this type.
     pub event_type: Option<String>,
-    /// At most this many, oldest first (`None`: 1000).
+    /// Only events after this chain position (`seq`): the cursor of the next page is the last
+    /// event's `seq`.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Only events outside the chain (no `seq`: inserted past the store); the other filters
+    /// still apply.
+    #[serde(default)]
+    pub unchained: bool,
+    /// At most this many, in chain order (`None`: [`MAX_AUDIT_PAGE`]; larger values are capped
+    /// to it).
     pub limit: Option<usize>,
 }
 
-/// The audit trail.
+impl AuditFilter {
+    /// The page size: `limit`, at most [`MAX_AUDIT_PAGE`].
+    pub fn page_size(&self) -> usize {
+        self.limit.unwrap_or(MAX_AUDIT_PAGE).min(MAX_AUDIT_PAGE)
+    }
+}
+
+/// The audit trail: a hash chain (see [`crate::audit`]).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends one audit event.
+    /// Appends one audit event at the end of the chain.
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent>;
-    /// Audit events matching `filter`, oldest first.
+    /// Audit events matching `filter`, in chain order (`seq`), one page of at most
+    /// [`MAX_AUDIT_PAGE`].
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
+    /// The end of the chain as the store records it.
+    async fn audit_head(&self) -> Result<crate::audit::ChainHead>;
 }
 
 /// A complete store: registry, queue and audit.
