@@ -142,6 +142,12 @@ pub fn missing_scopes(granted: &[Scope], required: &[Scope]) -> Vec<Scope> {
     missing
 }
 
+/// The role that may do anything in the registry: manage every agent.
+pub const ADMIN: &str = "admin";
+
+/// The role that may create agents (and then manage the agents it created).
+pub const PUBLISHER: &str = "publisher";
+
 /// Who is acting: a user with roles and granted scopes, and where the request came from.
 ///
 /// ```
@@ -208,6 +214,16 @@ impl Principal {
     pub fn with_user_agent(mut self, ua: impl Into<String>) -> Self {
         self.user_agent = Some(ua.into());
         self
+    }
+
+    /// Whether the principal holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the principal holds the [`ADMIN`] role.
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ADMIN)
     }
 
     /// Whether the principal holds one of `roles` (true when `roles` is empty).

@@ -60,6 +60,7 @@ pub(crate) fn agent(row: &PgRow) -> Result<AgentRecord> {
         policy_scopes: get::<Option<Vec<String>>>(row, "policy_scopes")?.unwrap_or_default(),
         manifest: get(row, "manifest")?,
         status: parse("agent status", status.as_deref().unwrap_or("draft"))?,
+        owner: get(row, "owner")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
         updated_at: get::<Option<DateTime<Utc>>>(row, "updated_at")?.unwrap_or_else(epoch),
     })

@@ -756,7 +756,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
 
     // Cancel: queued at once; running by a flag seen by the heartbeat; final is a conflict.
     let q = s.enqueue(task("a", "u")).await.unwrap().task;
-    let by = Principal::new("admin");
+    let by = Principal::new("admin").with_roles(["admin"]);
     let cancelled = s.cancel(q.id, &by).await.unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(

@@ -115,6 +115,7 @@ fn agent_record(id: &str, name: &str) -> AgentRecord {
         policy_scopes: Vec::new(),
         manifest: None,
         status: AgentStatus::Draft,
+        owner: Some("owner-1".to_owned()),
         created_at: now,
         updated_at: now,
     }
@@ -226,6 +227,11 @@ pub async fn registry_crud_and_conflicts(store: Arc<dyn Store>) {
     let inserted = store.insert_agent(record.clone()).await.unwrap();
     assert_eq!(inserted.id, id);
     assert_eq!(inserted.status, AgentStatus::Draft);
+    assert_eq!(
+        inserted.owner.as_deref(),
+        Some("owner-1"),
+        "the owner is kept"
+    );
 
     assert_category(
         store.insert_agent(record.clone()).await,
@@ -259,6 +265,7 @@ pub async fn registry_crud_and_conflicts(store: Arc<dyn Store>) {
     assert_eq!(patched.description.as_deref(), Some("new description"));
     assert_eq!(patched.name, "Zeta", "PATCH leaves other fields");
     assert_eq!(patched.slug, id);
+    assert_eq!(patched.owner, inserted.owner, "an update keeps the owner");
     assert!(patched.updated_at >= inserted.updated_at);
     assert_category(
         store

@@ -1373,6 +1373,7 @@ mod tests {
                 policy_scopes: Vec::new(),
                 manifest: None,
                 status: AgentStatus::Draft,
+                owner: None,
                 created_at: now,
                 updated_at: now,
             },
@@ -1442,7 +1443,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_requested_task_is_cancelled_on_release_or_reclaim() {
         let (store, clock) = manual_store();
-        let by = Principal::new("admin");
+        let by = Principal::new("admin").with_roles(["admin"]);
         let a = store.enqueue(task("a")).await.unwrap().task.id;
         let b = store.enqueue(task("a")).await.unwrap().task.id;
         let claimed = store.claim(&claim(2)).await.unwrap();

@@ -102,6 +102,10 @@ pub struct AgentRecord {
     pub manifest: Option<Value>,
     /// Lifecycle status.
     pub status: AgentStatus,
+    /// The user that created it: with admins, the only one who may manage it (`None`: created
+    /// before owners were recorded; only admins may manage it). Never changed by an update.
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Created at.
     pub created_at: DateTime<Utc>,
     /// Last updated at (set by the store on every update).

@@ -129,6 +129,7 @@ pub fn agent(id: &str) -> AgentRecord {
         policy_scopes: vec!["finance:read".into()],
         manifest: None,
         status: AgentStatus::Draft,
+        owner: None,
         created_at: now,
         updated_at: now,
     }
