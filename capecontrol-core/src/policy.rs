@@ -216,6 +216,30 @@ impl Principal {
         self
     }
 
+    /// Checks the bounds of what the caller sent about itself: the user id and the user agent
+    /// are at most [`crate::store::MAX_USER_ID_BYTES`] and [`crate::store::MAX_USER_AGENT_BYTES`]
+    /// (a validation error naming the field, never echoing its value).
+    pub fn check(&self) -> Result<(), Error> {
+        use crate::store::{MAX_USER_AGENT_BYTES, MAX_USER_ID_BYTES};
+        if self.user_id.len() > MAX_USER_ID_BYTES {
+            return Err(Error::invalid_field(
+                "/principal/user_id",
+                format!("the user id is longer than {MAX_USER_ID_BYTES} bytes"),
+            ));
+        }
+        if self
+            .user_agent
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_USER_AGENT_BYTES)
+        {
+            return Err(Error::invalid_field(
+                "/principal/user_agent",
+                format!("the user agent is longer than {MAX_USER_AGENT_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the principal holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

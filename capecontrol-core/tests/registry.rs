@@ -1215,3 +1215,84 @@ async fn an_agent_without_an_owner_is_for_admins_only_and_native_registration_wo
     );
     assert_eq!(agent.status, AgentStatus::Published);
 }
+
+// ----- bounds -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn settings_have_a_size_limit_at_install_and_update() {
+    use capecontrol_core::store::MAX_SETTINGS_BYTES;
+    let (registry, store) = registry();
+    let agent = published(&registry).await;
+    let installer = Principal::new("u1").with_roles(["user", "premium"]);
+    // `{"api_key":"…"}` is 14 bytes plus the key.
+    let sized = |n: usize| json!({ "api_key": "k".repeat(n - 14) });
+    assert_eq!(serde_json::to_vec(&sized(100)).unwrap().len(), 100);
+    let e = registry
+        .install(
+            &installer,
+            InstallRequest::latest(&agent)
+                .grant(["finance:read"])
+                .settings(sized(MAX_SETTINGS_BYTES + 1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation, "{e}");
+    assert_eq!(pointers(&e), ["/settings"]);
+    registry
+        .install(
+            &installer,
+            InstallRequest::latest(&agent)
+                .grant(["finance:read"])
+                .settings(sized(MAX_SETTINGS_BYTES)),
+        )
+        .await
+        .unwrap();
+    let e = registry
+        .update_settings(&installer, &agent, sized(MAX_SETTINGS_BYTES + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(pointers(&e), ["/settings"]);
+    registry
+        .update_settings(&installer, &agent, sized(MAX_SETTINGS_BYTES))
+        .await
+        .unwrap();
+    // The denials are audited without the value.
+    let audit = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .all(|e| !e.payload.to_string().contains("kkkkkkkk")),
+        "no audit row echoes the settings"
+    );
+}
+
+#[tokio::test]
+async fn a_principal_out_of_bounds_is_refused_and_audited_without_the_value() {
+    use capecontrol_core::store::MAX_USER_AGENT_BYTES;
+    let (registry, store) = registry();
+    let at_limit = admin().with_user_agent("a".repeat(MAX_USER_AGENT_BYTES));
+    registry
+        .create_agent(&at_limit, NewAgent::named("Bounded Agent"))
+        .await
+        .unwrap();
+    let over = admin().with_user_agent("a".repeat(MAX_USER_AGENT_BYTES + 1));
+    let e = registry
+        .create_agent(&over, NewAgent::named("Unbounded Agent"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation);
+    assert_eq!(pointers(&e), ["/principal/user_agent"]);
+    assert!(store.get_agent("unbounded-agent").await.is_err());
+    let denied = store
+        .list_audit(&AuditFilter {
+            event_type: Some("agent.create.denied".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1, "the denial is audited");
+    assert_eq!(
+        denied[0].user_agent, None,
+        "without the oversized user agent"
+    );
+}

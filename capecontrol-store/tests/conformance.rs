@@ -48,6 +48,7 @@ cases! {
     audit_rows_for_every_state_change;
     timestamps_are_kept_to_the_microsecond;
     audit_chain_is_intact_and_pages;
+    enqueue_enforces_the_task_bounds;
     concurrent_claimers_never_share_a_task(16, 500);
 }
 

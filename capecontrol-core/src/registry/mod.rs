@@ -456,7 +456,22 @@ impl Registry {
     where
         F: Future<Output = Result<(T, Value)>>,
     {
-        let result = run.await;
+        let result = match by.check() {
+            Ok(()) => run.await,
+            Err(e) => Err(e),
+        };
+        // An out-of-bounds principal is audited without what was out of bounds.
+        let bounded;
+        let by = if by.check().is_ok() {
+            by
+        } else {
+            bounded = Principal {
+                user_id: by.user_id.chars().take(64).collect(),
+                user_agent: None,
+                ..by.clone()
+            };
+            &bounded
+        };
         // The audit row refers to the agent only if it exists (a foreign key in SQL stores);
         // the reference as given is in the payload of a denial.
         let resolved = match agent_id {

@@ -41,6 +41,8 @@
 //! - The audit trail is a hash chain that `crate::audit::verify_chain` finds intact after
 //!   appends and task writes (payloads with floats, Unicode, control characters, nesting);
 //!   `list_audit` pages by the `after` cursor in chain order.
+//! - `enqueue` enforces [`NewTask::check`]'s bounds: at the limit accepted, one byte past it a
+//!   validation error at the field's pointer (never a database error).
 //! - Timestamps are kept to the microsecond; `upsert_installation` keeps `created_at` and sets
 //!   `updated_at`.
 
@@ -94,6 +96,7 @@ where
     audit_rows_for_every_state_change(make().await).await;
     timestamps_are_kept_to_the_microsecond(make().await).await;
     audit_chain_is_intact_and_pages(make().await).await;
+    enqueue_enforces_the_task_bounds(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
 }
 
@@ -1586,6 +1589,53 @@ pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
         .page_size(),
         super::MAX_AUDIT_PAGE
     );
+}
+
+/// Each bound of [`NewTask::check`]: the limit is accepted, the limit + 1 is a validation error
+/// at the field's pointer, and nothing is stored.
+pub async fn enqueue_enforces_the_task_bounds(store: Arc<dyn Store>) {
+    use super::{
+        MAX_IDEMPOTENCY_KEY_BYTES, MAX_TASK_NAME_BYTES, MAX_USER_AGENT_BYTES, MAX_USER_ID_BYTES,
+    };
+    let agent = fresh_agent(&store).await;
+    type Set = fn(&mut NewTask, usize);
+    let bounds: [(&str, usize, Set); 4] = [
+        ("/idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES, |t, n| {
+            t.idempotency_key = Some(format!("{}{}", t.id.simple(), "k".repeat(n - 32)));
+        }),
+        ("/task", MAX_TASK_NAME_BYTES, |t, n| t.task = "t".repeat(n)),
+        ("/principal/user_id", MAX_USER_ID_BYTES, |t, n| {
+            t.principal.user_id = "u".repeat(n);
+        }),
+        ("/principal/user_agent", MAX_USER_AGENT_BYTES, |t, n| {
+            // Multi-byte characters: the bound is in bytes.
+            t.principal.user_agent = Some(format!("{}{}", "é".repeat(n / 2), "a".repeat(n % 2)));
+            assert_eq!(t.principal.user_agent.as_ref().unwrap().len(), n);
+        }),
+    ];
+    for (pointer, max, set) in bounds {
+        let mut ok = new_task(&agent);
+        set(&mut ok, max);
+        let id = ok.id;
+        assert!(
+            store.enqueue(ok).await.unwrap().created,
+            "{pointer} at its limit"
+        );
+        let mut over = new_task(&agent);
+        set(&mut over, max + 1);
+        let over_id = over.id;
+        let e = store.enqueue(over).await.unwrap_err();
+        assert_eq!(e.category(), ErrorCategory::Validation, "{pointer}: {e}");
+        assert_eq!(e.category().http_status(), 400);
+        let pointers: Vec<_> = e.field_errors().iter().map(|f| f.pointer.clone()).collect();
+        assert_eq!(pointers, vec![pointer.to_owned()]);
+        assert!(
+            !e.to_string().contains("kkkkkkkk"),
+            "never echoes the value"
+        );
+        assert_category(store.get_task(over_id).await, ErrorCategory::NotFound);
+        store.get_task(id).await.unwrap();
+    }
 }
 
 /// Every task state change writes one audit event in the same transaction; extra audit events

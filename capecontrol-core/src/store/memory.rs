@@ -769,18 +769,7 @@ impl RegistryStore for MemoryStore {
 #[async_trait]
 impl QueueStore for MemoryStore {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
-        if task.max_attempts == 0 {
-            return Err(Error::invalid_field(
-                "/max_attempts",
-                "at least one attempt",
-            ));
-        }
-        if task.concurrency_limit == 0 {
-            return Err(Error::invalid_field(
-                "/concurrency_limit",
-                "must be at least 1",
-            ));
-        }
+        task.check()?;
         let now = self.now();
         let mut state = self.lock();
         let user_id = task.principal.user_id.clone();
@@ -1248,7 +1237,7 @@ impl QueueStore for MemoryStore {
         });
         Ok(out
             .into_iter()
-            .take(filter.limit.unwrap_or(100))
+            .take(filter.page_size())
             .map(|t| t.record.clone())
             .collect())
     }
@@ -1531,6 +1520,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.events(id, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn listings_are_capped() {
+        let store = MemoryStore::new();
+        with_agent(&store);
+        for _ in 0..(super::super::MAX_LIST_TASKS + 5) {
+            store.enqueue(task("a")).await.unwrap();
+        }
+        let all = TaskFilter {
+            limit: Some(usize::MAX),
+            ..TaskFilter::default()
+        };
+        assert_eq!(
+            store.list_tasks(&all).await.unwrap().len(),
+            super::super::MAX_LIST_TASKS
+        );
+        let audit = AuditFilter {
+            limit: Some(usize::MAX),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            store.list_audit(&audit).await.unwrap().len(),
+            super::super::MAX_AUDIT_PAGE
+        );
     }
 
     #[tokio::test]

@@ -76,7 +76,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::agent::StepRecord;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::events::TaskEvent;
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
@@ -326,6 +326,78 @@ pub struct NewTask {
     pub audit: Vec<NewAuditEvent>,
 }
 
+/// The longest idempotency key a task may carry, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+/// The longest task name, in bytes.
+pub const MAX_TASK_NAME_BYTES: usize = 128;
+/// The longest user id of a principal, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 255;
+/// The longest user agent a principal (and so an audit row) may carry, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// The largest installation settings document, serialized, in bytes.
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+/// The most tasks [`QueueStore::list_tasks`] returns: a larger `limit` is capped to it.
+pub const MAX_LIST_TASKS: usize = 1000;
+
+fn too_long(pointer: &str, what: &str, max: usize) -> FieldError {
+    FieldError::new(pointer, format!("{what} is longer than {max} bytes"))
+}
+
+impl NewTask {
+    /// Checks the bounds of a task before it is stored (both stores' `enqueue` call it, and a
+    /// gateway may call it first): the idempotency key, the task name, the principal's user id
+    /// and user agent are at most [`MAX_IDEMPOTENCY_KEY_BYTES`], [`MAX_TASK_NAME_BYTES`],
+    /// [`MAX_USER_ID_BYTES`] and [`MAX_USER_AGENT_BYTES`]; attempts and the concurrency limit
+    /// at least 1. A validation error names every field at fault and never echoes its value.
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if self
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            errors.push(too_long(
+                "/idempotency_key",
+                "the idempotency key",
+                MAX_IDEMPOTENCY_KEY_BYTES,
+            ));
+        }
+        if self.task.len() > MAX_TASK_NAME_BYTES {
+            errors.push(too_long("/task", "the task name", MAX_TASK_NAME_BYTES));
+        }
+        if self.principal.user_id.len() > MAX_USER_ID_BYTES {
+            errors.push(too_long(
+                "/principal/user_id",
+                "the user id",
+                MAX_USER_ID_BYTES,
+            ));
+        }
+        if self
+            .principal
+            .user_agent
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_USER_AGENT_BYTES)
+        {
+            errors.push(too_long(
+                "/principal/user_agent",
+                "the user agent",
+                MAX_USER_AGENT_BYTES,
+            ));
+        }
+        if self.max_attempts == 0 {
+            errors.push(FieldError::new("/max_attempts", "at least one attempt"));
+        }
+        if self.concurrency_limit == 0 {
+            errors.push(FieldError::new("/concurrency_limit", "must be at least 1"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::validation("the task is out of bounds", errors))
+        }
+    }
+}
+
 /// A task (the `tasks` table plus the queue columns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
@@ -492,8 +564,16 @@ pub struct TaskFilter {
     pub agent_id: Option<String>,
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
-    /// At most this many, newest first (`None`: 100).
+    /// At most this many, newest first (`None`: 100; larger values are capped to
+    /// [`MAX_LIST_TASKS`]).
     pub limit: Option<usize>,
+}
+
+impl TaskFilter {
+    /// The page size: `limit` (100 when `None`), at most [`MAX_LIST_TASKS`].
+    pub fn page_size(&self) -> usize {
+        self.limit.unwrap_or(100).min(MAX_LIST_TASKS)
+    }
 }
 
 /// The task queue, the step journal and task events.
