@@ -359,3 +359,51 @@ async fn a_secret_is_not_in_the_environment_of_another_task() {
     assert_eq!(out, json!({"has_secret": true}));
     assert_no_containers(&executor).await;
 }
+
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
+#[tokio::test]
+async fn secret_settings_are_scrubbed_from_stderr_and_protocol_errors() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = executor().await;
+    let secret = "sk-live-SECRET-0123456789";
+    let mut manifest = busybox(
+        "read line; echo \"boom: token=$(echo $line | sed 's/.*api_key\":\"\\([^\"]*\\).*/\\1/')\" >&2; exit 3",
+        json!({"timeout": 20}),
+    );
+    manifest.ui = Some(
+        serde_json::from_value(json!({
+            "settings_schema": {
+                "type": "object",
+                "properties": { "api_key": { "type": "string", "secret": true } }
+            }
+        }))
+        .unwrap(),
+    );
+    let (cx, _) = context(json!({ "api_key": secret }), &[]);
+    let err = executor
+        .run(invocation(manifest.clone(), "leak", json!(null)), cx)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.category(), ErrorCategory::Agent, "{err}");
+    assert!(
+        text.contains("boom: token="),
+        "the stderr tail is shown: {text}"
+    );
+    assert!(!text.contains(secret), "the secret is scrubbed: {text}");
+    assert!(text.contains(capecontrol_exec::SCRUBBED), "{text}");
+    // A protocol-breaking line that carries the secret.
+    manifest.runtime = busybox("read line; echo \"not json $line\"", json!({})).runtime;
+    let (cx, _) = context(json!({ "api_key": secret }), &[]);
+    let err = executor
+        .run(invocation(manifest, "leak", json!(null)), cx)
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert_no_containers(&executor).await;
+}
