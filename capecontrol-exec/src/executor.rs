@@ -636,6 +636,7 @@ impl ContainerExecutor {
         let mut stdout: Vec<u8> = Vec::new();
         let mut stderr_tail: Vec<u8> = Vec::new();
         let secrets = Secrets::of(invocation.manifest.as_ref(), cx.settings());
+        let mut tool_calls = 0usize;
         let ending = 'conversation: loop {
             let chunk = tokio::select! {
                 chunk = output.next() => chunk,
@@ -696,7 +697,10 @@ impl ContainerExecutor {
                 if line.len() > inner.max_line_bytes {
                     break 'conversation Ending::Failed(line_too_long(inner.max_line_bytes));
                 }
-                match self.handle_line(&line, cx, &mut input, &secrets).await {
+                match self
+                    .handle_line(&line, cx, &mut input, &secrets, &mut tool_calls)
+                    .await
+                {
                     Ok(None) => {}
                     Ok(Some(ending)) => break 'conversation ending,
                     Err(e) => break 'conversation Ending::Failed(e),
@@ -722,6 +726,7 @@ impl ContainerExecutor {
         cx: &TaskContext,
         input: &mut InputSink,
         secrets: &Secrets,
+        tool_calls: &mut usize,
     ) -> Result<Option<Ending>> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
@@ -761,6 +766,13 @@ impl ContainerExecutor {
                 scope,
                 allowed,
             } => {
+                *tool_calls += 1;
+                if *tool_calls > MAX_TOOL_CALLS_PER_ATTEMPT {
+                    return Err(Error::agent(format!(
+                        "agent container reported more than {MAX_TOOL_CALLS_PER_ATTEMPT} tool \
+                         calls in one attempt; killed"
+                    )));
+                }
                 host.tool_called(&capecontrol_core::ToolCall {
                     tool,
                     scope,
@@ -833,6 +845,10 @@ async fn send(input: &mut InputSink, message: &Inbound) -> Result<()> {
             ))
         })
 }
+
+/// The most tool calls a container may report in one attempt: each is a journal write and an
+/// audit row, so an agent cannot flood the audit trail.
+pub const MAX_TOOL_CALLS_PER_ATTEMPT: usize = 1024;
 
 /// The stderr bytes an error shows at most.
 const STDERR_TAIL: usize = 1024;

@@ -407,3 +407,57 @@ async fn secret_settings_are_scrubbed_from_stderr_and_protocol_errors() {
     assert!(!err.to_string().contains(secret), "{err}");
     assert_no_containers(&executor).await;
 }
+
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
+#[tokio::test]
+async fn tool_call_reports_are_capped_per_attempt() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = executor().await;
+    let max = capecontrol_exec::MAX_TOOL_CALLS_PER_ATTEMPT;
+    let script = |n: usize| {
+        format!(
+            "{OUT} i=0; while [ $i -lt {n} ]; do \
+             echo '{{\"type\":\"tool_call\",\"tool\":\"t\",\"allowed\":true}}'; i=$((i+1)); done; \
+             out done"
+        )
+    };
+    let (cx, journal) = context(json!({}), &[]);
+    let out = executor
+        .run(
+            invocation(
+                busybox(&script(max), json!({"timeout": 30})),
+                "t",
+                json!(null),
+            ),
+            cx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!("done"), "the cap itself is allowed");
+    assert_eq!(journal.tool_calls().len(), max);
+    let (cx, journal) = context(json!({}), &[]);
+    let err = executor
+        .run(
+            invocation(
+                busybox(&script(max + 1), json!({"timeout": 30})),
+                "t",
+                json!(null),
+            ),
+            cx,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Agent, "{err}");
+    assert!(err.to_string().contains("tool calls"), "{err}");
+    assert_eq!(
+        journal.tool_calls().len(),
+        max,
+        "none past the cap is recorded"
+    );
+    assert_no_containers(&executor).await;
+}
