@@ -248,3 +248,50 @@ async fn concurrent_appenders_keep_one_chain() {
     store.close().await;
     db.drop().await;
 }
+
+/// The chain's cost, measured (not checked): 2,000 enqueues (each a task row and its
+/// `task.queued` audit row in one transaction) by 16 concurrent writers, with the chain's
+/// trigger and without it, on fresh databases. Run with
+/// `cargo test -p capecontrol-store --test audit_chain -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a check"]
+async fn probe_the_cost_of_the_chain() {
+    for round in 0..2 {
+        for chained in [true, false] {
+            let db = TestDb::create().await;
+            let store = Arc::new(db.store().await);
+            common::register(&*store, "probe-agent").await;
+            if !chained {
+                sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_chain")
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+            let started = std::time::Instant::now();
+            let mut writers = Vec::new();
+            for w in 0..16 {
+                let store = store.clone();
+                writers.push(tokio::spawn(async move {
+                    for _ in 0..125 {
+                        store
+                            .enqueue(common::task("probe-agent", &format!("user-{w}")))
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for w in writers {
+                w.await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            eprintln!(
+                "round {round}: chain {}: 2000 enqueues by 16 writers in {:.0} ms ({:.0}/s)",
+                if chained { "on " } else { "off" },
+                elapsed.as_secs_f64() * 1000.0,
+                2000.0 / elapsed.as_secs_f64()
+            );
+            store.close().await;
+            db.drop().await;
+        }
+    }
+}
