@@ -3,6 +3,7 @@
 //! adapters live in `capecontrol-store` and `capecontrol-exec`.
 
 pub mod agent;
+pub mod audit;
 pub mod error;
 pub mod events;
 pub mod manifest;

@@ -142,9 +142,12 @@ pub fn missing_scopes(granted: &[Scope], required: &[Scope]) -> Vec<Scope> {
     missing
 }
 
-/// The role that may read and act on every task (see
-/// [`Platform`](crate::runtime::Platform)'s task API).
+/// The role that may do anything: manage every agent in the registry, read and act on every
+/// task (see [`Platform`](crate::runtime::Platform)'s task API).
 pub const ADMIN: &str = "admin";
+
+/// The role that may create agents (and then manage the agents it created).
+pub const PUBLISHER: &str = "publisher";
 
 /// Who is acting: a user with roles and granted scopes, and where the request came from.
 ///
@@ -214,9 +217,28 @@ impl Principal {
         self
     }
 
-    /// Whether the principal holds one of `roles` (true when `roles` is empty).
-    pub fn has_any_role(&self, roles: &[String]) -> bool {
-        roles.is_empty() || roles.iter().any(|r| self.roles.contains(r))
+    /// Checks the bounds of what the caller sent about itself: the user id and the user agent
+    /// are at most [`crate::store::MAX_USER_ID_BYTES`] and [`crate::store::MAX_USER_AGENT_BYTES`]
+    /// (a validation error naming the field, never echoing its value).
+    pub fn check(&self) -> Result<(), Error> {
+        use crate::store::{MAX_USER_AGENT_BYTES, MAX_USER_ID_BYTES};
+        if self.user_id.len() > MAX_USER_ID_BYTES {
+            return Err(Error::invalid_field(
+                "/principal/user_id",
+                format!("the user id is longer than {MAX_USER_ID_BYTES} bytes"),
+            ));
+        }
+        if self
+            .user_agent
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_USER_AGENT_BYTES)
+        {
+            return Err(Error::invalid_field(
+                "/principal/user_agent",
+                format!("the user agent is longer than {MAX_USER_AGENT_BYTES} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the principal holds `role`.
@@ -228,6 +250,12 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.has_role(ADMIN)
     }
+
+    /// Whether the principal holds one of `roles` (true when `roles` is empty).
+    pub fn has_any_role(&self, roles: &[String]) -> bool {
+        roles.is_empty() || roles.iter().any(|r| self.roles.contains(r))
+    }
+
 }
 
 #[cfg(test)]

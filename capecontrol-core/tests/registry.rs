@@ -1037,3 +1037,262 @@ async fn settings_updates_and_uninstall() {
         serde_json::to_string(&store.list_audit(&AuditFilter::default()).await.unwrap()).unwrap();
     assert!(!all.contains(SECRET));
 }
+
+// ----- authorization ------------------------------------------------------------------------
+
+fn publisher(user: &str) -> Principal {
+    Principal::new(user).with_roles([capecontrol_core::policy::PUBLISHER])
+}
+
+async fn denials(store: &MemoryStore, event_type: &str, user: &str) -> usize {
+    store
+        .list_audit(&AuditFilter {
+            event_type: Some(event_type.into()),
+            user_id: Some(user.into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn creating_an_agent_needs_the_publisher_or_admin_role() {
+    let (registry, store) = registry();
+    for who in [user(), Principal::new("nobody")] {
+        let e = registry
+            .create_agent(&who, NewAgent::named("Sneaky Agent"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.category(), ErrorCategory::Permission, "{e}");
+        assert_eq!(e.category().http_status(), 403);
+        assert_eq!(
+            denials(&store, "agent.create.denied", &who.user_id).await,
+            1
+        );
+    }
+    assert!(
+        store.get_agent("sneaky-agent").await.is_err(),
+        "nothing created"
+    );
+    let agent = registry
+        .create_agent(&publisher("pub-1"), NewAgent::named("Pub Agent"))
+        .await
+        .unwrap();
+    assert_eq!(agent.owner.as_deref(), Some("pub-1"), "the creator owns it");
+    let agent = registry
+        .create_agent(&admin(), NewAgent::named("Admin Agent"))
+        .await
+        .unwrap();
+    assert_eq!(agent.owner.as_deref(), Some("admin"));
+}
+
+#[tokio::test]
+async fn only_the_owner_or_an_admin_manages_an_agent() {
+    let (registry, store) = registry();
+    let owner = publisher("pub-1");
+    let other = publisher("pub-2");
+    let agent = registry
+        .create_agent(&owner, NewAgent::named("Finance Agent"))
+        .await
+        .unwrap()
+        .id;
+    let v1 = || NewVersion::new(manifest("1.0.0", &["ingest"], &["finance:read"]));
+
+    // Another publisher: every management action is a 403 and a `.denied` row, and changes
+    // nothing.
+    let e = registry
+        .add_version(&other, &agent, v1())
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission, "{e}");
+    assert_eq!(
+        denials(&store, "agent.version_add.denied", "pub-2").await,
+        1
+    );
+    assert!(registry.versions(&agent).await.unwrap().is_empty());
+
+    registry.add_version(&owner, &agent, v1()).await.unwrap();
+    let e = registry.publish(&other, &agent, "1.0.0").await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(
+        denials(&store, "agent.version_publish.denied", "pub-2").await,
+        1
+    );
+    assert_eq!(
+        store.get_version(&agent, "1.0.0").await.unwrap().status,
+        VersionStatus::Draft
+    );
+    registry.publish(&owner, &agent, "1.0.0").await.unwrap();
+
+    let patch = AgentPatch {
+        name: Some("Hijacked".into()),
+        ..AgentPatch::default()
+    };
+    let e = registry
+        .update_agent(&other, &agent, patch.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(denials(&store, "agent.update.denied", "pub-2").await, 1);
+    assert_eq!(store.get_agent(&agent).await.unwrap().name, "Finance Agent");
+
+    let e = registry
+        .archive_version(&other, &agent, "1.0.0")
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(
+        denials(&store, "agent.version_archive.denied", "pub-2").await,
+        1
+    );
+    let e = registry.archive_agent(&other, &agent).await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(denials(&store, "agent.archive.denied", "pub-2").await, 1);
+    // A plain user neither.
+    let e = registry.archive_agent(&user(), &agent).await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(
+        store.get_agent(&agent).await.unwrap().status,
+        AgentStatus::Published
+    );
+
+    // The owner and an admin may.
+    registry
+        .update_agent(&owner, &agent, patch.clone())
+        .await
+        .unwrap();
+    registry
+        .add_version(
+            &admin(),
+            &agent,
+            NewVersion::new(manifest("1.1.0", &["ingest"], &["finance:read"])),
+        )
+        .await
+        .unwrap();
+    registry.publish(&admin(), &agent, "1.1.0").await.unwrap();
+    registry.archive_agent(&owner, &agent).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_without_an_owner_is_for_admins_only_and_native_registration_works() {
+    let (registry, store) = registry();
+    // An agent from before owners were recorded.
+    let now = chrono::Utc::now();
+    store
+        .insert_agent(capecontrol_core::store::AgentRecord {
+            id: "legacy".into(),
+            name: "Legacy".into(),
+            slug: "legacy".into(),
+            description: None,
+            category: None,
+            capabilities: None,
+            policy_scopes: Vec::new(),
+            manifest: None,
+            status: AgentStatus::Draft,
+            owner: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let e = registry
+        .archive_agent(&publisher("legacy"), "legacy")
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Permission);
+    registry.archive_agent(&admin(), "legacy").await.unwrap();
+
+    // The platform's native registration records the system user and needs no role.
+    let mut m = manifest("1.0.0", &["ingest"], &["finance:read"]);
+    m["name"] = json!("Native Agent");
+    let m: Manifest = serde_json::from_value(m).unwrap();
+    registry.register_native(&m).await.unwrap();
+    let agent = store.get_agent("native-agent").await.unwrap();
+    assert_eq!(
+        agent.owner.as_deref(),
+        Some(capecontrol_core::registry::SYSTEM_USER)
+    );
+    assert_eq!(agent.status, AgentStatus::Published);
+}
+
+// ----- bounds -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn settings_have_a_size_limit_at_install_and_update() {
+    use capecontrol_core::store::MAX_SETTINGS_BYTES;
+    let (registry, store) = registry();
+    let agent = published(&registry).await;
+    let installer = Principal::new("u1").with_roles(["user", "premium"]);
+    // `{"api_key":"…"}` is 14 bytes plus the key.
+    let sized = |n: usize| json!({ "api_key": "k".repeat(n - 14) });
+    assert_eq!(serde_json::to_vec(&sized(100)).unwrap().len(), 100);
+    let e = registry
+        .install(
+            &installer,
+            InstallRequest::latest(&agent)
+                .grant(["finance:read"])
+                .settings(sized(MAX_SETTINGS_BYTES + 1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation, "{e}");
+    assert_eq!(pointers(&e), ["/settings"]);
+    registry
+        .install(
+            &installer,
+            InstallRequest::latest(&agent)
+                .grant(["finance:read"])
+                .settings(sized(MAX_SETTINGS_BYTES)),
+        )
+        .await
+        .unwrap();
+    let e = registry
+        .update_settings(&installer, &agent, sized(MAX_SETTINGS_BYTES + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(pointers(&e), ["/settings"]);
+    registry
+        .update_settings(&installer, &agent, sized(MAX_SETTINGS_BYTES))
+        .await
+        .unwrap();
+    // The denials are audited without the value.
+    let audit = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .all(|e| !e.payload.to_string().contains("kkkkkkkk")),
+        "no audit row echoes the settings"
+    );
+}
+
+#[tokio::test]
+async fn a_principal_out_of_bounds_is_refused_and_audited_without_the_value() {
+    use capecontrol_core::store::MAX_USER_AGENT_BYTES;
+    let (registry, store) = registry();
+    let at_limit = admin().with_user_agent("a".repeat(MAX_USER_AGENT_BYTES));
+    registry
+        .create_agent(&at_limit, NewAgent::named("Bounded Agent"))
+        .await
+        .unwrap();
+    let over = admin().with_user_agent("a".repeat(MAX_USER_AGENT_BYTES + 1));
+    let e = registry
+        .create_agent(&over, NewAgent::named("Unbounded Agent"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation);
+    assert_eq!(pointers(&e), ["/principal/user_agent"]);
+    assert!(store.get_agent("unbounded-agent").await.is_err());
+    let denied = store
+        .list_audit(&AuditFilter {
+            event_type: Some("agent.create.denied".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1, "the denial is audited");
+    assert_eq!(
+        denied[0].user_agent, None,
+        "without the oversized user agent"
+    );
+}

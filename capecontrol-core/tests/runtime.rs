@@ -903,3 +903,58 @@ async fn graceful_shutdown_releases_running_tasks_to_another_node() {
         "the journaled step was not run again"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_submission_is_audited_without_the_submitted_values() {
+    let store = memory();
+    let mut m = manifest("Typed", Config::default(), &[]);
+    m.tasks = vec![TaskDecl {
+        name: "report".into(),
+        description: None,
+        input_schema: Some(json!({
+            "type": "object",
+            "properties": {"month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}},
+            "required": ["month"]
+        })),
+        output_schema: None,
+        timeout: None,
+    }];
+    let a = agent(m, |_, _, _| Box::pin(async { Ok(json!(null)) }));
+    let p = platform_with(store.clone(), vec![a], fast_config()).await;
+    install(&store, "typed", "alice", &[]).await;
+    let err = p
+        .submit(TaskRequest::new(
+            "typed",
+            "report",
+            json!({"month": "leaked-value-4242"}),
+            user(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 400);
+    assert!(
+        err.to_string().contains("leaked-value-4242"),
+        "the caller's own error may quote it: {err}"
+    );
+    let rejected = store
+        .list_audit(&capecontrol_core::store::AuditFilter {
+            event_type: Some("task.rejected".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].payload["error"]["fields"], json!(["/month"]));
+    let all = store
+        .list_audit(&capecontrol_core::store::AuditFilter::default())
+        .await
+        .unwrap();
+    for row in &all {
+        assert!(
+            !row.payload.to_string().contains("leaked-value"),
+            "{} echoes the value: {}",
+            row.event_type,
+            row.payload
+        );
+    }
+}

@@ -393,7 +393,7 @@ impl Inner {
     }
 
     /// Inspects an exited (or exiting) container: its exit code and whether it was OOM-killed.
-    async fn exit_state(&self, id: &str, wait: Duration) -> (Option<i64>, bool) {
+    async fn exit_state(&self, id: &str, wait: Duration) -> Result<(Option<i64>, bool)> {
         let options = WaitContainerOptions {
             condition: "not-running".to_owned(),
         };
@@ -409,9 +409,11 @@ impl Inner {
         {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
-                (state.exit_code, state.oom_killed.unwrap_or(false))
+                Ok((state.exit_code, state.oom_killed.unwrap_or(false)))
             }
-            Err(_) => (None, false),
+            Err(e) => Err(Error::resource(format!(
+                "docker could not inspect the container: {e}"
+            ))),
         }
     }
 }
@@ -593,7 +595,7 @@ impl ContainerExecutor {
             drop(tx.send(prepared));
         });
         rx.await
-            .map_err(|_| Error::agent("the container start-up task ended without a result"))?
+            .map_err(|_| Error::resource("the container start-up task ended without a result"))?
     }
 
     /// Sends the start message, then forwards the agent's lines until its output, an error,
@@ -633,6 +635,8 @@ impl ContainerExecutor {
         let mut total = 0usize;
         let mut stdout: Vec<u8> = Vec::new();
         let mut stderr_tail: Vec<u8> = Vec::new();
+        let secrets = Secrets::of(invocation.manifest.as_ref(), cx.settings());
+        let mut tool_calls = 0usize;
         let ending = 'conversation: loop {
             let chunk = tokio::select! {
                 chunk = output.next() => chunk,
@@ -656,15 +660,16 @@ impl ContainerExecutor {
                 Some(Ok(LogOutput::StdOut { message })) => (message, true),
                 Some(Ok(LogOutput::StdErr { message })) => (message, false),
                 Some(Ok(_)) => continue,
+                // The attach (the engine connection) broke: not the agent's fault.
                 Some(Err(e)) => {
-                    break Ending::Failed(Error::agent(format!(
-                        "lost the agent container's output: {e}"
+                    break Ending::Failed(Error::resource(format!(
+                        "lost the docker attach to the agent container: {e}"
                     )));
                 }
                 None => {
                     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
                     break Ending::Failed(
-                        self.exited_without_output(&guard.id, &stderr_tail, wait)
+                        self.exited_without_output(&guard.id, &stderr_tail, &secrets, wait)
                             .await,
                     );
                 }
@@ -677,8 +682,12 @@ impl ContainerExecutor {
                 )));
             }
             if !is_stdout {
+                // A tail of 1 KiB, plus the longest secret so that a secret cut at its front
+                // is still recognised (and scrubbed) when the tail is shown.
                 stderr_tail.extend_from_slice(&bytes);
-                let excess = stderr_tail.len().saturating_sub(1024);
+                let excess = stderr_tail
+                    .len()
+                    .saturating_sub(STDERR_TAIL + secrets.longest());
                 stderr_tail.drain(..excess);
                 continue;
             }
@@ -688,7 +697,10 @@ impl ContainerExecutor {
                 if line.len() > inner.max_line_bytes {
                     break 'conversation Ending::Failed(line_too_long(inner.max_line_bytes));
                 }
-                match self.handle_line(&line, cx, &mut input).await {
+                match self
+                    .handle_line(&line, cx, &mut input, &secrets, &mut tool_calls)
+                    .await
+                {
                     Ok(None) => {}
                     Ok(Some(ending)) => break 'conversation ending,
                     Err(e) => break 'conversation Ending::Failed(e),
@@ -713,6 +725,8 @@ impl ContainerExecutor {
         line: &[u8],
         cx: &TaskContext,
         input: &mut InputSink,
+        secrets: &Secrets,
+        tool_calls: &mut usize,
     ) -> Result<Option<Ending>> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
@@ -720,7 +734,7 @@ impl ContainerExecutor {
             return Ok(None);
         }
         let message: Outbound = serde_json::from_str(text).map_err(|e| {
-            let shown: String = text.chars().take(120).collect();
+            let shown: String = secrets.scrub(text).chars().take(120).collect();
             Error::agent(format!(
                 "agent container broke the protocol ({e}) with the line `{shown}`"
             ))
@@ -732,7 +746,7 @@ impl ContainerExecutor {
                 return Ok(None);
             }
             Outbound::Log { message } => {
-                let message: String = message.chars().take(4096).collect();
+                let message: String = secrets.scrub(&message).chars().take(4096).collect();
                 host.log(&message);
                 return Ok(None);
             }
@@ -752,6 +766,13 @@ impl ContainerExecutor {
                 scope,
                 allowed,
             } => {
+                *tool_calls += 1;
+                if *tool_calls > MAX_TOOL_CALLS_PER_ATTEMPT {
+                    return Err(Error::agent(format!(
+                        "agent container reported more than {MAX_TOOL_CALLS_PER_ATTEMPT} tool \
+                         calls in one attempt; killed"
+                    )));
+                }
                 host.tool_called(&capecontrol_core::ToolCall {
                     tool,
                     scope,
@@ -766,13 +787,31 @@ impl ContainerExecutor {
         ack.map(|()| None)
     }
 
-    async fn exited_without_output(&self, id: &str, stderr_tail: &[u8], wait: Duration) -> Error {
-        let (code, oom) = self.inner.exit_state(id, wait).await;
+    async fn exited_without_output(
+        &self,
+        id: &str,
+        stderr_tail: &[u8],
+        secrets: &Secrets,
+        wait: Duration,
+    ) -> Error {
+        let (code, oom) = match self.inner.exit_state(id, wait).await {
+            Ok(state) => state,
+            // The engine cannot say how the container ended: not the agent's fault.
+            Err(e) => {
+                return Error::resource(format!(
+                    "the agent container's output ended and docker cannot be asked why: {e}"
+                ));
+            }
+        };
         if oom {
             return Error::resource("agent container ran out of memory (OOM-killed)");
         }
-        let tail = String::from_utf8_lossy(stderr_tail);
-        let tail = tail.trim();
+        let tail = secrets.scrub(&String::from_utf8_lossy(stderr_tail));
+        let start = tail.len().saturating_sub(STDERR_TAIL);
+        let start = (start..=tail.len())
+            .find(|i| tail.is_char_boundary(*i))
+            .unwrap_or(tail.len());
+        let tail = tail[start..].trim();
         let code = code.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
         if tail.is_empty() {
             Error::agent(format!(
@@ -800,7 +839,70 @@ async fn send(input: &mut InputSink, message: &Inbound) -> Result<()> {
         .write_all(&line)
         .await
         .and(input.flush().await)
-        .map_err(|e| Error::agent(format!("cannot write to the agent container's stdin: {e}")))
+        .map_err(|e| {
+            Error::resource(format!(
+                "cannot write to the agent container's stdin (the docker attach): {e}"
+            ))
+        })
+}
+
+/// The most tool calls a container may report in one attempt: each is a journal write and an
+/// audit row, so an agent cannot flood the audit trail.
+pub const MAX_TOOL_CALLS_PER_ATTEMPT: usize = 1024;
+
+/// The stderr bytes an error shows at most.
+const STDERR_TAIL: usize = 1024;
+
+/// What the scrubbed text shows instead of a secret.
+pub const SCRUBBED: &str = "[REDACTED]";
+
+/// The secret setting values of an installation (`"secret": true` in the manifest's settings
+/// schema), to scrub from whatever the container writes before it reaches errors, events, logs
+/// or audit rows.
+#[derive(Debug, Default)]
+pub struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The secrets among `settings` by `manifest`'s settings schema; string values only, and
+    /// only those of at least 4 bytes (shorter ones would scrub ordinary text).
+    pub fn of(manifest: &Manifest, settings: &Value) -> Self {
+        let Some(schema) = manifest
+            .ui
+            .as_ref()
+            .and_then(|u| u.settings_schema.as_ref())
+        else {
+            return Self::default();
+        };
+        let (_, pointers) =
+            capecontrol_core::validate::redact_settings_listing_secrets(schema, settings);
+        let mut values: Vec<String> = pointers
+            .iter()
+            .filter_map(|p| settings.pointer(p))
+            .filter_map(Value::as_str)
+            .filter(|v| v.len() >= 4)
+            .map(str::to_owned)
+            .collect();
+        // Longest first, so that a secret containing another is scrubbed whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        Self(values)
+    }
+
+    /// `text` with every secret replaced by [`SCRUBBED`].
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in &self.0 {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), SCRUBBED);
+            }
+        }
+        out
+    }
+
+    /// The longest secret's length in bytes.
+    pub fn longest(&self) -> usize {
+        self.0.first().map_or(0, String::len)
+    }
 }
 
 #[async_trait]
@@ -815,5 +917,38 @@ impl Executor for ContainerExecutor {
 
     async fn run(&self, invocation: Invocation, cx: TaskContext) -> Result<Value> {
         self.dispatch(&invocation, &cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "version": "1.0.0", "description": "d",
+            "ui": { "settings_schema": { "type": "object", "properties": {
+                "api_key": { "type": "string", "secret": true },
+                "short": { "type": "string", "secret": true },
+                "region": { "type": "string" }
+            } } }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn secrets_are_the_secret_settings_and_are_scrubbed() {
+        let settings = serde_json::json!({
+            "api_key": "sk-live-123456", "short": "ab", "region": "eu-west-1"
+        });
+        let secrets = Secrets::of(&manifest(), &settings);
+        assert_eq!(secrets.longest(), "sk-live-123456".len());
+        assert_eq!(
+            secrets.scrub("key sk-live-123456 in eu-west-1 ab"),
+            "key [REDACTED] in eu-west-1 ab",
+            "only secrets of 4 bytes or more are scrubbed"
+        );
+        let none = Secrets::of(&manifest(), &serde_json::json!({}));
+        assert_eq!(none.scrub("sk-live-123456"), "sk-live-123456");
     }
 }

@@ -37,7 +37,7 @@ mod stats;
 
 pub use executor::{
     ContainerExecutor, ContainerExecutorBuilder, LABEL_AGENT, LABEL_ATTEMPT, LABEL_MANAGED,
-    LABEL_NODE, LABEL_TASK,
+    LABEL_NODE, LABEL_TASK, MAX_TOOL_CALLS_PER_ATTEMPT, SCRUBBED, Secrets,
 };
 pub use limits::NETWORK_SCOPE;
 

@@ -17,6 +17,10 @@ use capecontrol_exec::{ContainerExecutor, LABEL_MANAGED, LABEL_NODE};
 use common::*;
 use serde_json::json;
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn runs_the_demo_agent_and_journals_its_steps() {
     if !docker_ready().await {
@@ -44,6 +48,10 @@ async fn runs_the_demo_agent_and_journals_its_steps() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn replays_journaled_steps_inside_the_container() {
     if !docker_ready().await {
@@ -78,6 +86,10 @@ async fn replays_journaled_steps_inside_the_container() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn typed_errors_crashes_and_permission_errors_cross_the_boundary() {
     if !docker_ready().await {
@@ -125,6 +137,10 @@ async fn typed_errors_crashes_and_permission_errors_cross_the_boundary() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_missing_image_is_not_found_and_named() {
     if !docker_ready().await {
@@ -151,6 +167,10 @@ async fn a_missing_image_is_not_found_and_named() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_same_agent_gives_the_same_output_in_process_and_in_a_container() {
     if !docker_ready().await {
@@ -188,6 +208,10 @@ async fn the_same_agent_gives_the_same_output_in_process_and_in_a_container() {
     assert_no_containers(&container).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_warm_container_serves_exactly_one_task_and_is_replaced() {
     if !docker_ready().await {
@@ -228,6 +252,10 @@ async fn a_warm_container_serves_exactly_one_task_and_is_replaced() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn cancellation_stops_the_container() {
     if !docker_ready().await {
@@ -257,6 +285,10 @@ async fn cancellation_stops_the_container() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn start_up_removes_this_nodes_orphans_only() {
     if !docker_ready().await {
@@ -305,6 +337,10 @@ async fn start_up_removes_this_nodes_orphans_only() {
     assert_no_containers(&others).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn network_needs_the_scope_in_the_manifest_and_the_grant() {
     if !docker_ready().await {
@@ -340,6 +376,10 @@ async fn network_needs_the_scope_in_the_manifest_and_the_grant() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn memory_and_cpu_are_sampled_into_the_metrics() {
     if !docker_ready().await {
@@ -383,6 +423,10 @@ async fn memory_and_cpu_are_sampled_into_the_metrics() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn reaches_the_engine_by_unix_and_tcp_urls() {
     if !docker_ready().await {

@@ -23,6 +23,10 @@ async fn host_is_fine(executor: &capecontrol_exec::ContainerExecutor) {
     executor.docker().ping().await.expect("the engine answers");
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_memory_bomb_is_oom_killed_as_a_resource_error() {
     if !docker_ready().await {
@@ -45,6 +49,10 @@ async fn a_memory_bomb_is_oom_killed_as_a_resource_error() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_fork_bomb_hits_the_process_limit() {
     if !docker_ready().await {
@@ -77,6 +85,10 @@ async fn a_fork_bomb_hits_the_process_limit() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_busy_loop_past_the_timeout_is_killed() {
     if !docker_ready().await {
@@ -101,6 +113,10 @@ async fn a_busy_loop_past_the_timeout_is_killed() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_process_that_ignores_sigterm_is_killed_at_the_timeout() {
     if !docker_ready().await {
@@ -125,6 +141,10 @@ async fn a_process_that_ignores_sigterm_is_killed_at_the_timeout() {
     );
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_flood_of_output_is_capped() {
     if !docker_ready().await {
@@ -182,6 +202,10 @@ async fn a_flood_of_output_is_capped() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_network_is_unreachable() {
     if !docker_ready().await {
@@ -207,6 +231,10 @@ async fn the_network_is_unreachable() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn the_root_filesystem_is_read_only_and_tmp_is_noexec() {
     if !docker_ready().await {
@@ -234,6 +262,10 @@ async fn the_root_filesystem_is_read_only_and_tmp_is_noexec() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn runs_unprivileged_without_capabilities() {
     if !docker_ready().await {
@@ -258,6 +290,10 @@ async fn runs_unprivileged_without_capabilities() {
     assert_no_containers(&executor).await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
 #[tokio::test]
 async fn a_secret_is_not_in_the_environment_of_another_task() {
     if !docker_ready().await {
@@ -321,5 +357,107 @@ async fn a_secret_is_not_in_the_environment_of_another_task() {
         .await
         .unwrap();
     assert_eq!(out, json!({"has_secret": true}));
+    assert_no_containers(&executor).await;
+}
+
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
+#[tokio::test]
+async fn secret_settings_are_scrubbed_from_stderr_and_protocol_errors() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = executor().await;
+    let secret = "sk-live-SECRET-0123456789";
+    let mut manifest = busybox(
+        "read line; echo \"boom: token=$(echo $line | sed 's/.*api_key\":\"\\([^\"]*\\).*/\\1/')\" >&2; exit 3",
+        json!({"timeout": 20}),
+    );
+    manifest.ui = Some(
+        serde_json::from_value(json!({
+            "settings_schema": {
+                "type": "object",
+                "properties": { "api_key": { "type": "string", "secret": true } }
+            }
+        }))
+        .unwrap(),
+    );
+    let (cx, _) = context(json!({ "api_key": secret }), &[]);
+    let err = executor
+        .run(invocation(manifest.clone(), "leak", json!(null)), cx)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.category(), ErrorCategory::Agent, "{err}");
+    assert!(
+        text.contains("boom: token="),
+        "the stderr tail is shown: {text}"
+    );
+    assert!(!text.contains(secret), "the secret is scrubbed: {text}");
+    assert!(text.contains(capecontrol_exec::SCRUBBED), "{text}");
+    // A protocol-breaking line that carries the secret.
+    manifest.runtime = busybox("read line; echo \"not json $line\"", json!({})).runtime;
+    let (cx, _) = context(json!({ "api_key": secret }), &[]);
+    let err = executor
+        .run(invocation(manifest, "leak", json!(null)), cx)
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert_no_containers(&executor).await;
+}
+
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
+#[tokio::test]
+async fn tool_call_reports_are_capped_per_attempt() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = executor().await;
+    let max = capecontrol_exec::MAX_TOOL_CALLS_PER_ATTEMPT;
+    let script = |n: usize| {
+        format!(
+            "{OUT} i=0; while [ $i -lt {n} ]; do \
+             echo '{{\"type\":\"tool_call\",\"tool\":\"t\",\"allowed\":true}}'; i=$((i+1)); done; \
+             out done"
+        )
+    };
+    let (cx, journal) = context(json!({}), &[]);
+    let out = executor
+        .run(
+            invocation(
+                busybox(&script(max), json!({"timeout": 30})),
+                "t",
+                json!(null),
+            ),
+            cx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!("done"), "the cap itself is allowed");
+    assert_eq!(journal.tool_calls().len(), max);
+    let (cx, journal) = context(json!({}), &[]);
+    let err = executor
+        .run(
+            invocation(
+                busybox(&script(max + 1), json!({"timeout": 30})),
+                "t",
+                json!(null),
+            ),
+            cx,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Agent, "{err}");
+    assert!(err.to_string().contains("tool calls"), "{err}");
+    assert_eq!(
+        journal.tool_calls().len(),
+        max,
+        "none past the cap is recorded"
+    );
     assert_no_containers(&executor).await;
 }

@@ -55,6 +55,7 @@ async fn agent(store: &Arc<dyn Store>, id: &str) {
             policy_scopes: Vec::new(),
             manifest: None,
             status: AgentStatus::Draft,
+            owner: None,
             created_at: now,
             updated_at: now,
         })

@@ -291,6 +291,7 @@ async fn enqueue_on(
     task: NewTask,
     in_tx: bool,
 ) -> Result<(Enqueued, Option<TaskEvent>)> {
+    task.check()?;
     // The caller's audit (the policy decision that let the task in) first, as in `MemoryStore`.
     let mut audit: Vec<NewAuditEvent> = task.audit.clone();
     audit.push(
@@ -770,7 +771,7 @@ impl QueueStore for PostgresStore {
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
-        let limit = i64::try_from(filter.limit.unwrap_or(100)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(filter.page_size()).unwrap_or(i64::MAX);
         sqlx::query(
             "SELECT * FROM tasks WHERE ($1::text IS NULL OR user_id = $1) \
              AND ($2::text IS NULL OR agent_id = $2) AND ($3::text IS NULL OR status = $3) \

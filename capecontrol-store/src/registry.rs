@@ -17,8 +17,8 @@ impl RegistryStore for PostgresStore {
     async fn insert_agent(&self, agent: AgentRecord) -> Result<AgentRecord> {
         let row = sqlx::query(
             "INSERT INTO agents (id, name, slug, description, category, capabilities, \
-             policy_scopes, manifest, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+             policy_scopes, manifest, status, created_at, updated_at, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *",
         )
         .bind(&agent.id)
         .bind(&agent.name)
@@ -31,6 +31,7 @@ impl RegistryStore for PostgresStore {
         .bind(agent.status.as_str())
         .bind(agent.created_at)
         .bind(agent.updated_at)
+        .bind(&agent.owner)
         .fetch_one(&self.inner.pool)
         .await
         .map_err(db)?;
@@ -240,7 +241,7 @@ impl RegistryStore for PostgresStore {
         };
         let rows = sqlx::query(
             "SELECT a.id, a.name, a.slug, a.description, a.category, a.capabilities, \
-                    a.policy_scopes, a.manifest, a.status, a.created_at, a.updated_at, \
+                    a.policy_scopes, a.manifest, a.status, a.created_at, a.updated_at, a.owner, \
                     v.id AS v_id, v.agent_id AS v_agent_id, v.version AS v_version, \
                     v.manifest AS v_manifest, v.status AS v_status, v.changelog AS v_changelog, \
                     v.published_at AS v_published_at, v.created_at AS v_created_at, \

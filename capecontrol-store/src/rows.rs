@@ -60,6 +60,7 @@ pub(crate) fn agent(row: &PgRow) -> Result<AgentRecord> {
         policy_scopes: get::<Option<Vec<String>>>(row, "policy_scopes")?.unwrap_or_default(),
         manifest: get(row, "manifest")?,
         status: parse("agent status", status.as_deref().unwrap_or("draft"))?,
+        owner: get(row, "owner")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
         updated_at: get::<Option<DateTime<Utc>>>(row, "updated_at")?.unwrap_or_else(epoch),
     })
@@ -148,6 +149,12 @@ pub(crate) fn audit(row: &PgRow) -> Result<AuditEvent> {
         ip_address: get(row, "ip_address")?,
         user_agent: get(row, "user_agent")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
+        seq: get::<Option<i64>>(row, "seq")?
+            .map(|s| u64::try_from(s).map_err(|e| corrupt("audit seq", e)))
+            .transpose()?
+            .unwrap_or(0),
+        prev_hash: get::<Option<String>>(row, "prev_hash")?.unwrap_or_default(),
+        hash: get::<Option<String>>(row, "hash")?.unwrap_or_default(),
     })
 }
 

@@ -135,6 +135,10 @@ async fn unfinished(pool: &PgPool) -> i64 {
 }
 
 /// The worker process (a no-op unless run by [`three_processes_one_killed`]).
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_process() {
     let (Ok(url), Ok(node)) = (std::env::var(URL_ENV), std::env::var(NODE_ENV)) else {
@@ -193,6 +197,10 @@ async fn db_now(pool: &PgPool) -> DateTime<Utc> {
         .unwrap()
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_one_killed() {
     let db = test_db!();

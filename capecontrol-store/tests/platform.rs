@@ -182,6 +182,10 @@ const TWO_STEPS: [&str; 7] = [
     "completed",
 ];
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn completes_with_steps_and_events_in_order() {
     let db = test_db!();
@@ -208,6 +212,10 @@ async fn completes_with_steps_and_events_in_order() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_then_succeeds_or_fails_for_good() {
     let db = test_db!();
@@ -280,6 +288,10 @@ async fn retries_then_succeeds_or_fails_for_good() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancels_queued_and_running_tasks() {
     let db = test_db!();
@@ -327,6 +339,10 @@ async fn cancels_queued_and_running_tasks() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_running_task_is_cancelled_from_another_node() {
     let db = test_db!();
@@ -362,6 +378,10 @@ async fn a_running_task_is_cancelled_from_another_node() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn higher_priority_runs_first() {
     let db = test_db!();
@@ -412,6 +432,10 @@ async fn higher_priority_runs_first() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotent_submit_returns_the_same_task_on_every_node() {
     let db = test_db!();
@@ -439,6 +463,10 @@ async fn idempotent_submit_returns_the_same_task_on_every_node() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn late_watcher_sees_every_event_once() {
     let db = test_db!();
@@ -494,6 +522,10 @@ async fn late_watcher_sees_every_event_once() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resumed_task_does_not_rerun_completed_steps() {
     let db = test_db!();
@@ -582,6 +614,10 @@ async fn resumed_task_does_not_rerun_completed_steps() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn submitted_on_a_run_on_b_watched_from_c() {
     let db = test_db!();

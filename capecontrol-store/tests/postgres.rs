@@ -756,7 +756,7 @@ async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
 
     // Cancel: queued at once; running by a flag seen by the heartbeat; final is a conflict.
     let q = s.enqueue(task("a", "u")).await.unwrap().task;
-    let by = Principal::new("admin");
+    let by = Principal::new("admin").with_roles(["admin"]);
     let cancelled = s.cancel(q.id, &by).await.unwrap();
     assert_eq!(cancelled.status, TaskStatus::Cancelled);
     assert_eq!(
@@ -979,6 +979,10 @@ async fn check_fencing_after_lease_loss<S: Store>(s: &S) {
 
 macro_rules! generic_test {
     ($name:ident, $check:ident) => {
+        #[cfg_attr(
+            capecontrol_skip_services,
+            ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+        )]
         #[tokio::test]
         async fn $name() {
             let db = test_db!();
@@ -1000,6 +1004,10 @@ generic_test!(journal_and_finish, check_journal_and_finish);
 generic_test!(retry_fail_release_cancel, check_retry_fail_release_cancel);
 generic_test!(fencing_after_lease_loss, check_fencing_after_lease_loss);
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn migrations_run_concurrently_from_several_nodes() {
     let db = test_db!();
@@ -1022,7 +1030,18 @@ async fn migrations_run_concurrently_from_several_nodes() {
     .fetch_one(stores[0].pool())
     .await
     .unwrap();
-    assert_eq!(n, 2);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "sql"))
+        })
+        .count();
+    assert_eq!(
+        usize::try_from(n).unwrap(),
+        files,
+        "every migration ran once"
+    );
     // The blueprint's status CHECK is in force.
     let bad = capecontrol_store::sqlx::query(
         "INSERT INTO tasks (user_id, status) VALUES ('u', 'paused')",
@@ -1036,6 +1055,10 @@ async fn migrations_run_concurrently_from_several_nodes() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn concurrent_claimers_never_share_a_task() {
     let db = test_db!();
@@ -1094,6 +1117,10 @@ async fn concurrent_claimers_never_share_a_task() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn per_agent_concurrency_holds_across_nodes() {
     let db = test_db!();
@@ -1190,6 +1217,10 @@ async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<TaskEvent>, task: 
     .expect("an event within 5 s")
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn events_and_wakeups_flow_between_nodes() {
     let db = test_db!();
@@ -1289,6 +1320,10 @@ async fn events_and_wakeups_flow_between_nodes() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn enqueue_joins_the_callers_transaction() {
     let db = test_db!();
@@ -1329,6 +1364,10 @@ async fn enqueue_joins_the_callers_transaction() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn concurrent_enqueues_with_one_key_make_one_task() {
     let db = test_db!();
@@ -1358,6 +1397,10 @@ async fn concurrent_enqueues_with_one_key_make_one_task() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn the_listener_reconnects_after_losing_its_connection() {
     let db = test_db!();
@@ -1406,6 +1449,10 @@ async fn the_listener_reconnects_after_losing_its_connection() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn listings_use_the_read_pool() {
     let db = test_db!();
@@ -1437,6 +1484,10 @@ async fn listings_use_the_read_pool() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn claims_refuse_to_run_outside_read_committed() {
     let db = test_db!();
@@ -1461,6 +1512,10 @@ async fn claims_refuse_to_run_outside_read_committed() {
 /// Not a benchmark (that is the benchmark harness's job), a probe: drains N tasks of one step
 /// each through 4 workers on 2 nodes and prints tasks/s and commits per task. Run with
 /// `cargo test -p capecontrol-store --release --test postgres -- --ignored --nocapture probe`.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn probe_throughput_and_commits_per_task() {
@@ -1564,6 +1619,10 @@ async fn probe_throughput_and_commits_per_task() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn concurrency_limit_holds_under_churn() {
     use std::sync::Arc;
@@ -1635,6 +1694,10 @@ async fn concurrency_limit_holds_under_churn() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test]
 async fn reapers_on_two_nodes_reclaim_each_task_once() {
     let db = test_db!();

@@ -11,7 +11,7 @@
 //!
 //! let registry = Registry::new(Arc::new(MemoryStore::new()))
 //!     .with_environment(Environment::new().with_service("redis"));
-//! let admin = Principal::new("admin");
+//! let admin = Principal::new("admin").with_roles(["admin"]);
 //! let agent = registry.create_agent(&admin, NewAgent::named("Finance Agent")).await?;
 //! assert_eq!(agent.slug, "finance-agent");
 //!
@@ -52,7 +52,7 @@ pub use versioning::{Bump, classify_change, suggest_next_version};
 
 use crate::error::{Error, Result};
 use crate::manifest::{Category, Config, Manifest, Permissions, Placement};
-use crate::policy::{Principal, Scope, missing_scopes, parse_scopes};
+use crate::policy::{ADMIN, PUBLISHER, Principal, Scope, missing_scopes, parse_scopes};
 use crate::slug::slugify;
 use crate::state::{AgentStatus, VersionStatus};
 use crate::store::{
@@ -401,6 +401,19 @@ fn typed_manifest(version: &VersionRecord) -> Result<Manifest> {
     })
 }
 
+/// Permission error unless `by` may manage `agent` (update or archive it, add, publish or
+/// archive its versions): its owner or an admin. An agent without a recorded owner (created
+/// before owners were recorded) is an admin's only.
+fn authorize_manage(by: &Principal, agent: &AgentRecord) -> Result<()> {
+    if by.is_admin() || agent.owner.as_deref().is_some_and(|o| o == by.user_id) {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "only the owner of agent `{}` or an `{ADMIN}` may manage it",
+        agent.id
+    )))
+}
+
 fn parse_grant(grant: &[String]) -> Result<Vec<Scope>> {
     parse_scopes("/grant", grant)
 }
@@ -443,7 +456,22 @@ impl Registry {
     where
         F: Future<Output = Result<(T, Value)>>,
     {
-        let result = run.await;
+        let result = match by.check() {
+            Ok(()) => run.await,
+            Err(e) => Err(e),
+        };
+        // An out-of-bounds principal is audited without what was out of bounds.
+        let bounded;
+        let by = if by.check().is_ok() {
+            by
+        } else {
+            bounded = Principal {
+                user_id: by.user_id.chars().take(64).collect(),
+                user_agent: None,
+                ..by.clone()
+            };
+            &bounded
+        };
         // The audit row refers to the agent only if it exists (a foreign key in SQL stores);
         // the reference as given is in the payload of a denial.
         let resolved = match agent_id {
@@ -481,6 +509,11 @@ impl Registry {
         let id = new.id.clone().unwrap_or_else(|| slug.clone());
         let context = json!({ "name": new.name, "slug": slug });
         self.audited(by, Action::CreateAgent, Some(&id), context, async {
+            if !by.is_admin() && !by.has_role(PUBLISHER) {
+                return Err(Error::forbidden(format!(
+                    "creating an agent needs the `{PUBLISHER}` or `{ADMIN}` role"
+                )));
+            }
             if new.name.trim().is_empty() {
                 return Err(Error::invalid_field("/name", "the name must not be blank"));
             }
@@ -508,11 +541,12 @@ impl Registry {
                     policy_scopes: Vec::new(),
                     manifest: None,
                     status: AgentStatus::Draft,
+                    owner: Some(by.user_id.clone()),
                     created_at: now,
                     updated_at: now,
                 })
                 .await?;
-            let payload = json!({ "name": agent.name, "slug": agent.slug });
+            let payload = json!({ "name": agent.name, "slug": agent.slug, "owner": agent.owner });
             Ok((agent, payload))
         })
         .await
@@ -540,6 +574,8 @@ impl Registry {
         .collect();
         let context = json!({ "fields": fields });
         self.audited(by, Action::UpdateAgent, Some(id), context.clone(), async {
+            let agent = self.store.get_agent(id).await?;
+            authorize_manage(by, &agent)?;
             if patch.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
                 return Err(Error::invalid_field("/name", "the name must not be blank"));
             }
@@ -548,7 +584,6 @@ impl Registry {
                     Error::invalid_field("/category", format!("unknown category `{c}`"))
                 })?;
             }
-            let agent = self.store.get_agent(id).await?;
             if let Some(to) = patch.status {
                 agent.status.transition(to)?;
             }
@@ -621,6 +656,8 @@ impl Registry {
         let context =
             json!({ "version": new.version, "manifest_version": new.manifest.get("version") });
         self.audited(by, Action::AddVersion, Some(agent), context, async {
+            let agent = self.store.get_agent(agent).await?;
+            authorize_manage(by, &agent)?;
             let mut stored = new.manifest.clone();
             let unversioned = stored
                 .get("version")
@@ -632,7 +669,6 @@ impl Registry {
                 obj.insert("version".into(), Value::String(v));
             }
             let mut manifest = check_manifest(&stored)?;
-            let agent = self.store.get_agent(agent).await?;
             let versions = self.store.list_versions(&agent.id).await?;
             let version = match &new.version {
                 None if !unversioned => parse_version("/version", &manifest.version)?,
@@ -688,6 +724,7 @@ impl Registry {
         let context = json!({ "version": version });
         self.audited(by, Action::Publish, Some(agent), context, async {
             let agent = self.store.get_agent(agent).await?;
+            authorize_manage(by, &agent)?;
             let record = self.store.get_version(&agent.id, version).await?;
             let manifest = check_manifest(&record.manifest)?;
             let unmet = self
@@ -746,6 +783,7 @@ impl Registry {
         let context = json!({ "version": version });
         self.audited(by, Action::ArchiveVersion, Some(agent), context, async {
             let agent = self.store.get_agent(agent).await?;
+            authorize_manage(by, &agent)?;
             let current = self.store.get_version(&agent.id, version).await?;
             let archived = self
                 .store
@@ -774,6 +812,7 @@ impl Registry {
     pub async fn archive_agent(&self, by: &Principal, agent: &str) -> Result<AgentRecord> {
         self.audited(by, Action::ArchiveAgent, Some(agent), json!({}), async {
             let agent = self.store.get_agent(agent).await?;
+            authorize_manage(by, &agent)?;
             agent.status.transition(AgentStatus::Archived)?;
             let versions = self.store.list_versions(&agent.id).await?;
             let mut archived_version = None;
@@ -820,6 +859,7 @@ impl Registry {
                         policy_scopes: Vec::new(),
                         manifest: None,
                         status: AgentStatus::Draft,
+                        owner: Some(SYSTEM_USER.to_owned()),
                         created_at: now,
                         updated_at: now,
                     };

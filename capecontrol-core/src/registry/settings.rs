@@ -9,6 +9,18 @@ use crate::validate::redact_settings_listing_secrets;
 /// Validates `settings` against `schema`; every problem is reported at `/settings/...`,
 /// with messages that never repeat a value (the value may be a secret).
 pub(crate) fn validate_settings(schema: Option<&Value>, settings: &Value) -> Result<(), Error> {
+    let mut size = ByteCount(0);
+    // Writing to a counter fails only when it refuses: it never does.
+    let _ = serde_json::to_writer(&mut size, settings);
+    if size.0 > crate::store::MAX_SETTINGS_BYTES {
+        return Err(Error::invalid_field(
+            "/settings",
+            format!(
+                "the settings are larger than {} bytes",
+                crate::store::MAX_SETTINGS_BYTES
+            ),
+        ));
+    }
     let Some(schema) = schema else {
         return if settings.is_object() || settings.is_null() {
             Ok(())
@@ -47,6 +59,20 @@ pub(crate) fn redact(schema: Option<&Value>, settings: &Value) -> (Value, Vec<St
     match schema {
         Some(schema) => redact_settings_listing_secrets(schema, settings),
         None => (settings.clone(), Vec::new()),
+    }
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
                 policy_scopes: Vec::new(),
                 manifest: None,
                 status: crate::state::AgentStatus::Draft,
+                owner: None,
                 created_at: now,
                 updated_at: now,
             })

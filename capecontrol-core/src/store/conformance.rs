@@ -38,6 +38,11 @@
 //!   release or reclaim of a task whose cancellation was requested cancels it.
 //! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
 //!   the caller's audit events before `task.queued`.
+//! - The audit trail is a hash chain that `crate::audit::verify_chain` finds intact after
+//!   appends and task writes (payloads with floats, Unicode, control characters, nesting);
+//!   `list_audit` pages by the `after` cursor in chain order.
+//! - `enqueue` enforces [`NewTask::check`]'s bounds: at the limit accepted, one byte past it a
+//!   validation error at the field's pointer (never a database error).
 //! - Timestamps are kept to the microsecond; `upsert_installation` keeps `created_at` and sets
 //!   `updated_at`.
 
@@ -91,6 +96,8 @@ where
     references_must_exist(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
     timestamps_are_kept_to_the_microsecond(make().await).await;
+    audit_chain_is_intact_and_pages(make().await).await;
+    enqueue_enforces_the_task_bounds(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
 }
 
@@ -112,6 +119,7 @@ fn agent_record(id: &str, name: &str) -> AgentRecord {
         policy_scopes: Vec::new(),
         manifest: None,
         status: AgentStatus::Draft,
+        owner: Some("owner-1".to_owned()),
         created_at: now,
         updated_at: now,
     }
@@ -223,6 +231,11 @@ pub async fn registry_crud_and_conflicts(store: Arc<dyn Store>) {
     let inserted = store.insert_agent(record.clone()).await.unwrap();
     assert_eq!(inserted.id, id);
     assert_eq!(inserted.status, AgentStatus::Draft);
+    assert_eq!(
+        inserted.owner.as_deref(),
+        Some("owner-1"),
+        "the owner is kept"
+    );
 
     assert_category(
         store.insert_agent(record.clone()).await,
@@ -256,6 +269,7 @@ pub async fn registry_crud_and_conflicts(store: Arc<dyn Store>) {
     assert_eq!(patched.description.as_deref(), Some("new description"));
     assert_eq!(patched.name, "Zeta", "PATCH leaves other fields");
     assert_eq!(patched.slug, id);
+    assert_eq!(patched.owner, inserted.owner, "an update keeps the owner");
     assert!(patched.updated_at >= inserted.updated_at);
     assert_category(
         store
@@ -1487,6 +1501,142 @@ pub async fn references_must_exist(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(rows.is_empty());
+}
+
+/// The audit trail is a chain that verifies, whatever wrote the rows; `list_audit` pages by its
+/// `after` cursor in chain order, and a limit past [`super::MAX_AUDIT_PAGE`] is capped.
+pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let principal = Principal::new("chain-user")
+        .with_ip("2001:db8::7".parse().unwrap())
+        .with_user_agent("chain/1.0 \"quoted\"");
+    let payloads = [
+        json!({ "float": 1.5, "tiny": 1e-7, "big": 1.5e20, "int": -42, "u": u64::MAX }),
+        json!({ "text": "é ✓ \u{1} \t \\ \"", "nested": { "bb": [1, {"a": null}], "a": true } }),
+        json!(null),
+        json!([]),
+        json!("plain"),
+    ];
+    let mut appended = Vec::new();
+    for i in 0..25 {
+        let e = store
+            .append_audit(
+                NewAuditEvent::by(
+                    &principal,
+                    "chain.test",
+                    payloads[i % payloads.len()].clone(),
+                )
+                .agent(agent.clone()),
+            )
+            .await
+            .unwrap();
+        assert!(e.seq > 0, "an appended row is chained");
+        assert_eq!(
+            e.hash,
+            crate::audit::row_hash(&e),
+            "its hash is its content's"
+        );
+        appended.push(e);
+    }
+    for pair in appended.windows(2) {
+        assert!(pair[1].seq > pair[0].seq, "chain order follows appends");
+    }
+    // Rows written by the queue's own statements are chained too.
+    let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let c = claim_one(&store, "w1", &agent).await;
+    store
+        .finish(&c.lease, completed(json!(0.25)))
+        .await
+        .unwrap();
+    let report = crate::audit::verify_chain(&*store).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert!(report.rows >= 28, "{report:?}");
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(report.last, head);
+
+    // Pages of 10 by the cursor give every row of the agent once, in chain order.
+    let all = store
+        .list_audit(&AuditFilter {
+            agent_id: Some(agent.clone()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(all.iter().any(|e| e.task_id == Some(id)));
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_audit(&AuditFilter {
+                agent_id: Some(agent.clone()),
+                after,
+                limit: Some(10),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        AuditFilter {
+            limit: Some(usize::MAX),
+            ..AuditFilter::default()
+        }
+        .page_size(),
+        super::MAX_AUDIT_PAGE
+    );
+}
+
+/// Each bound of [`NewTask::check`]: the limit is accepted, the limit + 1 is a validation error
+/// at the field's pointer, and nothing is stored.
+pub async fn enqueue_enforces_the_task_bounds(store: Arc<dyn Store>) {
+    use super::{
+        MAX_IDEMPOTENCY_KEY_BYTES, MAX_TASK_NAME_BYTES, MAX_USER_AGENT_BYTES, MAX_USER_ID_BYTES,
+    };
+    let agent = fresh_agent(&store).await;
+    type Set = fn(&mut NewTask, usize);
+    let bounds: [(&str, usize, Set); 4] = [
+        ("/idempotency_key", MAX_IDEMPOTENCY_KEY_BYTES, |t, n| {
+            t.idempotency_key = Some(format!("{}{}", t.id.simple(), "k".repeat(n - 32)));
+        }),
+        ("/task", MAX_TASK_NAME_BYTES, |t, n| t.task = "t".repeat(n)),
+        ("/principal/user_id", MAX_USER_ID_BYTES, |t, n| {
+            t.principal.user_id = "u".repeat(n);
+        }),
+        ("/principal/user_agent", MAX_USER_AGENT_BYTES, |t, n| {
+            // Multi-byte characters: the bound is in bytes.
+            t.principal.user_agent = Some(format!("{}{}", "é".repeat(n / 2), "a".repeat(n % 2)));
+            assert_eq!(t.principal.user_agent.as_ref().unwrap().len(), n);
+        }),
+    ];
+    for (pointer, max, set) in bounds {
+        let mut ok = new_task(&agent);
+        set(&mut ok, max);
+        let id = ok.id;
+        assert!(
+            store.enqueue(ok).await.unwrap().created,
+            "{pointer} at its limit"
+        );
+        let mut over = new_task(&agent);
+        set(&mut over, max + 1);
+        let over_id = over.id;
+        let e = store.enqueue(over).await.unwrap_err();
+        assert_eq!(e.category(), ErrorCategory::Validation, "{pointer}: {e}");
+        assert_eq!(e.category().http_status(), 400);
+        let pointers: Vec<_> = e.field_errors().iter().map(|f| f.pointer.clone()).collect();
+        assert_eq!(pointers, vec![pointer.to_owned()]);
+        assert!(
+            !e.to_string().contains("kkkkkkkk"),
+            "never echoes the value"
+        );
+        assert_category(store.get_task(over_id).await, ErrorCategory::NotFound);
+        store.get_task(id).await.unwrap();
+    }
 }
 
 /// Every task state change writes one audit event in the same transaction; extra audit events

@@ -103,6 +103,8 @@ struct State {
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
     audit: Vec<AuditEvent>,
+    /// The end of the audit chain.
+    audit_head: crate::audit::ChainHead,
     /// Queued tasks that were due when last indexed, per agent, by priority (highest first),
     /// then age: a claim looks at the head of each agent's set, so tasks of an agent at its
     /// concurrency limit cost it nothing.
@@ -159,7 +161,12 @@ impl State {
             ip_address: event.ip_address,
             user_agent: event.user_agent,
             created_at: now,
+            seq: 0,
+            prev_hash: String::new(),
+            hash: String::new(),
         };
+        let mut stored = stored;
+        self.audit_head = crate::audit::seal(&mut stored, &self.audit_head);
         self.audit.push(stored);
         &self.audit[self.audit.len() - 1]
     }
@@ -781,18 +788,7 @@ impl RegistryStore for MemoryStore {
 #[async_trait]
 impl QueueStore for MemoryStore {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
-        if task.max_attempts == 0 {
-            return Err(Error::invalid_field(
-                "/max_attempts",
-                "at least one attempt",
-            ));
-        }
-        if task.concurrency_limit == 0 {
-            return Err(Error::invalid_field(
-                "/concurrency_limit",
-                "must be at least 1",
-            ));
-        }
+        task.check()?;
         let now = self.now();
         let mut state = self.lock();
         let user_id = task.principal.user_id.clone();
@@ -1287,7 +1283,7 @@ impl QueueStore for MemoryStore {
         });
         Ok(out
             .into_iter()
-            .take(filter.limit.unwrap_or(100))
+            .take(filter.page_size())
             .map(|t| t.record.clone())
             .collect())
     }
@@ -1362,9 +1358,15 @@ impl AuditStore for MemoryStore {
                     .as_ref()
                     .is_none_or(|t| &e.event_type == t)
             })
-            .take(filter.limit.unwrap_or(1000))
+            .filter(|e| filter.after.is_none_or(|after| e.seq > after))
+            .filter(|e| !filter.unchained || e.seq == 0)
+            .take(filter.page_size())
             .cloned()
             .collect())
+    }
+
+    async fn audit_head(&self) -> Result<crate::audit::ChainHead> {
+        Ok(self.lock().audit_head.clone())
     }
 }
 
@@ -1406,6 +1408,7 @@ mod tests {
                 policy_scopes: Vec::new(),
                 manifest: None,
                 status: AgentStatus::Draft,
+                owner: None,
                 created_at: now,
                 updated_at: now,
             },
@@ -1475,7 +1478,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancel_requested_task_is_cancelled_on_release_or_reclaim() {
         let (store, clock) = manual_store();
-        let by = Principal::new("admin");
+        let by = Principal::new("admin").with_roles(["admin"]);
         let a = store.enqueue(task("a")).await.unwrap().task.id;
         let b = store.enqueue(task("a")).await.unwrap().task.id;
         let claimed = store.claim(&claim(2)).await.unwrap();
@@ -1563,6 +1566,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.events(id, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn listings_are_capped() {
+        let store = MemoryStore::new();
+        with_agent(&store);
+        for _ in 0..(super::super::MAX_LIST_TASKS + 5) {
+            store.enqueue(task("a")).await.unwrap();
+        }
+        let all = TaskFilter {
+            limit: Some(usize::MAX),
+            ..TaskFilter::default()
+        };
+        assert_eq!(
+            store.list_tasks(&all).await.unwrap().len(),
+            super::super::MAX_LIST_TASKS
+        );
+        let audit = AuditFilter {
+            limit: Some(usize::MAX),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            store.list_audit(&audit).await.unwrap().len(),
+            super::super::MAX_AUDIT_PAGE
+        );
     }
 
     #[tokio::test]

@@ -76,7 +76,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::agent::StepRecord;
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::events::TaskEvent;
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
@@ -102,6 +102,10 @@ pub struct AgentRecord {
     pub manifest: Option<Value>,
     /// Lifecycle status.
     pub status: AgentStatus,
+    /// The user that created it: with admins, the only one who may manage it (`None`: created
+    /// before owners were recorded; only admins may manage it). Never changed by an update.
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Created at.
     pub created_at: DateTime<Utc>,
     /// Last updated at (set by the store on every update).
@@ -322,6 +326,78 @@ pub struct NewTask {
     pub audit: Vec<NewAuditEvent>,
 }
 
+/// The longest idempotency key a task may carry, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+/// The longest task name, in bytes.
+pub const MAX_TASK_NAME_BYTES: usize = 128;
+/// The longest user id of a principal, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 255;
+/// The longest user agent a principal (and so an audit row) may carry, in bytes.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// The largest installation settings document, serialized, in bytes.
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+/// The most tasks [`QueueStore::list_tasks`] returns: a larger `limit` is capped to it.
+pub const MAX_LIST_TASKS: usize = 1000;
+
+fn too_long(pointer: &str, what: &str, max: usize) -> FieldError {
+    FieldError::new(pointer, format!("{what} is longer than {max} bytes"))
+}
+
+impl NewTask {
+    /// Checks the bounds of a task before it is stored (both stores' `enqueue` call it, and a
+    /// gateway may call it first): the idempotency key, the task name, the principal's user id
+    /// and user agent are at most [`MAX_IDEMPOTENCY_KEY_BYTES`], [`MAX_TASK_NAME_BYTES`],
+    /// [`MAX_USER_ID_BYTES`] and [`MAX_USER_AGENT_BYTES`]; attempts and the concurrency limit
+    /// at least 1. A validation error names every field at fault and never echoes its value.
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if self
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            errors.push(too_long(
+                "/idempotency_key",
+                "the idempotency key",
+                MAX_IDEMPOTENCY_KEY_BYTES,
+            ));
+        }
+        if self.task.len() > MAX_TASK_NAME_BYTES {
+            errors.push(too_long("/task", "the task name", MAX_TASK_NAME_BYTES));
+        }
+        if self.principal.user_id.len() > MAX_USER_ID_BYTES {
+            errors.push(too_long(
+                "/principal/user_id",
+                "the user id",
+                MAX_USER_ID_BYTES,
+            ));
+        }
+        if self
+            .principal
+            .user_agent
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_USER_AGENT_BYTES)
+        {
+            errors.push(too_long(
+                "/principal/user_agent",
+                "the user agent",
+                MAX_USER_AGENT_BYTES,
+            ));
+        }
+        if self.max_attempts == 0 {
+            errors.push(FieldError::new("/max_attempts", "at least one attempt"));
+        }
+        if self.concurrency_limit == 0 {
+            errors.push(FieldError::new("/concurrency_limit", "must be at least 1"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::validation("the task is out of bounds", errors))
+        }
+    }
+}
+
 /// A task (the `tasks` table plus the queue columns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
@@ -488,8 +564,16 @@ pub struct TaskFilter {
     pub agent_id: Option<String>,
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
-    /// At most this many, newest first (`None`: 100).
+    /// At most this many, newest first (`None`: 100; larger values are capped to
+    /// [`MAX_LIST_TASKS`]).
     pub limit: Option<usize>,
+}
+
+impl TaskFilter {
+    /// The page size: `limit` (100 when `None`), at most [`MAX_LIST_TASKS`].
+    pub fn page_size(&self) -> usize {
+        self.limit.unwrap_or(100).min(MAX_LIST_TASKS)
+    }
 }
 
 /// The task queue, the step journal and task events.
@@ -604,7 +688,20 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// Position in the store's audit chain, from 1, without gaps (`0`: not chained, a row
+    /// inserted past the store).
+    #[serde(default)]
+    pub seq: u64,
+    /// The previous row's hash ([`crate::audit::GENESIS`] for the first row).
+    #[serde(default)]
+    pub prev_hash: String,
+    /// SHA-256 of this row's canonical form ([`crate::audit::row_hash`]).
+    #[serde(default)]
+    pub hash: String,
 }
+
+/// The largest page [`AuditStore::list_audit`] returns: a larger `limit` is capped to it.
+pub const MAX_AUDIT_PAGE: usize = 1000;
 
 /// Filters of [`AuditStore::list_audit`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -617,17 +714,36 @@ pub struct AuditFilter {
     pub user_id: Option<String>,
     /// Only events of this type.
     pub event_type: Option<String>,
-    /// At most this many, oldest first (`None`: 1000).
+    /// Only events after this chain position (`seq`): the cursor of the next page is the last
+    /// event's `seq`.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Only events outside the chain (no `seq`: inserted past the store); the other filters
+    /// still apply.
+    #[serde(default)]
+    pub unchained: bool,
+    /// At most this many, in chain order (`None`: [`MAX_AUDIT_PAGE`]; larger values are capped
+    /// to it).
     pub limit: Option<usize>,
 }
 
-/// The audit trail.
+impl AuditFilter {
+    /// The page size: `limit`, at most [`MAX_AUDIT_PAGE`].
+    pub fn page_size(&self) -> usize {
+        self.limit.unwrap_or(MAX_AUDIT_PAGE).min(MAX_AUDIT_PAGE)
+    }
+}
+
+/// The audit trail: a hash chain (see [`crate::audit`]).
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends one audit event.
+    /// Appends one audit event at the end of the chain.
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent>;
-    /// Audit events matching `filter`, oldest first.
+    /// Audit events matching `filter`, in chain order (`seq`), one page of at most
+    /// [`MAX_AUDIT_PAGE`].
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
+    /// The end of the chain as the store records it.
+    async fn audit_head(&self) -> Result<crate::audit::ChainHead>;
 }
 
 /// A complete store: registry, queue and audit.

@@ -36,7 +36,7 @@ pub fn user() -> Principal {
 
 /// The publisher who registers the container agent.
 pub fn publisher() -> Principal {
-    Principal::new("publisher").with_roles(["developer"])
+    Principal::new("publisher").with_roles([capecontrol_core::policy::PUBLISHER])
 }
 
 /// The installation's settings: a secret the agent may read.

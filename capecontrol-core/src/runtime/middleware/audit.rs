@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{Middleware, Submission, SubmitNext};
-use crate::error::Result;
-use crate::store::{Enqueued, NewAuditEvent, Store};
+use crate::error::{Error, Result};
+use crate::policy::Principal;
+use crate::store::{Enqueued, MAX_TASK_NAME_BYTES, NewAuditEvent, Store};
 
 /// Audits middleware rejections. Put it first in the chain so it sees every later rejection.
 pub struct AuditLogging {
@@ -43,6 +44,30 @@ impl Middleware for AuditLogging {
         let rejection = next.rejection();
         let result = next.run(sub).await;
         if let Err(err) = &result {
+            // Never an input value in the audit trail: a validation error is audited by its
+            // pointers only (a schema's messages quote the value), an out-of-bounds task name
+            // by its size, an out-of-bounds principal without its user agent.
+            let error = match err {
+                Error::Validation { message, errors } => json!({
+                    "message": message,
+                    "fields": errors.iter().map(|e| e.pointer.clone()).collect::<Vec<_>>(),
+                }),
+                other => json!(other.to_string()),
+            };
+            let task = if task.len() <= MAX_TASK_NAME_BYTES {
+                json!(task)
+            } else {
+                json!({ "bytes": task.len() })
+            };
+            let principal = if principal.check().is_ok() {
+                principal
+            } else {
+                Principal {
+                    user_id: principal.user_id.chars().take(64).collect(),
+                    user_agent: None,
+                    ..principal
+                }
+            };
             let event = NewAuditEvent::by(
                 &principal,
                 "task.rejected",
@@ -51,7 +76,7 @@ impl Middleware for AuditLogging {
                     "task": task,
                     "category": err.category(),
                     "status": err.http_status(),
-                    "error": err.to_string(),
+                    "error": error,
                     "rejected_by": rejection.and_then(|r| r.by()),
                 }),
             )

@@ -1,0 +1,397 @@
+//! The tamper-evident audit trail: every audit row carries its position in the store's chain
+//! (`seq`, from 1, without gaps), the hash of the previous row (`prev_hash`, [`GENESIS`] for the
+//! first) and its own hash: SHA-256, in lowercase hex, over the row's [`canonical`] form, which
+//! covers every field of the row and `prev_hash`. [`verify_chain`] walks the chain and names the
+//! first row that was edited, deleted or inserted out of band.
+//!
+//! The canonical form is the text of a JSON array as PostgreSQL renders a `jsonb` value (keys
+//! sorted by length then bytes, `", "` and `": "` separators, numbers in plain decimal), so that
+//! the PostgreSQL store can compute the same hash in SQL, whatever statement inserted the row:
+//!
+//! ```text
+//! [seq, prev_hash, id, created_at (µs since the epoch), task_id, agent_id, user_id, event_type,
+//!  payload, ip_address, user_agent]
+//! ```
+//!
+//! The chain is keyless: it proves that the trail was not changed *without recomputing every
+//! later hash*; keep the [`ChainHead`] (or a later row's hash) somewhere else to pin it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::store::{AuditEvent, AuditFilter, AuditStore, MAX_AUDIT_PAGE};
+
+/// The `prev_hash` of the first row of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The end of a store's chain: the last row's position and hash (`0` and [`GENESIS`] when the
+/// trail is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// The last row's `seq`.
+    pub seq: u64,
+    /// The last row's hash.
+    pub hash: String,
+}
+
+impl Default for ChainHead {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+}
+
+/// What is wrong with a row of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum ChainFault {
+    /// The row's content does not match its hash: it was edited.
+    Edited,
+    /// Rows before this one are missing (`expected` is the `seq` that should have come).
+    Missing {
+        /// The position expected here.
+        expected: u64,
+    },
+    /// The row does not link to the row before it (`prev_hash` differs): a row before it was
+    /// deleted and the chain renumbered, or it was inserted out of band.
+    Unlinked,
+    /// The row is not in the chain (no `seq`), or repeats a position: inserted out of band.
+    OutOfBand,
+    /// The chain ends before its recorded head: its last rows were deleted.
+    Truncated {
+        /// The head's position.
+        head_seq: u64,
+    },
+}
+
+/// The first bad row of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRow {
+    /// The row's id (`None` for a truncated chain: the rows are gone).
+    pub id: Option<i64>,
+    /// The row's position in the chain (for a truncated chain, the last position found).
+    pub seq: u64,
+    /// What is wrong.
+    pub fault: ChainFault,
+}
+
+/// The result of [`verify_chain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    /// Rows checked.
+    pub rows: u64,
+    /// The last good row's position and hash.
+    pub last: ChainHead,
+    /// The first bad row; `None` when the chain is intact.
+    pub first_bad: Option<BadRow>,
+}
+
+impl ChainReport {
+    /// Whether the chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+/// The canonical form of a row (see the module docs).
+pub fn canonical(event: &AuditEvent) -> String {
+    let array = json!([
+        event.seq,
+        event.prev_hash,
+        event.id,
+        event.created_at.timestamp_micros(),
+        event.task_id.map(|t| t.to_string()),
+        event.agent_id,
+        event.user_id,
+        event.event_type,
+        event.payload,
+        event.ip_address.map(|ip| ip.to_string()),
+        event.user_agent,
+    ]);
+    let mut out = String::new();
+    write_jsonb(&array, &mut out);
+    out
+}
+
+/// The hash of a row: SHA-256 of its [`canonical`] form, in lowercase hex.
+pub fn row_hash(event: &AuditEvent) -> String {
+    let digest = Sha256::digest(canonical(event).as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Sets a new row's place in the chain after `head` and its hash; returns the new head.
+pub fn seal(event: &mut AuditEvent, head: &ChainHead) -> ChainHead {
+    event.seq = head.seq + 1;
+    event.prev_hash = head.hash.clone();
+    event.hash = row_hash(event);
+    ChainHead {
+        seq: event.seq,
+        hash: event.hash.clone(),
+    }
+}
+
+/// Walks the store's chain up to its head as read at the start, in pages of
+/// [`MAX_AUDIT_PAGE`] rows, and names the first row that was edited, deleted or inserted out of
+/// band (see [`ChainFault`]). Rows appended while it runs are left for the next walk. An error
+/// of the store is returned as is.
+pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport> {
+    let head = store.audit_head().await?;
+    let mut last = ChainHead::default();
+    let mut rows = 0u64;
+    let report = |rows, last, id, seq, fault| ChainReport {
+        rows,
+        last,
+        first_bad: Some(BadRow { id, seq, fault }),
+    };
+    'walk: while last.seq < head.seq {
+        let page = store
+            .list_audit(&AuditFilter {
+                after: Some(last.seq),
+                limit: Some(MAX_AUDIT_PAGE),
+                ..AuditFilter::default()
+            })
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for row in page {
+            if row.seq > head.seq {
+                break 'walk;
+            }
+            rows += 1;
+            let fault = if row.seq <= last.seq {
+                Some(ChainFault::OutOfBand)
+            } else if row.seq != last.seq + 1 {
+                Some(ChainFault::Missing {
+                    expected: last.seq + 1,
+                })
+            } else if row.hash != row_hash(&row) {
+                Some(ChainFault::Edited)
+            } else if row.prev_hash != last.hash {
+                Some(ChainFault::Unlinked)
+            } else {
+                None
+            };
+            if let Some(fault) = fault {
+                return Ok(report(rows, last, Some(row.id), row.seq, fault));
+            }
+            last = ChainHead {
+                seq: row.seq,
+                hash: row.hash,
+            };
+        }
+    }
+    if last.seq < head.seq {
+        let seq = last.seq;
+        return Ok(report(
+            rows,
+            last,
+            None,
+            seq,
+            ChainFault::Truncated { head_seq: head.seq },
+        ));
+    }
+    if last.hash != head.hash {
+        let seq = last.seq;
+        return Ok(report(rows, last, None, seq, ChainFault::Unlinked));
+    }
+    // Rows past the head that the head, read again, does not cover: an appender moves the row
+    // and the head in one transaction, so these were inserted out of band.
+    let beyond = store
+        .list_audit(&AuditFilter {
+            after: Some(head.seq),
+            limit: Some(MAX_AUDIT_PAGE),
+            ..AuditFilter::default()
+        })
+        .await?;
+    let now = store.audit_head().await?;
+    if let Some(row) = beyond.into_iter().find(|r| r.seq > now.seq) {
+        return Ok(report(
+            rows + 1,
+            last,
+            Some(row.id),
+            row.seq,
+            ChainFault::OutOfBand,
+        ));
+    }
+    // Rows outside the chain (no position): inserted past the store's chaining.
+    let strays = store
+        .list_audit(&AuditFilter {
+            unchained: true,
+            limit: Some(1),
+            ..AuditFilter::default()
+        })
+        .await?;
+    if let Some(row) = strays.into_iter().next() {
+        return Ok(report(
+            rows + 1,
+            last,
+            Some(row.id),
+            0,
+            ChainFault::OutOfBand,
+        ));
+    }
+    Ok(ChainReport {
+        rows,
+        last,
+        first_bad: None,
+    })
+}
+
+/// Writes `value` as PostgreSQL's `jsonb` output renders it.
+fn write_jsonb(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_string(key, out);
+                out.push_str(": ");
+                if let Some(v) = map.get(key) {
+                    write_jsonb(v, out);
+                }
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// PostgreSQL's `escape_json`.
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A number as PostgreSQL's `numeric` prints the JSON text serde_json writes for it: integers
+/// as they are, floats in plain decimal (`1e-7` → `0.0000001`, `1e20` → `100000000000000000000`)
+/// with the scale the text had (`100.0` stays `100.0`).
+fn write_number(n: &Number, out: &mut String) {
+    let text = n.to_string();
+    if n.is_f64() {
+        out.push_str(&plain_decimal(&text));
+    } else {
+        out.push_str(&text);
+    }
+}
+
+/// `text` (a JSON number) in plain decimal notation, keeping its scale as `numeric` does:
+/// scale = max(0, fraction digits − exponent).
+fn plain_decimal(text: &str) -> String {
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap_or(0)),
+        None => return text.to_string(),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let frac_len = i64::try_from(frac.len()).unwrap_or(0);
+    let scale = (frac_len - exp).max(0);
+    // The value is digits × 10^(exp − frac_len); its point sits `point` digits from the left.
+    let point = i64::try_from(int.len()).unwrap_or(0) + exp;
+    let mut whole = String::new();
+    let mut fraction = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i64::try_from(i).unwrap_or(i64::MAX) < point {
+            whole.push(d);
+        } else {
+            fraction.push(d);
+        }
+    }
+    if point > i64::try_from(digits.len()).unwrap_or(0) {
+        for _ in 0..(point - i64::try_from(digits.len()).unwrap_or(0)) {
+            whole.push('0');
+        }
+    }
+    if point < 0 {
+        let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+        fraction = format!("{zeros}{fraction}");
+    }
+    let whole = whole.trim_start_matches('0');
+    let whole = if whole.is_empty() { "0" } else { whole };
+    let scale = usize::try_from(scale).unwrap_or(0);
+    while fraction.len() < scale {
+        fraction.push('0');
+    }
+    fraction.truncate(scale);
+    let sign = if negative { "-" } else { "" };
+    if scale == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_as_postgresql_numeric_does() {
+        assert_eq!(plain_decimal("1e-7"), "0.0000001");
+        assert_eq!(plain_decimal("1.5e-7"), "0.00000015");
+        assert_eq!(plain_decimal("1e20"), "100000000000000000000");
+        assert_eq!(plain_decimal("1.5e20"), "150000000000000000000");
+        assert_eq!(plain_decimal("-2.25e1"), "-22.5");
+        assert_eq!(plain_decimal("100.0"), "100.0");
+    }
+
+    #[test]
+    fn objects_print_as_postgresql_jsonb_does() {
+        let mut out = String::new();
+        write_jsonb(
+            &json!({"bb": 1, "a": [true, null, "x\"\n\u{1}é"], "c": {"zz": 1.5, "y": -3}}),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            r#"{"a": [true, null, "x\"\n\u0001é"], "c": {"y": -3, "zz": 1.5}, "bb": 1}"#
+        );
+    }
+}
