@@ -466,3 +466,135 @@ async fn two_hundred_watchers_on_a_saturated_pool_of_10_lose_no_lease() {
     }
     db.drop().await;
 }
+
+/// Blocks its runtime thread (`std::thread::sleep`) for longer than three leases.
+struct Blocker {
+    runs: Arc<Mutex<Vec<String>>>,
+    node: String,
+}
+
+#[async_trait]
+impl AgentBase for Blocker {
+    fn manifest(&self) -> Manifest {
+        Manifest {
+            name: "Blocker".into(),
+            version: "1.0.0".into(),
+            description: "Blocks a runtime thread".into(),
+            placement: None,
+            category: None,
+            tools: vec![],
+            dependencies: None,
+            config: Some(Config {
+                retries: 3,
+                timeout: 60,
+                ..Config::default()
+            }),
+            permissions: None,
+            triggers: None,
+            ui: None,
+            runtime: None,
+            tasks: vec![],
+            tool_specs: vec![],
+        }
+    }
+
+    async fn run_task(&self, _name: &str, _input: Value, _cx: &TaskContext) -> Result<Value> {
+        if let Ok(mut r) = self.runs.lock() {
+            r.push(self.node.clone());
+        }
+        std::thread::sleep(Duration::from_millis(3500));
+        Ok(json!("done"))
+    }
+
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+async fn blocker_node(
+    options: &PgConnectOptions,
+    node: &str,
+    runs: &Arc<Mutex<Vec<String>>>,
+) -> Platform {
+    let store = PostgresStoreOptions::new(options.clone())
+        .connect()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Platform::builder()
+        .store(Arc::new(store))
+        .agent(Blocker {
+            runs: runs.clone(),
+            node: node.into(),
+        })
+        .config(PlatformConfig {
+            node_id: node.into(),
+            ..config(Duration::from_secs(1))
+        })
+        .build()
+        .await
+        .unwrap()
+}
+
+/// An in-process agent that blocks the only thread of its node's runtime keeps its lease:
+/// heartbeats run on a thread of their own, so another node does not take the task over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_blocking_its_runtime_thread_keeps_its_lease() {
+    let db = test_db!();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    // Node A on a current-thread runtime of its own: the blocking agent stops all of it.
+    let (a_opts, a_runs) = (db.options.clone(), runs.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<Uuid>();
+    let a = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let a = blocker_node(&a_opts, "node-a", &a_runs).await;
+            let now = chrono::Utc::now();
+            a.store()
+                .upsert_installation(InstallationRecord {
+                    id: Uuid::new_v4(),
+                    agent_id: "blocker".into(),
+                    user_id: "alice".into(),
+                    version: "1.0.0".into(),
+                    granted_scopes: Vec::new(),
+                    settings: json!({}),
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await
+                .unwrap();
+            let user = Principal::new("alice").with_roles(["user"]);
+            let id = a
+                .submit(TaskRequest::new("blocker", "run", json!({}), user))
+                .await
+                .unwrap();
+            tx.send(id).unwrap();
+            let done = a.wait(id).await.unwrap();
+            a.shutdown(Duration::from_secs(1)).await;
+            done
+        })
+    });
+    let id = rx.await.unwrap();
+    // Wait until node A runs it, then start node B, which reclaims expired leases.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "node A never ran the task");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = blocker_node(&db.options, "node-b", &runs).await;
+    let done = tokio::task::spawn_blocking(move || a.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done.id, id);
+    assert_eq!(done.status, capecontrol_core::TaskStatus::Completed);
+    assert_eq!(
+        done.attempts, 1,
+        "the lease was kept while the agent blocked"
+    );
+    assert_eq!(*runs.lock().unwrap(), ["node-a"], "node B never ran it");
+    b.shutdown(Duration::from_secs(1)).await;
+    db.drop().await;
+}
