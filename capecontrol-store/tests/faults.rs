@@ -598,3 +598,112 @@ async fn an_agent_blocking_its_runtime_thread_keeps_its_lease() {
     b.shutdown(Duration::from_secs(1)).await;
     db.drop().await;
 }
+
+/// A write repeated after an unknown commit outcome (its first try committed, the caller saw
+/// an error) is recognised as applied, not reported as fenced; a different write under the
+/// same ended lease still is.
+#[tokio::test]
+async fn a_repeated_write_that_committed_is_recognised_as_applied() {
+    use capecontrol_core::events::{TaskEvent, TaskEventKind};
+    use capecontrol_core::store::{ClaimRequest, Finish, JournalWrite, Outcome, QueueStore};
+    use capecontrol_core::{ErrorCategory, RunStatus, StepRecord};
+
+    let db = test_db!();
+    let store = db.store().await;
+    common::register(&store, "a").await;
+    let claim = |store: PostgresStore| async move {
+        store
+            .claim(&ClaimRequest {
+                worker: "w".into(),
+                limit: 1,
+                lease: Duration::from_secs(30),
+                agents: None,
+            })
+            .await
+            .unwrap()
+            .remove(0)
+    };
+
+    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let c = claim(store.clone()).await;
+    let journal = JournalWrite {
+        step: Some(StepRecord {
+            step: 1,
+            name: "one".into(),
+            status: RunStatus::Completed,
+            output: Some(json!(1)),
+            error: None,
+            started_at: None,
+            finished_at: None,
+        }),
+        events: vec![TaskEvent {
+            task_id: id,
+            seq: c.last_seq + 1,
+            at: chrono::Utc::now(),
+            kind: TaskEventKind::StepCompleted {
+                step: 1,
+                name: "one".into(),
+            },
+        }],
+        audit: Vec::new(),
+    };
+    store.journal(&c.lease, journal.clone()).await.unwrap();
+    store
+        .journal(&c.lease, journal)
+        .await
+        .expect("a repeated journal write is applied");
+    assert_eq!(store.steps(id).await.unwrap().len(), 1);
+
+    let finish = Finish {
+        outcome: Outcome::Completed { output: json!(7) },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    let first = store.finish(&c.lease, finish.clone()).await.unwrap();
+    let again = store
+        .finish(&c.lease, finish)
+        .await
+        .expect("a repeated finish is applied");
+    assert_eq!(again.output, first.output);
+    assert_eq!(again.status, first.status);
+    let other = Finish {
+        outcome: Outcome::Completed { output: json!(8) },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    let e = store.finish(&c.lease, other).await.unwrap_err();
+    assert_eq!(
+        e.category(),
+        ErrorCategory::Conflict,
+        "another outcome is fenced"
+    );
+    let events = store.events(id, 0).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind.name() == "completed")
+            .count(),
+        1,
+        "the repeat wrote nothing twice"
+    );
+
+    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let c = claim(store.clone()).await;
+    assert_eq!(c.task.id, id);
+    store
+        .release(&c.lease, Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    store
+        .release(&c.lease, Vec::new(), Vec::new())
+        .await
+        .expect("a repeated release is applied");
+    assert_eq!(
+        store.events(id, 0).await.unwrap().len(),
+        3,
+        "queued, started, queued"
+    );
+    db.drop().await;
+}
