@@ -527,6 +527,31 @@ FROM tasks WHERE id = $1
 "#;
 
 impl PostgresStore {
+    /// Maps a fenced write's database error, remembering the lease when its outcome is unknown.
+    fn write_failed<'a>(&'a self, lease: &'a Lease) -> impl Fn(sqlx::Error) -> Error + 'a {
+        move |e| {
+            let e = db(e);
+            if e.is_transient() {
+                if let Ok(mut u) = self.inner.uncertain.lock() {
+                    u.insert(lease.token);
+                }
+            }
+            e
+        }
+    }
+
+    /// Whether a write under `lease` failed with an unknown outcome before; `forget` drops the
+    /// lease from the set (its lease-ending write has now resolved).
+    fn was_uncertain(&self, lease: &Lease, forget: bool) -> bool {
+        self.inner.uncertain.lock().is_ok_and(|mut u| {
+            if forget {
+                u.remove(&lease.token)
+            } else {
+                u.contains(&lease.token)
+            }
+        })
+    }
+
     /// Why a fenced write matched nothing: it was applied already (a repeated write whose
     /// first try's commit was interrupted), its events are misnumbered, or the lease is gone.
     async fn fence_failed(
@@ -552,20 +577,23 @@ impl PostgresStore {
         let last: i64 = row.try_get("last_seq").unwrap_or(0);
         let first_kind: Option<Value> = row.try_get("first_kind").unwrap_or(None);
         let holds = status.as_deref() == Some("running") && token == Some(lease.token);
-        match kind {
-            WriteKind::Finish(outcome) if finished == Some(lease.token) && shows(&row, outcome) => {
+        // Only a lease whose earlier write had an unknown outcome: a write repeated after a
+        // known outcome is fenced as before.
+        let ends = !matches!(kind, WriteKind::Journal);
+        if self.was_uncertain(lease, ends) {
+            let applied = match kind {
+                WriteKind::Finish(outcome) => finished == Some(lease.token) && shows(&row, outcome),
+                WriteKind::Release => finished == Some(lease.token),
+                WriteKind::Journal => {
+                    holds
+                        && events.seq.last().is_some_and(|&l| l <= last)
+                        && first_kind.is_some()
+                        && first_kind.as_ref() == events.kind.first()
+                }
+            };
+            if applied {
                 return Fenced::Applied;
             }
-            WriteKind::Release if finished == Some(lease.token) => return Fenced::Applied,
-            WriteKind::Journal
-                if holds
-                    && events.seq.last().is_some_and(|&l| l <= last)
-                    && first_kind.is_some()
-                    && first_kind.as_ref() == events.kind.first() =>
-            {
-                return Fenced::Applied;
-            }
-            _ => {}
         }
         if holds {
             if let Some(first) = events.seq.first() {
@@ -652,7 +680,7 @@ impl QueueStore for PostgresStore {
             .bind(&a.user_agent)
             .fetch_one(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         if n == 0 {
             if let Fenced::Failed(e) = self.fence_failed(lease, &ev, WriteKind::Journal).await {
                 return Err(e);
@@ -745,7 +773,7 @@ impl QueueStore for PostgresStore {
             .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         let Some(row) = row else {
             return match self
                 .fence_failed(lease, &ev, WriteKind::Finish(&finish.outcome))
@@ -759,6 +787,8 @@ impl QueueStore for PostgresStore {
                 Fenced::Failed(e) => Err(e),
             };
         };
+        // The lease ended with a known outcome.
+        self.was_uncertain(lease, true);
         let task = rows::task(&row)?;
         let wake: bool = row.try_get("wake").map_err(db)?;
         let mut events = finish.events;
@@ -787,7 +817,7 @@ impl QueueStore for PostgresStore {
             .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         let Some(row) = row else {
             return match self.fence_failed(lease, &ev, WriteKind::Release).await {
                 Fenced::Applied => {
@@ -798,6 +828,7 @@ impl QueueStore for PostgresStore {
                 Fenced::Failed(e) => Err(e),
             };
         };
+        self.was_uncertain(lease, true);
         let mut all = events;
         all.extend(event_column(&row)?);
         self.announce(all, true, true);

@@ -234,6 +234,10 @@ pub(crate) struct Inner {
     pub(crate) wakeups: broadcast::Sender<()>,
     /// The notifier's queue (`None`: not notifying other nodes).
     notifier: Option<mpsc::Sender<Message>>,
+    /// Lease tokens whose fenced write failed with a transient error: whether it committed is
+    /// unknown, so a repeat that matches no lease is checked for having been applied. Only
+    /// these: a write repeated after a known outcome is fenced as before.
+    pub(crate) uncertain: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -351,6 +355,7 @@ impl PostgresStore {
                 events,
                 wakeups,
                 notifier: options.notify.then_some(notifier),
+                uncertain: std::sync::Mutex::default(),
                 tasks,
             }),
         })

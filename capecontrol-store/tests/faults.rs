@@ -599,17 +599,102 @@ async fn an_agent_blocking_its_runtime_thread_keeps_its_lease() {
     db.drop().await;
 }
 
+/// Whether a chunk of backend messages holds a CommandComplete (`C`).
+fn completes(chunk: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 5 <= chunk.len() {
+        if chunk[i] == b'C' {
+            return true;
+        }
+        let len = u32::from_be_bytes([chunk[i + 1], chunk[i + 2], chunk[i + 3], chunk[i + 4]]);
+        i += 1 + len as usize;
+    }
+    false
+}
+
+/// A TCP proxy in front of the database that, when `swallow` is set, drops the server's next
+/// answer and closes the client's connection: the statement ran (and committed), the client
+/// sees a lost connection — an unknown commit outcome.
+async fn swallowing_proxy(
+    server: (String, u16),
+    swallow: Arc<std::sync::atomic::AtomicBool>,
+) -> u16 {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect((server.0.as_str(), server.1)).await
+            else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            // Set when this connection carries the request whose answer is to be dropped.
+            let cutting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (swallow, cut) = (swallow.clone(), cutting.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match cr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if swallow.swap(false, Ordering::SeqCst) {
+                        cut.store(true, Ordering::SeqCst);
+                    }
+                    if uw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match ur.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cutting.load(Ordering::SeqCst) && completes(&buf[..n]) {
+                        // The statement completed (and committed, before the answer is sent):
+                        // drop the answer, cut the client off. Earlier answers (a statement's
+                        // preparation) pass.
+                        let _ = cw.shutdown().await;
+                        break;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// A write repeated after an unknown commit outcome (its first try committed, the caller saw
-/// an error) is recognised as applied, not reported as fenced; a different write under the
-/// same ended lease still is.
-#[tokio::test]
+/// a lost connection) is recognised as applied, not reported as fenced; a write repeated after
+/// a known outcome, or a different one, is still fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     use capecontrol_core::events::{TaskEvent, TaskEventKind};
     use capecontrol_core::store::{ClaimRequest, Finish, JournalWrite, Outcome, QueueStore};
     use capecontrol_core::{ErrorCategory, RunStatus, StepRecord};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     let db = test_db!();
-    let store = db.store().await;
+    db.store().await; // migrated
+    let swallow = Arc::new(AtomicBool::new(false));
+    let server = (db.options.get_host().to_owned(), db.options.get_port());
+    let port = swallowing_proxy(server, swallow.clone()).await;
+    let store = PostgresStoreOptions::new(db.options.clone().host("127.0.0.1").port(port))
+        .max_connections(1)
+        .listen(false)
+        .notify(false)
+        .connect()
+        .await
+        .unwrap();
     common::register(&store, "a").await;
     let claim = |store: PostgresStore| async move {
         store
@@ -623,6 +708,7 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
             .unwrap()
             .remove(0)
     };
+    let cut = |s: &Arc<AtomicBool>| s.store(true, Ordering::SeqCst);
 
     let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
     let c = claim(store.clone()).await;
@@ -647,38 +733,32 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
         }],
         audit: Vec::new(),
     };
-    store.journal(&c.lease, journal.clone()).await.unwrap();
+    cut(&swallow);
+    let e = store.journal(&c.lease, journal.clone()).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
     store
         .journal(&c.lease, journal)
         .await
-        .expect("a repeated journal write is applied");
+        .expect("a repeated journal write that committed is applied");
     assert_eq!(store.steps(id).await.unwrap().len(), 1);
 
-    let finish = Finish {
-        outcome: Outcome::Completed { output: json!(7) },
+    let finish = |output| Finish {
+        outcome: Outcome::Completed { output },
         steps: Vec::new(),
         events: Vec::new(),
         audit: Vec::new(),
     };
-    let first = store.finish(&c.lease, finish.clone()).await.unwrap();
-    let again = store
-        .finish(&c.lease, finish)
+    cut(&swallow);
+    let e = store.finish(&c.lease, finish(json!(7))).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let done = store
+        .finish(&c.lease, finish(json!(7)))
         .await
-        .expect("a repeated finish is applied");
-    assert_eq!(again.output, first.output);
-    assert_eq!(again.status, first.status);
-    let other = Finish {
-        outcome: Outcome::Completed { output: json!(8) },
-        steps: Vec::new(),
-        events: Vec::new(),
-        audit: Vec::new(),
-    };
-    let e = store.finish(&c.lease, other).await.unwrap_err();
-    assert_eq!(
-        e.category(),
-        ErrorCategory::Conflict,
-        "another outcome is fenced"
-    );
+        .expect("a repeated finish that committed is applied");
+    assert_eq!(done.output, Some(json!(7)));
+    // Now the outcome is known: another finish, even the same one, is fenced.
+    let e = store.finish(&c.lease, finish(json!(7))).await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Conflict);
     let events = store.events(id, 0).await.unwrap();
     assert_eq!(
         events
@@ -689,21 +769,37 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
         "the repeat wrote nothing twice"
     );
 
+    // A different finish after an unknown outcome is fenced too.
     let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
     let c = claim(store.clone()).await;
     assert_eq!(c.task.id, id);
+    cut(&swallow);
+    assert!(store.finish(&c.lease, finish(json!(1))).await.is_err());
+    let e = store.finish(&c.lease, finish(json!(2))).await.unwrap_err();
+    assert_eq!(
+        e.category(),
+        ErrorCategory::Conflict,
+        "another outcome is fenced"
+    );
+
+    // Release.
+    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let c = claim(store.clone()).await;
+    assert_eq!(c.task.id, id);
+    cut(&swallow);
+    let e = store
+        .release(&c.lease, Vec::new(), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
     store
         .release(&c.lease, Vec::new(), Vec::new())
         .await
-        .unwrap();
-    store
-        .release(&c.lease, Vec::new(), Vec::new())
-        .await
-        .expect("a repeated release is applied");
+        .expect("a repeated release that committed is applied");
     assert_eq!(
         store.events(id, 0).await.unwrap().len(),
         3,
-        "queued, started, queued"
+        "queued, started, queued: released once"
     );
     db.drop().await;
 }

@@ -1022,7 +1022,7 @@ async fn migrations_run_concurrently_from_several_nodes() {
     .fetch_one(stores[0].pool())
     .await
     .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     // The blueprint's status CHECK is in force.
     let bad = capecontrol_store::sqlx::query(
         "INSERT INTO tasks (user_id, status) VALUES ('u', 'paused')",

@@ -54,6 +54,9 @@ enum End {
     Killed,
 }
 
+/// How often an attempt's preparation (its reads) is tried on transient store errors.
+const PREPARE_TRIES: u32 = 10;
+
 /// Unregisters an attempt from the heartbeat loop when dropped, however the attempt ends.
 struct Registered<'a> {
     node: &'a Node,
@@ -132,7 +135,21 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
     );
     let _registered = Registered { node, task_id };
 
-    let prepared = match prepare(node, &task).await {
+    // Reads repeated on transient store errors (a lost connection must not cost an attempt).
+    let mut delay = Duration::from_millis(50);
+    let mut tries = 0;
+    let prepared = loop {
+        match prepare(node, &task).await {
+            Err(e) if e.is_transient() && tries < PREPARE_TRIES && !node.kill.is_cancelled() => {
+                tracing::warn!(%task_id, error = %e, "transient store error preparing the attempt");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                tries += 1;
+            }
+            other => break other,
+        }
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(error) => {
             finish_failed(node, &host, &task, error, false).await;
