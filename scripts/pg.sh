@@ -3,6 +3,8 @@
 #
 #   eval "$(scripts/pg.sh start)"   # starts a cluster; prints `export DATABASE_URL=… CAPECONTROL_PG_DIR=…`
 #   scripts/pg.sh stop [dir]        # stops it and removes its directory (default: $CAPECONTROL_PG_DIR)
+#   scripts/pg.sh restart [dir]     # restarts it (fast shutdown), same port; returns once it accepts
+#                                   # connections again (the fault tests use it)
 #
 # The cluster lives in a temporary directory (data, unix socket, log), listens on 127.0.0.1 on a
 # free port with `trust` authentication, and belongs to the `postgres` user when run as root
@@ -74,8 +76,17 @@ stop() {
     echo "pg.sh: stopped and removed $dir" >&2
 }
 
+restart() {
+    local dir="${1:-${CAPECONTROL_PG_DIR:-}}"
+    if [[ -z "$dir" || ! -d "$dir/data" ]]; then echo "pg.sh restart: no cluster directory given" >&2; exit 1; fi
+    case "$dir" in *capecontrol-pg.*) ;; *) echo "pg.sh restart: $dir is not a pg.sh cluster" >&2; exit 1;; esac
+    # `restart` reuses the options the server was started with (postmaster.opts).
+    as_owner "$(pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
+}
+
 case "${1:-}" in
     start) start ;;
     stop) shift; stop "$@" ;;
-    *) echo "usage: $0 start | stop [dir]" >&2; exit 2 ;;
+    restart) shift; restart "$@" ;;
+    *) echo "usage: $0 start | stop [dir] | restart [dir]" >&2; exit 2 ;;
 esac

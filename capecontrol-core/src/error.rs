@@ -190,6 +190,12 @@ pub enum Error {
     Resource {
         /// What ran out.
         message: String,
+        /// Whether the failure is transient — a lost or reset connection, a pool timeout, a
+        /// serialization failure, a deadlock, a server shutting down — so that the same
+        /// operation, repeated after a short wait, may succeed. Set by stores; the runtime
+        /// retries its final writes on these (see [`Error::is_transient`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        transient: bool,
     },
     /// An internal failure of an agent.
     #[error("agent error: {message}")]
@@ -311,7 +317,37 @@ impl Error {
     pub fn resource(message: impl Into<String>) -> Self {
         Self::Resource {
             message: message.into(),
+            transient: false,
         }
+    }
+
+    /// A transient resource error: the operation may succeed when repeated after a short wait
+    /// (a lost connection, a pool timeout, a serialization failure, a deadlock, a restarting
+    /// server). Whether an interrupted write committed is unknown.
+    ///
+    /// ```
+    /// use capecontrol_core::{Error, ErrorCategory};
+    /// let e = Error::transient("connection reset");
+    /// assert!(e.is_transient());
+    /// assert_eq!(e.category(), ErrorCategory::Resource);
+    /// assert!(!Error::resource("out of memory").is_transient());
+    /// ```
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Resource {
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    /// Whether the error is transient (see [`Error::transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Resource {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// An agent error (retryable).
@@ -388,6 +424,7 @@ mod tests {
             Error::not_found("agent", "x"),
             Error::conflict("dup"),
             Error::resource("timeout"),
+            Error::transient("connection reset"),
             Error::agent("boom"),
             Error::rate_limit("user", Duration::from_millis(1500)),
         ];

@@ -107,7 +107,8 @@ WITH t AS (
     run_at = CASE WHEN cancel_requested THEN run_at ELSE COALESCE($10::timestamptz, run_at) END,
     completed_at = CASE WHEN $6::text = 'queued' AND NOT cancel_requested THEN NULL ELSE now() END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-    last_seq = last_seq + cardinality($3::bigint[]) + 1
+    last_seq = last_seq + cardinality($3::bigint[]) + 1,
+    finished_token = $2
   WHERE id = $1 AND lease_token = $2 AND status = 'running'
     AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
   RETURNING *
@@ -165,7 +166,8 @@ WITH t AS (
     attempts = CASE WHEN cancel_requested THEN attempts ELSE GREATEST(attempts - 1, 0) END,
     completed_at = CASE WHEN cancel_requested THEN now() ELSE completed_at END,
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-    last_seq = last_seq + cardinality($3::bigint[]) + 1
+    last_seq = last_seq + cardinality($3::bigint[]) + 1,
+    finished_token = $2
   WHERE id = $1 AND lease_token = $2 AND status = 'running'
     AND (cardinality($3::bigint[]) = 0 OR ($3::bigint[])[1] = last_seq + 1)
   RETURNING id, agent_id, user_id, status, last_seq
@@ -482,28 +484,133 @@ impl StepsColumns {
 /// A runtime query on PostgreSQL.
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
+/// Why a fenced write matched nothing.
+enum Fenced {
+    /// The same write committed before (its first try's outcome was unknown to the caller).
+    Applied,
+    /// The lease is gone, the events are misnumbered, or the check itself failed.
+    Failed(Error),
+}
+
+/// What a fenced write is, for telling a repeated write that already committed.
+#[derive(Clone, Copy, PartialEq)]
+enum WriteKind<'a> {
+    /// A journal write: applied if the lease still holds and its events are stored.
+    Journal,
+    /// A finish: applied if it ended the lease (`finished_token`) with the same outcome.
+    Finish(&'a Outcome),
+    /// A release: applied if it ended the lease.
+    Release,
+}
+
+/// Whether the stored task shows `outcome` (of the finish that ended the lease).
+fn shows(row: &PgRow, outcome: &Outcome) -> bool {
+    let status: Option<String> = row.try_get("status").unwrap_or(None);
+    let output: Option<Value> = row.try_get("output").unwrap_or(None);
+    let error: Option<Value> = row.try_get("error").unwrap_or(None);
+    let same_error = |e: &Error| to_json(e).ok() == error;
+    match outcome {
+        Outcome::Completed { output: o } => {
+            status.as_deref() == Some("completed") && output.as_ref() == Some(o)
+        }
+        // A retry may have been claimed again since: only its error is compared.
+        Outcome::Failed {
+            error: e,
+            retry_at: Some(_),
+        } => same_error(e),
+        Outcome::Failed {
+            error: e,
+            retry_at: None,
+        } => status.as_deref() == Some("failed") && same_error(e),
+        Outcome::Cancelled => status.as_deref() == Some("cancelled"),
+    }
+}
+
+const FENCE_CHECK: &str = r#"
+SELECT status, output, error, lease_token, finished_token, last_seq,
+       (SELECT kind FROM task_events WHERE task_id = $1 AND seq = $2) AS first_kind
+FROM tasks WHERE id = $1
+"#;
+
 impl PostgresStore {
-    /// Why a fenced write matched nothing: misnumbered events, or the lease is gone.
-    async fn fence_failed(&self, lease: &Lease, events: &EventColumns) -> Error {
-        let row = sqlx::query("SELECT status, lease_token, last_seq FROM tasks WHERE id = $1")
-            .bind(lease.task_id)
-            .fetch_optional(&self.inner.pool)
-            .await;
-        if let Ok(Some(row)) = row {
-            let status: Option<String> = row.try_get("status").unwrap_or(None);
-            let token: Option<Uuid> = row.try_get("lease_token").unwrap_or(None);
-            let last: i64 = row.try_get("last_seq").unwrap_or(0);
-            if status.as_deref() == Some("running") && token == Some(lease.token) {
-                if let Some(first) = events.seq.first() {
-                    return Error::conflict(format!(
-                        "events of task {} must continue at seq {}, not {first}",
-                        lease.task_id,
-                        last + 1
-                    ));
+    /// Maps a fenced write's database error, remembering the lease when its outcome is unknown.
+    fn write_failed<'a>(&'a self, lease: &'a Lease) -> impl Fn(sqlx::Error) -> Error + 'a {
+        move |e| {
+            let e = db(e);
+            if e.is_transient() {
+                if let Ok(mut u) = self.inner.uncertain.lock() {
+                    u.insert(lease.token);
                 }
             }
+            e
         }
-        lease_lost(lease.task_id)
+    }
+
+    /// Whether a write under `lease` failed with an unknown outcome before; `forget` drops the
+    /// lease from the set (its lease-ending write has now resolved).
+    fn was_uncertain(&self, lease: &Lease, forget: bool) -> bool {
+        self.inner.uncertain.lock().is_ok_and(|mut u| {
+            if forget {
+                u.remove(&lease.token)
+            } else {
+                u.contains(&lease.token)
+            }
+        })
+    }
+
+    /// Why a fenced write matched nothing: it was applied already (a repeated write whose
+    /// first try's commit was interrupted), its events are misnumbered, or the lease is gone.
+    async fn fence_failed(
+        &self,
+        lease: &Lease,
+        events: &EventColumns,
+        kind: WriteKind<'_>,
+    ) -> Fenced {
+        let row = sqlx::query(FENCE_CHECK)
+            .bind(lease.task_id)
+            .bind(events.seq.first().copied().unwrap_or(0))
+            .fetch_optional(&self.inner.pool)
+            .await;
+        let row = match row {
+            Ok(Some(row)) => row,
+            Ok(None) => return Fenced::Failed(lease_lost(lease.task_id)),
+            // The check itself failed (transiently, most likely): the caller may repeat it.
+            Err(e) => return Fenced::Failed(db(e)),
+        };
+        let status: Option<String> = row.try_get("status").unwrap_or(None);
+        let token: Option<Uuid> = row.try_get("lease_token").unwrap_or(None);
+        let finished: Option<Uuid> = row.try_get("finished_token").unwrap_or(None);
+        let last: i64 = row.try_get("last_seq").unwrap_or(0);
+        let first_kind: Option<Value> = row.try_get("first_kind").unwrap_or(None);
+        let holds = status.as_deref() == Some("running") && token == Some(lease.token);
+        // Only a lease whose earlier write had an unknown outcome: a write repeated after a
+        // known outcome is fenced as before.
+        let ends = !matches!(kind, WriteKind::Journal);
+        if self.was_uncertain(lease, ends) {
+            let applied = match kind {
+                WriteKind::Finish(outcome) => finished == Some(lease.token) && shows(&row, outcome),
+                WriteKind::Release => finished == Some(lease.token),
+                WriteKind::Journal => {
+                    holds
+                        && events.seq.last().is_some_and(|&l| l <= last)
+                        && first_kind.is_some()
+                        && first_kind.as_ref() == events.kind.first()
+                }
+            };
+            if applied {
+                return Fenced::Applied;
+            }
+        }
+        if holds {
+            if let Some(first) = events.seq.first() {
+                return Fenced::Failed(Error::conflict(format!(
+                    "events of task {} must continue at seq {}, not {first}",
+                    lease.task_id,
+                    last + 1
+                )));
+            }
+        }
+        Fenced::Failed(lease_lost(lease.task_id))
     }
 }
 
@@ -544,7 +651,7 @@ impl QueueStore for PostgresStore {
             .bind(lease.task_id)
             .bind(lease.token)
             .bind(millis(extend))
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(&self.inner.heartbeat)
             .await
             .map_err(db)?
             .ok_or_else(|| lease_lost(lease.task_id))?;
@@ -579,9 +686,12 @@ impl QueueStore for PostgresStore {
             .bind(&a.user_agent)
             .fetch_one(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         if n == 0 {
-            return Err(self.fence_failed(lease, &ev).await);
+            if let Fenced::Failed(e) = self.fence_failed(lease, &ev, WriteKind::Journal).await {
+                return Err(e);
+            }
+            tracing::info!(task_id = %lease.task_id, "a repeated journal write had committed already");
         }
         self.announce(write.events, false, true);
         Ok(())
@@ -669,10 +779,22 @@ impl QueueStore for PostgresStore {
             .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         let Some(row) = row else {
-            return Err(self.fence_failed(lease, &ev).await);
+            return match self
+                .fence_failed(lease, &ev, WriteKind::Finish(&finish.outcome))
+                .await
+            {
+                Fenced::Applied => {
+                    tracing::info!(task_id = %lease.task_id, "a repeated finish had committed already");
+                    self.announce(finish.events, true, true);
+                    self.get_task(lease.task_id).await
+                }
+                Fenced::Failed(e) => Err(e),
+            };
         };
+        // The lease ended with a known outcome.
+        self.was_uncertain(lease, true);
         let task = rows::task(&row)?;
         let wake: bool = row.try_get("wake").map_err(db)?;
         let mut events = finish.events;
@@ -701,10 +823,18 @@ impl QueueStore for PostgresStore {
             .bind(query)
             .fetch_optional(&self.inner.pool)
             .await
-            .map_err(db)?;
+            .map_err(self.write_failed(lease))?;
         let Some(row) = row else {
-            return Err(self.fence_failed(lease, &ev).await);
+            return match self.fence_failed(lease, &ev, WriteKind::Release).await {
+                Fenced::Applied => {
+                    tracing::info!(task_id = %lease.task_id, "a repeated release had committed already");
+                    self.announce(events, true, true);
+                    Ok(())
+                }
+                Fenced::Failed(e) => Err(e),
+            };
         };
+        self.was_uncertain(lease, true);
         let mut all = events;
         all.extend(event_column(&row)?);
         self.announce(all, true, true);

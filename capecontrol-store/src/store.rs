@@ -100,7 +100,9 @@ impl PostgresStoreOptions {
         Ok(Self::new(parse_url(url)?))
     }
 
-    /// Connections to the primary at most.
+    /// Connections to the primary at most in the main pool. Besides it, a store opens a
+    /// LISTEN connection, a NOTIFY connection and up to two heartbeat connections (leases are
+    /// renewed even when the main pool is saturated).
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
         self
@@ -185,6 +187,10 @@ impl PostgresStoreOptions {
     }
 }
 
+/// Connections of the heartbeat pool, besides `max_connections` (one would do: a heartbeat
+/// holds its connection for one short statement; the second covers a reconnect).
+pub(crate) const HEARTBEAT_CONNECTIONS: u32 = 2;
+
 /// Pool options: a pooled connection is pinged before use only when it sat idle for longer than
 /// `ping_idle_after` (sqlx's default pings on every acquire: a round trip per operation).
 fn pool_options(ping_idle_after: Duration) -> PgPoolOptions {
@@ -218,6 +224,9 @@ pub struct PostgresStore {
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) read: PgPool,
+    /// Heartbeats' own connection(s): a lease is renewed even when `pool` is saturated
+    /// (by watchers, listings, long writes), so that a busy node does not lose its leases.
+    pub(crate) heartbeat: PgPool,
     pub(crate) primary: PgConnectOptions,
     /// This store's id in notifications (its own listener skips them).
     pub(crate) node: String,
@@ -225,6 +234,10 @@ pub(crate) struct Inner {
     pub(crate) wakeups: broadcast::Sender<()>,
     /// The notifier's queue (`None`: not notifying other nodes).
     notifier: Option<mpsc::Sender<Message>>,
+    /// Lease tokens whose fenced write failed with a transient error: whether it committed is
+    /// unknown, so a repeat that matches no lease is checked for having been applied. Only
+    /// these: a write repeated after a known outcome is fenced as before.
+    pub(crate) uncertain: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -272,6 +285,15 @@ impl PostgresStore {
                 .map_err(db)?,
             None => pool.clone(),
         };
+        let heartbeat = pool_options(options.ping_idle_after)
+            .max_connections(HEARTBEAT_CONNECTIONS)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(
+                options
+                    .primary
+                    .clone()
+                    .application_name("capecontrol-heartbeat"),
+            );
         let (events, _) = broadcast::channel(options.event_capacity);
         let (wakeups, _) = broadcast::channel(64);
         let node = Uuid::new_v4().to_string();
@@ -327,11 +349,13 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 read,
+                heartbeat,
                 primary: options.primary,
                 node,
                 events,
                 wakeups,
                 notifier: options.notify.then_some(notifier),
+                uncertain: std::sync::Mutex::default(),
                 tasks,
             }),
         })

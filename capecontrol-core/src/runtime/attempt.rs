@@ -3,12 +3,21 @@
 //! under a timeout, cancellation and the lease, then hand its outcome to the attempt's host,
 //! the one writer of its finish: completed, failed (retried with backoff while the category is
 //! retryable and attempts remain) or cancelled; or, when the node shuts down, released.
+//!
+//! A panic in the execute chain (the task body, a step, a tool, a middleware) is caught and
+//! ends the attempt as an `agent` error, handled like any other. The attempt is registered
+//! with the heartbeat loop from before its first write until its last one has returned (a drop
+//! guard unregisters it on every path, a panic included), so its lease stays renewed while a
+//! final write is repeated after transient store errors.
+
+use std::panic::AssertUnwindSafe;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use futures::FutureExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -49,6 +58,32 @@ enum End {
     Killed,
 }
 
+/// How often an attempt's preparation (its reads) is tried on transient store errors.
+const PREPARE_TRIES: u32 = 10;
+
+/// Unregisters an attempt from the heartbeat loop when dropped, however the attempt ends.
+struct Registered<'a> {
+    node: &'a Node,
+    task_id: uuid::Uuid,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.node.running_remove(self.task_id);
+    }
+}
+
+/// The message of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
 /// What an attempt needs besides the claimed task.
 struct Prepared {
     manifest: Arc<Manifest>,
@@ -82,14 +117,43 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
     let task = Arc::new(task);
     let task_id = task.id;
     let key = CircuitBreakers::key(&task.agent_id, &task.version);
-    let host = Arc::new(PlatformHost::new(
-        Arc::clone(&node.store),
-        lease.clone(),
-        Arc::clone(&task),
-        last_seq,
-    ));
+    let cancel = CancellationToken::new();
+    let lost = CancellationToken::new();
+    let host = Arc::new(
+        PlatformHost::new(
+            Arc::clone(&node.store),
+            lease.clone(),
+            Arc::clone(&task),
+            last_seq,
+        )
+        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2),
+    );
+    // Heart-beaten from here until the last write returned (the guard is dropped last).
+    node.running_insert(
+        task_id,
+        Running {
+            lease,
+            cancel: cancel.clone(),
+            lost: lost.clone(),
+        },
+    );
+    let _registered = Registered { node, task_id };
 
-    let prepared = match prepare(node, &task).await {
+    // Reads repeated on transient store errors (a lost connection must not cost an attempt).
+    let mut delay = Duration::from_millis(50);
+    let mut tries = 0;
+    let prepared = loop {
+        match prepare(node, &task).await {
+            Err(e) if e.is_transient() && tries < PREPARE_TRIES && !node.kill.is_cancelled() => {
+                tracing::warn!(%task_id, error = %e, "transient store error preparing the attempt");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                tries += 1;
+            }
+            other => break other,
+        }
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(error) => {
             finish_failed(node, &host, &task, error, false).await;
@@ -108,16 +172,6 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         return;
     }
 
-    let cancel = CancellationToken::new();
-    let lost = CancellationToken::new();
-    node.running_insert(
-        task_id,
-        Running {
-            lease,
-            cancel: cancel.clone(),
-            lost: lost.clone(),
-        },
-    );
     let cx = TaskContext::builder(task_id)
         .attempt(task.attempts)
         .principal(task.principal.clone())
@@ -146,7 +200,19 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         .min(Duration::from_secs(u64::from(Config::MAX_TIMEOUT)));
 
     // Boxed so that it can be dropped (the attempt stopped) before the outcome is written.
-    let mut run = Box::pin(ExecuteNext::new(&node.middleware, &endpoint).run(exec));
+    // A panic anywhere in the chain is the agent's failure, not the worker's.
+    let mut run = Box::pin(
+        AssertUnwindSafe(ExecuteNext::new(&node.middleware, &endpoint).run(exec))
+            .catch_unwind()
+            .map(|r| {
+                r.unwrap_or_else(|payload| {
+                    Err(Error::agent(format!(
+                        "the agent panicked: {}",
+                        panic_message(payload.as_ref())
+                    )))
+                })
+            }),
+    );
     let end = tokio::select! {
         r = &mut run => End::Done(r),
         () = tokio::time::sleep(timeout) => End::TimedOut,
@@ -162,7 +228,6 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         () = node.kill.cancelled() => End::Killed,
     };
     cancel.cancel();
-    node.running_remove(task_id);
     drop(run);
 
     match end {

@@ -1,8 +1,10 @@
 //! The dispatcher: claims as many due tasks as there are free worker slots, by priority, and
 //! starts an attempt for each; it waits for the store's wake-ups or polls when idle.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::attempt;
@@ -41,7 +43,20 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                     let Some(permit) = permits.pop() else { break };
                     let node = Arc::clone(&node);
                     tokio::spawn(async move {
-                        attempt::run(&node, c).await;
+                        let task_id = c.task.id;
+                        // A panic outside the execute chain (which catches its own) must not
+                        // go unnoticed; the attempt's guard has unregistered it, so its lease
+                        // expires and the task is reclaimed.
+                        if let Err(payload) = AssertUnwindSafe(attempt::run(&node, c))
+                            .catch_unwind()
+                            .await
+                        {
+                            tracing::error!(
+                                %task_id,
+                                panic = %attempt::panic_message(payload.as_ref()),
+                                "an attempt panicked outside the agent; its lease will expire"
+                            );
+                        }
                         drop(permit);
                     });
                 }

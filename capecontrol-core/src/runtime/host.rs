@@ -5,15 +5,25 @@
 //! write. A completed step's row is deferred too: it is written by the start of the next step
 //! (before that step runs, so a completed step is durable before the following one executes),
 //! by a tool call's or a failed step's journal write, or with the attempt's finish or release.
+//!
+//! Every write (journal, finish, release) is repeated with backoff while the store reports a
+//! [transient](crate::Error::is_transient) error, until it commits, the lease is lost (the
+//! heartbeat loop, which keeps renewing the lease meanwhile, found it gone), the node is
+//! killed, or the retry window (two lease lengths) is over. A store that cannot tell whether an
+//! interrupted write committed recognises the repeated write as already applied. A journal
+//! write that fails for good puts its step row, events and audit rows back into what is pending,
+//! so the attempt's finish or release carries them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::{StepRecord, TaskHost, ToolCall};
 use crate::error::{Error, Result};
@@ -21,11 +31,18 @@ use crate::events::{TaskEvent, TaskEventKind};
 use crate::state::RunStatus;
 use crate::store::{Finish, JournalWrite, Lease, NewAuditEvent, Outcome, Store, TaskRecord};
 
-/// Published but not yet persisted: events in order, and the row of a completed step.
+/// The first wait before a write is repeated after a transient error (doubling per try).
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between two tries of a write.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Published but not yet persisted: events in order, the row of a completed step (or of a
+/// step whose journal write failed), and audit rows whose journal write failed.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub(crate) events: Vec<TaskEvent>,
     pub(crate) step: Option<StepRecord>,
+    pub(crate) audit: Vec<NewAuditEvent>,
 }
 
 impl Pending {
@@ -42,6 +59,12 @@ pub(crate) struct PlatformHost {
     seq: AtomicU64,
     pending: Mutex<Pending>,
     started: Mutex<HashMap<u32, DateTime<Utc>>>,
+    /// Fires when the lease is known to be lost: writes are not repeated after it.
+    lost: CancellationToken,
+    /// Fires when the node is killed: writes are not repeated after it.
+    kill: CancellationToken,
+    /// How long a write is repeated on transient errors at most.
+    retry_for: Duration,
 }
 
 impl PlatformHost {
@@ -58,6 +81,86 @@ impl PlatformHost {
             seq: AtomicU64::new(last_seq),
             pending: Mutex::new(Pending::default()),
             started: Mutex::new(HashMap::new()),
+            lost: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            retry_for: Duration::from_secs(60),
+        }
+    }
+
+    /// Stops repeating writes when `lost` (the lease is gone) or `kill` (the node is dropped)
+    /// fires, or after `retry_for`.
+    pub(crate) fn stopping(
+        mut self,
+        lost: CancellationToken,
+        kill: CancellationToken,
+        retry_for: Duration,
+    ) -> Self {
+        self.lost = lost;
+        self.kill = kill;
+        self.retry_for = retry_for;
+        self
+    }
+
+    /// Runs the write `op` until it does not fail transiently, waiting with exponential
+    /// backoff between tries, while the lease is not known lost, the node not killed and the
+    /// retry window not over.
+    async fn retried<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut delay = RETRY_FIRST;
+        let mut tries = 1u32;
+        let mut last_try = false;
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() => {
+                    let now = tokio::time::Instant::now();
+                    if last_try || self.kill.is_cancelled() || now >= deadline {
+                        return Err(e);
+                    }
+                    if self.lost.is_cancelled() {
+                        // The lease is gone, perhaps because the write did commit: one more
+                        // try tells an applied write from a lost lease.
+                        last_try = true;
+                        continue;
+                    }
+                    tracing::warn!(
+                        task_id = %self.task.id, write = what, tries, error = %e,
+                        "transient store error; repeating the write"
+                    );
+                    metrics::counter!("store_write_retries_total", "write" => what).increment(1);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay.min(deadline - now)) => {}
+                        () = self.lost.cancelled() => {}
+                        () = self.kill.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One journal write, repeated on transient errors.
+    async fn journal(&self, write: JournalWrite) -> Result<()> {
+        self.retried("journal", || self.store.journal(&self.lease, write.clone()))
+            .await
+    }
+
+    /// Puts what a failed write took back in front of what is pending.
+    fn restore(&self, events: Vec<TaskEvent>, step: Option<StepRecord>, audit: Vec<NewAuditEvent>) {
+        if let Ok(mut p) = self.pending.lock() {
+            let later = std::mem::replace(&mut p.events, events);
+            p.events.extend(later);
+            let later = std::mem::replace(&mut p.audit, audit);
+            p.audit.extend(later);
+            // A step row pending since is newer than the restored one.
+            if p.step.is_none() {
+                p.step = step;
+            }
         }
     }
 
@@ -84,22 +187,42 @@ impl PlatformHost {
 
     /// Writes the attempt's outcome together with what is pending (events published live,
     /// the deferred step row): the attempt's one writer of its finish.
+    /// Repeated on transient errors (see the module docs).
     pub(crate) async fn finish(&self, outcome: Outcome) -> Result<TaskRecord> {
         let mut pending = self.take_pending();
         let finish = Finish {
             outcome,
             steps: pending.steps(),
             events: pending.events,
-            audit: Vec::new(),
+            audit: pending.audit,
         };
-        self.store.finish(&self.lease, finish).await
+        self.retried("finish", || self.store.finish(&self.lease, finish.clone()))
+            .await
     }
 
-    /// Gives the task back to the queue (the attempt is not counted) with what is pending.
+    /// Gives the task back to the queue (the attempt is not counted) with what is pending;
+    /// repeated on transient errors. Audit rows of failed journal writes are written as a
+    /// journal write first.
     pub(crate) async fn release(&self) -> Result<()> {
         let mut pending = self.take_pending();
         let steps = pending.steps();
-        self.store.release(&self.lease, pending.events, steps).await
+        let events = std::mem::take(&mut pending.events);
+        let events = if pending.audit.is_empty() {
+            events
+        } else {
+            self.journal(JournalWrite {
+                step: None,
+                events,
+                audit: std::mem::take(&mut pending.audit),
+            })
+            .await?;
+            Vec::new()
+        };
+        self.retried("release", || {
+            self.store
+                .release(&self.lease, events.clone(), steps.clone())
+        })
+        .await
     }
 
     /// Adds a completed step's row and event to what is pending.
@@ -121,7 +244,9 @@ impl PlatformHost {
         let Pending {
             events: mut earlier,
             step: deferred,
+            audit: mut earlier_audit,
         } = self.take_pending();
+        earlier_audit.extend(audit);
         let step = match (deferred, step) {
             (Some(d), Some(s)) => {
                 let write = JournalWrite {
@@ -129,22 +254,29 @@ impl PlatformHost {
                     events: std::mem::take(&mut earlier),
                     audit: Vec::new(),
                 };
-                self.store.journal(&self.lease, write).await?;
+                if let Err(e) = self.journal(write.clone()).await {
+                    // The newer step's row is lost with the error returned to its step; the
+                    // deferred row, the events and the audit rows stay pending.
+                    let mut events = write.events;
+                    events.extend(event);
+                    self.restore(events, write.step, earlier_audit);
+                    return Err(e);
+                }
                 Some(s)
             }
             (d, s) => s.or(d),
         };
         earlier.extend(event);
-        self.store
-            .journal(
-                &self.lease,
-                JournalWrite {
-                    step,
-                    events: earlier,
-                    audit,
-                },
-            )
-            .await
+        let write = JournalWrite {
+            step,
+            events: earlier,
+            audit: earlier_audit,
+        };
+        if let Err(e) = self.journal(write.clone()).await {
+            self.restore(write.events, write.step, write.audit);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn started_at(&self, step: u32) -> Option<DateTime<Utc>> {

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::node::Node;
 use crate::error::ErrorCategory;
 
@@ -32,12 +34,42 @@ pub(crate) async fn maintain(node: Arc<Node>) {
 /// The heartbeat loop: renews the lease of every attempt running on this node every third of
 /// a lease; a heartbeat that reports a cancellation cancels the attempt, one that finds the
 /// lease lost abandons it.
+///
+/// It runs on an OS thread of its own, with a single-threaded runtime of its own, so that an
+/// in-process agent blocking a runtime thread (even the only one of a current-thread runtime)
+/// does not stop the renewal of the leases. The thread ends when this future is dropped
+/// (aborted) or the node is killed. If no thread can be started, the loop runs here instead.
 pub(crate) async fn heartbeats(node: Arc<Node>) {
+    let stop = CancellationToken::new();
+    let _stop_on_drop = stop.clone().drop_guard();
+    let (for_thread, stop_thread) = (Arc::clone(&node), stop.clone());
+    let started = std::thread::Builder::new()
+        .name("capecontrol-heartbeat".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(heartbeat_loop(for_thread, stop_thread)),
+                Err(e) => tracing::error!(error = %e, "no runtime for the heartbeat thread"),
+            }
+        });
+    match started {
+        Ok(_) => std::future::pending::<()>().await,
+        Err(e) => {
+            tracing::warn!(error = %e, "no heartbeat thread; heartbeats share the runtime");
+            heartbeat_loop(node, stop).await;
+        }
+    }
+}
+
+async fn heartbeat_loop(node: Arc<Node>, stop: CancellationToken) {
     let every = (node.config.lease / 3).max(Duration::from_millis(10));
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = node.kill.cancelled() => return,
+            () = stop.cancelled() => return,
         }
         for running in node.running_leases() {
             match node
