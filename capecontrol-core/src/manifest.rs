@@ -171,17 +171,17 @@ pub struct Config {
 
 impl Config {
     /// Default `timeout`: 30 seconds.
-    pub const DEFAULT_TIMEOUT: u32 = 30;
+    pub const DEFAULT_TIMEOUT: u32 = capecontrol_rules::DEFAULT_TIMEOUT;
     /// Largest `timeout`: 300 seconds.
-    pub const MAX_TIMEOUT: u32 = 300;
+    pub const MAX_TIMEOUT: u32 = capecontrol_rules::MAX_TIMEOUT;
     /// Default `retries`.
     pub const DEFAULT_RETRIES: u32 = 3;
     /// Largest `retries`.
-    pub const MAX_RETRIES: u32 = 10;
+    pub const MAX_RETRIES: u32 = capecontrol_rules::MAX_RETRIES;
     /// Default `concurrent_tasks`.
     pub const DEFAULT_CONCURRENT_TASKS: u32 = 5;
     /// Smallest `memory_limit`, in bytes (6 MB).
-    pub const MIN_MEMORY_BYTES: u64 = 6_000_000;
+    pub const MIN_MEMORY_BYTES: u64 = capecontrol_rules::MIN_MEMORY_BYTES;
 
     fn default_timeout() -> u32 {
         Self::DEFAULT_TIMEOUT

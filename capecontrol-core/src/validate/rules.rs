@@ -3,11 +3,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use croner::parser::{CronParser, Seconds, Year};
+use capecontrol_rules::{CpuLimitError, CronError, MemoryLimitError, NameError};
 use serde_json::{Map, Value};
 
-use super::units::{CpuLimit, cpu_limit};
-use super::{join_pointer, parse_memory_limit, settings};
+use super::{join_pointer, settings};
 use crate::error::FieldError;
 use crate::manifest::Config;
 use crate::policy::Scope;
@@ -21,19 +20,21 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
     let mut err = |pointer: String, message: String| out.push(FieldError::new(pointer, message));
 
     if let Some(s) = str_at(m, "name") {
-        if s.trim().is_empty() {
-            err("/name".into(), "must not be blank".into());
-        } else if s.chars().count() > 64 {
-            err("/name".into(), "must be at most 64 characters".into());
+        match capecontrol_rules::name(s) {
+            Ok(()) => {}
+            Err(NameError::Blank) => err("/name".into(), "must not be blank".into()),
+            Err(NameError::TooLong(_)) => {
+                err("/name".into(), "must be at most 64 characters".into());
+            }
         }
     }
     if let Some(s) = str_at(m, "description") {
-        if s.trim().is_empty() {
+        if !capecontrol_rules::not_blank(s) {
             err("/description".into(), "must not be blank".into());
         }
     }
     if let Some(s) = str_at(m, "version") {
-        if semver::Version::parse(s).is_err() {
+        if capecontrol_rules::version(s).is_err() {
             err("/version".into(), semver_message(s));
         }
     }
@@ -46,23 +47,23 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
             }
         }
         if let Some(s) = str_at(config, "memory_limit") {
-            match parse_memory_limit(s) {
-                Some(bytes) if bytes < Config::MIN_MEMORY_BYTES => {
+            match capecontrol_rules::memory_limit(s) {
+                Err(MemoryLimitError::BelowMinimum) => {
                     err("/config/memory_limit".into(), "must be at least 6 MB".into());
                 }
-                Some(_) => {}
-                None => err(
+                Ok(_) => {}
+                Err(MemoryLimitError::Malformed) => err(
                     "/config/memory_limit".into(),
                     "must be a number and a unit (B, KB, MB, GB, KiB, MiB or GiB) of at most 2^64 bytes, like 512MB".into(),
                 ),
             }
         }
         if let Some(s) = str_at(config, "cpu_limit") {
-            let message = match cpu_limit(s) {
-                CpuLimit::Cores(_) => None,
-                CpuLimit::Zero => Some("must be greater than 0"),
-                CpuLimit::OutOfRange => Some("is out of range"),
-                CpuLimit::Malformed => {
+            let message = match capecontrol_rules::cpu_limit(s) {
+                Ok(_) => None,
+                Err(CpuLimitError::Zero) => Some("must be greater than 0"),
+                Err(CpuLimitError::OutOfRange) => Some("is out of range"),
+                Err(CpuLimitError::Malformed) => {
                     Some("must be a decimal number of cores greater than 0, like \"0.5\"")
                 }
             };
@@ -214,7 +215,7 @@ fn obj_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Va
 
 /// The message for a version that is not strict SemVer 2.0.0.
 pub(super) fn semver_message(s: &str) -> String {
-    match semver::Version::parse(s) {
+    match capecontrol_rules::version(s) {
         Err(e) => format!("is not valid SemVer 2.0.0 ({e})"),
         Ok(_) => "is not valid SemVer 2.0.0".into(),
     }
@@ -236,20 +237,13 @@ pub(super) fn cron_message(s: &str) -> String {
 /// What is wrong with a cron expression: it must have exactly 5 fields (minute, hour, day of
 /// month, month, day of week; day and month names allowed) and parse.
 pub(super) fn cron_problem(s: &str) -> Option<String> {
-    let fields = s.split_whitespace().count();
-    if fields != 5 {
-        return Some(format!(
+    match capecontrol_rules::cron(s) {
+        Ok(()) => None,
+        Err(CronError::FieldCount(fields)) => Some(format!(
             "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not {fields} {}",
             if fields == 1 { "field" } else { "fields" }
-        ));
-    }
-    let parser = CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build();
-    match parser.parse(s) {
-        Ok(_) => None,
-        Err(e) => Some(format!("is not a valid cron expression ({e})")),
+        )),
+        Err(CronError::Invalid(e)) => Some(format!("is not a valid cron expression ({e})")),
     }
 }
 
