@@ -30,15 +30,14 @@
 //! # Ok(()) }
 //! ```
 
+mod container;
 mod executor;
 mod limits;
 mod pool;
 mod stats;
 
-pub use executor::{
-    ContainerExecutor, ContainerExecutorBuilder, LABEL_AGENT, LABEL_ATTEMPT, LABEL_MANAGED,
-    LABEL_NODE, LABEL_TASK,
-};
+pub use container::{LABEL_AGENT, LABEL_ATTEMPT, LABEL_MANAGED, LABEL_NODE, LABEL_TASK};
+pub use executor::{ContainerExecutor, ContainerExecutorBuilder};
 pub use limits::NETWORK_SCOPE;
 
 /// The bollard crate, re-exported for callers that need the engine connection.

@@ -3,10 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use capecontrol_rules::{CpuLimitError, CronError, MemoryLimitError, NameError};
+use capecontrol_rules::{CpuLimitError, MemoryLimitError, NameError};
 use serde_json::{Map, Value};
 
-use super::{join_pointer, settings};
+use super::messages::{cron_problem, semver_message};
+use super::pointer::join_pointer;
+use super::settings;
 use crate::error::FieldError;
 use crate::manifest::Config;
 use crate::policy::Scope;
@@ -211,84 +213,4 @@ fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 fn obj_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Value>> {
     m.get(key).and_then(Value::as_object)
-}
-
-/// The message for a version that is not strict SemVer 2.0.0.
-pub(super) fn semver_message(s: &str) -> String {
-    match capecontrol_rules::version(s) {
-        Err(e) => format!("is not valid SemVer 2.0.0 ({e})"),
-        Ok(_) => "is not valid SemVer 2.0.0".into(),
-    }
-}
-
-/// The message for a scope that does not parse.
-pub(super) fn scope_message(s: &str) -> String {
-    match s.parse::<Scope>() {
-        Err(e) => format!("must be a scope resource:action ({})", e.reason),
-        Ok(_) => "must be a scope resource:action".into(),
-    }
-}
-
-/// The message for a schedule that is not a 5-field cron expression.
-pub(super) fn cron_message(s: &str) -> String {
-    cron_problem(s).unwrap_or_else(|| "is not a valid 5-field cron expression".into())
-}
-
-/// What is wrong with a cron expression: it must have exactly 5 fields (minute, hour, day of
-/// month, month, day of week; day and month names allowed) and parse.
-pub(super) fn cron_problem(s: &str) -> Option<String> {
-    match capecontrol_rules::cron(s) {
-        Ok(()) => None,
-        Err(CronError::FieldCount(fields)) => Some(format!(
-            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not {fields} {}",
-            if fields == 1 { "field" } else { "fields" }
-        )),
-        Err(CronError::Invalid(e)) => Some(format!("is not a valid cron expression ({e})")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cron_expressions() {
-        for ok in [
-            "0 9 * * MON",
-            "0 */6 * * *",
-            "*/15 0-6 1,15 JAN-JUN mon-fri",
-            "30 23 L * *",
-            "0 0 1 dec sun",
-            "  0 9 * * 1  ",
-        ] {
-            assert_eq!(cron_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "",
-            "* * * *",
-            "0 0 9 * * MON",
-            "0 0 9 * * MON 2030",
-            "@daily",
-            "60 * * * *",
-            "* 24 * * *",
-            "* * 32 * *",
-            "* * * 13 *",
-            "* * * * FOO",
-            "a b c d e",
-        ] {
-            assert!(cron_problem(bad).is_some(), "{bad}");
-        }
-        assert_eq!(
-            cron_problem("0 0 9 * * MON").unwrap(),
-            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields"
-        );
-    }
-
-    #[test]
-    fn semver_messages_name_the_reason() {
-        assert_eq!(
-            semver_message("1.2"),
-            "is not valid SemVer 2.0.0 (unexpected end of input while parsing minor version number)"
-        );
-    }
 }

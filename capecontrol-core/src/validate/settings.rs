@@ -4,8 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::limits::value_depth_exceeds;
-use super::{MAX_DEPTH, join_pointer, schema_errors};
+use super::limits::{MAX_DEPTH, value_depth_exceeds};
+use super::pointer::join_pointer;
+use super::schema_errors;
 use crate::error::FieldError;
 
 /// What a secret setting's value is replaced with by [`redact_settings`] (in registry listings,
