@@ -62,8 +62,6 @@
 //! equal. [`RegistryStore::upsert_installation`] keeps the `created_at` of the installation it
 //! replaces and sets `updated_at` to the store's clock.
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod memory;
 
 use std::time::Duration;

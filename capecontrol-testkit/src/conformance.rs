@@ -1,5 +1,5 @@
 //! The store conformance suite: the behaviour every [`Store`] backend must show, written once
-//! against the traits (feature `conformance`).
+//! against the traits.
 //!
 //! Each case is a public async function taking a store; [`run_all`] runs every case, each on a
 //! fresh store from a factory. The cases use unique agent ids and claim only their own agents'
@@ -9,7 +9,7 @@
 //! ```ignore
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 //! async fn conformance() {
-//!     capecontrol_core::store::conformance::run_all(|| async {
+//!     capecontrol_testkit::conformance::run_all(|| async {
 //!         std::sync::Arc::new(MemoryStore::new()) as std::sync::Arc<dyn Store>
 //!     })
 //!     .await;
@@ -50,16 +50,16 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
+use capecontrol_core::agent::StepRecord;
+use capecontrol_core::error::{Error, ErrorCategory};
+use capecontrol_core::events::{TaskEvent, TaskEventKind};
+use capecontrol_core::policy::Principal;
+use capecontrol_core::state::{AgentStatus, RunStatus, TaskStatus, VersionStatus};
+use capecontrol_core::store::{
     AgentFilter, AgentPatch, AgentRecord, AuditFilter, CatalogQuery, CatalogSort, ClaimRequest,
     Claimed, Finish, InstallationRecord, JournalWrite, NewAuditEvent, NewTask, Outcome, Store,
     TaskFilter, VersionRecord,
 };
-use crate::agent::StepRecord;
-use crate::error::{Error, ErrorCategory};
-use crate::events::{TaskEvent, TaskEventKind};
-use crate::policy::Principal;
-use crate::state::{AgentStatus, RunStatus, TaskStatus, VersionStatus};
 
 /// The lease the queue cases claim with.
 pub const SHORT_LEASE: Duration = Duration::from_millis(200);
@@ -712,7 +712,7 @@ pub async fn fencing_after_lease_loss(store: Arc<dyn Store>) {
     assert_eq!(audit[0].payload["worker"], json!("w1"));
     assert_eq!(audit[0].payload["attempt"], json!(1));
 
-    let stale_calls = |store: Arc<dyn Store>, lease: super::Lease| async move {
+    let stale_calls = |store: Arc<dyn Store>, lease: capecontrol_core::store::Lease| async move {
         assert_category(
             store.heartbeat(&lease, SHORT_LEASE).await,
             ErrorCategory::Conflict,
