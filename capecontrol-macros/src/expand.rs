@@ -377,11 +377,11 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
             Pat::Ident(p) if !p.ident.to_string().starts_with('_') => p.ident.clone(),
             pat => {
                 let ident = syn::Ident::new("__capecontrol_cx", Span::mixed_site());
-                if let Pat::Ident(p) = pat {
-                    if mentions(f.block.to_token_stream(), &p.ident) {
-                        let user = &p.ident;
-                        rebind = quote!(let #user = #ident;);
-                    }
+                if let Pat::Ident(p) = pat
+                    && mentions(f.block.to_token_stream(), &p.ident)
+                {
+                    let user = &p.ident;
+                    rebind = quote!(let #user = #ident;);
                 }
                 *cx.pat = Pat::Ident(syn::PatIdent {
                     attrs: Vec::new(),

@@ -487,14 +487,15 @@ impl PostgresStore {
             let status: Option<String> = row.try_get("status").unwrap_or(None);
             let token: Option<Uuid> = row.try_get("lease_token").unwrap_or(None);
             let last: i64 = row.try_get("last_seq").unwrap_or(0);
-            if status.as_deref() == Some("running") && token == Some(lease.token) {
-                if let Some(first) = events.seq.first() {
-                    return Error::conflict(format!(
-                        "events of task {} must continue at seq {}, not {first}",
-                        lease.task_id,
-                        last + 1
-                    ));
-                }
+            if status.as_deref() == Some("running")
+                && token == Some(lease.token)
+                && let Some(first) = events.seq.first()
+            {
+                return Error::conflict(format!(
+                    "events of task {} must continue at seq {}, not {first}",
+                    lease.task_id,
+                    last + 1
+                ));
             }
         }
         lease_lost(lease.task_id)

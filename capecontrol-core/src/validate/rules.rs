@@ -30,15 +30,15 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
             }
         }
     }
-    if let Some(s) = str_at(m, "description") {
-        if !capecontrol_rules::not_blank(s) {
-            err("/description".into(), "must not be blank".into());
-        }
+    if let Some(s) = str_at(m, "description")
+        && !capecontrol_rules::not_blank(s)
+    {
+        err("/description".into(), "must not be blank".into());
     }
-    if let Some(s) = str_at(m, "version") {
-        if capecontrol_rules::version(s).is_err() {
-            err("/version".into(), semver_message(s));
-        }
+    if let Some(s) = str_at(m, "version")
+        && capecontrol_rules::version(s).is_err()
+    {
+        err("/version".into(), semver_message(s));
     }
 
     if let Some(config) = obj_at(m, "config") {
@@ -75,24 +75,23 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
         }
     }
 
-    if let Some(triggers) = obj_at(m, "triggers") {
-        if let Some(schedules) = triggers.get("schedules").and_then(Value::as_array) {
-            for (i, s) in schedules.iter().enumerate() {
-                if let Some(s) = s.as_str() {
-                    if let Some(message) = cron_problem(s) {
-                        err(format!("/triggers/schedules/{i}"), message);
-                    }
-                }
+    if let Some(triggers) = obj_at(m, "triggers")
+        && let Some(schedules) = triggers.get("schedules").and_then(Value::as_array)
+    {
+        for (i, s) in schedules.iter().enumerate() {
+            if let Some(s) = s.as_str()
+                && let Some(message) = cron_problem(s)
+            {
+                err(format!("/triggers/schedules/{i}"), message);
             }
         }
     }
 
-    if let Some(ui) = obj_at(m, "ui") {
-        if let Some(schema) = ui.get("settings_schema") {
-            if schema.is_object() {
-                settings::check_schema(schema, "/ui/settings_schema", true, &mut out);
-            }
-        }
+    if let Some(ui) = obj_at(m, "ui")
+        && let Some(schema) = ui.get("settings_schema")
+        && schema.is_object()
+    {
+        settings::check_schema(schema, "/ui/settings_schema", true, &mut out);
     }
 
     check_declarations(m, &mut out);
@@ -122,13 +121,14 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                         format!("{base}/timeout"),
                         "must be an integer",
                     ));
-                } else if let Some(t) = t.as_u64() {
-                    if (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t) && t > agent_timeout {
-                        out.push(FieldError::new(
-                            format!("{base}/timeout"),
-                            format!("must be at most config.timeout ({agent_timeout})"),
-                        ));
-                    }
+                } else if let Some(t) = t.as_u64()
+                    && (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t)
+                    && t > agent_timeout
+                {
+                    out.push(FieldError::new(
+                        format!("{base}/timeout"),
+                        format!("must be at most config.timeout ({agent_timeout})"),
+                    ));
                 }
             }
             schemas(task, &base, out);
@@ -156,13 +156,13 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                 continue;
             };
             let base = format!("/tool_specs/{i}");
-            if let Some(name) = str_at(spec, "name") {
-                if !tools.contains(name) {
-                    out.push(FieldError::new(
-                        format!("{base}/name"),
-                        "is not listed in /tools",
-                    ));
-                }
+            if let Some(name) = str_at(spec, "name")
+                && !tools.contains(name)
+            {
+                out.push(FieldError::new(
+                    format!("{base}/name"),
+                    "is not listed in /tools",
+                ));
             }
             if let Some(scope) = str_at(spec, "scope").and_then(|s| s.parse::<Scope>().ok()) {
                 let wildcard = format!("{}:*", scope.resource()).parse::<Scope>().ok();
@@ -199,10 +199,10 @@ fn duplicates(decls: &[Value], pointer: &str, out: &mut Vec<FieldError>) {
 
 fn schemas(decl: &Map<String, Value>, base: &str, out: &mut Vec<FieldError>) {
     for key in ["input_schema", "output_schema"] {
-        if let Some(schema) = decl.get(key) {
-            if schema.is_object() || schema.is_boolean() {
-                settings::check_schema(schema, &join_pointer(base, key), false, out);
-            }
+        if let Some(schema) = decl.get(key)
+            && (schema.is_object() || schema.is_boolean())
+        {
+            settings::check_schema(schema, &join_pointer(base, key), false, out);
         }
     }
 }

@@ -257,11 +257,11 @@ fn alternatives(
 
     if candidates.is_empty() {
         // No alternative has the right type: name the allowed values or the allowed types.
-        if let Some((pointer, values)) = tags(&mut context.iter()) {
-            if pointer == path {
-                out.push(FieldError::new(pointer, one_of_message(&values)));
-                return;
-            }
+        if let Some((pointer, values)) = tags(&mut context.iter())
+            && pointer == path
+        {
+            out.push(FieldError::new(pointer, one_of_message(&values)));
+            return;
         }
         let mut names: Vec<&'static str> = Vec::new();
         for e in context.iter().flatten().filter(|e| at_path(e)) {
@@ -288,11 +288,11 @@ fn alternatives(
         .copied()
         .filter(|b| !b.iter().any(&is_tag))
         .collect();
-    if untagged.is_empty() {
-        if let Some((pointer, values)) = tags(&mut candidates.iter().copied()) {
-            out.push(FieldError::new(pointer, one_of_message(&values)));
-            return;
-        }
+    if untagged.is_empty()
+        && let Some((pointer, values)) = tags(&mut candidates.iter().copied())
+    {
+        out.push(FieldError::new(pointer, one_of_message(&values)));
+        return;
     }
     let pool = if untagged.is_empty() {
         candidates
