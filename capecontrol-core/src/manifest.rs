@@ -5,10 +5,14 @@
 //! from them is checked in at `schemas/manifest.schema.json`. Deserializing a manifest does not
 //! validate it: use [`crate::validate::validate_manifest`], which reports every problem at once.
 
+mod builder;
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use builder::ManifestBuilder;
 
 /// The regular expressions (ECMA-262 and Rust `regex` compatible) that the published JSON Schema
 /// puts on the manifest's string fields. [`crate::validate`] maps a failure of each to a readable
