@@ -1,4 +1,4 @@
-//! The agent manifest (blueprint §6.1), field for field, plus what the Rust platform adds:
+//! The agent manifest (its rules: `docs/contracts.md`), field for field, plus what the Rust platform adds:
 //! `runtime` (native or container) and per-task / per-tool interface declarations.
 //!
 //! These types are the *wire format*. They derive serde and schemars; the JSON Schema generated

@@ -1,4 +1,4 @@
-//! Warm pools (blueprint §9.3): started containers that wait for their start message on stdin.
+//! Warm pools (pre-warmed agents): started containers that wait for their start message on stdin.
 //! Each serves exactly one task and is then removed; a replacement is started in the background.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,4 +1,4 @@
-//! Health metrics of running containers (blueprint §10.1): `agent_memory_usage_bytes` and
+//! Health metrics of running containers (the metrics table of `docs/contracts.md`): `agent_memory_usage_bytes` and
 //! `agent_cpu_usage_percent`, sampled with one-shot stats while a task runs.
 
 use std::time::Duration;

@@ -71,7 +71,7 @@ async fn migrations_run_concurrently_from_several_nodes() {
     .await
     .unwrap();
     assert_eq!(n, 2);
-    // The blueprint's status CHECK is in force.
+    // The `status` CHECK of agent_versions is in force.
     let bad = capecontrol_store::sqlx::query(
         "INSERT INTO tasks (user_id, status) VALUES ('u', 'paused')",
     )
