@@ -6,7 +6,10 @@
 //!   `tests/conformance.rs`).
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
+//! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
+//!   user and its installation, a task's events.
 
 pub mod checks;
 pub mod conformance;
 pub mod fixtures;
+pub mod runtime;

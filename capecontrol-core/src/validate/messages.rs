@@ -43,36 +43,22 @@ pub(super) fn cron_problem(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Which expressions are valid is `capecontrol-rules`' to test; these are the wordings.
     #[test]
-    fn cron_expressions() {
-        for ok in [
-            "0 9 * * MON",
-            "0 */6 * * *",
-            "*/15 0-6 1,15 JAN-JUN mon-fri",
-            "30 23 L * *",
-            "0 0 1 dec sun",
-            "  0 9 * * 1  ",
-        ] {
-            assert_eq!(cron_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "",
-            "* * * *",
-            "0 0 9 * * MON",
-            "0 0 9 * * MON 2030",
-            "@daily",
-            "60 * * * *",
-            "* 24 * * *",
-            "* * 32 * *",
-            "* * * 13 *",
-            "* * * * FOO",
-            "a b c d e",
-        ] {
-            assert!(cron_problem(bad).is_some(), "{bad}");
-        }
+    fn cron_messages() {
+        assert_eq!(cron_problem("0 9 * * MON"), None);
         assert_eq!(
             cron_problem("0 0 9 * * MON").unwrap(),
             "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields"
+        );
+        assert_eq!(
+            cron_problem("@daily").unwrap(),
+            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 1 field"
+        );
+        assert!(
+            cron_problem("60 * * * *")
+                .unwrap()
+                .starts_with("is not a valid cron expression (")
         );
     }
 
