@@ -1,4 +1,4 @@
-//! The blueprint's CapeAIGuide (§9): contextual onboarding and feature discovery.
+//! The example CapeAIGuide: contextual onboarding and feature discovery.
 //!
 //! Tools: `ask_user`, `generate_checklist`, `summarize_feedback`; scopes `profile:write`,
 //! `checklist:write`. No language model is involved: questions and checklists come from a

@@ -1,4 +1,4 @@
-//! The blueprint's EnergyAgent (§9): reads a (Tuya) smart meter and analyses usage.
+//! The example EnergyAgent: reads a (Tuya) smart meter and analyses usage.
 //!
 //! Tools: `get_usage_data`, `optimize_consumption`, `alert_threshold`; scopes `iot:read`,
 //! `iot:optimize`. The meter is simulated: a day's hourly readings are a deterministic

@@ -1,4 +1,4 @@
-//! The blueprint's FinanceAgent (§9): budget tracking and payment processing.
+//! The example FinanceAgent: budget tracking and payment processing.
 //!
 //! Tools: `ingest_transactions`, `generate_report`, `initiate_payment`; scopes `finance:read`,
 //! `finance:write`, `payments:manage`. The bank is faked: transactions are generated

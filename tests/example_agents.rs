@@ -1,4 +1,4 @@
-//! The blueprint's three example agents (`examples/`), run end to end: each `main` prints its
+//! The three example agents (`examples/`), run end to end: each `main` prints its
 //! manifest, checks it with the manifest validator, and calls its tools and tasks by name with
 //! JSON; any error fails the test.
 

@@ -80,7 +80,7 @@ pub trait AgentMetadata {
     fn metadata() -> Manifest;
 }
 
-/// One journaled step of a task: a `runs` row (blueprint §4).
+/// One journaled step of a task: a `runs` row (one per task and step number).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The step's position in the task, from 1.

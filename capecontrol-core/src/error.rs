@@ -1,4 +1,4 @@
-//! The error taxonomy of blueprint §9.1: one error type, every value of which knows its
+//! The error taxonomy (the table in `docs/contracts.md`): one error type, every value of which knows its
 //! category, its HTTP status and whether retrying it can help.
 
 use std::fmt;
@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The category of an [`Error`], as in blueprint §9.1 (plus not-found and conflict).
+/// The category of an [`Error`]: validation 400, permission 403, not found 404, conflict 409,
+/// resource 503, agent 500, rate limit 429.
 ///
 /// ```
 /// use capecontrol_core::ErrorCategory;

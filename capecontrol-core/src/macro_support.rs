@@ -173,10 +173,10 @@ pub fn decode_input<T: DeserializeOwned>(kind: &str, name: &str, input: Value) -
         }
         let message = e.inner().to_string();
         // serde reports a missing field at the enclosing object; point where the field would be.
-        if let Some(rest) = message.strip_prefix("missing field `") {
-            if let Some((field, _)) = rest.split_once('`') {
-                push_token(&mut pointer, field);
-            }
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some((field, _)) = rest.split_once('`')
+        {
+            push_token(&mut pointer, field);
         }
         Error::validation(
             format!("invalid input to {kind} `{name}`"),

@@ -1,14 +1,18 @@
-//! The agent manifest (blueprint §6.1), field for field, plus what the Rust platform adds:
+//! The agent manifest (its rules: `docs/contracts.md`), field for field, plus what the Rust platform adds:
 //! `runtime` (native or container) and per-task / per-tool interface declarations.
 //!
 //! These types are the *wire format*. They derive serde and schemars; the JSON Schema generated
 //! from them is checked in at `schemas/manifest.schema.json`. Deserializing a manifest does not
 //! validate it: use [`crate::validate::validate_manifest`], which reports every problem at once.
 
+mod builder;
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use builder::ManifestBuilder;
 
 /// The regular expressions (ECMA-262 and Rust `regex` compatible) that the published JSON Schema
 /// puts on the manifest's string fields. [`crate::validate`] maps a failure of each to a readable
@@ -171,17 +175,17 @@ pub struct Config {
 
 impl Config {
     /// Default `timeout`: 30 seconds.
-    pub const DEFAULT_TIMEOUT: u32 = 30;
+    pub const DEFAULT_TIMEOUT: u32 = capecontrol_rules::DEFAULT_TIMEOUT;
     /// Largest `timeout`: 300 seconds.
-    pub const MAX_TIMEOUT: u32 = 300;
+    pub const MAX_TIMEOUT: u32 = capecontrol_rules::MAX_TIMEOUT;
     /// Default `retries`.
     pub const DEFAULT_RETRIES: u32 = 3;
     /// Largest `retries`.
-    pub const MAX_RETRIES: u32 = 10;
+    pub const MAX_RETRIES: u32 = capecontrol_rules::MAX_RETRIES;
     /// Default `concurrent_tasks`.
     pub const DEFAULT_CONCURRENT_TASKS: u32 = 5;
     /// Smallest `memory_limit`, in bytes (6 MB).
-    pub const MIN_MEMORY_BYTES: u64 = 6_000_000;
+    pub const MIN_MEMORY_BYTES: u64 = capecontrol_rules::MIN_MEMORY_BYTES;
 
     fn default_timeout() -> u32 {
         Self::DEFAULT_TIMEOUT

@@ -1,4 +1,4 @@
-//! [`Plan`]: a chain of durable steps, each fed the previous step's result (blueprint §12.2's
+//! [`Plan`]: a chain of durable steps, each fed the previous step's result (an agent SDK's
 //! `execute_steps([...])`).
 //!
 //! Every link of the chain is a [`TaskContext::step`], so a replayed task skips the steps its

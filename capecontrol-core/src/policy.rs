@@ -35,12 +35,6 @@ pub struct ScopeError {
     pub reason: &'static str,
 }
 
-fn is_scope_part(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
-}
-
 impl Scope {
     /// The resource part (`finance`).
     pub fn resource(&self) -> &str {
@@ -66,19 +60,10 @@ impl Scope {
 impl FromStr for Scope {
     type Err = ScopeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ScopeError {
+        let (resource, action) = capecontrol_rules::scope(s).map_err(|reason| ScopeError {
             scope: s.to_owned(),
             reason,
-        };
-        let (resource, action) = s
-            .split_once(':')
-            .ok_or_else(|| err("expected `resource:action`"))?;
-        if !is_scope_part(resource) {
-            return Err(err("the resource must match [a-z][a-z0-9_-]*"));
-        }
-        if action != "*" && !is_scope_part(action) {
-            return Err(err("the action must be `*` or match [a-z][a-z0-9_-]*"));
-        }
+        })?;
         Ok(Self {
             resource: resource.to_owned(),
             action: action.to_owned(),

@@ -1,6 +1,6 @@
-//! The lifecycle state machines of blueprint §3 and §9.2, as enums with explicit transition
+//! The lifecycle state machines (agent, version, task, step; listed in `docs/contracts.md`), as enums with explicit transition
 //! functions. An illegal transition is a typed [`TransitionError`], never a silent overwrite.
-//! `Display` / `FromStr` round-trip the strings stored in the database (blueprint §4).
+//! `Display` / `FromStr` round-trip the strings stored in the database (the `status` columns of `docs/contracts.md`'s data model).
 
 use std::fmt;
 use std::str::FromStr;
@@ -138,7 +138,7 @@ impl VersionStatus {
 }
 
 state_enum! {
-    /// The status of a task (blueprint §9.2).
+    /// The status of a task.
     TaskStatus, "task" {
         /// Waiting for a worker.
         Queued = "queued",
@@ -154,7 +154,7 @@ state_enum! {
 }
 
 impl TaskStatus {
-    /// The transitions of blueprint §9.2: `queued → running | cancelled`,
+    /// The task transitions: `queued → running | cancelled`,
     /// `running → completed | failed | cancelled`, `failed → queued` (retry).
     pub fn can_transition_to(self, to: TaskStatus) -> bool {
         use TaskStatus::*;
@@ -281,7 +281,7 @@ mod tests {
         }
 
         /// Any walk through the task machine: completed and cancelled are absorbing, and every
-        /// accepted step is one the blueprint lists.
+        /// accepted step is one the task state machine lists.
         #[test]
         fn random_walks_respect_the_machine(steps in proptest::collection::vec(any_task(), 0..40)) {
             let mut state = TaskStatus::Queued;

@@ -35,12 +35,15 @@
 //! ```
 
 mod limits;
+mod messages;
+mod order;
+mod pointer;
 mod rules;
 mod schema_errors;
 mod settings;
 mod units;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use serde::Deserialize;
@@ -49,7 +52,8 @@ use serde_json::Value;
 use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
-pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, too_large_error};
+pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, parse_json, too_large_error};
+pub(crate) use pointer::{join_pointer, push_token};
 pub use settings::{
     REDACTED, redact_settings, redact_settings_listing_secrets, secret_settings,
     validate_json_schema,
@@ -98,7 +102,7 @@ pub fn validate_manifest(value: &Value) -> Result<Manifest, Vec<FieldError>> {
     // A semantic problem at a pointer the schema layer reported, or under one, is not repeated.
     let reported: HashSet<String> = errors.iter().map(|e| e.pointer.clone()).collect();
     for e in semantic {
-        let covered = pointer_and_ancestors(&e.pointer).any(|p| reported.contains(p));
+        let covered = pointer::pointer_and_ancestors(&e.pointer).any(|p| reported.contains(p));
         if !covered {
             errors.push(e);
         }
@@ -111,7 +115,7 @@ pub fn validate_manifest(value: &Value) -> Result<Manifest, Vec<FieldError>> {
             )]
         });
     }
-    sort_errors(value, &mut errors);
+    order::sort_errors(value, &mut errors);
     Err(errors)
 }
 
@@ -134,168 +138,6 @@ pub fn validate_manifest_str(text: &str) -> Result<Manifest, Vec<FieldError>> {
 pub fn validate_manifest_bytes(bytes: &[u8]) -> Result<Manifest, Vec<FieldError>> {
     let value = parse_json(bytes).map_err(|e| vec![e])?;
     validate_manifest(&value)
-}
-
-/// Parses a JSON document within the limits: at most [`MAX_MANIFEST_BYTES`] bytes and
-/// [`MAX_DEPTH`] levels of nesting, both checked before parsing. The error is at pointer `""`.
-///
-/// A leading UTF-8 byte order mark (which some editors write) is ignored, as RFC 8259 allows.
-pub fn parse_json(bytes: &[u8]) -> Result<Value, FieldError> {
-    limits::check_bytes(bytes)?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    // The depth was checked above, so serde_json's own (lower, 127-level) limit is not needed.
-    de.disable_recursion_limit();
-    let value = Value::deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| FieldError::new("", format!("is not valid JSON: {e}")))?;
-    Ok(value)
-}
-
-/// `pointer`, then each of its ancestors up to the root `""`.
-fn pointer_and_ancestors(pointer: &str) -> impl Iterator<Item = &str> {
-    let cuts = pointer.rmatch_indices('/').map(|(i, _)| i);
-    std::iter::once(pointer).chain(cuts.map(move |i| &pointer[..i]))
-}
-
-/// Joins a token to a JSON pointer, escaping `~` and `/` (RFC 6901).
-pub(crate) fn join_pointer(pointer: &str, token: &str) -> String {
-    let mut s = String::with_capacity(pointer.len() + token.len() + 1);
-    s.push_str(pointer);
-    push_token(&mut s, token);
-    s
-}
-
-/// Appends `/token` to a JSON pointer, escaping `~` and `/` (RFC 6901).
-pub(crate) fn push_token(pointer: &mut String, token: &str) {
-    pointer.push('/');
-    for c in token.chars() {
-        match c {
-            '~' => pointer.push_str("~0"),
-            '/' => pointer.push_str("~1"),
-            c => pointer.push(c),
-        }
-    }
-}
-
-/// The field names of the manifest types, in declaration order: missing fields sort by it.
-const FIELD_ORDER: &[&str] = &[
-    "name",
-    "version",
-    "description",
-    "placement",
-    "category",
-    "tools",
-    "dependencies",
-    "python",
-    "packages",
-    "services",
-    "config",
-    "timeout",
-    "retries",
-    "memory_limit",
-    "cpu_limit",
-    "concurrent_tasks",
-    "permissions",
-    "scopes",
-    "required_roles",
-    "data_access",
-    "triggers",
-    "events",
-    "schedules",
-    "webhooks",
-    "ui",
-    "icon",
-    "color",
-    "description_short",
-    "settings_schema",
-    "runtime",
-    "kind",
-    "image",
-    "command",
-    "env",
-    "tasks",
-    "tool_specs",
-    "input_schema",
-    "output_schema",
-    "scope",
-];
-
-/// Sorts errors by where their pointers are in the document (stable: errors at one pointer
-/// keep their order), then drops exact duplicates.
-fn sort_errors(root: &Value, errors: &mut Vec<FieldError>) {
-    let mut positions = Positions::default();
-    let mut keyed: Vec<(PositionKey, FieldError)> = errors
-        .drain(..)
-        .map(|e| (positions.key(root, &e.pointer), e))
-        .collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut seen = HashSet::new();
-    for (_, e) in keyed {
-        if seen.insert((e.pointer.clone(), e.message.clone())) {
-            errors.push(e);
-        }
-    }
-}
-
-/// Where a pointer is: per token, `(0, index, "")` for a present member or item, and
-/// `(1, manifest field rank, token)` for a missing one.
-type PositionKey = Vec<(u8, usize, String)>;
-
-/// The positions of the members of each object met, computed once per object (a document
-/// may have many thousands of members and as many errors).
-#[derive(Default)]
-struct Positions<'a> {
-    /// Keyed by the object's address, which is stable while the document is borrowed.
-    objects: HashMap<usize, HashMap<&'a str, usize>>,
-}
-
-impl<'a> Positions<'a> {
-    fn key(&mut self, root: &'a Value, pointer: &str) -> PositionKey {
-        let mut key = Vec::new();
-        let mut node = Some(root);
-        if pointer.is_empty() {
-            return key;
-        }
-        for raw in pointer.split('/').skip(1) {
-            let token = raw.replace("~1", "/").replace("~0", "~");
-            let found = match node {
-                Some(Value::Object(map)) => {
-                    let index = self
-                        .objects
-                        .entry(std::ptr::from_ref(map) as usize)
-                        .or_insert_with(|| {
-                            map.keys()
-                                .enumerate()
-                                .map(|(i, k)| (k.as_str(), i))
-                                .collect()
-                        });
-                    index.get(token.as_str()).map(|i| (*i, map.get(&token)))
-                }
-                Some(Value::Array(items)) => token
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|i| *i < items.len())
-                    .map(|i| (i, items.get(i))),
-                _ => None,
-            };
-            match found {
-                Some((i, child)) => {
-                    key.push((0, i, String::new()));
-                    node = child;
-                }
-                None => {
-                    let rank = FIELD_ORDER
-                        .iter()
-                        .position(|f| *f == token)
-                        .unwrap_or(usize::MAX);
-                    key.push((1, rank, token));
-                    node = None;
-                }
-            }
-        }
-        key
-    }
 }
 
 #[cfg(test)]

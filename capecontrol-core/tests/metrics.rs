@@ -1,4 +1,4 @@
-//! The blueprint §10.1 metrics, read back through a debugging recorder (its own test binary:
+//! The platform's metrics (listed in `docs/contracts.md`), read back through a debugging recorder (its own test binary:
 //! a metrics recorder is global to the process).
 
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use capecontrol_core::store::Store;
-use capecontrol_core::store::conformance;
 use capecontrol_core::store::memory::MemoryStore;
+use capecontrol_testkit::conformance;
 
 fn store() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())

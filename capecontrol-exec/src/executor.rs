@@ -1,46 +1,27 @@
 //! The [`ContainerExecutor`]: one container per task attempt, speaking the container protocol.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::errors::Error as DockerError;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{
-    AttachContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    WaitContainerOptions,
-};
+use bollard::query_parameters::ListContainersOptions;
 use capecontrol_core::manifest::{Manifest, Runtime};
 use capecontrol_core::protocol::{Inbound, Outbound, PROTOCOL_VERSION, StartMessage};
 use capecontrol_core::runtime::{Executor, Invocation};
 use capecontrol_core::{Error, Result, TaskContext};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::container::{InputSink, LABEL_MANAGED, LABEL_NODE, Launcher, Prepared, Spec, remove};
 use crate::limits::{Hardening, covers_network, manifest_wants_network};
 use crate::pool::WarmPool;
 use crate::stats;
-
-/// Label on every container this crate creates.
-pub const LABEL_MANAGED: &str = "capecontrol.managed";
-/// Label naming the node (executor) that created the container.
-pub const LABEL_NODE: &str = "capecontrol.node";
-/// Label naming the task the container runs (`warm` while a warm container waits).
-pub const LABEL_TASK: &str = "capecontrol.task";
-/// Label naming the attempt the container runs (`0` while a warm container waits).
-pub const LABEL_ATTEMPT: &str = "capecontrol.attempt";
-/// Label naming the agent version (`agent@1.0.0`).
-pub const LABEL_AGENT: &str = "capecontrol.agent";
-
-type OutputStream = Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, DockerError>> + Send>>;
-type InputSink = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// Builds a [`ContainerExecutor`].
 #[derive(Debug, Clone)]
@@ -197,15 +178,17 @@ impl ContainerExecutorBuilder {
             .collect();
         let executor = ContainerExecutor {
             inner: Arc::new(Inner {
-                docker,
-                node_id: self.node_id,
-                hardening,
+                launcher: Arc::new(Launcher {
+                    docker,
+                    node_id: self.node_id,
+                    hardening,
+                    tracker: TaskTracker::new(),
+                }),
                 max_output_bytes: self.max_output_bytes,
                 max_line_bytes: self.max_line_bytes,
                 cancel_grace: self.cancel_grace,
                 stats_interval: self.stats_interval,
                 pools,
-                tracker: TaskTracker::new(),
             }),
         };
         if self.cleanup_orphans {
@@ -244,178 +227,19 @@ pub struct ContainerExecutor {
 impl std::fmt::Debug for ContainerExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ContainerExecutor")
-            .field("node_id", &self.inner.node_id)
+            .field("node_id", &self.inner.launcher.node_id)
             .field("warm_pools", &self.inner.pools.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 pub(crate) struct Inner {
-    pub(crate) docker: Docker,
-    pub(crate) node_id: String,
-    pub(crate) hardening: Hardening,
+    pub(crate) launcher: Arc<Launcher>,
     max_output_bytes: usize,
     max_line_bytes: usize,
     cancel_grace: Duration,
     stats_interval: Duration,
     pools: HashMap<String, Arc<WarmPool>>,
-    pub(crate) tracker: TaskTracker,
-}
-
-/// A created, attached and started container waiting for its start message.
-pub(crate) struct Prepared {
-    pub(crate) guard: ContainerGuard,
-    output: OutputStream,
-    input: InputSink,
-    pub(crate) network: bool,
-}
-
-/// Removes its container (force: killing it if it runs) when dropped, in the background.
-pub(crate) struct ContainerGuard {
-    pub(crate) id: String,
-    docker: Docker,
-    tracker: TaskTracker,
-}
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        let docker = self.docker.clone();
-        let id = std::mem::take(&mut self.id);
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(container = %id, "no runtime to remove the container; the next orphan clean-up will");
-            return;
-        };
-        handle.spawn(self.tracker.track_future(async move {
-            remove(&docker, &id).await;
-        }));
-    }
-}
-
-async fn remove(docker: &Docker, id: &str) {
-    let options = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    match docker.remove_container(id, Some(options)).await {
-        Ok(()) => {}
-        Err(DockerError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(e) => {
-            tracing::warn!(container = %id, error = %e, "could not remove an agent container")
-        }
-    }
-}
-
-/// Which agent version a container is for.
-pub(crate) struct Spec<'a> {
-    pub(crate) key: String,
-    pub(crate) manifest: &'a Manifest,
-    pub(crate) task_id: String,
-    pub(crate) attempt: u32,
-    pub(crate) network: bool,
-}
-
-impl Inner {
-    /// Creates, attaches to and starts a container for `spec`.
-    pub(crate) async fn prepare(&self, spec: Spec<'_>) -> Result<Prepared> {
-        let Runtime::Container {
-            image,
-            command,
-            env,
-        } = spec.manifest.runtime()
-        else {
-            return Err(Error::agent("not a container agent"));
-        };
-        let host_config = self.hardening.host_config(spec.manifest, spec.network)?;
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_NODE.to_owned(), self.node_id.clone()),
-            (LABEL_TASK.to_owned(), spec.task_id),
-            (LABEL_ATTEMPT.to_owned(), spec.attempt.to_string()),
-            (LABEL_AGENT.to_owned(), spec.key),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            cmd: (!command.is_empty()).then_some(command),
-            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            user: Some(self.hardening.user.clone()),
-            labels: Some(labels),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
-            stdin_once: Some(true),
-            tty: Some(false),
-            network_disabled: Some(!spec.network),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_container(None, body)
-            .await
-            .map_err(|e| match e {
-                DockerError::DockerResponseServerError {
-                    status_code: 404, ..
-                } => Error::not_found("image", image.clone()),
-                other => Error::resource(format!("docker could not create a container: {other}")),
-            })?;
-        let guard = ContainerGuard {
-            id: created.id,
-            docker: self.docker.clone(),
-            tracker: self.tracker.clone(),
-        };
-        let attach = AttachContainerOptions {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            stream: true,
-            logs: false,
-            detach_keys: None,
-        };
-        let attached = self
-            .docker
-            .attach_container(&guard.id, Some(attach))
-            .await
-            .map_err(|e| Error::resource(format!("docker could not attach: {e}")))?;
-        self.docker
-            .start_container(&guard.id, None)
-            .await
-            .map_err(|e| Error::resource(format!("docker could not start the container: {e}")))?;
-        Ok(Prepared {
-            guard,
-            output: attached.output,
-            input: attached.input,
-            network: spec.network,
-        })
-    }
-
-    /// Inspects an exited (or exiting) container: its exit code and whether it was OOM-killed.
-    async fn exit_state(&self, id: &str, wait: Duration) -> Result<(Option<i64>, bool)> {
-        let options = WaitContainerOptions {
-            condition: "not-running".to_owned(),
-        };
-        let mut waiting = self.docker.wait_container(id, Some(options));
-        // Stdout closed: the container is exiting. Wait for it, within the attempt's time
-        // (at least a second, so an OOM kill shows in the state; at most five).
-        let wait = wait.clamp(Duration::from_secs(1), Duration::from_secs(5));
-        let _ = tokio::time::timeout(wait, waiting.next()).await;
-        match self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(info) => {
-                let state = info.state.unwrap_or_default();
-                Ok((state.exit_code, state.oom_killed.unwrap_or(false)))
-            }
-            Err(e) => Err(Error::resource(format!(
-                "docker could not inspect the container: {e}"
-            ))),
-        }
-    }
 }
 
 enum Ending {
@@ -431,12 +255,12 @@ impl ContainerExecutor {
 
     /// The engine connection.
     pub fn docker(&self) -> &Docker {
-        &self.inner.docker
+        &self.inner.launcher.docker
     }
 
     /// This node's id.
     pub fn node_id(&self) -> &str {
-        &self.inner.node_id
+        &self.inner.launcher.node_id
     }
 
     /// Removes every container of this node (label `capecontrol.node`) that exists now: the
@@ -445,7 +269,7 @@ impl ContainerExecutor {
     pub async fn cleanup_orphans(&self) -> Result<usize> {
         let ids = self.containers().await?;
         for id in &ids {
-            remove(&self.inner.docker, id).await;
+            remove(&self.inner.launcher.docker, id).await;
         }
         Ok(ids.len())
     }
@@ -456,7 +280,7 @@ impl ContainerExecutor {
             "label".to_owned(),
             vec![
                 format!("{LABEL_MANAGED}=true"),
-                format!("{LABEL_NODE}={}", self.inner.node_id),
+                format!("{LABEL_NODE}={}", self.inner.launcher.node_id),
             ],
         )]);
         let options = ListContainersOptions {
@@ -466,6 +290,7 @@ impl ContainerExecutor {
         };
         let list = self
             .inner
+            .launcher
             .docker
             .list_containers(Some(options))
             .await
@@ -485,7 +310,7 @@ impl ContainerExecutor {
         let Some(pool) = self.inner.pools.get(&key) else {
             return Ok(0);
         };
-        pool.fill_now(&self.inner, manifest).await
+        pool.fill_now(&self.inner.launcher, manifest).await
     }
 
     /// How many warm containers of `agent_id@version` are ready.
@@ -498,9 +323,9 @@ impl ContainerExecutor {
 
     /// Waits until every container this executor removed in the background is gone.
     pub async fn settle(&self) {
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
-        self.inner.tracker.reopen();
+        self.inner.launcher.tracker.close();
+        self.inner.launcher.tracker.wait().await;
+        self.inner.launcher.tracker.reopen();
     }
 
     /// Stops the warm pools, removes their containers and waits for every removal.
@@ -549,7 +374,7 @@ impl ContainerExecutor {
         // Stops the sampler however the attempt ends, a dropped future included.
         let _stop_stats = stop_stats.clone().drop_guard();
         tokio::spawn(stats::sample(
-            inner.docker.clone(),
+            inner.launcher.docker.clone(),
             prepared.guard.id.clone(),
             invocation.agent_id.clone(),
             inner.stats_interval,
@@ -560,7 +385,7 @@ impl ContainerExecutor {
             .await;
         // Refill after the task, so starting a replacement does not compete with it.
         if let Some(pool) = pool {
-            pool.refill(inner, Arc::clone(&invocation.manifest));
+            pool.refill(&inner.launcher, Arc::clone(&invocation.manifest));
         }
         result
     }
@@ -578,10 +403,10 @@ impl ContainerExecutor {
         attempt: u32,
         network: bool,
     ) -> Result<Prepared> {
-        let inner = Arc::clone(&self.inner);
+        let launcher = Arc::clone(&self.inner.launcher);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.tracker.spawn(async move {
-            let prepared = inner
+        self.inner.launcher.tracker.spawn(async move {
+            let prepared = launcher
                 .prepare(Spec {
                     key,
                     manifest: &manifest,
@@ -794,7 +619,7 @@ impl ContainerExecutor {
         secrets: &Secrets,
         wait: Duration,
     ) -> Error {
-        let (code, oom) = match self.inner.exit_state(id, wait).await {
+        let (code, oom) = match self.inner.launcher.exit_state(id, wait).await {
             Ok(state) => state,
             // The engine cannot say how the container ended: not the agent's fault.
             Err(e) => {

@@ -30,14 +30,15 @@
 //! # Ok(()) }
 //! ```
 
+mod container;
 mod executor;
 mod limits;
 mod pool;
 mod stats;
 
+pub use container::{LABEL_AGENT, LABEL_ATTEMPT, LABEL_MANAGED, LABEL_NODE, LABEL_TASK};
 pub use executor::{
-    ContainerExecutor, ContainerExecutorBuilder, LABEL_AGENT, LABEL_ATTEMPT, LABEL_MANAGED,
-    LABEL_NODE, LABEL_TASK, MAX_TOOL_CALLS_PER_ATTEMPT, SCRUBBED, Secrets,
+    ContainerExecutor, ContainerExecutorBuilder, MAX_TOOL_CALLS_PER_ATTEMPT, SCRUBBED, Secrets,
 };
 pub use limits::NETWORK_SCOPE;
 

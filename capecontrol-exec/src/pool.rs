@@ -1,4 +1,4 @@
-//! Warm pools (blueprint §9.3): started containers that wait for their start message on stdin.
+//! Warm pools (pre-warmed agents): started containers that wait for their start message on stdin.
 //! Each serves exactly one task and is then removed; a replacement is started in the background.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use capecontrol_core::manifest::Manifest;
 use capecontrol_core::{Error, ErrorCategory, Result};
 
-use crate::executor::{Inner, Prepared, Spec};
+use crate::container::{Launcher, Prepared, Spec};
 use crate::limits::manifest_wants_network;
 
 pub(crate) struct WarmPool {
@@ -44,7 +44,7 @@ impl WarmPool {
     }
 
     /// Starts replacements in the background until the pool (ready and pending) is full.
-    pub(crate) fn refill(self: &Arc<Self>, inner: &Arc<Inner>, manifest: Arc<Manifest>) {
+    pub(crate) fn refill(self: &Arc<Self>, inner: &Arc<Launcher>, manifest: Arc<Manifest>) {
         if self.closed.load(Ordering::SeqCst) || self.broken.load(Ordering::SeqCst) {
             return;
         }
@@ -74,7 +74,11 @@ impl WarmPool {
     }
 
     /// Fills the pool and waits for it; returns how many containers are ready.
-    pub(crate) async fn fill_now(&self, inner: &Arc<Inner>, manifest: &Manifest) -> Result<usize> {
+    pub(crate) async fn fill_now(
+        &self,
+        inner: &Arc<Launcher>,
+        manifest: &Manifest,
+    ) -> Result<usize> {
         self.broken.store(false, Ordering::SeqCst);
         while self.ready() < self.size && !self.closed.load(Ordering::SeqCst) {
             self.start_one(inner, manifest).await?;
@@ -82,7 +86,7 @@ impl WarmPool {
         Ok(self.ready())
     }
 
-    async fn start_one(&self, inner: &Arc<Inner>, manifest: &Manifest) -> Result<()> {
+    async fn start_one(&self, inner: &Arc<Launcher>, manifest: &Manifest) -> Result<()> {
         let spec = Spec {
             key: self.key.clone(),
             manifest,

@@ -1,4 +1,4 @@
-//! Health metrics of running containers (blueprint §10.1): `agent_memory_usage_bytes` and
+//! Health metrics of running containers (the metrics table of `docs/contracts.md`): `agent_memory_usage_bytes` and
 //! `agent_cpu_usage_percent`, sampled with one-shot stats while a task runs.
 
 use std::time::Duration;
@@ -36,11 +36,10 @@ pub(crate) async fn sample(
             metrics::gauge!("agent_memory_usage_bytes", "agent" => agent.clone()).set(bytes as f64);
         }
         if let Some(now) = cpu_counters(&stats) {
-            if let Some(before) = previous {
-                if let Some(percent) = cpu_percent(before, now, online_cpus(&stats)) {
-                    metrics::gauge!("agent_cpu_usage_percent", "agent" => agent.clone())
-                        .set(percent);
-                }
+            if let Some(before) = previous
+                && let Some(percent) = cpu_percent(before, now, online_cpus(&stats))
+            {
+                metrics::gauge!("agent_cpu_usage_percent", "agent" => agent.clone()).set(percent);
             }
             previous = Some(now);
         }

@@ -1,6 +1,8 @@
 //! The shapes the macros understand: an agent type with its metadata, and the task and tool
-//! methods of an `#[agent_impl]` block. Building them checks the user's code and reports each
-//! mistake once, at its span.
+//! methods of an `#[agent_impl]` block. Building them checks the shape of the user's code
+//! (an async method, `&self`, one input, a `Result`) and reports each mistake once, at its
+//! span; the values in the attributes are checked afterwards, on the whole tree, by
+//! [`crate::check`].
 
 use std::collections::BTreeSet;
 
@@ -10,7 +12,6 @@ use syn::{
 };
 
 use crate::attr::{AgentAttrs, Errors, Kind, MethodAttrs, doc_text};
-use crate::valid;
 
 /// `#[derive(Agent)]`'s input.
 pub(crate) struct Agent {
@@ -59,9 +60,8 @@ pub(crate) struct Method {
     /// The name in the manifest (the method's name unless `name = "..."`).
     pub(crate) name: String,
     pub(crate) description: Option<String>,
-    pub(crate) timeout: Option<u32>,
-    pub(crate) timeout_lit: Option<syn::LitInt>,
-    pub(crate) scope: Option<syn::LitStr>,
+    /// The arguments of its `#[task(...)]` / `#[tool(...)]`, as written.
+    pub(crate) attrs: MethodAttrs,
     pub(crate) input: Type,
     pub(crate) output: Type,
     /// `E` of `Result<O, E>`; `None` for a one-argument `Result<O>` alias.
@@ -271,11 +271,7 @@ fn method(f: &ImplItemFn, kind: Kind, attrs: MethodAttrs, errors: &mut Errors) -
         Some(lit) => lit.value(),
         None => {
             let s = sig.ident.to_string();
-            let s = s.strip_prefix("r#").unwrap_or(&s).to_owned();
-            if errors.check(&sig.ident, valid::identifier(k, &s)).is_none() {
-                ok = false;
-            }
-            s
+            s.strip_prefix("r#").unwrap_or(&s).to_owned()
         }
     };
     let description = attrs
@@ -288,9 +284,7 @@ fn method(f: &ImplItemFn, kind: Kind, attrs: MethodAttrs, errors: &mut Errors) -
         ident: sig.ident.clone(),
         name,
         description,
-        timeout: attrs.timeout,
-        timeout_lit: attrs.timeout_lit.clone(),
-        scope: attrs.scope.clone(),
+        attrs,
         input: (*input.ty).clone(),
         output,
         error,

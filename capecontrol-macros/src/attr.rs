@@ -1,7 +1,8 @@
 //! Parsing of the macros' attributes: `#[agent(...)]` on the struct, `#[task(...)]` /
-//! `#[tool(...)]` on methods, `#[agent_impl(...)]` on the impl block. Values are checked as
-//! they are parsed (see [`crate::valid`]); each problem becomes one spanned error, and parsing
-//! goes on so that several mistakes are all reported at once.
+//! `#[tool(...)]` on methods, `#[agent_impl(...)]` on the impl block. This stage only reads
+//! the attributes into literals (the first stage, like thiserror's `attr`): an unknown or
+//! repeated key is an error here, a bad value is reported by the validation pass
+//! ([`crate::check`]). Parsing goes on after a mistake so that several are reported at once.
 
 use std::collections::BTreeSet;
 
@@ -10,11 +11,6 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::punctuated::Punctuated;
 use syn::{Attribute, LitInt, LitStr, Token};
-
-use crate::valid;
-
-/// A value check of [`crate::valid`].
-type Check = fn(&str) -> Result<(), String>;
 
 /// Collects errors; combines them into one `syn::Error` at the end.
 #[derive(Default)]
@@ -95,10 +91,16 @@ fn lit_str(meta: &ParseNestedMeta<'_>) -> syn::Result<LitStr> {
     meta.value()?.parse()
 }
 
-fn lit_int(meta: &ParseNestedMeta<'_>) -> syn::Result<(LitInt, u64)> {
+/// An integer literal that fits a `u64` (its range is checked by the validation pass).
+fn lit_int(meta: &ParseNestedMeta<'_>) -> syn::Result<LitInt> {
     let lit: LitInt = meta.value()?.parse()?;
-    let n = lit.base10_parse::<u64>()?;
-    Ok((lit, n))
+    lit.base10_parse::<u64>()?;
+    Ok(lit)
+}
+
+/// The value of an integer literal [`lit_int`] accepted, if it fits a `u32`.
+pub(crate) fn int_value(lit: Option<&LitInt>) -> Option<u32> {
+    lit.and_then(|l| l.base10_parse::<u32>().ok())
 }
 
 /// `key("a", "b")`.
@@ -129,16 +131,16 @@ pub(crate) struct AgentAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<LitStr>,
     pub(crate) description: Option<LitStr>,
-    pub(crate) category: Option<&'static str>,
-    pub(crate) placement: Option<&'static str>,
+    pub(crate) category: Option<LitStr>,
+    pub(crate) placement: Option<LitStr>,
     pub(crate) scopes: Vec<LitStr>,
     pub(crate) roles: Vec<LitStr>,
     pub(crate) data_access: Vec<LitStr>,
-    pub(crate) timeout: Option<u32>,
-    pub(crate) retries: Option<u32>,
+    pub(crate) timeout: Option<LitInt>,
+    pub(crate) retries: Option<LitInt>,
     pub(crate) memory_limit: Option<LitStr>,
     pub(crate) cpu_limit: Option<LitStr>,
-    pub(crate) concurrent_tasks: Option<u32>,
+    pub(crate) concurrent_tasks: Option<LitInt>,
     pub(crate) events: Vec<LitStr>,
     pub(crate) schedules: Vec<LitStr>,
     pub(crate) webhooks: Vec<LitStr>,
@@ -201,80 +203,19 @@ impl AgentAttrs {
         };
         match key.as_str() {
             "crate" => self.crate_path = Some(crate_path(&meta)?),
-            "name" => {
-                let lit = lit_str(&meta)?;
-                errors.check(&lit, valid::name(&lit.value()));
-                self.name = Some(lit);
-            }
-            "version" => {
-                let lit = lit_str(&meta)?;
-                errors.check(&lit, valid::version(&lit.value()));
-                self.version = Some(lit);
-            }
-            "description" => {
-                let lit = lit_str(&meta)?;
-                errors.check(&lit, valid::not_blank("description", &lit.value()));
-                self.description = Some(lit);
-            }
-            "category" => {
-                let lit = lit_str(&meta)?;
-                self.category = errors.check(
-                    &lit,
-                    valid::one_of("category", &lit.value(), &valid::CATEGORIES),
-                );
-            }
-            "placement" => {
-                let lit = lit_str(&meta)?;
-                self.placement = errors.check(
-                    &lit,
-                    valid::one_of("placement", &lit.value(), &valid::PLACEMENTS),
-                );
-            }
-            "scopes" => {
-                self.scopes = lit_list(&meta)?;
-                let mut unique = BTreeSet::new();
-                for lit in &self.scopes {
-                    if errors.check(lit, valid::scope(&lit.value())).is_some()
-                        && !unique.insert(lit.value())
-                    {
-                        errors.at(lit, format!("duplicate scope `{}`", lit.value()));
-                    }
-                }
-            }
-            "roles" => {
-                self.roles = lit_list(&meta)?;
-                for lit in &self.roles {
-                    errors.check(lit, valid::label("role", &lit.value()));
-                }
-            }
-            "data_access" => {
-                self.data_access = lit_list(&meta)?;
-                for lit in &self.data_access {
-                    errors.check(lit, valid::label("data_access entry", &lit.value()));
-                }
-            }
-            "timeout" => {
-                let (lit, n) = lit_int(&meta)?;
-                self.timeout = errors.check(&lit, valid::timeout(n));
-            }
-            "retries" => {
-                let (lit, n) = lit_int(&meta)?;
-                self.retries = errors.check(&lit, valid::retries(n));
-            }
-            "concurrent_tasks" => {
-                let (lit, n) = lit_int(&meta)?;
-                self.concurrent_tasks = errors.check(&lit, valid::concurrent_tasks(n));
-            }
-            "memory_limit" => {
-                let lit = lit_str(&meta)?;
-                errors.check(&lit, valid::memory_limit(&lit.value()));
-                self.memory_limit = Some(lit);
-            }
-            "cpu_limit" => {
-                let lit = lit_str(&meta)?;
-                errors.check(&lit, valid::cpu_limit(&lit.value()));
-                self.cpu_limit = Some(lit);
-            }
+            "name" => self.name = Some(lit_str(&meta)?),
+            "version" => self.version = Some(lit_str(&meta)?),
+            "description" => self.description = Some(lit_str(&meta)?),
+            "category" => self.category = Some(lit_str(&meta)?),
+            "placement" => self.placement = Some(lit_str(&meta)?),
+            "scopes" => self.scopes = lit_list(&meta)?,
+            "roles" => self.roles = lit_list(&meta)?,
+            "data_access" => self.data_access = lit_list(&meta)?,
+            "timeout" => self.timeout = Some(lit_int(&meta)?),
+            "retries" => self.retries = Some(lit_int(&meta)?),
+            "concurrent_tasks" => self.concurrent_tasks = Some(lit_int(&meta)?),
+            "memory_limit" => self.memory_limit = Some(lit_str(&meta)?),
+            "cpu_limit" => self.cpu_limit = Some(lit_str(&meta)?),
             "triggers" => {
                 self.triggers = true;
                 let mut inner = Seen::default();
@@ -282,16 +223,13 @@ impl AgentAttrs {
                     let Some(key) = inner.key(&meta, errors) else {
                         return skip(&meta);
                     };
-                    let (list, check): (&mut Vec<LitStr>, Check) = match key.as_str() {
-                        "events" => (&mut self.events, valid::event),
-                        "schedules" => (&mut self.schedules, valid::cron),
-                        "webhooks" => (&mut self.webhooks, valid::webhook),
+                    let list = match key.as_str() {
+                        "events" => &mut self.events,
+                        "schedules" => &mut self.schedules,
+                        "webhooks" => &mut self.webhooks,
                         _ => return Err(unknown(&meta, &key, "`triggers(...)`", TRIGGER_KEYS)),
                     };
                     *list = lit_list(&meta)?;
-                    for lit in list.iter() {
-                        errors.check(lit, check(&lit.value()));
-                    }
                     Ok(())
                 })?;
             }
@@ -311,12 +249,6 @@ impl AgentAttrs {
                         _ => return Err(unknown(&meta, &key, "`ui(...)`", UI_KEYS)),
                     }
                     let lit = lit_str(&meta)?;
-                    let check = match key.as_str() {
-                        "color" => valid::color(&lit.value()),
-                        "icon" => valid::not_blank("icon", &lit.value()),
-                        _ => valid::not_blank("description_short", &lit.value()),
-                    };
-                    errors.check(&lit, check);
                     match key.as_str() {
                         "icon" => self.icon = Some(lit),
                         "color" => self.color = Some(lit),
@@ -333,11 +265,7 @@ impl AgentAttrs {
                         return skip(&meta);
                     };
                     match key.as_str() {
-                        "image" => {
-                            let lit = lit_str(&meta)?;
-                            errors.check(&lit, valid::image(&lit.value()));
-                            self.image = Some(lit);
-                        }
+                        "image" => self.image = Some(lit_str(&meta)?),
                         "command" => self.command = lit_list(&meta)?,
                         _ => return Err(unknown(&meta, &key, "`container(...)`", CONTAINER_KEYS)),
                     }
@@ -380,8 +308,7 @@ impl Kind {
 pub(crate) struct MethodAttrs {
     pub(crate) name: Option<LitStr>,
     pub(crate) description: Option<LitStr>,
-    pub(crate) timeout: Option<u32>,
-    pub(crate) timeout_lit: Option<LitInt>,
+    pub(crate) timeout: Option<LitInt>,
     pub(crate) scope: Option<LitStr>,
 }
 
@@ -405,26 +332,10 @@ impl MethodAttrs {
                 return skip(&meta);
             };
             match (key.as_str(), kind) {
-                ("name", _) => {
-                    let lit = lit_str(&meta)?;
-                    errors.check(&lit, valid::identifier(kind.as_str(), &lit.value()));
-                    out.name = Some(lit);
-                }
-                ("description", _) => {
-                    let lit = lit_str(&meta)?;
-                    errors.check(&lit, valid::not_blank("description", &lit.value()));
-                    out.description = Some(lit);
-                }
-                ("timeout", Kind::Task) => {
-                    let (lit, n) = lit_int(&meta)?;
-                    out.timeout = errors.check(&lit, valid::timeout(n));
-                    out.timeout_lit = Some(lit);
-                }
-                ("scope", Kind::Tool) => {
-                    let lit = lit_str(&meta)?;
-                    errors.check(&lit, valid::scope(&lit.value()));
-                    out.scope = Some(lit);
-                }
+                ("name", _) => out.name = Some(lit_str(&meta)?),
+                ("description", _) => out.description = Some(lit_str(&meta)?),
+                ("timeout", Kind::Task) => out.timeout = Some(lit_int(&meta)?),
+                ("scope", Kind::Tool) => out.scope = Some(lit_str(&meta)?),
                 _ => return Err(unknown(&meta, &key, where_, keys)),
             }
             Ok(())

@@ -13,10 +13,16 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, LitStr, Pat};
 
 use crate::ast::{Agent, AgentImpl, Method};
-use crate::attr::{Errors, Kind, facade_path, impl_args};
+use crate::attr::{Errors, Kind, facade_path, impl_args, int_value};
+use crate::{check, fallback, valid};
 
 /// `config.timeout` when the agent does not set it (the manifest's default).
 const DEFAULT_TIMEOUT: u32 = 30;
+
+/// The enum variant a validated `category` or `placement` literal names.
+fn variant(lit: Option<&LitStr>, table: &[(&str, &'static str)]) -> Option<&'static str> {
+    valid::one_of("", &lit?.value(), table).ok()
+}
 
 fn opt_str(s: Option<&LitStr>) -> TokenStream {
     match s {
@@ -43,6 +49,7 @@ fn opt_u32(n: Option<u32>) -> TokenStream {
 pub(crate) fn derive(input: &syn::DeriveInput) -> TokenStream {
     let mut errors = Errors::default();
     let agent = Agent::from_input(input, &mut errors);
+    check::agent(&agent, &mut errors);
     let p = agent
         .attrs
         .crate_path
@@ -52,23 +59,11 @@ pub(crate) fn derive(input: &syn::DeriveInput) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let body = match errors.into_result() {
-        Err(e) => {
-            // Still implement the trait, so the one error above is the only one.
-            let e = e.to_compile_error();
-            return quote! {
-                #e
-                #[automatically_derived]
-                impl #impl_generics #p::__private::AgentMetadata for #ident #ty_generics #where_clause {
-                    fn metadata() -> #p::__private::Manifest {
-                        #p::__private::unreachable_after_compile_error()
-                    }
-                }
-            };
-        }
+        Err(e) => return fallback::metadata(e, input, &p),
         Ok(()) => metadata_body(&agent, &p),
     };
     let scopes = &agent.attrs.scopes;
-    let timeout = agent.attrs.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = int_value(agent.attrs.timeout.as_ref()).unwrap_or(DEFAULT_TIMEOUT);
     quote! {
         #[automatically_derived]
         #[allow(clippy::all, clippy::pedantic)]
@@ -90,13 +85,13 @@ fn metadata_body(agent: &Agent, p: &TokenStream) -> TokenStream {
     let version = &a.version;
     let description = agent.description.as_deref().unwrap_or_default();
     let mut sets = Vec::new();
-    if let Some(c) = a.category {
+    if let Some(c) = variant(a.category.as_ref(), &valid::CATEGORIES) {
         let v = format_ident!("{}", c);
         sets.push(
             quote!(__m.category = ::core::option::Option::Some(#p::__private::Category::#v);),
         );
     }
-    if let Some(pl) = a.placement {
+    if let Some(pl) = variant(a.placement.as_ref(), &valid::PLACEMENTS) {
         let v = format_ident!("{}", pl);
         sets.push(
             quote!(__m.placement = ::core::option::Option::Some(#p::__private::Placement::#v);),
@@ -109,9 +104,9 @@ fn metadata_body(agent: &Agent, p: &TokenStream) -> TokenStream {
         || a.concurrent_tasks.is_some()
     {
         let (t, r, c) = (
-            opt_u32(a.timeout),
-            opt_u32(a.retries),
-            opt_u32(a.concurrent_tasks),
+            opt_u32(int_value(a.timeout.as_ref())),
+            opt_u32(int_value(a.retries.as_ref())),
+            opt_u32(int_value(a.concurrent_tasks.as_ref())),
         );
         let (m, cpu) = (
             opt_str(a.memory_limit.as_ref()),
@@ -182,33 +177,14 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
         .map(|p| p.to_token_stream())
         .unwrap_or_else(facade_path);
     let mut agent = AgentImpl::from_item(item, &mut errors);
-    let self_ty = &agent.item.self_ty;
-    let (impl_generics, _, where_clause) = agent.item.generics.split_for_impl();
     let value = quote!(#p::__private::serde_json::Value);
     let result = quote!(#p::__private::Result<#value>);
     let task_cx = quote!(#p::__private::TaskContext);
     let tool_cx = quote!(#p::__private::ToolContext);
 
+    check::agent_impl(&agent, &mut errors);
     if let Err(e) = errors.into_result() {
-        let e = e.to_compile_error();
-        let item = &agent.item;
-        return quote! {
-            #e
-            #item
-            #[automatically_derived]
-            #[#p::__private::async_trait]
-            impl #impl_generics #p::__private::AgentBase for #self_ty #where_clause {
-                fn manifest(&self) -> #p::__private::Manifest {
-                    #p::__private::unreachable_after_compile_error()
-                }
-                async fn run_task(&self, _: &str, _: #value, _: &#task_cx) -> #result {
-                    #p::__private::unreachable_after_compile_error()
-                }
-                async fn call_tool(&self, _: &str, _: #value, _: &#tool_cx) -> #result {
-                    #p::__private::unreachable_after_compile_error()
-                }
-            }
-        };
+        return fallback::agent_base(e, &agent.item, &p);
     }
 
     rewrite_tools(&mut agent, &p);
@@ -231,7 +207,7 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
         let (name, desc, timeout) = (
             &m.name,
             opt_string(m.description.as_deref()),
-            opt_u32(m.timeout),
+            opt_u32(int_value(m.attrs.timeout.as_ref())),
         );
         let (i, o) = schemas(m, &p);
         quote!(#p::__private::task_decl(#name, #desc, #timeout, #i, #o))
@@ -240,7 +216,7 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
         let (name, desc, scope) = (
             &m.name,
             opt_string(m.description.as_deref()),
-            opt_str(m.scope.as_ref()),
+            opt_str(m.attrs.scope.as_ref()),
         );
         let (i, o) = schemas(m, &p);
         quote!(#p::__private::tool_decl(#name, #desc, #scope, #i, #o))
@@ -294,7 +270,8 @@ fn scope_checks(agent: &AgentImpl, p: &TokenStream) -> TokenStream {
     }
     let self_ty = &agent.item.self_ty;
     let timeouts = agent.methods.iter().filter_map(|m| {
-        let (timeout, lit) = (m.timeout?, m.timeout_lit.as_ref()?);
+        let lit = m.attrs.timeout.as_ref()?;
+        let timeout = int_value(Some(lit))?;
         let message = format!(
             "the timeout of task `{}` ({timeout} s) exceeds the agent's timeout: raise #[agent(timeout = ..)] (default {DEFAULT_TIMEOUT})",
             m.name
@@ -310,7 +287,7 @@ fn scope_checks(agent: &AgentImpl, p: &TokenStream) -> TokenStream {
         })
     });
     let checks = agent.methods.iter().filter_map(|m| {
-        let scope = m.scope.as_ref()?;
+        let scope = m.attrs.scope.as_ref()?;
         let message = format!(
             "the scope `{}` of tool `{}` is not among the agent's scopes: add it to #[agent(scopes(...))]",
             scope.value(),
@@ -400,11 +377,11 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
             Pat::Ident(p) if !p.ident.to_string().starts_with('_') => p.ident.clone(),
             pat => {
                 let ident = syn::Ident::new("__capecontrol_cx", Span::mixed_site());
-                if let Pat::Ident(p) = pat {
-                    if mentions(f.block.to_token_stream(), &p.ident) {
-                        let user = &p.ident;
-                        rebind = quote!(let #user = #ident;);
-                    }
+                if let Pat::Ident(p) = pat
+                    && mentions(f.block.to_token_stream(), &p.ident)
+                {
+                    let user = &p.ident;
+                    rebind = quote!(let #user = #ident;);
                 }
                 *cx.pat = Pat::Ident(syn::PatIdent {
                     attrs: Vec::new(),
@@ -416,7 +393,7 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
                 ident
             }
         };
-        let (name, scope) = (&m.name, opt_str(m.scope.as_ref()));
+        let (name, scope) = (&m.name, opt_str(m.attrs.scope.as_ref()));
         let (o, ret) = (&m.output, &m.ret);
         let convert = match &m.error {
             Some(e) => quote_spanned!(e.span()=> #p::__private::into_error::<#e>),

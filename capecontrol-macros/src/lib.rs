@@ -7,16 +7,20 @@
 //!   `#[task]` and `#[tool]` methods, their descriptions (doc comments) and JSON schemas, and
 //!   dispatches `run_task` / `call_tool` by name on JSON input.
 //!
-//! The stages follow thiserror's layout: `attr` parses attributes, `ast` checks shapes,
-//! `valid` checks values, `expand` generates code. Every mistake is one spanned error, and
-//! after an error the item is still emitted (with placeholder impls) so that the error is not
-//! followed by a cascade of others.
+//! The stages follow thiserror's layout, one module each: `attr` reads the attributes into
+//! literals, `ast` builds the tree and checks the code's shapes, `check` validates every value
+//! of the whole tree in a separate pass (with `valid`'s rules, which are `capecontrol-rules`'),
+//! `expand` generates code from a valid tree, and `fallback` is what is emitted after an error:
+//! the item and placeholder impls, so that the one spanned error per mistake is not followed by
+//! a cascade of others.
 
 use proc_macro::TokenStream;
 
 mod ast;
 mod attr;
+mod check;
 mod expand;
+mod fallback;
 mod valid;
 
 /// Implements `AgentMetadata` (the manifest without tasks and tools) from `#[agent(...)]`.
@@ -57,24 +61,14 @@ pub fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::agent_impl(args.into(), input.into()).into()
 }
 
-fn misplaced(what: &str, item: TokenStream) -> TokenStream {
-    let item = proc_macro2::TokenStream::from(item);
-    let e = syn::Error::new(
-        proc_macro2::Span::call_site(),
-        format!("`#[{what}]` marks a method of an impl block that has `#[agent_impl]` on it"),
-    )
-    .to_compile_error();
-    quote::quote!(#e #item).into()
-}
-
 /// Marks a task method inside an `#[agent_impl]` block (see [`macro@agent_impl`]).
 #[proc_macro_attribute]
 pub fn task(_args: TokenStream, item: TokenStream) -> TokenStream {
-    misplaced("task", item)
+    fallback::misplaced("task", item.into()).into()
 }
 
 /// Marks a tool method inside an `#[agent_impl]` block (see [`macro@agent_impl`]).
 #[proc_macro_attribute]
 pub fn tool(_args: TokenStream, item: TokenStream) -> TokenStream {
-    misplaced("tool", item)
+    fallback::misplaced("tool", item.into()).into()
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 /// Budget tracking and payment processing.
 ///
-/// A test double of the blueprint's FinanceAgent.
+/// A test double of the example FinanceAgent.
 #[derive(Agent, Default)]
 #[agent(
     name = "FinanceAgent",
@@ -161,7 +161,7 @@ fn manifest_carries_metadata_tools_and_schemas() {
     assert_eq!(m.version, "1.2.0");
     assert_eq!(
         m.description,
-        "Budget tracking and payment processing.\n\nA test double of the blueprint's FinanceAgent."
+        "Budget tracking and payment processing.\n\nA test double of the example FinanceAgent."
     );
     assert_eq!(m.tools, ["ingest_transactions", "initiate_payment"]);
     let config = m.config();

@@ -5,7 +5,7 @@
 //! number of nodes share one database.
 //!
 //! - **Schema**: embedded sqlx migrations (`migrations/`), applied by
-//!   [`PostgresStore::migrate`]; the first is blueprint §4 exactly as written, the second adds
+//!   [`PostgresStore::migrate`]; the first is the five original tables exactly as specified (`docs/contracts.md`), the second adds
 //!   installations, the queue columns, task events, and the queue's SQL functions.
 //! - **Claims**: one call of the PL/pgSQL function `capecontrol_claim`: candidates locked with
 //!   `FOR UPDATE SKIP LOCKED` by priority then age, a transaction-scoped advisory lock per

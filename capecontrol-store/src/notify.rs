@@ -109,10 +109,10 @@ fn payloads(node: &str, batch: Vec<(Vec<TaskEvent>, bool, bool)>) -> Vec<String>
         }
     }
     note.wake = wake;
-    if wake || !note.events.is_empty() || !note.refs.is_empty() {
-        if let Ok(p) = serde_json::to_string(&note) {
-            out.push(p);
-        }
+    if (wake || !note.events.is_empty() || !note.refs.is_empty())
+        && let Ok(p) = serde_json::to_string(&note)
+    {
+        out.push(p);
     }
     out
 }

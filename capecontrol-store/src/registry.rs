@@ -39,7 +39,7 @@ impl RegistryStore for PostgresStore {
     }
 
     async fn update_agent(&self, id: &str, patch: AgentPatch) -> Result<AgentRecord> {
-        // `updated_at` is set by the blueprint's trigger.
+        // `updated_at` is set by the `update_agents_updated_at` trigger.
         let row = sqlx::query(
             "UPDATE agents SET name = COALESCE($2, name), description = COALESCE($3, description), \
              category = COALESCE($4, category), capabilities = COALESCE($5, capabilities), \

@@ -216,13 +216,13 @@ impl EventColumns {
             }
             let seq = i64::try_from(e.seq)
                 .map_err(|_| Error::invalid_field(format!("/events/{i}/seq"), "too large"))?;
-            if let Some(prev) = c.seq.last() {
-                if seq != prev + 1 {
-                    return Err(Error::invalid_field(
-                        format!("/events/{i}/seq"),
-                        format!("events must be numbered without gaps: {seq} after {prev}"),
-                    ));
-                }
+            if let Some(prev) = c.seq.last()
+                && seq != prev + 1
+            {
+                return Err(Error::invalid_field(
+                    format!("/events/{i}/seq"),
+                    format!("events must be numbered without gaps: {seq} after {prev}"),
+                ));
             }
             c.seq.push(seq);
             c.at.push(e.at);

@@ -205,7 +205,7 @@ async fn a_row_inserted_out_of_band_is_named() {
 async fn concurrent_appenders_keep_one_chain() {
     let db = TestDb::create().await;
     let store = Arc::new(db.store().await);
-    common::register(&*store, "chain-agent").await;
+    capecontrol_testkit::fixtures::register(&*store, "chain-agent").await;
     let mut writers = Vec::new();
     for w in 0..16 {
         let store = store.clone();
@@ -214,7 +214,7 @@ async fn concurrent_appenders_keep_one_chain() {
                 if i % 5 == 0 {
                     // One task.queued row per enqueue, written by the queue's statement.
                     store
-                        .enqueue(common::task("chain-agent", &format!("user-{w}")))
+                        .enqueue(capecontrol_testkit::fixtures::task("chain-agent", &format!("user-{w}")))
                         .await
                         .unwrap();
                 } else {
@@ -260,7 +260,7 @@ async fn probe_the_cost_of_the_chain() {
         for chained in [true, false] {
             let db = TestDb::create().await;
             let store = Arc::new(db.store().await);
-            common::register(&*store, "probe-agent").await;
+            capecontrol_testkit::fixtures::register(&*store, "probe-agent").await;
             if !chained {
                 sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_chain")
                     .execute(store.pool())
@@ -274,7 +274,7 @@ async fn probe_the_cost_of_the_chain() {
                 writers.push(tokio::spawn(async move {
                     for _ in 0..125 {
                         store
-                            .enqueue(common::task("probe-agent", &format!("user-{w}")))
+                            .enqueue(capecontrol_testkit::fixtures::task("probe-agent", &format!("user-{w}")))
                             .await
                             .unwrap();
                     }

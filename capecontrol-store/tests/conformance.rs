@@ -8,8 +8,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use capecontrol_core::store::Store;
-use capecontrol_core::store::conformance;
 use capecontrol_store::PostgresStore;
+use capecontrol_testkit::conformance;
 use common::TestDb;
 
 /// One test per case, on a fresh database.

@@ -695,7 +695,7 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
         .connect()
         .await
         .unwrap();
-    common::register(&store, "a").await;
+    capecontrol_testkit::fixtures::register(&store, "a").await;
     let claim = |store: PostgresStore| async move {
         store
             .claim(&ClaimRequest {
@@ -710,7 +710,7 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     };
     let cut = |s: &Arc<AtomicBool>| s.store(true, Ordering::SeqCst);
 
-    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
     let c = claim(store.clone()).await;
     let journal = JournalWrite {
         step: Some(StepRecord {
@@ -770,7 +770,7 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     );
 
     // A different finish after an unknown outcome is fenced too.
-    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
     let c = claim(store.clone()).await;
     assert_eq!(c.task.id, id);
     cut(&swallow);
@@ -783,7 +783,7 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     );
 
     // Release.
-    let id = store.enqueue(common::task("a", "u")).await.unwrap().task.id;
+    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
     let c = claim(store.clone()).await;
     assert_eq!(c.task.id, id);
     cut(&swallow);

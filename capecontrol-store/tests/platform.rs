@@ -10,105 +10,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
-use capecontrol_core::manifest::{Config, Manifest, Permissions};
+use capecontrol_core::manifest::{Config, Manifest};
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{InstallationRecord, Store};
-use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
+use capecontrol_core::store::Store;
+use capecontrol_core::{Error, ErrorCategory, TaskStatus};
+use capecontrol_testkit::runtime::{self as testkit, TestAgent, agent, events_within, user};
 use common::TestDb;
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
-type Behaviour = Arc<
-    dyn for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>> + Send + Sync,
->;
-
-struct TestAgent {
-    manifest: Manifest,
-    behaviour: Behaviour,
-}
-
-#[async_trait]
-impl AgentBase for TestAgent {
-    fn manifest(&self) -> Manifest {
-        self.manifest.clone()
-    }
-    async fn run_task(&self, name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
-        (self.behaviour)(name, input, cx).await
-    }
-    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
-        Err(Error::not_found("tool", name))
-    }
-}
-
-fn manifest(name: &str, config: Config) -> Manifest {
-    Manifest {
-        name: name.into(),
-        version: "1.0.0".into(),
-        description: format!("{name} for tests"),
-        placement: None,
-        category: None,
-        tools: vec![],
-        dependencies: None,
-        config: Some(config),
-        permissions: Some(Permissions::default()),
-        triggers: None,
-        ui: None,
-        runtime: None,
-        tasks: vec![],
-        tool_specs: vec![],
-    }
-}
-
-fn agent<F>(manifest: Manifest, f: F) -> TestAgent
-where
-    F: for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>>
-        + Send
-        + Sync
-        + 'static,
-{
-    TestAgent {
-        manifest,
-        behaviour: Arc::new(f),
-    }
-}
-
+/// The test kit's fast configuration, polling every 50 ms (PostgreSQL round trips).
 fn fast_config() -> PlatformConfig {
     PlatformConfig {
-        workers: 8,
-        claim_batch: 8,
-        lease: Duration::from_millis(600),
         poll_interval: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        cancel_grace: Duration::from_millis(100),
-        ..PlatformConfig::default()
+        ..testkit::fast_config()
     }
 }
 
-fn user() -> Principal {
-    Principal::new("alice").with_roles(["user"])
+/// Version 1.0.0 of `name` with `config` and no scopes.
+fn manifest(name: &str, config: Config) -> Manifest {
+    testkit::manifest(name, config, &[])
 }
 
+/// Installs version 1.0.0 of `agent_id` for alice.
 async fn install(store: &Arc<dyn Store>, agent_id: &str) {
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: Uuid::new_v4(),
-            agent_id: agent_id.into(),
-            user_id: "alice".into(),
-            version: "1.0.0".into(),
-            granted_scopes: Vec::new(),
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    testkit::install(store, agent_id, "alice", &[]).await;
 }
 
 /// A node: a new `PostgresStore` (its own pools and LISTEN connection) on the test database.
@@ -133,13 +61,7 @@ async fn platform(
 }
 
 async fn events_of(p: &Platform, id: Uuid) -> Vec<TaskEvent> {
-    let stream = p.watch(id, &user()).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        stream.map(|e| e.unwrap()).collect::<Vec<_>>(),
-    )
-    .await
-    .expect("watch ends after the terminal event")
+    events_within(p, id, Duration::from_secs(20)).await
 }
 
 async fn wait(p: &Platform, id: Uuid) -> capecontrol_core::store::TaskRecord {

@@ -1,4 +1,5 @@
-//! The registry and lifecycle service (blueprint §3 and §7): agents, versions, publishing,
+//! The registry and lifecycle service (create → version → publish → install → update or
+//! archive; the rules are in `docs/contracts.md`): agents, versions, publishing,
 //! the marketplace catalog and installations, over any [`Store`], with an audit event for
 //! every action, allowed or denied.
 //!

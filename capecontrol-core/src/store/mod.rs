@@ -1,5 +1,5 @@
 //! The `Store` port: agents, versions, installations, tasks (the queue), runs (the step
-//! journal), task events and audit events — blueprint §4's five tables plus installations and
+//! journal), task events and audit events — the five original tables (agents, agent_versions, tasks, runs, audit_events) plus installations and
 //! task events.
 //!
 //! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
@@ -21,7 +21,7 @@
 //!   lost (expired and reclaimed, or the task was finished by someone else), the call returns
 //!   [`Error::Conflict`] and changes nothing.
 //! - [`QueueStore::reclaim_expired`] puts tasks whose lease expired back to `queued` (through
-//!   `failed → queued`, the blueprint's retry edge), or fails them when no attempt is left; it
+//!   `failed → queued`, the task state machine's retry edge), or fails them when no attempt is left; it
 //!   writes a `retrying` or `failed` event and a `task.retrying` or `task.failed` audit event
 //!   (`reason: "lease_expired"`, the attempt and the worker).
 //! - [`QueueStore::release`] puts a running task back as `queued` without counting the attempt
@@ -62,8 +62,6 @@
 //! equal. [`RegistryStore::upsert_installation`] keeps the `created_at` of the installation it
 //! replaces and sets `updated_at` to the store's clock.
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod memory;
 
 use std::time::Duration;
@@ -441,7 +439,7 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// The last error (message in `error_message`, the whole error here).
     pub error: Option<Error>,
-    /// The last error's message (the blueprint's `error_message`).
+    /// The last error's message (the `error_message` column).
     pub error_message: Option<String>,
     /// When the current or last attempt started.
     pub started_at: Option<DateTime<Utc>>,

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use serde::Deserialize;
+
 use serde_json::Value;
 
 use crate::error::FieldError;
@@ -115,6 +117,22 @@ impl io::Write for Counter {
     }
 }
 
+/// Parses a JSON document within the limits: at most [`MAX_MANIFEST_BYTES`] bytes and
+/// [`MAX_DEPTH`] levels of nesting, both checked before parsing. The error is at pointer `""`.
+///
+/// A leading UTF-8 byte order mark (which some editors write) is ignored, as RFC 8259 allows.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, FieldError> {
+    check_bytes(bytes)?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // The depth was checked above, so serde_json's own (lower, 127-level) limit is not needed.
+    de.disable_recursion_limit();
+    let value = Value::deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| FieldError::new("", format!("is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +163,7 @@ mod tests {
         while let Value::Array(mut items) = cur {
             cur = items.pop().unwrap_or(Value::Null);
         }
-        let v = super::super::parse_json(nested(128).as_bytes()).unwrap();
+        let v = super::parse_json(nested(128).as_bytes()).unwrap();
         assert!(!value_depth_exceeds(&v, 128));
         assert!(value_depth_exceeds(&v, 127));
         assert!(!value_depth_exceeds(&Value::Null, 0));

@@ -3,11 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use croner::parser::{CronParser, Seconds, Year};
+use capecontrol_rules::{CpuLimitError, MemoryLimitError, NameError};
 use serde_json::{Map, Value};
 
-use super::units::{CpuLimit, cpu_limit};
-use super::{join_pointer, parse_memory_limit, settings};
+use super::messages::{cron_problem, semver_message};
+use super::pointer::join_pointer;
+use super::settings;
 use crate::error::FieldError;
 use crate::manifest::Config;
 use crate::policy::Scope;
@@ -21,21 +22,23 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
     let mut err = |pointer: String, message: String| out.push(FieldError::new(pointer, message));
 
     if let Some(s) = str_at(m, "name") {
-        if s.trim().is_empty() {
-            err("/name".into(), "must not be blank".into());
-        } else if s.chars().count() > 64 {
-            err("/name".into(), "must be at most 64 characters".into());
+        match capecontrol_rules::name(s) {
+            Ok(()) => {}
+            Err(NameError::Blank) => err("/name".into(), "must not be blank".into()),
+            Err(NameError::TooLong(_)) => {
+                err("/name".into(), "must be at most 64 characters".into());
+            }
         }
     }
-    if let Some(s) = str_at(m, "description") {
-        if s.trim().is_empty() {
-            err("/description".into(), "must not be blank".into());
-        }
+    if let Some(s) = str_at(m, "description")
+        && !capecontrol_rules::not_blank(s)
+    {
+        err("/description".into(), "must not be blank".into());
     }
-    if let Some(s) = str_at(m, "version") {
-        if semver::Version::parse(s).is_err() {
-            err("/version".into(), semver_message(s));
-        }
+    if let Some(s) = str_at(m, "version")
+        && capecontrol_rules::version(s).is_err()
+    {
+        err("/version".into(), semver_message(s));
     }
 
     if let Some(config) = obj_at(m, "config") {
@@ -46,23 +49,23 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
             }
         }
         if let Some(s) = str_at(config, "memory_limit") {
-            match parse_memory_limit(s) {
-                Some(bytes) if bytes < Config::MIN_MEMORY_BYTES => {
+            match capecontrol_rules::memory_limit(s) {
+                Err(MemoryLimitError::BelowMinimum) => {
                     err("/config/memory_limit".into(), "must be at least 6 MB".into());
                 }
-                Some(_) => {}
-                None => err(
+                Ok(_) => {}
+                Err(MemoryLimitError::Malformed) => err(
                     "/config/memory_limit".into(),
                     "must be a number and a unit (B, KB, MB, GB, KiB, MiB or GiB) of at most 2^64 bytes, like 512MB".into(),
                 ),
             }
         }
         if let Some(s) = str_at(config, "cpu_limit") {
-            let message = match cpu_limit(s) {
-                CpuLimit::Cores(_) => None,
-                CpuLimit::Zero => Some("must be greater than 0"),
-                CpuLimit::OutOfRange => Some("is out of range"),
-                CpuLimit::Malformed => {
+            let message = match capecontrol_rules::cpu_limit(s) {
+                Ok(_) => None,
+                Err(CpuLimitError::Zero) => Some("must be greater than 0"),
+                Err(CpuLimitError::OutOfRange) => Some("is out of range"),
+                Err(CpuLimitError::Malformed) => {
                     Some("must be a decimal number of cores greater than 0, like \"0.5\"")
                 }
             };
@@ -72,24 +75,23 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
         }
     }
 
-    if let Some(triggers) = obj_at(m, "triggers") {
-        if let Some(schedules) = triggers.get("schedules").and_then(Value::as_array) {
-            for (i, s) in schedules.iter().enumerate() {
-                if let Some(s) = s.as_str() {
-                    if let Some(message) = cron_problem(s) {
-                        err(format!("/triggers/schedules/{i}"), message);
-                    }
-                }
+    if let Some(triggers) = obj_at(m, "triggers")
+        && let Some(schedules) = triggers.get("schedules").and_then(Value::as_array)
+    {
+        for (i, s) in schedules.iter().enumerate() {
+            if let Some(s) = s.as_str()
+                && let Some(message) = cron_problem(s)
+            {
+                err(format!("/triggers/schedules/{i}"), message);
             }
         }
     }
 
-    if let Some(ui) = obj_at(m, "ui") {
-        if let Some(schema) = ui.get("settings_schema") {
-            if schema.is_object() {
-                settings::check_schema(schema, "/ui/settings_schema", true, &mut out);
-            }
-        }
+    if let Some(ui) = obj_at(m, "ui")
+        && let Some(schema) = ui.get("settings_schema")
+        && schema.is_object()
+    {
+        settings::check_schema(schema, "/ui/settings_schema", true, &mut out);
     }
 
     check_declarations(m, &mut out);
@@ -119,13 +121,14 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                         format!("{base}/timeout"),
                         "must be an integer",
                     ));
-                } else if let Some(t) = t.as_u64() {
-                    if (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t) && t > agent_timeout {
-                        out.push(FieldError::new(
-                            format!("{base}/timeout"),
-                            format!("must be at most config.timeout ({agent_timeout})"),
-                        ));
-                    }
+                } else if let Some(t) = t.as_u64()
+                    && (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t)
+                    && t > agent_timeout
+                {
+                    out.push(FieldError::new(
+                        format!("{base}/timeout"),
+                        format!("must be at most config.timeout ({agent_timeout})"),
+                    ));
                 }
             }
             schemas(task, &base, out);
@@ -153,13 +156,13 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                 continue;
             };
             let base = format!("/tool_specs/{i}");
-            if let Some(name) = str_at(spec, "name") {
-                if !tools.contains(name) {
-                    out.push(FieldError::new(
-                        format!("{base}/name"),
-                        "is not listed in /tools",
-                    ));
-                }
+            if let Some(name) = str_at(spec, "name")
+                && !tools.contains(name)
+            {
+                out.push(FieldError::new(
+                    format!("{base}/name"),
+                    "is not listed in /tools",
+                ));
             }
             if let Some(scope) = str_at(spec, "scope").and_then(|s| s.parse::<Scope>().ok()) {
                 let wildcard = format!("{}:*", scope.resource()).parse::<Scope>().ok();
@@ -196,10 +199,10 @@ fn duplicates(decls: &[Value], pointer: &str, out: &mut Vec<FieldError>) {
 
 fn schemas(decl: &Map<String, Value>, base: &str, out: &mut Vec<FieldError>) {
     for key in ["input_schema", "output_schema"] {
-        if let Some(schema) = decl.get(key) {
-            if schema.is_object() || schema.is_boolean() {
-                settings::check_schema(schema, &join_pointer(base, key), false, out);
-            }
+        if let Some(schema) = decl.get(key)
+            && (schema.is_object() || schema.is_boolean())
+        {
+            settings::check_schema(schema, &join_pointer(base, key), false, out);
         }
     }
 }
@@ -210,91 +213,4 @@ fn str_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 fn obj_at<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Value>> {
     m.get(key).and_then(Value::as_object)
-}
-
-/// The message for a version that is not strict SemVer 2.0.0.
-pub(super) fn semver_message(s: &str) -> String {
-    match semver::Version::parse(s) {
-        Err(e) => format!("is not valid SemVer 2.0.0 ({e})"),
-        Ok(_) => "is not valid SemVer 2.0.0".into(),
-    }
-}
-
-/// The message for a scope that does not parse.
-pub(super) fn scope_message(s: &str) -> String {
-    match s.parse::<Scope>() {
-        Err(e) => format!("must be a scope resource:action ({})", e.reason),
-        Ok(_) => "must be a scope resource:action".into(),
-    }
-}
-
-/// The message for a schedule that is not a 5-field cron expression.
-pub(super) fn cron_message(s: &str) -> String {
-    cron_problem(s).unwrap_or_else(|| "is not a valid 5-field cron expression".into())
-}
-
-/// What is wrong with a cron expression: it must have exactly 5 fields (minute, hour, day of
-/// month, month, day of week; day and month names allowed) and parse.
-pub(super) fn cron_problem(s: &str) -> Option<String> {
-    let fields = s.split_whitespace().count();
-    if fields != 5 {
-        return Some(format!(
-            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not {fields} {}",
-            if fields == 1 { "field" } else { "fields" }
-        ));
-    }
-    let parser = CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build();
-    match parser.parse(s) {
-        Ok(_) => None,
-        Err(e) => Some(format!("is not a valid cron expression ({e})")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cron_expressions() {
-        for ok in [
-            "0 9 * * MON",
-            "0 */6 * * *",
-            "*/15 0-6 1,15 JAN-JUN mon-fri",
-            "30 23 L * *",
-            "0 0 1 dec sun",
-            "  0 9 * * 1  ",
-        ] {
-            assert_eq!(cron_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "",
-            "* * * *",
-            "0 0 9 * * MON",
-            "0 0 9 * * MON 2030",
-            "@daily",
-            "60 * * * *",
-            "* 24 * * *",
-            "* * 32 * *",
-            "* * * 13 *",
-            "* * * * FOO",
-            "a b c d e",
-        ] {
-            assert!(cron_problem(bad).is_some(), "{bad}");
-        }
-        assert_eq!(
-            cron_problem("0 0 9 * * MON").unwrap(),
-            "must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields"
-        );
-    }
-
-    #[test]
-    fn semver_messages_name_the_reason() {
-        assert_eq!(
-            semver_message("1.2"),
-            "is not valid SemVer 2.0.0 (unexpected end of input while parsing minor version number)"
-        );
-    }
 }

@@ -6,7 +6,8 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, ValidationError, Validator};
 use serde_json::Value;
 
-use super::{join_pointer, rules};
+use super::messages;
+use super::pointer::join_pointer;
 use crate::error::FieldError;
 use crate::manifest::patterns;
 
@@ -139,12 +140,12 @@ fn pattern_message(pattern: &str, instance: &Value) -> String {
         return "must not be blank".into();
     }
     match pattern {
-        p if p == patterns::SEMVER => rules::semver_message(s),
-        p if p == patterns::CRON => rules::cron_message(s),
+        p if p == patterns::SEMVER => messages::semver_message(s),
+        p if p == patterns::CRON => messages::cron_message(s),
         p if p == patterns::IDENTIFIER => format!("must be an identifier matching {pattern}"),
         p if p == patterns::SERVICE => format!("must be a lowercase identifier matching {pattern}"),
         p if p == patterns::NAME => format!("must be an identifier matching {pattern}"),
-        p if p == patterns::SCOPE => rules::scope_message(s),
+        p if p == patterns::SCOPE => messages::scope_message(s),
         p if p == patterns::EVENT => {
             "must be a dotted lowercase event name (like payment.completed)".into()
         }
@@ -256,11 +257,11 @@ fn alternatives(
 
     if candidates.is_empty() {
         // No alternative has the right type: name the allowed values or the allowed types.
-        if let Some((pointer, values)) = tags(&mut context.iter()) {
-            if pointer == path {
-                out.push(FieldError::new(pointer, one_of_message(&values)));
-                return;
-            }
+        if let Some((pointer, values)) = tags(&mut context.iter())
+            && pointer == path
+        {
+            out.push(FieldError::new(pointer, one_of_message(&values)));
+            return;
         }
         let mut names: Vec<&'static str> = Vec::new();
         for e in context.iter().flatten().filter(|e| at_path(e)) {
@@ -287,11 +288,11 @@ fn alternatives(
         .copied()
         .filter(|b| !b.iter().any(&is_tag))
         .collect();
-    if untagged.is_empty() {
-        if let Some((pointer, values)) = tags(&mut candidates.iter().copied()) {
-            out.push(FieldError::new(pointer, one_of_message(&values)));
-            return;
-        }
+    if untagged.is_empty()
+        && let Some((pointer, values)) = tags(&mut candidates.iter().copied())
+    {
+        out.push(FieldError::new(pointer, one_of_message(&values)));
+        return;
     }
     let pool = if untagged.is_empty() {
         candidates

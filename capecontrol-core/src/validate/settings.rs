@@ -4,8 +4,9 @@
 
 use serde_json::{Map, Value};
 
-use super::limits::value_depth_exceeds;
-use super::{MAX_DEPTH, join_pointer, schema_errors};
+use super::limits::{MAX_DEPTH, value_depth_exceeds};
+use super::pointer::join_pointer;
+use super::schema_errors;
 use crate::error::FieldError;
 
 /// What a secret setting's value is replaced with by [`redact_settings`] (in registry listings,
@@ -51,13 +52,13 @@ pub(super) fn check_schema(
 ) {
     let before = out.len();
     if let Value::Object(map) = schema {
-        if let Some(s) = map.get("$schema") {
-            if s.as_str().map(|s| s.trim_end_matches('#')) != Some(DRAFT_2020_12) {
-                out.push(FieldError::new(
-                    join_pointer(pointer, "$schema"),
-                    format!("must be \"{DRAFT_2020_12}\""),
-                ));
-            }
+        if let Some(s) = map.get("$schema")
+            && s.as_str().map(|s| s.trim_end_matches('#')) != Some(DRAFT_2020_12)
+        {
+            out.push(FieldError::new(
+                join_pointer(pointer, "$schema"),
+                format!("must be \"{DRAFT_2020_12}\""),
+            ));
         }
         if require_object {
             match map.get("type") {
@@ -127,42 +128,42 @@ fn walk(schema: &Value, pointer: &str, out: &mut Vec<FieldError>) {
     while let Some((node, ptr)) = stack.pop() {
         let Value::Object(map) = node else { continue };
         for key in ["$ref", "$dynamicRef"] {
-            if let Some(Value::String(r)) = map.get(key) {
-                if !r.starts_with('#') {
-                    out.push(FieldError::new(
+            if let Some(Value::String(r)) = map.get(key)
+                && !r.starts_with('#')
+            {
+                out.push(FieldError::new(
                         join_pointer(&ptr, key),
                         "must be a local reference starting with # (remote and file references are not resolved)",
                     ));
-                }
             }
         }
-        if let Some(secret) = map.get("secret") {
-            if !secret.is_boolean() {
-                out.push(FieldError::new(
-                    join_pointer(&ptr, "secret"),
-                    "must be a boolean",
-                ));
-            }
+        if let Some(secret) = map.get("secret")
+            && !secret.is_boolean()
+        {
+            out.push(FieldError::new(
+                join_pointer(&ptr, "secret"),
+                "must be a boolean",
+            ));
         }
         for (key, value) in map {
             let key = key.as_str();
             if ONE.contains(&key) && (value.is_object() || value.is_boolean()) {
                 stack.push((value, join_pointer(&ptr, key)));
             }
-            if MANY.contains(&key) {
-                if let Value::Array(items) = value {
-                    let base = join_pointer(&ptr, key);
-                    for (i, item) in items.iter().enumerate() {
-                        stack.push((item, join_pointer(&base, &i.to_string())));
-                    }
+            if MANY.contains(&key)
+                && let Value::Array(items) = value
+            {
+                let base = join_pointer(&ptr, key);
+                for (i, item) in items.iter().enumerate() {
+                    stack.push((item, join_pointer(&base, &i.to_string())));
                 }
             }
-            if NAMED.contains(&key) {
-                if let Value::Object(named) = value {
-                    let base = join_pointer(&ptr, key);
-                    for (name, item) in named {
-                        stack.push((item, join_pointer(&base, name)));
-                    }
+            if NAMED.contains(&key)
+                && let Value::Object(named) = value
+            {
+                let base = join_pointer(&ptr, key);
+                for (name, item) in named {
+                    stack.push((item, join_pointer(&base, name)));
                 }
             }
         }

@@ -1015,7 +1015,7 @@ mod properties {
 
         #[test]
         fn cron_like_strings_never_panic(fields in prop::collection::vec("[0-9A-Za-z*/,#?LW+-]{1,6}", 5)) {
-            let _ = rules::cron_problem(&fields.join(" "));
+            let _ = messages::cron_problem(&fields.join(" "));
         }
     }
 }

@@ -7,16 +7,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::str::FromStr;
-use std::time::Duration;
 
-use capecontrol_core::AgentStatus;
-use capecontrol_core::Principal;
-use capecontrol_core::store::{AgentRecord, NewTask, RegistryStore};
 use capecontrol_store::sqlx::postgres::PgConnectOptions;
 use capecontrol_store::sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
 use capecontrol_store::{PostgresStore, PostgresStoreOptions};
-use chrono::Utc;
-use serde_json::json;
 use uuid::Uuid;
 
 /// One test database.
@@ -114,47 +108,4 @@ macro_rules! test_db {
     () => {
         common::TestDb::create().await
     };
-}
-
-/// An agent record with id and slug `id`.
-pub fn agent(id: &str) -> AgentRecord {
-    let now = Utc::now();
-    AgentRecord {
-        id: id.into(),
-        name: format!("Agent {id}"),
-        slug: id.into(),
-        description: Some(format!("The {id} agent")),
-        category: Some("domain-specific".into()),
-        capabilities: Some(json!({ "tools": [] })),
-        policy_scopes: vec!["finance:read".into()],
-        manifest: None,
-        status: AgentStatus::Draft,
-        owner: None,
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// Registers agent `id`.
-pub async fn register<S: RegistryStore>(store: &S, id: &str) {
-    store.insert_agent(agent(id)).await.expect("insert agent");
-}
-
-/// A task of `agent` for `user`.
-pub fn task(agent: &str, user: &str) -> NewTask {
-    NewTask {
-        id: Uuid::new_v4(),
-        agent_id: agent.into(),
-        version: "1.0.0".into(),
-        task: "run".into(),
-        input: json!({ "n": 1 }),
-        principal: Principal::new(user).with_roles(["user"]),
-        priority: 0,
-        run_at: None,
-        idempotency_key: None,
-        max_attempts: 3,
-        concurrency_limit: 1000,
-        timeout: Duration::from_secs(30),
-        audit: Vec::new(),
-    }
 }

@@ -1,5 +1,5 @@
 //! The store conformance suite: the behaviour every [`Store`] backend must show, written once
-//! against the traits (feature `conformance`).
+//! against the traits.
 //!
 //! Each case is a public async function taking a store; [`run_all`] runs every case, each on a
 //! fresh store from a factory. The cases use unique agent ids and claim only their own agents'
@@ -9,7 +9,7 @@
 //! ```ignore
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 //! async fn conformance() {
-//!     capecontrol_core::store::conformance::run_all(|| async {
+//!     capecontrol_testkit::conformance::run_all(|| async {
 //!         std::sync::Arc::new(MemoryStore::new()) as std::sync::Arc<dyn Store>
 //!     })
 //!     .await;
@@ -38,7 +38,7 @@
 //!   release or reclaim of a task whose cancellation was requested cancels it.
 //! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
 //!   the caller's audit events before `task.queued`.
-//! - The audit trail is a hash chain that `crate::audit::verify_chain` finds intact after
+//! - The audit trail is a hash chain that `capecontrol_core::audit::verify_chain` finds intact after
 //!   appends and task writes (payloads with floats, Unicode, control characters, nesting);
 //!   `list_audit` pages by the `after` cursor in chain order.
 //! - `enqueue` enforces [`NewTask::check`]'s bounds: at the limit accepted, one byte past it a
@@ -55,16 +55,16 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{
+use capecontrol_core::agent::StepRecord;
+use capecontrol_core::error::{Error, ErrorCategory};
+use capecontrol_core::events::{TaskEvent, TaskEventKind};
+use capecontrol_core::policy::Principal;
+use capecontrol_core::state::{AgentStatus, RunStatus, TaskStatus, VersionStatus};
+use capecontrol_core::store::{
     AgentFilter, AgentPatch, AgentRecord, AuditFilter, CatalogQuery, CatalogSort, ClaimRequest,
     Claimed, Finish, InstallationRecord, JournalWrite, NewAuditEvent, NewTask, Outcome, Store,
     TaskFilter, VersionRecord,
 };
-use crate::agent::StepRecord;
-use crate::error::{Error, ErrorCategory};
-use crate::events::{TaskEvent, TaskEventKind};
-use crate::policy::Principal;
-use crate::state::{AgentStatus, RunStatus, TaskStatus, VersionStatus};
 
 /// The lease the queue cases claim with.
 pub const SHORT_LEASE: Duration = Duration::from_millis(200);
@@ -727,7 +727,7 @@ pub async fn fencing_after_lease_loss(store: Arc<dyn Store>) {
     assert_eq!(audit[0].payload["worker"], json!("w1"));
     assert_eq!(audit[0].payload["attempt"], json!(1));
 
-    let stale_calls = |store: Arc<dyn Store>, lease: super::Lease| async move {
+    let stale_calls = |store: Arc<dyn Store>, lease: capecontrol_core::store::Lease| async move {
         assert_category(
             store.heartbeat(&lease, SHORT_LEASE).await,
             ErrorCategory::Conflict,
@@ -1504,7 +1504,7 @@ pub async fn references_must_exist(store: Arc<dyn Store>) {
 }
 
 /// The audit trail is a chain that verifies, whatever wrote the rows; `list_audit` pages by its
-/// `after` cursor in chain order, and a limit past [`super::MAX_AUDIT_PAGE`] is capped.
+/// `after` cursor in chain order, and a limit past [`capecontrol_core::store::MAX_AUDIT_PAGE`] is capped.
 pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
     let agent = fresh_agent(&store).await;
     let principal = Principal::new("chain-user")
@@ -1533,7 +1533,7 @@ pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
         assert!(e.seq > 0, "an appended row is chained");
         assert_eq!(
             e.hash,
-            crate::audit::row_hash(&e),
+            capecontrol_core::audit::row_hash(&e),
             "its hash is its content's"
         );
         appended.push(e);
@@ -1548,7 +1548,7 @@ pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
         .finish(&c.lease, completed(json!(0.25)))
         .await
         .unwrap();
-    let report = crate::audit::verify_chain(&*store).await.unwrap();
+    let report = capecontrol_core::audit::verify_chain(&*store).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert!(report.rows >= 28, "{report:?}");
     let head = store.audit_head().await.unwrap();
@@ -1588,14 +1588,14 @@ pub async fn audit_chain_is_intact_and_pages(store: Arc<dyn Store>) {
             ..AuditFilter::default()
         }
         .page_size(),
-        super::MAX_AUDIT_PAGE
+        capecontrol_core::store::MAX_AUDIT_PAGE
     );
 }
 
 /// Each bound of [`NewTask::check`]: the limit is accepted, the limit + 1 is a validation error
 /// at the field's pointer, and nothing is stored.
 pub async fn enqueue_enforces_the_task_bounds(store: Arc<dyn Store>) {
-    use super::{
+    use capecontrol_core::store::{
         MAX_IDEMPOTENCY_KEY_BYTES, MAX_TASK_NAME_BYTES, MAX_USER_AGENT_BYTES, MAX_USER_ID_BYTES,
     };
     let agent = fresh_agent(&store).await;

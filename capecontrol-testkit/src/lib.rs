@@ -1,0 +1,15 @@
+//! The test kit of the CapeControl workspace (`publish = false`): what the tests of several
+//! crates share, written once.
+//!
+//! - [`conformance`]: the store conformance suite, run on `MemoryStore` (core's
+//!   `tests/store_conformance.rs`) and on `PostgresStore` (`capecontrol-store`'s
+//!   `tests/conformance.rs`).
+//! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
+//! - [`fixtures`]: records, tasks and claim requests the store tests build.
+//! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
+//!   user and its installation, a task's events.
+
+pub mod checks;
+pub mod conformance;
+pub mod fixtures;
+pub mod runtime;

@@ -1,0 +1,129 @@
+//! Runtime fixtures: a hand-written test agent whose behaviour is a closure, its manifest, a
+//! fast `PlatformConfig`, the test user and its installation, and helpers that read a task's
+//! events. Used by core's `tests/runtime.rs` (MemoryStore) and `capecontrol-store`'s
+//! `tests/platform.rs` (PostgreSQL).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol_core::events::TaskEvent;
+use capecontrol_core::manifest::{Config, Manifest, Permissions};
+use capecontrol_core::runtime::{Platform, PlatformConfig};
+use capecontrol_core::store::{InstallationRecord, Store};
+use capecontrol_core::{Error, Principal, Result};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use uuid::Uuid;
+
+/// What a [`TestAgent`] does with a task: `(task name, input, context) -> output`.
+pub type Behaviour = Arc<
+    dyn for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>> + Send + Sync,
+>;
+
+/// An agent whose tasks run a closure; it has no tools.
+pub struct TestAgent {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// What its tasks do.
+    pub behaviour: Behaviour,
+}
+
+#[async_trait]
+impl AgentBase for TestAgent {
+    fn manifest(&self) -> Manifest {
+        self.manifest.clone()
+    }
+    async fn run_task(&self, name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
+        (self.behaviour)(name, input, cx).await
+    }
+    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
+        Err(Error::not_found("tool", name))
+    }
+}
+
+/// A [`TestAgent`] with `manifest` whose tasks run `f`.
+pub fn agent<F>(manifest: Manifest, f: F) -> TestAgent
+where
+    F: for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>>
+        + Send
+        + Sync
+        + 'static,
+{
+    TestAgent {
+        manifest,
+        behaviour: Arc::new(f),
+    }
+}
+
+/// Version 1.0.0 of agent `name` with `config` and the permission `scopes`.
+pub fn manifest(name: &str, config: Config, scopes: &[&str]) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: "1.0.0".into(),
+        description: format!("{name} for tests"),
+        placement: None,
+        category: None,
+        tools: vec![],
+        dependencies: None,
+        config: Some(config),
+        permissions: Some(Permissions {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Permissions::default()
+        }),
+        triggers: None,
+        ui: None,
+        runtime: None,
+        tasks: vec![],
+        tool_specs: vec![],
+    }
+}
+
+/// A platform configuration for tests: 8 workers, a 600 ms lease, 20 ms polls, short backoff
+/// and cancellation grace.
+pub fn fast_config() -> PlatformConfig {
+    PlatformConfig {
+        workers: 8,
+        claim_batch: 8,
+        lease: Duration::from_millis(600),
+        poll_interval: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        cancel_grace: Duration::from_millis(100),
+        ..PlatformConfig::default()
+    }
+}
+
+/// The test user `alice`, role `user`.
+pub fn user() -> Principal {
+    Principal::new("alice").with_roles(["user"])
+}
+
+/// Installs version 1.0.0 of `agent_id` for `user`, granting `scopes`.
+pub async fn install(store: &Arc<dyn Store>, agent_id: &str, user: &str, scopes: &[&str]) {
+    let now = chrono::Utc::now();
+    store
+        .upsert_installation(InstallationRecord {
+            id: Uuid::new_v4(),
+            agent_id: agent_id.into(),
+            user_id: user.into(),
+            version: "1.0.0".into(),
+            granted_scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            settings: json!({}),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+/// Every event of task `id` up to its terminal one, through `Platform::watch`; panics after
+/// `within`.
+pub async fn events_within(p: &Platform, id: Uuid, within: Duration) -> Vec<TaskEvent> {
+    let stream = p.trusted().watch(id).await.unwrap();
+    tokio::time::timeout(within, stream.map(|e| e.unwrap()).collect::<Vec<_>>())
+        .await
+        .expect("watch ends after the terminal event")
+}
