@@ -2,11 +2,25 @@
 //! install and run agents, with policy scopes, middleware, isolation and an audit trail.
 //!
 //! This facade re-exports the workspace's crates; `use capecontrol::prelude::*` brings what an
-//! application or an agent author needs.
+//! application or an agent author needs, and every other item has one module path
+//! (`capecontrol::registry::InstallRequest`, `capecontrol::store::memory::MemoryStore`).
+//!
+//! Features (all on by default through `cli`; `default-features = false` compiles none of their
+//! dependencies):
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `postgres` | [`postgres`]: the PostgreSQL store (`PostgresStore`) |
+//! | `docker` | [`docker`]: the container executor (`ContainerExecutor`) |
+//! | `http` | [`http`]: the HTTP API router (`http::router`) |
+//! | `cli` | the `capecontrol` binary (all of the above) |
 
 // Lets the macros' generated code name this crate `::capecontrol` inside it too.
 extern crate self as capecontrol;
 
+// The core crate whole, for code written before the facade had every module; use the module
+// paths below (`capecontrol::runtime::Platform`) or the prelude instead.
+#[doc(hidden)]
 pub use capecontrol_core as core;
 /// The agent SDK's macros: `#[derive(Agent)]`, `#[agent_impl]` with `#[task]` and `#[tool]`.
 pub use capecontrol_macros::{Agent, agent_impl, task, tool};

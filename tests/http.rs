@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capecontrol::core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
 use capecontrol::http::{Api, ApiKeys, HttpConfig, PROBLEM_JSON};
 use capecontrol::prelude::*;
+use capecontrol::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
 use reqwest::{Client, Method, StatusCode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -362,6 +362,16 @@ async fn agents_versions_marketplace_and_installations() {
         .await;
     assert_problem(st, &h, &v, 400, "validation");
     assert_eq!(v["errors"][0]["pointer"], "/query/limit");
+    let (st, h, v) = s
+        .call(
+            Method::GET,
+            "/api/marketplace?offset=100001",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_problem(st, &h, &v, 400, "validation");
+    assert_eq!(v["errors"][0]["pointer"], "/query/offset");
     let (st, h, v) = s
         .call(Method::GET, "/api/agents?bogus=1", Some(&admin), None)
         .await;

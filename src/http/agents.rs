@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::ApiState;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::ApiResult;
-use super::tasks::{check_limit, default_limit};
+use super::tasks::{check_page, default_limit};
 
 /// A list: its items and, when known, how many match in all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub(crate) async fn list(
     Caller(_by): Caller,
     Query(q): Query<ListAgents>,
 ) -> ApiResult<Json<Paged<AgentRecord>>> {
-    check_limit(q.limit)?;
+    check_page(q.limit, q.offset)?;
     let filter = AgentFilter {
         status: q.status,
         category: q.category,

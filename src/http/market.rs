@@ -14,7 +14,7 @@ use super::ApiState;
 use super::agents::Paged;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::ApiResult;
-use super::tasks::{check_limit, default_limit};
+use super::tasks::{check_page, default_limit};
 
 /// `GET /api/marketplace` query.
 #[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
@@ -56,7 +56,7 @@ pub(crate) async fn browse(
     Caller(_by): Caller,
     Query(q): Query<Browse>,
 ) -> ApiResult<Json<Paged<CatalogEntry>>> {
-    check_limit(q.limit)?;
+    check_page(q.limit, q.offset)?;
     let query = CatalogQuery {
         category: q.category,
         placement: q.placement,

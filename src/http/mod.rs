@@ -61,7 +61,7 @@ pub use self::market::CategoryCount;
 pub use self::openapi::{openapi, openapi_json};
 pub use self::ops::{AuditPage, Health, RevokedKey};
 pub use self::problem::{ApiResult, PROBLEM_JSON, Problem};
-pub use self::tasks::{MAX_IDEMPOTENCY_KEY, Submitted, TaskView};
+pub use self::tasks::{MAX_IDEMPOTENCY_KEY, MAX_OFFSET, Submitted, TaskView};
 
 /// The role that may create and revoke API keys and see every task and audit row.
 pub const ADMIN_ROLE: &str = "admin";

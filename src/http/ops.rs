@@ -14,7 +14,7 @@ use super::access::Tasks;
 use super::auth::CreatedKey;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::{ApiResult, Problem};
-use super::tasks::check_limit;
+use super::tasks::check_page;
 use super::{ApiState, is_admin};
 
 /// The answer of `/healthz` and `/readyz`.
@@ -141,7 +141,7 @@ pub(crate) async fn audit(
     Caller(by): Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    check_limit(q.limit)?;
+    check_page(q.limit, 0)?;
     let filter = AuditFilter {
         task_id: q.task,
         agent_id: q.agent,

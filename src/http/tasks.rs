@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use capecontrol_core::agent::StepRecord;
 use capecontrol_core::runtime::TaskRequest;
 use capecontrol_core::store::{TaskFilter, TaskRecord};
-use capecontrol_core::{Error, TaskStatus};
+use capecontrol_core::{Error, FieldError, TaskStatus};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -190,15 +190,25 @@ pub(crate) fn default_limit() -> usize {
     20
 }
 
-/// The limit check of every paged list.
-pub(crate) fn check_limit(limit: usize) -> capecontrol_core::Result<()> {
-    if (1..=100).contains(&limit) {
+/// The largest `offset` of a paged list (deeper pages: narrow the filter or use a cursor).
+pub const MAX_OFFSET: usize = 100_000;
+
+/// The page check of every paged list: `limit` 1..=100, `offset` ≤ [`MAX_OFFSET`].
+pub(crate) fn check_page(limit: usize, offset: usize) -> capecontrol_core::Result<()> {
+    let mut errors = Vec::new();
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("/query/limit", "must be between 1 and 100"));
+    }
+    if offset > MAX_OFFSET {
+        errors.push(FieldError::new(
+            "/query/offset",
+            format!("must be at most {MAX_OFFSET}"),
+        ));
+    }
+    if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::invalid_field(
-            "/query/limit",
-            "must be between 1 and 100",
-        ))
+        Err(Error::validation("invalid page", errors))
     }
 }
 
@@ -220,7 +230,7 @@ pub(crate) async fn list(
     Caller(by): Caller,
     Query(q): Query<ListTasks>,
 ) -> ApiResult<Json<Paged<TaskView>>> {
-    check_limit(q.limit)?;
+    check_page(q.limit, q.offset)?;
     let filter = TaskFilter {
         user_id: q.user,
         agent_id: q.agent,
