@@ -2,11 +2,25 @@
 //! install and run agents, with policy scopes, middleware, isolation and an audit trail.
 //!
 //! This facade re-exports the workspace's crates; `use capecontrol::prelude::*` brings what an
-//! application or an agent author needs.
+//! application or an agent author needs, and every other item has one module path
+//! (`capecontrol::registry::InstallRequest`, `capecontrol::store::memory::MemoryStore`).
+//!
+//! Features (all on by default through `cli`; `default-features = false` compiles none of their
+//! dependencies):
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `postgres` | [`postgres`]: the PostgreSQL store (`PostgresStore`) |
+//! | `docker` | [`docker`]: the container executor (`ContainerExecutor`) |
+//! | `http` | [`http`]: the HTTP API router (`http::router`) |
+//! | `cli` | the `capecontrol` binary (all of the above) |
 
 // Lets the macros' generated code name this crate `::capecontrol` inside it too.
 extern crate self as capecontrol;
 
+// The core crate whole, for code written before the facade had every module; use the module
+// paths below (`capecontrol::runtime::Platform`) or the prelude instead.
+#[doc(hidden)]
 pub use capecontrol_core as core;
 /// The agent SDK's macros: `#[derive(Agent)]`, `#[agent_impl]` with `#[task]` and `#[tool]`.
 pub use capecontrol_macros::{Agent, agent_impl, task, tool};
@@ -19,6 +33,21 @@ pub use capecontrol_core::{
     Principal, Result, Scope, TaskContext, TaskStatus, ToolContext, agent, error, events, manifest,
     policy, registry, runtime, slug, state, store, validate,
 };
+
+/// The PostgreSQL store (feature `postgres`): `capecontrol::postgres::PostgresStore`.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use capecontrol_store::*;
+}
+
+/// The container executor (feature `docker`): `capecontrol::docker::ContainerExecutor`.
+#[cfg(feature = "docker")]
+pub mod docker {
+    pub use capecontrol_exec::*;
+}
+
+#[cfg(feature = "http")]
+pub mod http;
 
 /// What most users need, in one import.
 pub mod prelude {
