@@ -20,6 +20,18 @@ pub use capecontrol_core::{
     policy, registry, runtime, slug, state, store, validate,
 };
 
+/// The PostgreSQL store (feature `postgres`): `capecontrol::postgres::PostgresStore`.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use capecontrol_store::*;
+}
+
+/// The container executor (feature `docker`): `capecontrol::docker::ContainerExecutor`.
+#[cfg(feature = "docker")]
+pub mod docker {
+    pub use capecontrol_exec::*;
+}
+
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};
