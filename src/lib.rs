@@ -32,6 +32,9 @@ pub mod docker {
     pub use capecontrol_exec::*;
 }
 
+#[cfg(feature = "http")]
+pub mod http;
+
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};

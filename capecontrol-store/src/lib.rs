@@ -39,6 +39,7 @@
 
 mod audit;
 mod error;
+mod keys;
 mod notify;
 mod queue;
 mod registry;

@@ -3,7 +3,7 @@
 //! task events.
 //!
 //! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
-//! [`RegistryStore`], [`QueueStore`] and [`AuditStore`]; [`Store`] is all three. Backends:
+//! [`RegistryStore`], [`QueueStore`], [`AuditStore`] and [`KeyStore`]; [`Store`] is all four. Backends:
 //! [`memory::MemoryStore`] (the embedded default) here and `PostgresStore` in
 //! `capecontrol-store`. Both pass the same conformance suite.
 //!
@@ -630,10 +630,46 @@ pub trait AuditStore: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
 }
 
-/// A complete store: registry, queue and audit.
-pub trait Store: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static {}
+/// An API key as stored (the `api_keys` table): its SHA-256 hash, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The key's public identifier (its prefix), used to revoke it.
+    pub id: String,
+    /// The hex SHA-256 of the whole key (unique).
+    pub hash: String,
+    /// The user the key authenticates as.
+    pub user_id: String,
+    /// The roles of that user.
+    pub roles: Vec<String>,
+    /// A label for people (`"ci"`, `"alice's laptop"`).
+    pub name: String,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked (a revoked key authenticates nobody).
+    pub revoked_at: Option<DateTime<Utc>>,
+}
 
-impl<T: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static> Store for T {}
+/// API keys (hashes only).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Inserts a key; a duplicate id or hash is [`Error::Conflict`].
+    async fn insert_key(&self, key: ApiKeyRecord) -> Result<ApiKeyRecord>;
+    /// The key whose hash is `hash`, revoked or not; none → not-found.
+    async fn key_by_hash(&self, hash: &str) -> Result<ApiKeyRecord>;
+    /// Revokes the key `id` (revoking a revoked key keeps its first revocation time); unknown
+    /// id → not-found.
+    async fn revoke_key(&self, id: &str) -> Result<ApiKeyRecord>;
+    /// The keys of `user_id` (`None`: all), oldest first.
+    async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
+}
+
+/// A complete store: registry, queue, audit and API keys.
+pub trait Store:
+    RegistryStore + QueueStore + AuditStore + KeyStore + Send + Sync + 'static
+{
+}
+
+impl<T: RegistryStore + QueueStore + AuditStore + KeyStore + Send + Sync + 'static> Store for T {}
 
 /// The error a fenced write returns when its lease is gone.
 pub fn lease_lost(task_id: Uuid) -> Error {
