@@ -305,3 +305,130 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::HeaderMap as AxumHeaders;
+    use axum::routing::get;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(seq: u64, kind: &str) -> String {
+        let data = json!({"task_id": "t", "seq": seq, "kind": {"type": kind}});
+        format!("id: {seq}\nevent: {kind}\ndata: {data}\n\n")
+    }
+
+    /// A server whose first stream is cut after event 3 (no terminal event); the second
+    /// connection must carry `Last-Event-ID: 3` and gets event 3 again, then 4 and 5.
+    async fn flaky_server(seen: Arc<Mutex<Vec<Option<String>>>>) -> String {
+        let app = Router::new().route(
+            "/api/agents/tasks/{id}/events",
+            get(move |headers: AxumHeaders| {
+                let seen = seen.clone();
+                async move {
+                    let last = headers
+                        .get("last-event-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let body = match last.as_deref() {
+                        None => [
+                            event(1, "queued"),
+                            event(2, "started"),
+                            event(3, "step_started"),
+                        ]
+                        .concat(),
+                        Some(_) => [
+                            ": keep-alive\n\n".to_string(),
+                            event(3, "step_started"),
+                            event(4, "step_completed"),
+                            event(5, "completed"),
+                        ]
+                        .concat(),
+                    };
+                    seen.lock().unwrap().push(last);
+                    ([("content-type", "text/event-stream")], body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn watch_resumes_a_cut_stream_with_last_event_id_without_gap_or_duplicate() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let url = flaky_server(seen.clone()).await;
+        let client = Client::new(&url, Some("k".into())).unwrap();
+        let mut seqs = Vec::new();
+        let terminal = client
+            .watch("t", 0, |e| seqs.push(e["seq"].as_u64().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(terminal, "completed");
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        assert_eq!(*seen.lock().unwrap(), [None, Some("3".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn watch_from_a_sequence_number_sends_it_as_last_event_id() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let url = flaky_server(seen.clone()).await;
+        let client = Client::new(&url, None).unwrap();
+        let mut seqs = Vec::new();
+        client
+            .watch("t", 3, |e| seqs.push(e["seq"].as_u64().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(seqs, [4, 5]);
+        assert_eq!(*seen.lock().unwrap(), [Some("3".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn an_error_response_is_a_problem_with_exit_status_1() {
+        let app = Router::new().route(
+            "/api/agents",
+            get(|| async {
+                (
+                    StatusCode::FORBIDDEN,
+                    [("content-type", "application/problem+json")],
+                    json!({"title": "Forbidden", "status": 403, "detail": "missing scopes",
+                           "errors": [{"pointer": "/grant", "message": "is missing x:y"}],
+                           "missing_scopes": ["x:y"]})
+                    .to_string(),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(&format!("http://{addr}"), None).unwrap();
+        let err = client
+            .send(Request::get(&["api", "agents"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.to_string(),
+            "403 Forbidden: missing scopes\n  /grant: is missing x:y\n  missing scopes: x:y"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded_under_the_base_path() {
+        let client = Client::new("http://h:1/prefix/", None).unwrap();
+        assert_eq!(
+            client.url(&["api", "agents", "a b/c"]).as_str(),
+            "http://h:1/prefix/api/agents/a%20b%2Fc"
+        );
+        assert!(matches!(
+            Client::new("ftp://h", None),
+            Err(CliError::Usage(_))
+        ));
+    }
+}

@@ -107,7 +107,12 @@ enum Command {
     /// Apply the PostgreSQL migrations.
     Migrate {
         /// The PostgreSQL database.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+        #[arg(
+            long,
+            env = "CAPECONTROL_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
         database_url: String,
     },
     /// Work with agent manifests (manifest.json).
