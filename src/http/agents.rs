@@ -1,0 +1,264 @@
+//! Agent and version routes.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use capecontrol_core::registry::{NewAgent, NewVersion};
+use capecontrol_core::store::{AgentFilter, AgentPatch, AgentRecord, VersionRecord};
+use capecontrol_core::{AgentStatus, ErrorCategory, FieldError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ApiState;
+use super::extract::{Caller, JsonBody, Query};
+use super::problem::ApiResult;
+use super::tasks::{check_limit, default_limit};
+
+/// A list: its items and, when known, how many match in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paged<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// How many match in all (when the list is paged and the total is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
+}
+
+impl<T> Paged<T> {
+    pub(crate) fn of(items: Vec<T>, total: Option<usize>) -> Self {
+        Self { items, total }
+    }
+}
+
+/// `GET /api/agents` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListAgents {
+    #[serde(default)]
+    status: Option<AgentStatus>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    Caller(_by): Caller,
+    Query(q): Query<ListAgents>,
+) -> ApiResult<Json<Paged<AgentRecord>>> {
+    check_limit(q.limit)?;
+    let filter = AgentFilter {
+        status: q.status,
+        category: q.category,
+    };
+    let all = state.platform.registry().list_agents(&filter).await?;
+    let total = all.len();
+    let items = all.into_iter().skip(q.offset).take(q.limit).collect();
+    Ok(Json(Paged::of(items, Some(total))))
+}
+
+/// `POST /api/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateAgent {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+pub(crate) async fn create(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    JsonBody(body): JsonBody<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<AgentRecord>)> {
+    let new = NewAgent {
+        name: body.name,
+        description: body.description,
+        category: body.category,
+        id: body.id,
+    };
+    let agent = state.platform.registry().create_agent(&by, new).await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+pub(crate) async fn get(
+    State(state): State<ApiState>,
+    Caller(_by): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentRecord>> {
+    Ok(Json(state.platform.registry().get_agent(&id).await?))
+}
+
+/// `PATCH /api/agents/{id}`: the fields of an agent patch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateAgent {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    capabilities: Option<Value>,
+    #[serde(default)]
+    policy_scopes: Option<Vec<String>>,
+    #[serde(default)]
+    manifest: Option<Value>,
+    #[serde(default)]
+    status: Option<AgentStatus>,
+}
+
+pub(crate) async fn update(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateAgent>,
+) -> ApiResult<Json<AgentRecord>> {
+    let patch = AgentPatch {
+        name: body.name,
+        description: body.description,
+        category: body.category,
+        capabilities: body.capabilities,
+        policy_scopes: body.policy_scopes,
+        manifest: body.manifest,
+        status: body.status,
+    };
+    Ok(Json(
+        state
+            .platform
+            .registry()
+            .update_agent(&by, &id, patch)
+            .await?,
+    ))
+}
+
+pub(crate) async fn archive(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AgentRecord>> {
+    Ok(Json(
+        state.platform.registry().archive_agent(&by, &id).await?,
+    ))
+}
+
+/// The answer of `POST /api/agents/{id}/validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Whether the manifest is valid.
+    pub valid: bool,
+    /// Every problem, each at its JSON pointer.
+    pub errors: Vec<FieldError>,
+}
+
+pub(crate) async fn validate(
+    State(state): State<ApiState>,
+    Caller(_by): Caller,
+    Path(id): Path<String>,
+    JsonBody(manifest): JsonBody<Value>,
+) -> ApiResult<Json<Validation>> {
+    let registry = state.platform.registry();
+    registry.get_agent(&id).await?;
+    Ok(Json(match registry.validate_manifest(&manifest) {
+        Ok(_) => Validation {
+            valid: true,
+            errors: Vec::new(),
+        },
+        Err(e) if e.category() == ErrorCategory::Validation => Validation {
+            valid: false,
+            errors: e.field_errors().to_vec(),
+        },
+        Err(e) => return Err(e.into()),
+    }))
+}
+
+pub(crate) async fn versions(
+    State(state): State<ApiState>,
+    Caller(_by): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Paged<VersionRecord>>> {
+    let versions = state.platform.registry().versions(&id).await?;
+    let total = versions.len();
+    Ok(Json(Paged::of(versions, Some(total))))
+}
+
+/// `POST /api/agents/{id}/versions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddVersion {
+    manifest: Value,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    changelog: Option<String>,
+}
+
+pub(crate) async fn add_version(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<AddVersion>,
+) -> ApiResult<(StatusCode, Json<VersionRecord>)> {
+    let new = NewVersion {
+        manifest: body.manifest,
+        version: body.version,
+        changelog: body.changelog,
+    };
+    let version = state.platform.registry().add_version(&by, &id, new).await?;
+    Ok((StatusCode::CREATED, Json(version)))
+}
+
+/// The answer of `POST /api/agents/{id}/versions/suggest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggested {
+    /// The suggested next version.
+    pub version: String,
+}
+
+pub(crate) async fn suggest(
+    State(state): State<ApiState>,
+    Caller(_by): Caller,
+    Path(id): Path<String>,
+    JsonBody(manifest): JsonBody<Value>,
+) -> ApiResult<Json<Suggested>> {
+    let version = state
+        .platform
+        .registry()
+        .suggest_version(&id, &manifest)
+        .await?;
+    Ok(Json(Suggested {
+        version: version.to_string(),
+    }))
+}
+
+pub(crate) async fn publish(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path((id, ver)): Path<(String, String)>,
+) -> ApiResult<Json<VersionRecord>> {
+    Ok(Json(
+        state.platform.registry().publish(&by, &id, &ver).await?,
+    ))
+}
+
+pub(crate) async fn archive_version(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path((id, ver)): Path<(String, String)>,
+) -> ApiResult<Json<VersionRecord>> {
+    Ok(Json(
+        state
+            .platform
+            .registry()
+            .archive_version(&by, &id, &ver)
+            .await?,
+    ))
+}

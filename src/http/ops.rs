@@ -1,0 +1,216 @@
+//! Health, audit and API-key routes, and the fallbacks.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use capecontrol_core::store::{AuditEvent, AuditFilter, NewAuditEvent};
+use capecontrol_core::{Error, Principal};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::access::Tasks;
+use super::auth::CreatedKey;
+use super::extract::{Caller, JsonBody, Query};
+use super::problem::{ApiResult, Problem};
+use super::tasks::check_limit;
+use super::{ApiState, is_admin};
+
+/// The answer of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// Each readiness check and its result (`ok`, or why not).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, String>,
+}
+
+/// Liveness: the process answers.
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        checks: Default::default(),
+    })
+}
+
+/// Readiness: the store answers, and every added check passes (else 503).
+pub(crate) async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<Health>> {
+    let mut checks = std::collections::BTreeMap::new();
+    let mut failed = Vec::new();
+    match state.platform.store().queue_depth().await {
+        Ok(_) => {
+            checks.insert("store".to_owned(), "ok".to_owned());
+        }
+        Err(e) => failed.push(format!("store: {e}")),
+    }
+    for (name, check) in &state.ready {
+        match check().await {
+            Ok(()) => {
+                checks.insert(name.clone(), "ok".to_owned());
+            }
+            Err(why) => failed.push(format!("{name}: {why}")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(Json(Health {
+            status: "ready".into(),
+            checks,
+        }))
+    } else {
+        Err(Problem::from(Error::resource(format!(
+            "not ready: {}",
+            failed.join("; ")
+        ))))
+    }
+}
+
+/// `GET /api/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    #[serde(default)]
+    task: Option<Uuid>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default, rename = "type")]
+    event_type: Option<String>,
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    cursor: Option<i64>,
+    #[serde(default = "audit_limit")]
+    limit: usize,
+}
+
+fn audit_limit() -> usize {
+    100
+}
+
+/// A page of audit rows, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// The rows.
+    pub items: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<i64>,
+}
+
+/// The audit trail: a user sees its own rows and the rows of its own tasks; an admin all.
+pub(crate) async fn audit(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditPage>> {
+    check_limit(q.limit)?;
+    let filter = AuditFilter {
+        task_id: q.task,
+        agent_id: q.agent,
+        user_id: q.user,
+        event_type: q.event_type,
+        limit: Some(usize::MAX),
+    };
+    let rows = Tasks::new(&state.platform, &by).audit(filter).await?;
+    let mut items: Vec<AuditEvent> = rows
+        .into_iter()
+        .filter(|e| q.cursor.is_none_or(|c| e.id > c))
+        .filter(|e| q.since.is_none_or(|t| e.created_at >= t))
+        .filter(|e| q.until.is_none_or(|t| e.created_at < t))
+        .take(q.limit + 1)
+        .collect();
+    let next_cursor = if items.len() > q.limit {
+        items.truncate(q.limit);
+        items.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { items, next_cursor }))
+}
+
+/// Only an admin; anyone else gets 403 and an audited `policy.denied`.
+async fn admin_only(state: &ApiState, by: &Principal, action: &str) -> ApiResult<()> {
+    if is_admin(by) {
+        return Ok(());
+    }
+    let event = NewAuditEvent::by(
+        by,
+        "policy.denied",
+        json!({"action": action, "reason": "role", "required_roles": [super::ADMIN_ROLE]}),
+    );
+    state.platform.store().append_audit(event).await?;
+    Err(Problem::from(Error::forbidden(format!(
+        "`{action}` needs the `{}` role",
+        super::ADMIN_ROLE
+    ))))
+}
+
+/// `POST /api/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateKey {
+    user_id: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    name: String,
+}
+
+pub(crate) async fn create_key(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    admin_only(&state, &by, "api_key.create").await?;
+    let created = state
+        .keys
+        .create(&by, &body.user_id, &body.roles, &body.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A revoked key as the API shows it (never its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokedKey {
+    /// The key's id.
+    pub id: String,
+    /// Its user.
+    pub user_id: String,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) async fn revoke_key(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RevokedKey>> {
+    admin_only(&state, &by, "api_key.revoke").await?;
+    let record = state.keys.revoke(&by, &id).await?;
+    Ok(Json(RevokedKey {
+        id: record.id,
+        user_id: record.user_id,
+        revoked_at: record.revoked_at,
+    }))
+}
+
+/// Unknown paths: a 404 problem.
+pub(crate) async fn not_found() -> Problem {
+    Problem::from(Error::not_found("route", "no such route"))
+}
+
+/// Known paths with another method: a 405 problem.
+pub(crate) async fn method_not_allowed() -> Problem {
+    let mut p = Problem::from(Error::not_found("route", "method not allowed"));
+    p.status = 405;
+    p.title = "Method not allowed".into();
+    p.detail = "this route does not accept the method".into();
+    p.type_uri = "urn:capecontrol:problem:method_not_allowed".into();
+    p.category = "method_not_allowed".into();
+    p
+}

@@ -1,0 +1,272 @@
+//! Task routes: submit, list, get, cancel and the event stream (Server-Sent Events).
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use capecontrol_core::agent::StepRecord;
+use capecontrol_core::runtime::TaskRequest;
+use capecontrol_core::store::{TaskFilter, TaskRecord};
+use capecontrol_core::{Error, TaskStatus};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::access::Tasks;
+use super::extract::{Caller, JsonBody, Query, task_id};
+use super::problem::{ApiResult, Problem};
+use super::{ApiState, agents::Paged};
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// `POST /api/agents/{id}/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Submit {
+    task: String,
+    #[serde(default = "empty_object")]
+    input: Value,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    run_at: Option<DateTime<Utc>>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The answer to a submit.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The task (an earlier one's for a repeated `Idempotency-Key`).
+    pub task_id: Uuid,
+}
+
+/// A task as the API shows it (the principal's IP and user agent are not shown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// Identifier.
+    pub id: Uuid,
+    /// Submitter.
+    pub user_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The agent version.
+    pub version: String,
+    /// The task's name.
+    pub task: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// The input.
+    pub input: Value,
+    /// The output, once completed.
+    pub output: Option<Value>,
+    /// The last error.
+    pub error: Option<Error>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Priority.
+    pub priority: i32,
+    /// Due time.
+    pub run_at: DateTime<Utc>,
+    /// Whether a cancellation was requested.
+    pub cancel_requested: bool,
+    /// When the last attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// The journaled steps (only on `GET /api/agents/tasks/{task_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepRecord>>,
+}
+
+impl TaskView {
+    fn of(t: TaskRecord, steps: Option<Vec<StepRecord>>) -> Self {
+        Self {
+            id: t.id,
+            user_id: t.user_id,
+            agent_id: t.agent_id,
+            version: t.version,
+            task: t.task,
+            status: t.status,
+            input: t.input,
+            output: t.output,
+            error: t.error,
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            priority: t.priority,
+            run_at: t.run_at,
+            cancel_requested: t.cancel_requested,
+            started_at: t.started_at,
+            completed_at: t.completed_at,
+            created_at: t.created_at,
+            steps,
+        }
+    }
+}
+
+pub(crate) async fn submit(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Submit>,
+) -> ApiResult<Response> {
+    let mut request = TaskRequest::new(agent, body.task, body.input, by).priority(body.priority);
+    if let Some(at) = body.run_at {
+        request = request.run_at(at);
+    }
+    if let Some(key) = headers.get("idempotency-key") {
+        let key = key
+            .to_str()
+            .ok()
+            .filter(|k| !k.trim().is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+        let Some(key) = key else {
+            return Err(Problem::from(Error::invalid_field(
+                "/header/Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )));
+        };
+        request = request.idempotency_key(key);
+    }
+    let task_id = state.platform.submit(request).await?;
+    Ok((StatusCode::ACCEPTED, Json(Submitted { task_id })).into_response())
+}
+
+/// `GET /api/agents/tasks` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListTasks {
+    #[serde(default)]
+    status: Option<TaskStatus>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+pub(crate) fn default_limit() -> usize {
+    20
+}
+
+/// The limit check of every paged list.
+pub(crate) fn check_limit(limit: usize) -> capecontrol_core::Result<()> {
+    if (1..=100).contains(&limit) {
+        Ok(())
+    } else {
+        Err(Error::invalid_field(
+            "/query/limit",
+            "must be between 1 and 100",
+        ))
+    }
+}
+
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Query(q): Query<ListTasks>,
+) -> ApiResult<Json<Paged<TaskView>>> {
+    check_limit(q.limit)?;
+    let filter = TaskFilter {
+        user_id: q.user,
+        agent_id: q.agent,
+        status: q.status,
+        limit: Some(q.offset.saturating_add(q.limit)),
+    };
+    let tasks = Tasks::new(&state.platform, &by).list(filter).await?;
+    let items: Vec<TaskView> = tasks
+        .into_iter()
+        .skip(q.offset)
+        .map(|t| TaskView::of(t, None))
+        .collect();
+    Ok(Json(Paged::of(items, None)))
+}
+
+pub(crate) async fn get(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let id = task_id(&raw)?;
+    let tasks = Tasks::new(&state.platform, &by);
+    let task = tasks.get(id, "task.get").await?;
+    let steps = tasks.steps(&task).await?;
+    Ok(Json(TaskView::of(task, Some(steps))))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let id = task_id(&raw)?;
+    let task = Tasks::new(&state.platform, &by).cancel(id).await?;
+    Ok(Json(TaskView::of(task, None)))
+}
+
+/// `GET …/events` query: `after` (the same as `Last-Event-ID`; the header wins).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    #[serde(default)]
+    after: Option<u64>,
+}
+
+/// The task's events as Server-Sent Events: `id:` the event's sequence number, `event:` its
+/// kind, `data:` the event as JSON; replayed after `Last-Event-ID` (or `?after=`), then live,
+/// keep-alive comments while idle, closed after the terminal event. A store error ends the
+/// stream with an `event: error` whose data is a problem object.
+pub(crate) async fn events(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Response> {
+    let id = task_id(&raw)?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::from(Error::invalid_field(
+                    "/header/Last-Event-ID",
+                    "must be an event sequence number",
+                ))
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    let events = Tasks::new(&state.platform, &by)
+        .watch_from(id, after)
+        .await?;
+    let stream = events.map(|event| {
+        let sse = match event {
+            Ok(event) => Event::default()
+                .id(event.seq.to_string())
+                .event(event.kind.name())
+                .json_data(&event),
+            Err(error) => Event::default()
+                .event("error")
+                .json_data(Problem::from(error)),
+        };
+        Ok::<Event, Infallible>(sse.unwrap_or_else(|_| Event::default().comment("unserializable")))
+    });
+    let keep_alive = KeepAlive::new().interval(state.config.keep_alive);
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
