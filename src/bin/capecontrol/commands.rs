@@ -288,11 +288,17 @@ pub(crate) enum KeysCommand {
         /// A name to recognise the key by.
         #[arg(long)]
         name: Option<String>,
+        /// Create it directly in this PostgreSQL database instead of through the server.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Revoke an API key by its id.
     Revoke {
         /// The key's id.
         id: String,
+        /// Revoke it directly in this PostgreSQL database instead of through the server.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -395,7 +401,37 @@ pub(crate) async fn run(remote: &Remote, command: Command) -> Result<ExitCode, C
                 .query("limit", a.limit);
             (client.send(r).await?, output::audit)
         }
-        Command::Keys(KeysCommand::Create { user, role, name }) => {
+        Command::Keys(KeysCommand::Create {
+            user,
+            role,
+            name,
+            database_url: Some(url),
+        }) => {
+            let keys = local_keys(&url).await?;
+            let created = keys
+                .create(&local_admin(), &user, &role, name.as_deref().unwrap_or(""))
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let body = json!({"id": created.id, "key": created.key, "user_id": created.user_id,
+                              "roles": created.roles, "name": created.name});
+            (body, output::key)
+        }
+        Command::Keys(KeysCommand::Revoke {
+            id,
+            database_url: Some(url),
+        }) => {
+            let keys = local_keys(&url).await?;
+            keys.revoke(&local_admin(), &id)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if !json {
+                println!("revoked {id}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keys(KeysCommand::Create {
+            user, role, name, ..
+        }) => {
             let mut body = json!({"user_id": user, "roles": role});
             if let Some(n) = name {
                 body["name"] = json!(n);
@@ -405,7 +441,7 @@ pub(crate) async fn run(remote: &Remote, command: Command) -> Result<ExitCode, C
                 output::key,
             )
         }
-        Command::Keys(KeysCommand::Revoke { id }) => {
+        Command::Keys(KeysCommand::Revoke { id, .. }) => {
             client
                 .send(Request::new(Method::DELETE, &["api", "keys", &id]))
                 .await?;
@@ -415,7 +451,7 @@ pub(crate) async fn run(remote: &Remote, command: Command) -> Result<ExitCode, C
             return Ok(ExitCode::SUCCESS);
         }
         Command::Migrate { database_url } => return migrate(&database_url).await,
-        Command::Manifest(_) => {
+        Command::Serve(_) | Command::Manifest(_) => {
             return Err(CliError::Usage("not a client command".into()));
         }
     };
@@ -691,6 +727,23 @@ async fn migrate(url: &str) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
     println!("migrated");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator running a local command: an admin, as seen by the audit trail.
+fn local_admin() -> capecontrol::Principal {
+    capecontrol::Principal::new("capecontrol-cli").with_roles(["admin"])
+}
+
+/// API keys kept in a PostgreSQL database (migrated first).
+async fn local_keys(url: &str) -> Result<capecontrol::http::ApiKeys, CliError> {
+    let store = capecontrol::postgres::PostgresStore::connect(url)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot connect to the database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(capecontrol::http::ApiKeys::new(std::sync::Arc::new(store)))
 }
 
 fn insert(body: &mut Value, name: &str, value: Option<impl Into<Value>>) {

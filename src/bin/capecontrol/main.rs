@@ -25,8 +25,9 @@
 
 mod client;
 mod commands;
+mod demo;
 mod output;
-// mod serve;
+mod serve;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -74,7 +75,7 @@ pub(crate) struct Remote {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node: the HTTP API and the workers in one process.
-    // Serve(serve::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Agents: list, show, create, update, archive, validate a manifest.
     #[command(subcommand, arg_required_else_help = true)]
     Agents(commands::AgentsCommand),
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Manifest(ManifestCommand::Validate { files }) => validate(remote.json, &files),
-        // Command::Serve(args) => finish(runtime().and_then(|rt| rt.block_on(serve::run(args)))),
+        Command::Serve(args) => finish(runtime().and_then(|rt| rt.block_on(serve::run(args)))),
         command => finish(runtime().and_then(|rt| rt.block_on(commands::run(&remote, command)))),
     }
 }

@@ -213,7 +213,7 @@ pub(crate) fn submitted(v: &Value) {
 
 /// A task.
 pub(crate) fn task(v: &Value) {
-    let t = v.get("task").unwrap_or(v);
+    let t = v.get("task").filter(|t| t.is_object()).unwrap_or(v);
     println!("task {}", s(t, "/id"));
     println!(
         "  agent:    {} {} / {}",
