@@ -993,3 +993,38 @@ async fn unknown_routes_and_methods_are_problems() {
     assert_eq!(st, 405, "{v}");
     assert_eq!(h["content-type"], PROBLEM_JSON);
 }
+
+/// The checked-in OpenAPI document is the generated one (`UPDATE_OPENAPI=1` rewrites it), and
+/// the server serves it.
+#[tokio::test]
+async fn the_openapi_document_is_checked_in_and_served() {
+    let generated = capecontrol::http::openapi_json();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "schemas/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test http openapi`"
+    );
+    let doc: Value = serde_json::from_str(&generated).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for route in [
+        "/api/agents",
+        "/api/agents/{id}/versions/{ver}/publish",
+        "/api/marketplace/categories",
+        "/api/installations/{agent}/settings",
+        "/api/agents/tasks/{task_id}/events",
+        "/api/audit",
+        "/api/keys/{id}",
+        "/readyz",
+    ] {
+        assert!(doc["paths"][route].is_object(), "{route} is documented");
+    }
+
+    let s = Server::start().await;
+    let (st, _, served) = s.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(served, doc);
+}

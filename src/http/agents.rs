@@ -31,19 +31,38 @@ impl<T> Paged<T> {
 }
 
 /// `GET /api/agents` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListAgents {
+    /// Only agents in this status (`draft`, `published`, `archived`).
     #[serde(default)]
+    #[param(value_type = Option<String>)]
+    #[schema(value_type = Option<String>)]
     status: Option<AgentStatus>,
+    /// Only agents of this category.
     #[serde(default)]
     category: Option<String>,
+    /// Page size, 1 to 100 (default 20).
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
     offset: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents",
+    tag = "agents",
+    params(ListAgents),
+    responses(
+        (status = 200, description = "Agents {items, total}", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -61,8 +80,9 @@ pub(crate) async fn list(
 }
 
 /// `POST /api/agents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CreateAgent {
     name: String,
     #[serde(default)]
@@ -73,6 +93,24 @@ pub(crate) struct CreateAgent {
     id: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents",
+    tag = "agents",
+    request_body = CreateAgent,
+    responses(
+        (status = 201, description = "The agent", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -88,6 +126,20 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    responses(
+        (status = 200, description = "The agent", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -97,8 +149,9 @@ pub(crate) async fn get(
 }
 
 /// `PATCH /api/agents/{id}`: the fields of an agent patch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UpdateAgent {
     #[serde(default)]
     name: Option<String>,
@@ -113,9 +166,30 @@ pub(crate) struct UpdateAgent {
     #[serde(default)]
     manifest: Option<Value>,
     #[serde(default)]
+    #[param(value_type = Option<String>)]
+    #[schema(value_type = Option<String>)]
     status: Option<AgentStatus>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    request_body = UpdateAgent,
+    responses(
+        (status = 200, description = "The agent", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn update(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -140,6 +214,24 @@ pub(crate) async fn update(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/archive",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    responses(
+        (status = 200, description = "The agent", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn archive(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -151,14 +243,34 @@ pub(crate) async fn archive(
 }
 
 /// The answer of `POST /api/agents/{id}/validate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Validation {
     /// Whether the manifest is valid.
     pub valid: bool,
     /// Every problem, each at its JSON pointer.
+    #[schema(value_type = Vec<Object>)]
     pub errors: Vec<FieldError>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/validate",
+    tag = "agents",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    request_body = Object,
+    responses(
+        (status = 200, description = "Whether the manifest is valid, every error at its pointer", body = Validation),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn validate(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -180,6 +292,20 @@ pub(crate) async fn validate(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents/{id}/versions",
+    tag = "versions",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    responses(
+        (status = 200, description = "Versions {items, total}", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn versions(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -191,8 +317,9 @@ pub(crate) async fn versions(
 }
 
 /// `POST /api/agents/{id}/versions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AddVersion {
     manifest: Value,
     #[serde(default)]
@@ -201,6 +328,25 @@ pub(crate) struct AddVersion {
     changelog: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/versions",
+    tag = "versions",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    request_body = AddVersion,
+    responses(
+        (status = 201, description = "The version", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn add_version(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -217,12 +363,31 @@ pub(crate) async fn add_version(
 }
 
 /// The answer of `POST /api/agents/{id}/versions/suggest`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Suggested {
     /// The suggested next version.
     pub version: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/versions/suggest",
+    tag = "versions",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    request_body = Object,
+    responses(
+        (status = 200, description = "The suggested next version", body = Suggested),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn suggest(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -239,6 +404,24 @@ pub(crate) async fn suggest(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/versions/{ver}/publish",
+    tag = "versions",
+    params(("id" = String, Path, description = "The agent's id or slug"), ("ver" = String, Path, description = "The version")),
+    responses(
+        (status = 200, description = "The published version", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn publish(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -249,6 +432,24 @@ pub(crate) async fn publish(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/versions/{ver}/archive",
+    tag = "versions",
+    params(("id" = String, Path, description = "The agent's id or slug"), ("ver" = String, Path, description = "The version")),
+    responses(
+        (status = 200, description = "The archived version", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn archive_version(
     State(state): State<ApiState>,
     Caller(by): Caller,

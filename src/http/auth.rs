@@ -62,7 +62,7 @@ pub trait Authenticator: Send + Sync + 'static {
 pub const KEY_PREFIX: &str = "cc_";
 
 /// A key as created: its record and the key itself, which is shown once and never stored.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     /// The key's id (for revocation).
     pub id: String,

@@ -17,8 +17,9 @@ use super::problem::ApiResult;
 use super::tasks::{check_limit, default_limit};
 
 /// `GET /api/marketplace` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Browse {
     #[serde(default)]
     category: Option<String>,
@@ -26,7 +27,10 @@ pub(crate) struct Browse {
     placement: Option<String>,
     #[serde(default)]
     q: Option<String>,
+    /// `name`, `recently_published` or `recently_updated`.
     #[serde(default)]
+    #[param(value_type = Option<String>)]
+    #[schema(value_type = Option<String>)]
     sort: CatalogSort,
     #[serde(default = "default_limit")]
     limit: usize,
@@ -34,6 +38,19 @@ pub(crate) struct Browse {
     offset: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/marketplace",
+    tag = "marketplace",
+    params(Browse),
+    responses(
+        (status = 200, description = "Catalog entries {items, total}", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn browse(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -53,7 +70,7 @@ pub(crate) async fn browse(
 }
 
 /// A marketplace category and how many published agents it has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryCount {
     /// The category (`domain-specific`; `uncategorized` for agents without one).
     pub category: String,
@@ -61,6 +78,17 @@ pub struct CategoryCount {
     pub count: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/categories",
+    tag = "marketplace",
+    responses(
+        (status = 200, description = "Categories with counts {items, total}", body = Object),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn categories(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -94,6 +122,20 @@ pub(crate) async fn categories(
     Ok(Json(Paged::of(items, Some(total))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/marketplace/{id}",
+    tag = "marketplace",
+    params(("id" = String, Path, description = "The agent's id or slug")),
+    responses(
+        (status = 200, description = "The agent, its published manifest excerpt and version history", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn detail(
     State(state): State<ApiState>,
     Caller(_by): Caller,
@@ -102,6 +144,17 @@ pub(crate) async fn detail(
     Ok(Json(state.platform.registry().detail(&id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/installations",
+    tag = "installations",
+    responses(
+        (status = 200, description = "My installations {items, total}", body = Object),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn installations(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -112,8 +165,9 @@ pub(crate) async fn installations(
 }
 
 /// `POST /api/installations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Install {
     agent: String,
     #[serde(default)]
@@ -124,6 +178,24 @@ pub(crate) struct Install {
     settings: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/installations",
+    tag = "installations",
+    request_body = Install,
+    responses(
+        (status = 201, description = "The installation (secrets redacted)", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn install(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -140,7 +212,7 @@ pub(crate) async fn install(
 }
 
 /// `POST /api/installations/{agent}/upgrade`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upgrade {
     #[serde(default)]
@@ -151,6 +223,25 @@ pub(crate) struct Upgrade {
     settings: Option<Value>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/installations/{agent}/upgrade",
+    tag = "installations",
+    params(("agent" = String, Path, description = "The agent's id or slug")),
+    request_body = Upgrade,
+    responses(
+        (status = 200, description = "The installation", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -168,12 +259,32 @@ pub(crate) async fn upgrade(
 }
 
 /// `PATCH /api/installations/{agent}/settings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Settings {
     settings: Value,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/installations/{agent}/settings",
+    tag = "installations",
+    params(("agent" = String, Path, description = "The agent's id or slug")),
+    request_body = Settings,
+    responses(
+        (status = 200, description = "The installation", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn settings(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -189,6 +300,24 @@ pub(crate) async fn settings(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/installations/{agent}",
+    tag = "installations",
+    params(("agent" = String, Path, description = "The agent's id or slug")),
+    responses(
+        (status = 204, description = "Uninstalled"),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn uninstall(
     State(state): State<ApiState>,
     Caller(by): Caller,

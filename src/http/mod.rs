@@ -35,6 +35,7 @@ mod agents;
 mod auth;
 mod extract;
 mod market;
+mod openapi;
 mod ops;
 mod problem;
 mod tasks;
@@ -57,6 +58,7 @@ pub use self::auth::{
 };
 pub use self::extract::{Caller, MAX_USER_AGENT};
 pub use self::market::CategoryCount;
+pub use self::openapi::{openapi, openapi_json};
 pub use self::ops::{AuditPage, Health, RevokedKey};
 pub use self::problem::{ApiResult, PROBLEM_JSON, Problem};
 pub use self::tasks::{MAX_IDEMPOTENCY_KEY, Submitted, TaskView};
@@ -167,6 +169,7 @@ impl Api {
         Router::new()
             .route("/healthz", get(ops::healthz))
             .route("/readyz", get(ops::readyz))
+            .route("/api/openapi.json", get(openapi::serve))
             .route("/api/agents", get(agents::list).post(agents::create))
             .route("/api/agents/tasks", get(tasks::list))
             .route("/api/agents/tasks/{task_id}", get(tasks::get))

@@ -18,7 +18,7 @@ use super::tasks::check_limit;
 use super::{ApiState, is_admin};
 
 /// The answer of `/healthz` and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,
@@ -28,6 +28,14 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Alive", body = Health)
+    )
+)]
 pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -36,6 +44,15 @@ pub(crate) async fn healthz() -> Json<Health> {
 }
 
 /// Readiness: the store answers, and every added check passes (else 503).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    )
+)]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<Health>> {
     let mut checks = std::collections::BTreeMap::new();
     let mut failed = Vec::new();
@@ -67,8 +84,9 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<Heal
 }
 
 /// `GET /api/audit` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     #[serde(default)]
     task: Option<Uuid>,
@@ -93,9 +111,10 @@ fn audit_limit() -> usize {
 }
 
 /// A page of audit rows, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The rows.
+    #[schema(value_type = Vec<Object>)]
     pub items: Vec<AuditEvent>,
     /// Pass as `cursor` for the next page (absent on the last page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +122,20 @@ pub struct AuditPage {
 }
 
 /// The audit trail: a user sees its own rows and the rows of its own tasks; an admin all.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audit rows {items, next_cursor}", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn audit(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -151,8 +184,9 @@ async fn admin_only(state: &ApiState, by: &Principal, action: &str) -> ApiResult
 }
 
 /// `POST /api/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CreateKey {
     user_id: String,
     #[serde(default)]
@@ -161,6 +195,24 @@ pub(crate) struct CreateKey {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The key, shown once", body = CreatedKey),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn create_key(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -175,7 +227,7 @@ pub(crate) async fn create_key(
 }
 
 /// A revoked key as the API shows it (never its hash).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RevokedKey {
     /// The key's id.
     pub id: String,
@@ -185,6 +237,24 @@ pub struct RevokedKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "Revoked", body = RevokedKey),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn revoke_key(
     State(state): State<ApiState>,
     Caller(by): Caller,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A problem details object (RFC 9457) with CapeControl's extension members.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `urn:capecontrol:problem:<category>` (or `…:unauthorized`, `…:payload_too_large`).
     #[serde(rename = "type")]
@@ -30,6 +30,7 @@ pub struct Problem {
     pub category: String,
     /// Field errors, each at a JSON pointer (validation problems).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub errors: Vec<FieldError>,
     /// The scopes that are missing (permission problems).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -26,8 +26,9 @@ use super::{ApiState, agents::Paged};
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// `POST /api/agents/{id}/tasks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Submit {
     task: String,
     #[serde(default = "empty_object")]
@@ -43,14 +44,14 @@ fn empty_object() -> Value {
 }
 
 /// The answer to a submit.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     /// The task (an earlier one's for a repeated `Idempotency-Key`).
     pub task_id: Uuid,
 }
 
 /// A task as the API shows it (the principal's IP and user agent are not shown).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     /// Identifier.
     pub id: Uuid,
@@ -63,12 +64,14 @@ pub struct TaskView {
     /// The task's name.
     pub task: String,
     /// Status.
+    #[schema(value_type = String)]
     pub status: TaskStatus,
     /// The input.
     pub input: Value,
     /// The output, once completed.
     pub output: Option<Value>,
     /// The last error.
+    #[schema(value_type = Option<Object>)]
     pub error: Option<Error>,
     /// Attempts started.
     pub attempts: u32,
@@ -88,6 +91,7 @@ pub struct TaskView {
     pub created_at: DateTime<Utc>,
     /// The journaled steps (only on `GET /api/agents/tasks/{task_id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub steps: Option<Vec<StepRecord>>,
 }
 
@@ -116,6 +120,25 @@ impl TaskView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/{id}/tasks",
+    tag = "tasks",
+    params(("id" = String, Path, description = "The agent's id or slug"), ("Idempotency-Key" = Option<String>, Header, description = "Submits with the same key return the same task")),
+    request_body = Submit,
+    responses(
+        (status = 202, description = "Accepted", body = Submitted),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn submit(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -145,10 +168,13 @@ pub(crate) async fn submit(
 }
 
 /// `GET /api/agents/tasks` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListTasks {
     #[serde(default)]
+    #[param(value_type = Option<String>)]
+    #[schema(value_type = Option<String>)]
     status: Option<TaskStatus>,
     #[serde(default)]
     agent: Option<String>,
@@ -176,6 +202,19 @@ pub(crate) fn check_limit(limit: usize) -> capecontrol_core::Result<()> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents/tasks",
+    tag = "tasks",
+    params(ListTasks),
+    responses(
+        (status = 200, description = "My tasks {items}", body = Object),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn list(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -197,6 +236,20 @@ pub(crate) async fn list(
     Ok(Json(Paged::of(items, None)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents/tasks/{task_id}",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    responses(
+        (status = 200, description = "The task with its steps", body = TaskView),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn get(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -209,6 +262,24 @@ pub(crate) async fn get(
     Ok(Json(TaskView::of(task, Some(steps))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents/tasks/{task_id}/cancel",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
     Caller(by): Caller,
@@ -220,8 +291,9 @@ pub(crate) async fn cancel(
 }
 
 /// `GET …/events` query: `after` (the same as `Last-Event-ID`; the header wins).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     #[serde(default)]
     after: Option<u64>,
@@ -231,6 +303,20 @@ pub(crate) struct EventsQuery {
 /// kind, `data:` the event as JSON; replayed after `Last-Event-ID` (or `?after=`), then live,
 /// keep-alive comments while idle, closed after the terminal event. A store error ends the
 /// stream with an `event: error` whose data is a problem object.
+#[utoipa::path(
+    get,
+    path = "/api/agents/tasks/{task_id}/events",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
 pub(crate) async fn events(
     State(state): State<ApiState>,
     Caller(by): Caller,
