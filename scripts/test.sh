@@ -50,6 +50,10 @@ stale=$(leftovers)
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
 
+# Property-based testing of the HTTP API against a live `capecontrol serve --demo` (schemathesis,
+# from a virtual environment the script creates): any server error or off-schema response fails.
+run bash scripts/schemathesis.sh
+
 # No container of ours may outlive the suite.
 left=$(leftovers)
 if [ -n "$left" ]; then
