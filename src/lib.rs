@@ -20,6 +20,9 @@ pub use capecontrol_core::{
     policy, registry, runtime, slug, state, store, validate,
 };
 
+#[cfg(feature = "prometheus")]
+pub mod observability;
+
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};

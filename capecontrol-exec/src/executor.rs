@@ -550,6 +550,7 @@ impl ContainerExecutor {
             inner.docker.clone(),
             prepared.guard.id.clone(),
             invocation.agent_id.clone(),
+            invocation.version.clone(),
             inner.stats_interval,
             stop_stats.clone(),
         ));

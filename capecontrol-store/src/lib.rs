@@ -41,6 +41,7 @@ mod audit;
 mod error;
 mod notify;
 mod queue;
+mod rating;
 mod registry;
 mod rows;
 mod store;

@@ -46,6 +46,7 @@ cases! {
     misnumbered_events_change_nothing;
     audit_rows_for_every_state_change;
     timestamps_are_kept_to_the_microsecond;
+    ratings_of_completed_tasks;
     concurrent_claimers_never_share_a_task(16, 500);
 }
 

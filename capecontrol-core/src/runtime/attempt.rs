@@ -100,7 +100,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             left.as_millis()
         ));
         finish_failed(node, &host, &task, error, false).await;
-        publish_breaker(node, &key);
+        publish_breaker(node, &task);
         return;
     }
 
@@ -202,7 +202,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             }
         }
     }
-    publish_breaker(node, &key);
+    publish_breaker(node, &task);
 }
 
 async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
@@ -213,9 +213,14 @@ async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
         .unwrap_or(false)
 }
 
-fn publish_breaker(node: &Node, key: &str) {
-    metrics::gauge!("agent_circuit_breaker_state", "agent_version" => key.to_owned())
-        .set(node.breakers.state(key).as_gauge());
+fn publish_breaker(node: &Node, task: &TaskRecord) {
+    let key = CircuitBreakers::key(&task.agent_id, &task.version);
+    metrics::gauge!(
+        "agent_circuit_breaker_state",
+        "agent" => task.agent_id.clone(),
+        "version" => task.version.clone()
+    )
+    .set(node.breakers.state(&key).as_gauge());
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings

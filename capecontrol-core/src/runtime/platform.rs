@@ -13,10 +13,12 @@ use super::node::Node;
 use super::request::TaskRequest;
 use super::watch::{self, TaskEvents};
 use super::{dispatch, upkeep};
-use crate::error::Result;
+use serde_json::json;
+
+use crate::error::{ErrorCategory, Result};
 use crate::policy::Principal;
 use crate::registry::Registry;
-use crate::store::{AuditEvent, AuditFilter, Store, TaskRecord};
+use crate::store::{AuditEvent, AuditFilter, NewAuditEvent, RatingSummary, Store, TaskRecord};
 
 /// The embedded platform: gateway, workers and live events over a store. Built with
 /// [`Platform::builder`](super::builder::PlatformBuilder).
@@ -100,6 +102,38 @@ impl Platform {
         let record = self.node.store.cancel(task_id, by).await?;
         self.node.cancel_running(task_id);
         Ok(record)
+    }
+
+    /// Records `by`'s rating (1..=5) of a completed task of theirs — see
+    /// [`RatingStore`](crate::store::RatingStore) — and sets the gauge
+    /// `user_satisfaction_score{agent,version}` to the mean of that version's ratings. A
+    /// refusal for want of permission is audited as `policy.denied`.
+    pub async fn rate(&self, task_id: Uuid, by: &Principal, score: u8) -> Result<RatingSummary> {
+        let store = &self.node.store;
+        match store.rate(task_id, by, score).await {
+            Ok(summary) => {
+                let labels = [
+                    ("agent", summary.agent_id.clone()),
+                    ("version", summary.version.clone()),
+                ];
+                metrics::gauge!("user_satisfaction_score", &labels).set(summary.mean);
+                metrics::counter!("user_ratings_total", &labels).increment(1);
+                Ok(summary)
+            }
+            Err(error) => {
+                if error.category() == ErrorCategory::Permission {
+                    let event = NewAuditEvent::by(
+                        by,
+                        "policy.denied",
+                        json!({"action": "task.rate", "task_id": task_id,
+                               "error": error.to_string()}),
+                    )
+                    .task(task_id);
+                    store.append_audit(event).await?;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Waits until the task is completed, cancelled or failed for good, and returns it.

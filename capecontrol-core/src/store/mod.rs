@@ -3,7 +3,7 @@
 //! task events.
 //!
 //! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
-//! [`RegistryStore`], [`QueueStore`] and [`AuditStore`]; [`Store`] is all three. Backends:
+//! [`RegistryStore`], [`QueueStore`], [`AuditStore`] and [`RatingStore`]; [`Store`] is all four. Backends:
 //! [`memory::MemoryStore`] (the embedded default) here and `PostgresStore` in
 //! `capecontrol-store`. Both pass the same conformance suite.
 //!
@@ -65,6 +65,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod memory;
+mod rating;
 
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ use crate::error::{Error, Result};
 use crate::events::TaskEvent;
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
+
+pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -630,10 +633,13 @@ pub trait AuditStore: Send + Sync {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
 }
 
-/// A complete store: registry, queue and audit.
-pub trait Store: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static {}
+/// A complete store: registry, queue, audit and ratings.
+pub trait Store:
+    RegistryStore + QueueStore + AuditStore + RatingStore + Send + Sync + 'static
+{
+}
 
-impl<T: RegistryStore + QueueStore + AuditStore + Send + Sync + 'static> Store for T {}
+impl<T: RegistryStore + QueueStore + AuditStore + RatingStore + Send + Sync + 'static> Store for T {}
 
 /// The error a fenced write returns when its lease is gone.
 pub fn lease_lost(task_id: Uuid) -> Error {
