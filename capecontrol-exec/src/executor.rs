@@ -626,6 +626,8 @@ impl ContainerExecutor {
             user_id: cx.principal().user_id.clone(),
             roles: cx.principal().roles.clone(),
             completed_steps: cx.journaled_steps().cloned().collect(),
+            version: invocation.version.clone(),
+            traceparent: cx.traceparent().map(str::to_owned),
         }));
         send(&mut input, &start).await?;
 

@@ -160,9 +160,13 @@ fn new_task(agent: &str) -> NewTask {
         max_attempts: 3,
         concurrency_limit: 100,
         timeout: Duration::from_secs(30),
+        traceparent: Some(TRACEPARENT.into()),
         audit: Vec::new(),
     }
 }
+
+/// The trace context of [`new_task`]'s tasks (stored and read back with the task).
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 fn claim_request(worker: &str, agent: &str, limit: usize) -> ClaimRequest {
     ClaimRequest {
@@ -576,6 +580,9 @@ pub async fn enqueue_and_idempotency(store: Arc<dyn Store>) {
         .unwrap();
     assert!(!again.created);
     assert_eq!(again.task.id, first.task.id);
+    assert_eq!(first.task.traceparent.as_deref(), Some(TRACEPARENT));
+    let read = store.get_task(first.task.id).await.unwrap();
+    assert_eq!(read.traceparent.as_deref(), Some(TRACEPARENT));
 
     let mut other_user = task.clone();
     other_user.id = Uuid::new_v4();

@@ -823,6 +823,7 @@ impl QueueStore for MemoryStore {
             error_message: None,
             started_at: None,
             completed_at: None,
+            traceparent: task.traceparent,
             created_at: now,
         };
         let order = state.next();
@@ -1423,6 +1424,7 @@ mod tests {
             max_attempts: 2,
             concurrency_limit: 10,
             timeout: Duration::from_secs(1),
+            traceparent: None,
             audit: Vec::new(),
         }
     }

@@ -321,6 +321,8 @@ pub struct NewTask {
     pub concurrency_limit: u32,
     /// Wall-clock limit of one attempt.
     pub timeout: Duration,
+    /// The W3C `traceparent` of the submitting request.
+    pub traceparent: Option<String>,
     /// Extra audit events written in the same transaction (policy decisions, say).
     pub audit: Vec<NewAuditEvent>,
 }
@@ -374,6 +376,8 @@ pub struct TaskRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a final state.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the submitting request.
+    pub traceparent: Option<String>,
     /// Created at.
     pub created_at: DateTime<Utc>,
 }
