@@ -47,6 +47,22 @@ leftovers() {
 stale=$(leftovers)
 [ -z "$stale" ] || docker rm -f $stale >/dev/null
 
+# The alert rules: promtool (Debian's `prometheus` package) checks them and runs their unit
+# tests. Installed here when missing; CI fails without it.
+if ! command -v promtool >/dev/null; then
+    echo "==> installing promtool (apt-get install prometheus)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } >/dev/null 2>&1 || true
+fi
+if command -v promtool >/dev/null; then
+    run promtool check rules deploy/prometheus/alerts.yml
+    run promtool test rules deploy/prometheus/alerts.test.yml
+elif [ -n "${CI:-}" ]; then
+    echo "test.sh: promtool is missing and could not be installed" >&2
+    exit 1
+else
+    echo "test.sh: WARNING: no promtool; the alert rules are not checked" >&2
+fi
+
 run cargo test --workspace --all-targets
 run cargo test --workspace --doc
 

@@ -49,6 +49,9 @@ pub mod docker {
 #[cfg(feature = "http")]
 pub mod http;
 
+#[cfg(feature = "prometheus")]
+pub mod observability;
+
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};

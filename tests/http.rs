@@ -654,7 +654,12 @@ async fn tasks_submit_get_list_cancel_and_another_users_task_is_not_found() {
     assert_eq!(a["task_id"], b["task_id"]);
     let id = a["task_id"].as_str().unwrap().to_owned();
 
-    let done = s.platform.trusted().wait(id.parse().unwrap()).await.unwrap();
+    let done = s
+        .platform
+        .trusted()
+        .wait(id.parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
     let (st, v) = s.get(&format!("/api/agents/tasks/{id}"), &s.alice).await;
     assert_eq!(st, StatusCode::OK);

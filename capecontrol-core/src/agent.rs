@@ -141,6 +141,8 @@ struct Shared {
     task_id: Uuid,
     attempt: u32,
     agent_id: String,
+    version: String,
+    traceparent: Option<String>,
     principal: Principal,
     granted: Vec<Scope>,
     settings: Value,
@@ -191,6 +193,16 @@ impl TaskContextBuilder {
         self.shared.agent_id = agent_id.into();
         self
     }
+    /// The agent version.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.shared.version = version.into();
+        self
+    }
+    /// The W3C `traceparent` the task was submitted under (see [`crate::trace`]).
+    pub fn traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.shared.traceparent = traceparent;
+        self
+    }
     /// The scopes the installation grants the agent.
     pub fn granted(mut self, granted: Vec<Scope>) -> Self {
         self.shared.granted = granted;
@@ -237,6 +249,8 @@ impl TaskContext {
                 task_id,
                 attempt: 1,
                 agent_id: String::new(),
+                version: String::new(),
+                traceparent: None,
                 principal: Principal::default(),
                 granted: Vec::new(),
                 settings: Value::Object(Default::default()),
@@ -293,6 +307,16 @@ impl TaskContext {
         self.completed.values()
     }
 
+    /// The agent version (empty outside a platform unless set).
+    pub fn version(&self) -> &str {
+        &self.shared.version
+    }
+
+    /// The W3C `traceparent` of the request that submitted the task, when it had one.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.shared.traceparent.as_deref()
+    }
+
     /// A tool context for calling this agent's tools from the task.
     pub fn tool(&self) -> ToolContext {
         ToolContext {
@@ -320,39 +344,52 @@ impl TaskContext {
     {
         let step = self.next_step.fetch_add(1, Ordering::SeqCst);
         let name = name.to_owned();
-        async move {
-            if let Some(record) = self.completed.get(&step) {
-                if record.name != name {
-                    return Err(Error::agent(format!(
-                        "journal mismatch at step {step}: journaled `{}`, code runs `{name}`",
-                        record.name
-                    )));
+        // A child of the span current at the call (the attempt's, on a platform).
+        let span = tracing::info_span!(
+            "step",
+            task_id = %self.shared.task_id,
+            agent = %self.shared.agent_id,
+            version = %self.shared.version,
+            attempt = self.shared.attempt,
+            step,
+            name = %name,
+        );
+        tracing::Instrument::instrument(
+            async move {
+                if let Some(record) = self.completed.get(&step) {
+                    if record.name != name {
+                        return Err(Error::agent(format!(
+                            "journal mismatch at step {step}: journaled `{}`, code runs `{name}`",
+                            record.name
+                        )));
+                    }
+                    let value = record.output.clone().unwrap_or(Value::Null);
+                    return serde_json::from_value(value).map_err(|e| {
+                        Error::agent(format!(
+                            "journaled result of step `{name}` does not decode: {e}"
+                        ))
+                    });
                 }
-                let value = record.output.clone().unwrap_or(Value::Null);
-                return serde_json::from_value(value).map_err(|e| {
-                    Error::agent(format!(
-                        "journaled result of step `{name}` does not decode: {e}"
-                    ))
-                });
-            }
-            if self.cancel.is_cancelled() {
-                return Err(Error::conflict("task cancelled"));
-            }
-            self.host.step_started(step, &name).await?;
-            match fut.await.map_err(Into::into) {
-                Ok(value) => {
-                    let json = serde_json::to_value(&value).map_err(|e| {
-                        Error::agent(format!("result of step `{name}` does not serialize: {e}"))
-                    })?;
-                    self.host.step_completed(step, &name, &json).await?;
-                    Ok(value)
+                if self.cancel.is_cancelled() {
+                    return Err(Error::conflict("task cancelled"));
                 }
-                Err(err) => {
-                    self.host.step_failed(step, &name, &err).await?;
-                    Err(err)
+                self.host.step_started(step, &name).await?;
+                match fut.await.map_err(Into::into) {
+                    Ok(value) => {
+                        let json = serde_json::to_value(&value).map_err(|e| {
+                            Error::agent(format!("result of step `{name}` does not serialize: {e}"))
+                        })?;
+                        self.host.step_completed(step, &name, &json).await?;
+                        Ok(value)
+                    }
+                    Err(err) => {
+                        self.host.step_failed(step, &name, &err).await?;
+                        Err(err)
+                    }
                 }
-            }
-        }
+            },
+            span,
+        )
     }
 }
 
@@ -392,6 +429,19 @@ impl ToolContext {
     /// The scopes the installation grants.
     pub fn granted(&self) -> &[Scope] {
         &self.shared.granted
+    }
+
+    /// The span of a call of `tool`: a child of the current span (a step's or the attempt's),
+    /// with the task id, agent, version and attempt. Generated tool methods run in it.
+    pub fn tool_span(&self, tool: &str) -> tracing::Span {
+        tracing::info_span!(
+            "tool_call",
+            task_id = %self.shared.task_id,
+            agent = %self.shared.agent_id,
+            version = %self.shared.version,
+            attempt = self.shared.attempt,
+            tool = %tool,
+        )
     }
 
     /// Checks that the installation grants `scope` for calling `tool`, and reports the call

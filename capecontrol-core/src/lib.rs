@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod slug;
 pub mod state;
 pub mod store;
+pub mod trace;
 pub mod validate;
 
 #[doc(hidden)]

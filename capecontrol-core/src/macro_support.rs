@@ -7,6 +7,7 @@ pub use ::async_trait::async_trait;
 pub use ::schemars;
 pub use ::serde;
 pub use ::serde_json;
+pub use ::tracing::Instrument;
 
 pub use crate::agent::{AgentBase, AgentMetadata, TaskContext, ToolContext};
 pub use crate::error::{Error, FieldError, Result};

@@ -240,7 +240,6 @@ impl Principal {
     pub fn has_any_role(&self, roles: &[String]) -> bool {
         roles.is_empty() || roles.iter().any(|r| self.roles.contains(r))
     }
-
 }
 
 #[cfg(test)]

@@ -71,6 +71,12 @@ pub struct StartMessage {
     /// Steps journaled by earlier attempts: the agent replays them instead of running them.
     #[serde(default)]
     pub completed_steps: Vec<StepRecord>,
+    /// The agent version.
+    #[serde(default)]
+    pub version: String,
+    /// The W3C `traceparent` the task was submitted under: the agent's spans join that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for StartMessage {
@@ -279,8 +285,29 @@ where
         user_id,
         roles,
         completed_steps,
+        version,
+        traceparent,
         ..
     } = start;
+    // The agent side of the task's trace: steps and tool calls are children of this span,
+    // which carries the trace id the platform's attempt span carries.
+    let span = tracing::info_span!(
+        "agent_task",
+        task_id = %task_id,
+        agent = %agent_id,
+        version = %version,
+        attempt,
+        trace_id = tracing::field::Empty,
+        traceparent = tracing::field::Empty,
+    );
+    let traceparent = traceparent.filter(|t| {
+        let Ok(parsed) = crate::trace::Traceparent::parse(t) else {
+            return false;
+        };
+        span.record("trace_id", parsed.trace_id());
+        span.record("traceparent", parsed.as_str());
+        true
+    });
     let granted: Vec<Scope> = granted_scopes
         .iter()
         .filter_map(|s| s.parse().ok())
@@ -292,13 +319,16 @@ where
     let cx = TaskContext::builder(task_id)
         .attempt(attempt)
         .agent_id(agent_id)
+        .version(version)
+        .traceparent(traceparent)
         .principal(Principal::new(user_id).with_roles(roles))
         .granted(granted)
         .settings(settings)
         .completed_steps(completed_steps)
         .cancellation(cancel)
         .build(host);
-    let last = match agent.run_task(&task, input, &cx).await {
+    let run = tracing::Instrument::instrument(agent.run_task(&task, input, &cx), span);
+    let last = match run.await {
         Ok(value) => Outbound::Output { value },
         Err(error) => Outbound::from_error(&error),
     };
@@ -432,6 +462,7 @@ mod tests {
         }
         async fn run_task(&self, name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
             match name {
+                "trace" => Ok(json!({"traceparent": cx.traceparent(), "version": cx.version()})),
                 "double" => {
                     let n = input.as_i64().unwrap_or(0);
                     let a: i64 = cx.step("a", async move { Ok::<_, Error>(n * 2) }).await?;
@@ -472,6 +503,8 @@ mod tests {
             user_id: "u".into(),
             roles: vec![],
             completed_steps: completed,
+            version: "1.0.0".into(),
+            traceparent: Some(TRACEPARENT.into()),
         }));
         serde_json::to_string(&msg).unwrap()
     }
@@ -483,6 +516,23 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[tokio::test]
+    async fn the_agent_receives_the_trace_context_and_version() {
+        let input = format!("{}\n", start("trace", json!(null), vec![]));
+        let sink = Sink::default();
+        serve(Arc::new(Twice), std::io::Cursor::new(input), sink.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            lines(&sink).last(),
+            Some(&Outbound::Output {
+                value: json!({"traceparent": TRACEPARENT, "version": "1.0.0"})
+            })
+        );
     }
 
     #[tokio::test]

@@ -142,6 +142,22 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         Some(2.0),
         "open after one failure"
     );
+    // Every per-agent series is labelled with the agent and the version, never a task or user.
+    for (key, _, _, _) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        if key.name() == "task_queue_depth" {
+            continue;
+        }
+        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert!(labels.contains(&("agent", "failing")), "{key:?}");
+        assert!(labels.contains(&("version", "1.0.0")), "{key:?}");
+        assert!(
+            labels
+                .iter()
+                .all(|(k, _)| ["agent", "version", "outcome"].contains(k)),
+            "{key:?}"
+        );
+    }
     // The maintenance loop sets the queue depth every half lease: one task waits for later.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let snap = snapshot(&snapshotter);

@@ -130,6 +130,8 @@ async fn main() {
                 user_id: String::new(),
                 roles: vec![],
                 completed_steps: vec![],
+                version: "1.0.0".into(),
+                traceparent: None,
             },
         ));
         format!("{}\n", serde_json::to_string(&msg).expect("encodes"))

@@ -377,6 +377,7 @@ impl ContainerExecutor {
             inner.launcher.docker.clone(),
             prepared.guard.id.clone(),
             invocation.agent_id.clone(),
+            invocation.version.clone(),
             inner.stats_interval,
             stop_stats.clone(),
         ));
@@ -452,6 +453,8 @@ impl ContainerExecutor {
             user_id: cx.principal().user_id.clone(),
             roles: cx.principal().roles.clone(),
             completed_steps: cx.journaled_steps().cloned().collect(),
+            version: invocation.version.clone(),
+            traceparent: cx.traceparent().map(str::to_owned),
         }));
         send(&mut input, &start).await?;
 

@@ -1,5 +1,7 @@
 //! Health metrics of running containers (the metrics table of `docs/contracts.md`): `agent_memory_usage_bytes` and
-//! `agent_cpu_usage_percent`, sampled with one-shot stats while a task runs.
+//! `agent_cpu_usage_percent`, sampled with one-shot stats while a task runs, and
+//! `agent_memory_limit_bytes` (the container's limit, for a "memory above 80 % of the limit"
+//! alert); all labelled `agent` and `version`.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ pub(crate) async fn sample(
     docker: Docker,
     id: String,
     agent: String,
+    version: String,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -32,14 +35,18 @@ pub(crate) async fn sample(
             s = async { docker.stats(&id, Some(options)).next().await } => s,
         };
         let Some(Ok(stats)) = next else { return };
+        let labels = [("agent", agent.clone()), ("version", version.clone())];
         if let Some(bytes) = memory_bytes(&stats) {
-            metrics::gauge!("agent_memory_usage_bytes", "agent" => agent.clone()).set(bytes as f64);
+            metrics::gauge!("agent_memory_usage_bytes", &labels).set(bytes as f64);
+        }
+        if let Some(limit) = stats.memory_stats.as_ref().and_then(|m| m.limit) {
+            metrics::gauge!("agent_memory_limit_bytes", &labels).set(limit as f64);
         }
         if let Some(now) = cpu_counters(&stats) {
             if let Some(before) = previous
                 && let Some(percent) = cpu_percent(before, now, online_cpus(&stats))
             {
-                metrics::gauge!("agent_cpu_usage_percent", "agent" => agent.clone()).set(percent);
+                metrics::gauge!("agent_cpu_usage_percent", &labels).set(percent);
             }
             previous = Some(now);
         }

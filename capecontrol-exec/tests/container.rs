@@ -53,6 +53,29 @@ async fn runs_the_demo_agent_and_journals_its_steps() {
     ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
 )]
 #[tokio::test]
+async fn the_container_agent_receives_the_trace_context() {
+    if !docker_ready().await {
+        return;
+    }
+    let executor = executor().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let cx = TaskContext::builder(uuid::Uuid::new_v4())
+        .agent_id("demo")
+        .version("1.0.0")
+        .traceparent(Some(traceparent.into()))
+        .build(Arc::new(capecontrol_core::MemoryJournal::default()));
+    let out = executor
+        .run(
+            invocation(demo_agent::manifest(), "trace_context", json!(null)),
+            cx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, json!({"traceparent": traceparent, "version": "1.0.0"}));
+    assert_no_containers(&executor).await;
+}
+
+#[tokio::test]
 async fn replays_journaled_steps_inside_the_container() {
     if !docker_ready().await {
         return;

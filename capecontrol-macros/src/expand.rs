@@ -402,11 +402,15 @@ fn rewrite_tools(agent: &mut AgentImpl, p: &TokenStream) {
         let block = &f.block;
         let result = syn::Ident::new("__capecontrol_result", Span::mixed_site());
         f.sig.output = syn::parse_quote!(-> #p::__private::Result<#o>);
+        let span = syn::Ident::new("__capecontrol_span", Span::mixed_site());
         f.block = syn::parse_quote!({
-            #p::__private::ToolContext::authorize(#cx_ident, #name, #scope).await?;
-            #rebind
-            let #result: #ret = async move #block.await;
-            #result.map_err(#convert)
+            let #span = #p::__private::ToolContext::tool_span(#cx_ident, #name);
+            #p::__private::Instrument::instrument(async move {
+                #p::__private::ToolContext::authorize(#cx_ident, #name, #scope).await?;
+                #rebind
+                let #result: #ret = async move #block.await;
+                #result.map_err(#convert)
+            }, #span).await
         });
     }
 }

@@ -94,6 +94,7 @@ fn task(agent: &str, priority: i32, delayed: bool, limit: u32) -> NewTask {
         max_attempts: 1,
         concurrency_limit: limit,
         timeout: Duration::from_secs(30),
+        traceparent: None,
         audit: Vec::new(),
     }
 }

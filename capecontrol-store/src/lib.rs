@@ -42,6 +42,7 @@ mod error;
 mod keys;
 mod notify;
 mod queue;
+mod rating;
 mod registry;
 mod rows;
 mod store;

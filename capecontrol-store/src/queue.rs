@@ -34,9 +34,9 @@ const ENQUEUE: &str = r#"
 WITH ins AS (
   INSERT INTO tasks (id, user_id, agent_id, version, goal, input, principal, priority, run_at,
                      max_attempts, concurrency_limit, timeout_ms, idempotency_key, status,
-                     last_seq, created_at)
+                     last_seq, created_at, traceparent)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()), $10, $11, $12, $13,
-          'queued', 1, clock_timestamp())
+          'queued', 1, clock_timestamp(), $23)
   ON CONFLICT (user_id, idempotency_key) DO NOTHING
   RETURNING *
 ), ev AS (
@@ -329,6 +329,7 @@ async fn enqueue_on(
         .bind(&a.ip_address)
         .bind(&a.user_agent)
         .bind(in_tx.then_some(CHANNEL))
+        .bind(&task.traceparent)
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_agent(&task.agent_id))?;

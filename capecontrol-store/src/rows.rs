@@ -120,6 +120,7 @@ pub(crate) fn task(row: &PgRow) -> Result<TaskRecord> {
         error_message: get(row, "error_message")?,
         started_at: get(row, "started_at")?,
         completed_at: get(row, "completed_at")?,
+        traceparent: get(row, "traceparent")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
     })
 }

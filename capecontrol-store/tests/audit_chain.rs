@@ -214,7 +214,10 @@ async fn concurrent_appenders_keep_one_chain() {
                 if i % 5 == 0 {
                     // One task.queued row per enqueue, written by the queue's statement.
                     store
-                        .enqueue(capecontrol_testkit::fixtures::task("chain-agent", &format!("user-{w}")))
+                        .enqueue(capecontrol_testkit::fixtures::task(
+                            "chain-agent",
+                            &format!("user-{w}"),
+                        ))
                         .await
                         .unwrap();
                 } else {
@@ -274,7 +277,10 @@ async fn probe_the_cost_of_the_chain() {
                 writers.push(tokio::spawn(async move {
                     for _ in 0..125 {
                         store
-                            .enqueue(capecontrol_testkit::fixtures::task("probe-agent", &format!("user-{w}")))
+                            .enqueue(capecontrol_testkit::fixtures::task(
+                                "probe-agent",
+                                &format!("user-{w}"),
+                            ))
                             .await
                             .unwrap();
                     }

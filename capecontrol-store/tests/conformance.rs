@@ -50,6 +50,7 @@ cases! {
     timestamps_are_kept_to_the_microsecond;
     audit_chain_is_intact_and_pages;
     enqueue_enforces_the_task_bounds;
+    ratings_of_completed_tasks;
     concurrent_claimers_never_share_a_task(16, 500);
 }
 

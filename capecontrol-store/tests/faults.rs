@@ -710,7 +710,12 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     };
     let cut = |s: &Arc<AtomicBool>| s.store(true, Ordering::SeqCst);
 
-    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
+    let id = store
+        .enqueue(capecontrol_testkit::fixtures::task("a", "u"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let c = claim(store.clone()).await;
     let journal = JournalWrite {
         step: Some(StepRecord {
@@ -770,7 +775,12 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     );
 
     // A different finish after an unknown outcome is fenced too.
-    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
+    let id = store
+        .enqueue(capecontrol_testkit::fixtures::task("a", "u"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let c = claim(store.clone()).await;
     assert_eq!(c.task.id, id);
     cut(&swallow);
@@ -783,7 +793,12 @@ async fn a_repeated_write_that_committed_is_recognised_as_applied() {
     );
 
     // Release.
-    let id = store.enqueue(capecontrol_testkit::fixtures::task("a", "u")).await.unwrap().task.id;
+    let id = store
+        .enqueue(capecontrol_testkit::fixtures::task("a", "u"))
+        .await
+        .unwrap()
+        .task
+        .id;
     let c = claim(store.clone()).await;
     assert_eq!(c.task.id, id);
     cut(&swallow);

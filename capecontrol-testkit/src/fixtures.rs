@@ -51,6 +51,7 @@ pub fn task(agent: &str, user: &str) -> NewTask {
         max_attempts: 3,
         concurrency_limit: 1000,
         timeout: Duration::from_secs(30),
+        traceparent: None,
         audit: Vec::new(),
     }
 }

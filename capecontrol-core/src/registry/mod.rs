@@ -952,8 +952,16 @@ impl Registry {
             return Err(Error::invalid_field("/limit", "must be between 1 and 100"));
         }
         let page = self.store.catalog(query).await?;
-        // Blueprint §10.1: how often the marketplace is browsed (one count per catalog page).
-        metrics::counter!("marketplace_discovery_rate").increment(1);
+        // Blueprint §10.1: how often agents are discovered in the marketplace — one count per
+        // agent version listed on a catalog page served (labels bounded by the catalog).
+        for entry in &page.items {
+            metrics::counter!(
+                "marketplace_discovery_rate",
+                "agent" => entry.agent.id.clone(),
+                "version" => entry.version.version.clone()
+            )
+            .increment(1);
+        }
         Ok(page)
     }
 

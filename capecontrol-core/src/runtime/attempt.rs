@@ -92,8 +92,9 @@ struct Prepared {
     settings: Value,
 }
 
-/// Runs one claimed task to its outcome, inside a `tracing` span naming the task, agent,
-/// version, attempt and executor.
+/// Runs one claimed task to its outcome, inside a `tracing` span `attempt` naming the task,
+/// agent, version, attempt and executor, and the trace id of the submitting request's
+/// `traceparent` when it had one. Steps and tool calls open child spans of it.
 pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
     let span = tracing::info_span!(
         "attempt",
@@ -102,7 +103,17 @@ pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
         version = %claimed.task.version,
         attempt = claimed.task.attempts,
         executor = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        traceparent = tracing::field::Empty,
     );
+    // The submitting request's trace: its id on the span, so that every span of the task
+    // (steps and tool calls are this span's children) is found under that trace.
+    if let Some(t) = claimed.task.traceparent.as_deref() {
+        if let Ok(t) = crate::trace::Traceparent::parse(t) {
+            span.record("trace_id", t.trace_id());
+            span.record("traceparent", t.as_str());
+        }
+    }
     run_attempt(node, claimed).instrument(span).await;
 }
 
@@ -168,7 +179,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             left.as_millis()
         ));
         finish_failed(node, &host, &task, error, false).await;
-        publish_breaker(node, &key);
+        publish_breaker(node, &task);
         return;
     }
 
@@ -176,6 +187,8 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         .attempt(task.attempts)
         .principal(task.principal.clone())
         .agent_id(task.agent_id.clone())
+        .version(task.version.clone())
+        .traceparent(task.traceparent.clone())
         .granted(prepared.granted)
         .settings(prepared.settings)
         .completed_steps(steps)
@@ -270,7 +283,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             }
         }
     }
-    publish_breaker(node, &key);
+    publish_breaker(node, &task);
 }
 
 async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
@@ -281,9 +294,14 @@ async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
         .unwrap_or(false)
 }
 
-fn publish_breaker(node: &Node, key: &str) {
-    metrics::gauge!("agent_circuit_breaker_state", "agent_version" => key.to_owned())
-        .set(node.breakers.state(key).as_gauge());
+fn publish_breaker(node: &Node, task: &TaskRecord) {
+    let key = CircuitBreakers::key(&task.agent_id, &task.version);
+    metrics::gauge!(
+        "agent_circuit_breaker_state",
+        "agent" => task.agent_id.clone(),
+        "version" => task.version.clone()
+    )
+    .set(node.breakers.state(&key).as_gauge());
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings

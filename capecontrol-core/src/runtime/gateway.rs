@@ -22,6 +22,7 @@ use crate::manifest::{Config, Manifest, TaskDecl};
 use crate::policy::{Scope, missing_scopes};
 use crate::state::VersionStatus;
 use crate::store::{Enqueued, NewAuditEvent, NewTask, Store};
+use crate::trace::Traceparent;
 
 /// What the gateway resolved for (agent, user): the installed version and its grants.
 #[derive(Clone)]
@@ -50,6 +51,9 @@ impl Gateway {
     pub(crate) async fn submit(&self, node: &Node, request: TaskRequest) -> Result<Uuid> {
         let store = &node.store;
         let principal = request.principal.clone();
+        if let Some(t) = &request.traceparent {
+            Traceparent::parse(t)?;
+        }
         let agent_id = self.agent_id(node, &request.agent).await?;
         let (version, manifest, task) = match self.policy(node, &agent_id, &request).await {
             Ok(ok) => ok,
@@ -255,6 +259,7 @@ impl SubmitEndpoint for Enqueue {
                 max_attempts: config.retries.min(Config::MAX_RETRIES) + 1,
                 concurrency_limit: config.concurrent_tasks.max(1),
                 timeout: Duration::from_secs(u64::from(timeout)),
+                traceparent: sub.request.traceparent,
                 audit: sub.audit,
             })
             .await

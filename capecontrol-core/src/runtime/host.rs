@@ -420,6 +420,7 @@ mod tests {
                 max_attempts: 1,
                 concurrency_limit: 10,
                 timeout: Duration::from_secs(5),
+                traceparent: None,
                 audit: Vec::new(),
             })
             .await

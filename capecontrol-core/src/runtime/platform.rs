@@ -5,10 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-
-use serde_json::json;
 
 use super::access::{TaskAccessPolicy, TaskAction, owns_or_admin};
 use super::breaker::CircuitBreakers;
@@ -17,10 +16,13 @@ use super::node::Node;
 use super::request::TaskRequest;
 use super::watch::{self, TaskEvents};
 use super::{dispatch, upkeep};
-use crate::error::{Error, Result};
+
+use crate::error::{Error, ErrorCategory, Result};
 use crate::policy::Principal;
 use crate::registry::Registry;
-use crate::store::{AuditEvent, AuditFilter, NewAuditEvent, Store, TaskFilter, TaskRecord};
+use crate::store::{
+    AuditEvent, AuditFilter, NewAuditEvent, RatingSummary, Store, TaskFilter, TaskRecord,
+};
 
 /// The embedded platform: gateway, workers and live events over a store. Built with
 /// [`Platform::builder`](super::builder::PlatformBuilder).
@@ -110,6 +112,40 @@ impl Platform {
     pub async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
         self.authorize(task_id, by, TaskAction::Cancel).await?;
         self.trusted().cancel_as(task_id, by).await
+    }
+
+    /// Records `by`'s rating (1..=5) of a completed task of theirs — see
+    /// [`RatingStore`](crate::store::RatingStore) — and sets the gauge
+    /// `user_satisfaction_score{agent,version}` to the mean of that version's ratings. A
+    /// refusal for want of permission is audited as `policy.denied`; a task `by` may not read
+    /// is not found (audited as for [`Platform::get`]).
+    pub async fn rate(&self, task_id: Uuid, by: &Principal, score: u8) -> Result<RatingSummary> {
+        self.authorize(task_id, by, TaskAction::Get).await?;
+        let store = &self.node.store;
+        match store.rate(task_id, by, score).await {
+            Ok(summary) => {
+                let labels = [
+                    ("agent", summary.agent_id.clone()),
+                    ("version", summary.version.clone()),
+                ];
+                metrics::gauge!("user_satisfaction_score", &labels).set(summary.mean);
+                metrics::counter!("user_ratings_total", &labels).increment(1);
+                Ok(summary)
+            }
+            Err(error) => {
+                if error.category() == ErrorCategory::Permission {
+                    let event = NewAuditEvent::by(
+                        by,
+                        "policy.denied",
+                        json!({"action": "task.rate", "task_id": task_id,
+                               "error": error.to_string()}),
+                    )
+                    .task(task_id);
+                    store.append_audit(event).await?;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Waits until the task is completed, cancelled or failed for good, and returns it, if `by`

@@ -23,6 +23,10 @@ pub struct TaskRequest {
     pub idempotency_key: Option<String>,
     /// Not before this time.
     pub run_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the submitting request (checked by the gateway, stored with the
+    /// task, carried into its attempts' spans and container agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl TaskRequest {
@@ -41,6 +45,7 @@ impl TaskRequest {
             priority: 0,
             idempotency_key: None,
             run_at: None,
+            traceparent: None,
         }
     }
 
@@ -53,6 +58,12 @@ impl TaskRequest {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the W3C `traceparent` the task is submitted under.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 

@@ -105,6 +105,8 @@ struct State {
     audit: Vec<AuditEvent>,
     /// The end of the audit chain.
     audit_head: crate::audit::ChainHead,
+    /// Ratings by task: the score and the task's (agent, version).
+    ratings: HashMap<Uuid, (u8, String, String)>,
     /// Queued tasks that were due when last indexed, per agent, by priority (highest first),
     /// then age: a claim looks at the head of each agent's set, so tasks of an agent at its
     /// concurrency limit cost it nothing.
@@ -838,6 +840,7 @@ impl QueueStore for MemoryStore {
             error_message: None,
             started_at: None,
             completed_at: None,
+            traceparent: task.traceparent,
             created_at: now,
         };
         let order = state.next();
@@ -1428,6 +1431,47 @@ impl KeyStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl super::RatingStore for MemoryStore {
+    async fn rate(&self, task_id: Uuid, by: &Principal, score: u8) -> Result<super::RatingSummary> {
+        let now = self.now();
+        let mut state = self.lock();
+        let task = state.tasks.get(&task_id).map(|t| &t.record);
+        super::check_rating(task, task_id, by, score)?;
+        let (agent_id, version) = task
+            .map(|t| (t.agent_id.clone(), t.version.clone()))
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        let previous = state
+            .ratings
+            .insert(task_id, (score, agent_id.clone(), version.clone()))
+            .map(|(s, _, _)| s);
+        let (sum, count) = state
+            .ratings
+            .values()
+            .filter(|(_, a, v)| *a == agent_id && *v == version)
+            .fold((0u64, 0u64), |(sum, n), (s, _, _)| {
+                (sum + u64::from(*s), n + 1)
+            });
+        let mut payload = json!({"score": score, "version": version});
+        if let Some(p) = previous {
+            payload["previous"] = json!(p);
+        }
+        let audit = NewAuditEvent::by(by, "task.rated", payload)
+            .task(task_id)
+            .agent(agent_id.clone());
+        state.append_audit(audit, now);
+        Ok(super::RatingSummary {
+            task_id,
+            agent_id,
+            version,
+            score,
+            previous,
+            mean: sum as f64 / count as f64,
+            count,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -1487,6 +1531,7 @@ mod tests {
             max_attempts: 2,
             concurrency_limit: 10,
             timeout: Duration::from_secs(1),
+            traceparent: None,
             audit: Vec::new(),
         }
     }

@@ -3,7 +3,7 @@
 //! task events.
 //!
 //! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
-//! [`RegistryStore`], [`QueueStore`], [`AuditStore`] and [`KeyStore`]; [`Store`] is all four. Backends:
+//! [`RegistryStore`], [`QueueStore`], [`AuditStore`], [`KeyStore`] and [`RatingStore`]; [`Store`] is all five. Backends:
 //! [`memory::MemoryStore`] (the embedded default) here and `PostgresStore` in
 //! `capecontrol-store`. Both pass the same conformance suite.
 //!
@@ -63,6 +63,7 @@
 //! replaces and sets `updated_at` to the store's clock.
 
 pub mod memory;
+mod rating;
 
 use std::time::Duration;
 
@@ -78,6 +79,8 @@ use crate::error::{Error, FieldError, Result};
 use crate::events::TaskEvent;
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
+
+pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -320,6 +323,8 @@ pub struct NewTask {
     pub concurrency_limit: u32,
     /// Wall-clock limit of one attempt.
     pub timeout: Duration,
+    /// The W3C `traceparent` of the submitting request.
+    pub traceparent: Option<String>,
     /// Extra audit events written in the same transaction (policy decisions, say).
     pub audit: Vec<NewAuditEvent>,
 }
@@ -445,6 +450,8 @@ pub struct TaskRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a final state.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the submitting request.
+    pub traceparent: Option<String>,
     /// Created at.
     pub created_at: DateTime<Utc>,
 }
@@ -777,13 +784,16 @@ pub trait KeyStore: Send + Sync {
     async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
 }
 
-/// A complete store: registry, queue, audit and API keys.
+/// A complete store: registry, queue, audit, API keys and ratings.
 pub trait Store:
-    RegistryStore + QueueStore + AuditStore + KeyStore + Send + Sync + 'static
+    RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static
 {
 }
 
-impl<T: RegistryStore + QueueStore + AuditStore + KeyStore + Send + Sync + 'static> Store for T {}
+impl<T: RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static>
+    Store for T
+{
+}
 
 /// The error a fenced write returns when its lease is gone.
 pub fn lease_lost(task_id: Uuid) -> Error {

@@ -152,6 +152,13 @@ impl DemoAgent {
         })
     }
 
+    /// The W3C trace context and version the agent received (the platform sends both in the
+    /// protocol's `start` message).
+    #[task]
+    async fn trace_context(&self, cx: &TaskContext, _input: ()) -> Result<Value, Error> {
+        Ok(serde_json::json!({"traceparent": cx.traceparent(), "version": cx.version()}))
+    }
+
     /// Fails with a conflict.
     #[task]
     async fn fail(&self, _cx: &TaskContext, _input: ()) -> Result<(), Error> {

@@ -1,14 +1,18 @@
 //! `PerformanceMonitor`: the metrics of blueprint §10.1 through the `metrics` crate.
 //!
-//! - `agent_execution_duration_seconds` (histogram; labels `agent`, `outcome`)
-//! - `agent_success_rate` (gauge, per agent: successes over attempts since start)
-//! - `agent_concurrent_tasks` (gauge, per agent: attempts running on this node)
-//! - `task_queue_depth` (gauge; set by the platform's maintenance loop)
-//! - `tasks_submitted_total` (counter; labels `agent`)
+//! Every series is labelled `agent` and `version` (bounded: one series per agent version, never a
+//! user or task id):
 //!
-//! The container executor reports `agent_memory_usage_bytes` and `agent_cpu_usage_percent`;
-//! the registry counts `marketplace_discovery_rate` (one per catalog page). No component measures
-//! `user_satisfaction_score` (it needs user feedback, which the platform does not collect).
+//! - `agent_execution_duration_seconds` (histogram; labels `agent`, `version`, `outcome`)
+//! - `agent_attempts_total` (counter; labels `agent`, `version`, `outcome`: the numerator and
+//!   denominator of a failure rate over a window, which a since-start gauge cannot give)
+//! - `agent_success_rate` (gauge, per agent version: successes over attempts since start)
+//! - `agent_concurrent_tasks` (gauge, per agent version: attempts running on this node)
+//! - `tasks_submitted_total` (counter; labels `agent`, `version`)
+//!
+//! Elsewhere: the maintenance loop sets `task_queue_depth`; the container executor reports
+//! `agent_memory_usage_bytes`, `agent_memory_limit_bytes` and `agent_cpu_usage_percent`; the
+//! registry counts `marketplace_discovery_rate`; ratings set `user_satisfaction_score`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,13 +45,23 @@ impl Middleware for PerformanceMonitor {
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
-        metrics::counter!("tasks_submitted_total", "agent" => sub.agent_id.clone()).increment(1);
+        metrics::counter!(
+            "tasks_submitted_total",
+            "agent" => sub.agent_id.clone(),
+            "version" => sub.version.clone()
+        )
+        .increment(1);
         next.run(sub).await
     }
 
     async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {
         let agent = exec.invocation.agent_id.clone();
-        let concurrent = metrics::gauge!("agent_concurrent_tasks", "agent" => agent.clone());
+        let version = exec.invocation.version.clone();
+        let concurrent = metrics::gauge!(
+            "agent_concurrent_tasks",
+            "agent" => agent.clone(),
+            "version" => version.clone()
+        );
         concurrent.increment(1.0);
         let started = Instant::now();
         let result = next.run(exec).await;
@@ -56,20 +70,32 @@ impl Middleware for PerformanceMonitor {
             Ok(_) => "success",
             Err(e) => e.category().as_str(),
         };
-        metrics::histogram!("agent_execution_duration_seconds", "agent" => agent.clone(), "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(
+            "agent_execution_duration_seconds",
+            "agent" => agent.clone(),
+            "version" => version.clone(),
+            "outcome" => outcome
+        )
+        .record(started.elapsed().as_secs_f64());
+        metrics::counter!(
+            "agent_attempts_total",
+            "agent" => agent.clone(),
+            "version" => version.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
         let rate = {
             let Ok(mut totals) = self.totals.lock() else {
                 return result;
             };
-            let entry = totals.entry(agent.clone()).or_insert((0, 0));
+            let entry = totals.entry(format!("{agent}@{version}")).or_insert((0, 0));
             entry.1 += 1;
             if result.is_ok() {
                 entry.0 += 1;
             }
             entry.0 as f64 / entry.1 as f64
         };
-        metrics::gauge!("agent_success_rate", "agent" => agent).set(rate);
+        metrics::gauge!("agent_success_rate", "agent" => agent, "version" => version).set(rate);
         result
     }
 }
