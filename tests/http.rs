@@ -1043,3 +1043,70 @@ async fn the_openapi_document_is_checked_in_and_served() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(served, doc);
 }
+
+/// `POST …/rating`: the task's user rates a completed task 1–5 (400 at `/score` outside that
+/// range; another user is told the task does not exist); `/metrics` then shows the version's
+/// mean as `user_satisfaction_score` in the Prometheus text format, without authentication.
+#[tokio::test]
+async fn a_completed_task_is_rated_and_the_score_is_exported() {
+    let s = Server::start().await;
+    s.install_alice().await;
+    let (st, v) = s
+        .post(
+            "/api/agents/echo-agent/tasks",
+            &s.alice,
+            json!({"task": "echo", "input": {"text": "rate me"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = v["task_id"].as_str().unwrap().to_owned();
+    let done = s
+        .platform
+        .trusted()
+        .wait(id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    let path = format!("/api/agents/tasks/{id}/rating");
+
+    let (st, h, v) = s
+        .call(
+            Method::POST,
+            &path,
+            Some(&s.alice),
+            Some(json!({"score": 6})),
+        )
+        .await;
+    assert_problem(st, &h, &v, 400, "validation");
+    assert_eq!(v["errors"][0]["pointer"], "/score", "{v}");
+    let (st, h, v) = s
+        .call(Method::POST, &path, Some(&s.bob), Some(json!({"score": 5})))
+        .await;
+    assert_problem(st, &h, &v, 404, "not_found");
+
+    let (st, v) = s.post(&path, &s.alice, json!({"score": 4})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["score"], 4);
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["mean"], 4.0);
+
+    let r = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+    );
+    let text = r.text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("user_satisfaction_score{") && l.contains("agent=\"echo-agent\""))
+        .unwrap_or_else(|| panic!("no user_satisfaction_score for echo-agent in:\n{text}"));
+    assert!(line.ends_with(" 4"), "{line}");
+}

@@ -61,7 +61,7 @@ pub use self::market::CategoryCount;
 pub use self::openapi::{openapi, openapi_json};
 pub use self::ops::{AuditPage, Health, RevokedKey};
 pub use self::problem::{ApiResult, PROBLEM_JSON, Problem};
-pub use self::tasks::{MAX_IDEMPOTENCY_KEY, MAX_OFFSET, Submitted, TaskView};
+pub use self::tasks::{MAX_IDEMPOTENCY_KEY, MAX_OFFSET, RatingView, Submitted, TaskView};
 
 /// The role that may create and revoke API keys and see every task and audit row.
 pub const ADMIN_ROLE: &str = "admin";
@@ -108,6 +108,9 @@ pub(crate) struct Shared {
     pub(crate) keys: ApiKeys,
     pub(crate) config: HttpConfig,
     pub(crate) ready: Vec<(String, ReadyCheck)>,
+    /// The Prometheus recorder, installed when the router is built (metrics recorded before a
+    /// recorder exists are lost), or why it could not be.
+    pub(crate) metrics: capecontrol_core::Result<&'static crate::observability::Metrics>,
 }
 
 impl std::ops::Deref for ApiState {
@@ -165,15 +168,18 @@ impl Api {
             keys,
             config: self.config,
             ready: self.ready,
+            metrics: crate::observability::install(),
         }));
         Router::new()
             .route("/healthz", get(ops::healthz))
             .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics))
             .route("/api/openapi.json", get(openapi::serve))
             .route("/api/agents", get(agents::list).post(agents::create))
             .route("/api/agents/tasks", get(tasks::list))
             .route("/api/agents/tasks/{task_id}", get(tasks::get))
             .route("/api/agents/tasks/{task_id}/cancel", post(tasks::cancel))
+            .route("/api/agents/tasks/{task_id}/rating", post(tasks::rate))
             .route("/api/agents/tasks/{task_id}/events", get(tasks::events))
             .route("/api/agents/{id}", get(agents::get).patch(agents::update))
             .route("/api/agents/{id}/archive", post(agents::archive))

@@ -39,7 +39,7 @@ impl Modify for Bearer {
         agents::publish, agents::archive_version,
         market::browse, market::categories, market::detail, market::installations,
         market::install, market::upgrade, market::settings, market::uninstall,
-        tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::events,
+        tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::rate, tasks::events,
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
     ),
     modifiers(&Bearer)

@@ -43,6 +43,26 @@ pub(crate) async fn healthz() -> Json<Health> {
     })
 }
 
+/// `/metrics`: the platform's metrics in the Prometheus text format (see
+/// [`crate::observability`]), unauthenticated like `/healthz`: its labels are agent ids and
+/// versions, never users or tasks. Not part of the JSON API's OpenAPI document. The recorder
+/// is installed when the router is built; a host that installed another `metrics` recorder
+/// gets a 503 problem here.
+pub(crate) async fn metrics(State(state): State<ApiState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match &state.metrics {
+        Ok(m) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::observability::Metrics::CONTENT_TYPE,
+            )],
+            m.render(),
+        )
+            .into_response(),
+        Err(e) => Problem::from(e.clone()).into_response(),
+    }
+}
+
 /// Readiness: the store answers, and every added check passes (else 503).
 #[utoipa::path(
     get,

@@ -300,6 +300,74 @@ pub(crate) async fn cancel(
     Ok(Json(TaskView::of(task, None)))
 }
 
+/// `POST /api/agents/tasks/{task_id}/rating`: a score from 1 to 5.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rate {
+    /// 1 (poor) to 5 (excellent).
+    #[schema(minimum = 1, maximum = 5)]
+    score: u8,
+}
+
+/// What a rating leaves: the task's agent version and the mean of its ratings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RatingView {
+    /// The rated task.
+    pub task_id: Uuid,
+    /// Its agent.
+    pub agent_id: String,
+    /// Its agent version.
+    pub version: String,
+    /// The score given.
+    pub score: u8,
+    /// The score it replaced, when the task was rated before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u8>,
+    /// The mean score of the version's rated tasks (this one included).
+    pub mean: f64,
+    /// How many tasks of the version are rated.
+    pub count: u64,
+}
+
+/// Rates a completed task of the caller's (the source of `user_satisfaction_score`).
+#[utoipa::path(
+    post,
+    path = "/api/agents/tasks/{task_id}/rating",
+    tag = "tasks",
+    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    request_body = Rate,
+    responses(
+        (status = 200, description = "The rating and its version's mean", body = RatingView),
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn rate(
+    State(state): State<ApiState>,
+    Caller(by): Caller,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<Rate>,
+) -> ApiResult<Json<RatingView>> {
+    let id = task_id(&raw)?;
+    let s = state.platform.rate(id, &by, body.score).await?;
+    Ok(Json(RatingView {
+        task_id: s.task_id,
+        agent_id: s.agent_id,
+        version: s.version,
+        score: s.score,
+        previous: s.previous,
+        mean: s.mean,
+        count: s.count,
+    }))
+}
+
 /// `GET …/events` query: `after` (the same as `Last-Event-ID`; the header wins).
 #[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
