@@ -251,7 +251,8 @@ async fn metrics_endpoint_after_a_known_workload() {
     for (name, labels, _) in &samples {
         for (k, v) in labels {
             assert!(
-                ["agent", "version", "outcome", "le"].contains(&k.as_str()),
+                // `action`: the task action of `task_access_denied_total`, a fixed set.
+                ["agent", "version", "outcome", "action", "le"].contains(&k.as_str()),
                 "{name} has label {k}"
             );
             assert!(
@@ -312,15 +313,17 @@ async fn rating_refusals_are_typed_and_denials_audited() {
     let e = p.rate(id, &alice, 6).await.unwrap_err();
     assert_eq!(e.http_status(), 400);
     assert_eq!(e.field_errors()[0].pointer, "/score");
+    // Another user is told the task does not exist (as for every task action), and the
+    // attempt is audited.
     let e = p.rate(id, &Principal::new("mallory"), 5).await.unwrap_err();
-    assert_eq!(e.category(), ErrorCategory::Permission);
+    assert_eq!(e.category(), ErrorCategory::NotFound);
     let audit = p.trusted().audit(id).await.unwrap();
     let denied = audit
         .iter()
-        .find(|a| a.event_type == "policy.denied")
+        .find(|a| a.event_type == capecontrol::runtime::platform::ACCESS_DENIED)
         .expect("the denial is audited");
     assert_eq!(denied.user_id.as_deref(), Some("mallory"));
-    assert_eq!(denied.payload["action"], "task.rate");
+    assert_eq!(denied.payload["action"], "rate");
     assert!(!audit.iter().any(|a| a.event_type == "task.rated"));
     p.rate(id, &alice, 5).await.unwrap();
     let audit = p.trusted().audit(id).await.unwrap();

@@ -30,6 +30,8 @@ pub enum TaskAction {
     Cancel,
     /// See the task in a listing of another user's tasks.
     List,
+    /// Rate the task (`Platform::rate`).
+    Rate,
 }
 
 impl TaskAction {
@@ -41,6 +43,7 @@ impl TaskAction {
             Self::Audit => "audit",
             Self::Cancel => "cancel",
             Self::List => "list",
+            Self::Rate => "rate",
         }
     }
 }

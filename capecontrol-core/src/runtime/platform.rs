@@ -120,7 +120,7 @@ impl Platform {
     /// refusal for want of permission is audited as `policy.denied`; a task `by` may not read
     /// is not found (audited as for [`Platform::get`]).
     pub async fn rate(&self, task_id: Uuid, by: &Principal, score: u8) -> Result<RatingSummary> {
-        self.authorize(task_id, by, TaskAction::Get).await?;
+        self.authorize(task_id, by, TaskAction::Rate).await?;
         let store = &self.node.store;
         match store.rate(task_id, by, score).await {
             Ok(summary) => {

@@ -247,7 +247,11 @@ pub(crate) enum TasksCommand {
 
 /// `capecontrol audit`
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct AuditArgs {
+    /// `verify`: check the audit chain of a PostgreSQL database (local, no server).
+    #[command(subcommand)]
+    pub(crate) verify: Option<AuditCommand>,
     /// Only events of this task.
     #[arg(long)]
     task: Option<String>,
@@ -272,6 +276,23 @@ pub(crate) struct AuditArgs {
     /// At most this many events.
     #[arg(long)]
     limit: Option<u32>,
+}
+
+/// `capecontrol audit verify`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Walk the tamper-evident audit chain and name the first row that was edited, deleted or
+    /// inserted out of band. Exits 0 when the chain is intact, 1 when it is not.
+    Verify {
+        /// The PostgreSQL database.
+        #[arg(
+            long,
+            env = "CAPECONTROL_DATABASE_URL",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        database_url: String,
+    },
 }
 
 /// `capecontrol keys …`
@@ -389,6 +410,10 @@ pub(crate) async fn run(remote: &Remote, command: Command) -> Result<ExitCode, C
             return Ok(ExitCode::SUCCESS);
         }
         Command::Tasks(c) => return tasks(&client, json, c).await,
+        Command::Audit(AuditArgs {
+            verify: Some(AuditCommand::Verify { database_url }),
+            ..
+        }) => return verify_audit(&database_url, json).await,
         Command::Audit(a) => {
             let r = Request::get(&["api", "audit"])
                 .query("task", a.task)
@@ -727,6 +752,36 @@ async fn migrate(url: &str) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::Usage(e.to_string()))?;
     println!("migrated");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `capecontrol audit verify --database-url URL`: walks the audit chain
+/// (`capecontrol_core::audit::verify_chain`) without migrating anything.
+async fn verify_audit(url: &str, json: bool) -> Result<ExitCode, CliError> {
+    let store = capecontrol::postgres::PostgresStore::connect(url)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot connect to the database: {e}")))?;
+    let report = capecontrol::core::audit::verify_chain(&store)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if json {
+        output::json(&serde_json::to_value(&report).unwrap_or_default());
+    } else {
+        match &report.first_bad {
+            None => println!("audit chain intact: {} rows", report.rows),
+            Some(bad) => println!(
+                "audit chain broken after {} good rows: row id {} at seq {}: {:?}",
+                report.rows,
+                bad.id.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+                bad.seq,
+                bad.fault
+            ),
+        }
+    }
+    Ok(if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The operator running a local command: an admin, as seen by the audit trail.
