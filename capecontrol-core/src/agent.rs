@@ -113,6 +113,10 @@ pub struct ToolCall {
     pub scope: Option<String>,
     /// Whether the installation's grants allowed the call.
     pub allowed: bool,
+    /// The call was reported by an agent running out of the host's sight (a container): the
+    /// host did not check it, so it is audited as `tool.reported`, not `tool.called`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reported: bool,
 }
 
 /// What a running task reports to the platform: the step journal, tool calls, logs.
@@ -467,6 +471,7 @@ impl ToolContext {
                 tool: tool.to_owned(),
                 scope: scope.map(str::to_owned),
                 allowed: decision.is_ok(),
+                reported: false,
             })
             .await?;
         decision

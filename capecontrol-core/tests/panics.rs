@@ -277,3 +277,68 @@ async fn a_panicking_middleware_fails_the_attempt_not_the_node() {
         .unwrap();
     assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
 }
+
+/// Panics in `submit` for tasks of agent `victim`.
+struct PanickingSubmit;
+
+#[async_trait]
+impl Middleware for PanickingSubmit {
+    fn name(&self) -> &str {
+        "panicking_submit"
+    }
+    async fn submit(
+        &self,
+        sub: capecontrol_core::runtime::middleware::Submission,
+        next: capecontrol_core::runtime::middleware::SubmitNext<'_>,
+    ) -> Result<capecontrol_core::store::Enqueued> {
+        if sub.agent_id == "victim" {
+            panic!("submit exploded");
+        }
+        next.run(sub).await
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_submit_middleware_is_an_agent_error_for_the_caller() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (victim, victim_calls) = agent("Victim", 0, 4, Mode::Ok);
+    let (other, _) = agent("Other", 0, 4, Mode::Ok);
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(config())
+        .middleware(PanickingSubmit)
+        .agent(victim)
+        .agent(other)
+        .build()
+        .await
+        .unwrap();
+    install(&store, "victim").await;
+    install(&store, "other").await;
+    let err = p
+        .submit(TaskRequest::new("victim", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Agent);
+    assert!(err.to_string().contains("submit exploded"), "{err}");
+    assert_eq!(victim_calls.load(Ordering::SeqCst), 0);
+    let rejected = store
+        .list_audit(&capecontrol_core::store::AuditFilter {
+            event_type: Some("task.rejected".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the panicked submission is audited: {rejected:?}"
+    );
+    assert_eq!(rejected[0].payload["rejected_by"], "panic");
+    assert_eq!(rejected[0].payload["category"], "agent");
+    // The gateway still works.
+    let id = p
+        .submit(TaskRequest::new("other", "run", json!({}), user()))
+        .await
+        .unwrap();
+    assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
+}

@@ -605,6 +605,7 @@ impl ContainerExecutor {
                     tool,
                     scope,
                     allowed,
+                    reported: true,
                 })
                 .await
             }

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::attempt::panic_message;
 use super::breaker::CircuitBreakers;
 use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext};
 use super::node::Node;
@@ -95,10 +97,31 @@ impl Gateway {
         };
         let endpoint = Enqueue(Arc::clone(store));
         let rejection = Rejection::default();
-        let enqueued = SubmitNext::recording(&node.middleware, &endpoint, &rejection)
-            .run(sub)
-            .await?;
-        Ok(enqueued.task.id)
+        // A panicking middleware is a failed submission (an agent-category error, 500), never
+        // an unwinding caller.
+        let (agent_id, task) = (sub.agent_id.clone(), sub.request.task.clone());
+        let chain = SubmitNext::recording(&node.middleware, &endpoint, &rejection).run(sub);
+        match std::panic::AssertUnwindSafe(chain).catch_unwind().await {
+            Ok(enqueued) => Ok(enqueued?.task.id),
+            Err(payload) => {
+                let error = Error::agent(format!(
+                    "a middleware panicked while submitting: {}",
+                    panic_message(payload.as_ref())
+                ));
+                // The panic unwound past the audit layer: the rejection is audited here.
+                let event = NewAuditEvent::by(
+                    &principal,
+                    "task.rejected",
+                    json!({"task_id": task_id, "task": task, "category": error.category(),
+                           "status": error.http_status(), "rejected_by": "panic"}),
+                )
+                .agent(agent_id);
+                if let Err(e) = store.append_audit(event).await {
+                    tracing::warn!(error = %e, "could not audit a panicked submission");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Resolves the installed version and checks roles and grants.

@@ -360,10 +360,11 @@ impl TaskHost for PlatformHost {
         });
         let audit = NewAuditEvent::by(
             &self.task.principal,
-            if call.allowed {
-                "tool.called"
-            } else {
-                "tool.denied"
+            match (call.reported, call.allowed) {
+                // Reported by a container agent: its own account, not a host decision.
+                (true, _) => "tool.reported",
+                (false, true) => "tool.called",
+                (false, false) => "tool.denied",
             },
             json!({"tool": call.tool, "scope": call.scope, "allowed": call.allowed}),
         )
@@ -479,6 +480,7 @@ mod tests {
             tool: "x".into(),
             scope: None,
             allowed: true,
+            reported: false,
         })
         .await
         .unwrap();

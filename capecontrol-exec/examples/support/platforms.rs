@@ -144,6 +144,8 @@ pub struct Run {
     pub steps: Vec<(u32, String, RunStatus, Option<Value>)>,
     /// The live events (`Platform::watch`), as JSON without their worker names.
     pub events: Vec<Value>,
+    /// The task's audit rows' types, in order.
+    pub audit_types: Vec<String>,
 }
 
 impl Run {
@@ -184,6 +186,12 @@ pub async fn run(platform: &Platform, task: &str, input: Value) -> Result<Run> {
         .into_iter()
         .map(|s| (s.step, s.name, s.status, s.output))
         .collect();
+    let audit_types = platform
+        .audit(id, &user())
+        .await?
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     Ok(Run {
         status: record.status,
         attempts: record.attempts,
@@ -191,5 +199,6 @@ pub async fn run(platform: &Platform, task: &str, input: Value) -> Result<Run> {
         error: record.error,
         steps,
         events,
+        audit_types,
     })
 }
