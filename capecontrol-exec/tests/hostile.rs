@@ -421,9 +421,9 @@ async fn tool_call_reports_are_capped_per_attempt() {
     let max = capecontrol_exec::MAX_TOOL_CALLS_PER_ATTEMPT;
     let script = |n: usize| {
         format!(
-            "{OUT} i=0; while [ $i -lt {n} ]; do \
-             echo '{{\"type\":\"tool_call\",\"tool\":\"t\",\"allowed\":true}}'; i=$((i+1)); done; \
-             out done"
+            "{OUT} read start; i=0; while [ $i -lt {n} ]; do \
+             echo '{{\"type\":\"tool_call\",\"tool\":\"t\",\"allowed\":true}}'; read ack; \
+             i=$((i+1)); done; out done"
         )
     };
     let (cx, journal) = context(json!({}), &[]);
