@@ -59,7 +59,7 @@ impl SupportBot {
         .await?;
         cx.step("compose", async move {
             tokio::time::sleep(Duration::from_millis(mix(n + 1) % 200)).await;
-            if mix(n + 2) % 25 == 0 {
+            if mix(n + 2).is_multiple_of(25) {
                 return Err(Error::agent("the model returned nothing"));
             }
             Ok(Answer {
@@ -88,9 +88,15 @@ impl ReportBuilder {
         let n = q.n;
         cx.step("gather", async move {
             // A long tail: mostly 0.2-1 s, sometimes up to 3 s.
-            let ms = 200 + mix(n) % 800 + if mix(n + 3) % 8 == 0 { 2000 } else { 0 };
+            let ms = 200
+                + mix(n) % 800
+                + if mix(n + 3).is_multiple_of(8) {
+                    2000
+                } else {
+                    0
+                };
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            if mix(n + 4) % 10 == 0 {
+            if mix(n + 4).is_multiple_of(10) {
                 return Err(Error::resource("the data source timed out"));
             }
             Ok(Answer {
@@ -165,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..per_tick {
             n += 1;
             let user = users[(mix(n) % users.len() as u64) as usize].clone();
-            let (agent, task) = if n % 3 == 0 {
+            let (agent, task) = if n.is_multiple_of(3) {
                 ("report-builder", "build")
             } else {
                 ("support-bot", "answer")
@@ -178,7 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let Ok(done) = p.trusted().wait(id).await else {
                     return;
                 };
-                if done.status == TaskStatus::Completed && mix(n + 5) % 4 != 0 {
+                if done.status == TaskStatus::Completed && !mix(n + 5).is_multiple_of(4) {
                     // The report builder is rated lower than the support bot.
                     let base = if agent == "report-builder" { 2 } else { 3 };
                     let score = (base + mix(n + 6) % 3) as u8;
@@ -186,7 +192,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
         }
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             platform
                 .registry()
                 .catalog(&CatalogQuery::default())

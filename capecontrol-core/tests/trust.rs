@@ -6,110 +6,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::events::TaskEventKind;
-use capecontrol_core::manifest::{Config, Manifest, Permissions};
+use capecontrol_core::manifest::Config;
 use capecontrol_core::runtime::{
     BreakerConfig, BreakerState, Platform, PlatformConfig, TaskAccessPolicy, TaskAction,
     TaskRequest,
 };
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{AuditFilter, InstallationRecord, Store, TaskFilter, TaskRecord};
+use capecontrol_core::store::{AuditFilter, Store, TaskFilter, TaskRecord};
 use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
-type Behaviour = Arc<
-    dyn for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>> + Send + Sync,
->;
-
-struct TestAgent {
-    manifest: Manifest,
-    behaviour: Behaviour,
-}
-
-#[async_trait]
-impl AgentBase for TestAgent {
-    fn manifest(&self) -> Manifest {
-        self.manifest.clone()
-    }
-    async fn run_task(&self, name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
-        (self.behaviour)(name, input, cx).await
-    }
-    async fn call_tool(&self, name: &str, _input: Value, _cx: &ToolContext) -> Result<Value> {
-        Err(Error::not_found("tool", name))
-    }
-}
-
-fn manifest(name: &str, config: Config, scopes: &[&str]) -> Manifest {
-    Manifest {
-        name: name.into(),
-        version: "1.0.0".into(),
-        description: format!("{name} for tests"),
-        placement: None,
-        category: None,
-        tools: vec![],
-        dependencies: None,
-        config: Some(config),
-        permissions: Some(Permissions {
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            ..Permissions::default()
-        }),
-        triggers: None,
-        ui: None,
-        runtime: None,
-        tasks: vec![],
-        tool_specs: vec![],
-    }
-}
-
-fn agent<F>(manifest: Manifest, f: F) -> TestAgent
-where
-    F: for<'a> Fn(&'a str, Value, &'a TaskContext) -> BoxFuture<'a, Result<Value>>
-        + Send
-        + Sync
-        + 'static,
-{
-    TestAgent {
-        manifest,
-        behaviour: Arc::new(f),
-    }
-}
-
-fn fast_config() -> PlatformConfig {
-    PlatformConfig {
-        workers: 8,
-        claim_batch: 8,
-        lease: Duration::from_millis(600),
-        poll_interval: Duration::from_millis(20),
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-        cancel_grace: Duration::from_millis(100),
-        ..PlatformConfig::default()
-    }
-}
-
-fn user() -> Principal {
-    Principal::new("alice").with_roles(["user"])
-}
-
-async fn install(store: &Arc<dyn Store>, agent_id: &str, user: &str, scopes: &[&str]) {
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: agent_id.into(),
-            user_id: user.into(),
-            version: "1.0.0".into(),
-            granted_scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
-}
+use capecontrol_testkit::runtime::{TestAgent, agent, fast_config, install, manifest, user};
 
 async fn platform_with(
     store: Arc<dyn Store>,

@@ -538,10 +538,10 @@ impl PostgresStore {
     fn write_failed<'a>(&'a self, lease: &'a Lease) -> impl Fn(sqlx::Error) -> Error + 'a {
         move |e| {
             let e = db(e);
-            if e.is_transient() {
-                if let Ok(mut u) = self.inner.uncertain.lock() {
-                    u.insert(lease.token);
-                }
+            if e.is_transient()
+                && let Ok(mut u) = self.inner.uncertain.lock()
+            {
+                u.insert(lease.token);
             }
             e
         }
@@ -602,14 +602,12 @@ impl PostgresStore {
                 return Fenced::Applied;
             }
         }
-        if holds {
-            if let Some(first) = events.seq.first() {
-                return Fenced::Failed(Error::conflict(format!(
-                    "events of task {} must continue at seq {}, not {first}",
-                    lease.task_id,
-                    last + 1
-                )));
-            }
+        if holds && let Some(first) = events.seq.first() {
+            return Fenced::Failed(Error::conflict(format!(
+                "events of task {} must continue at seq {}, not {first}",
+                lease.task_id,
+                last + 1
+            )));
         }
         Fenced::Failed(lease_lost(lease.task_id))
     }

@@ -108,11 +108,11 @@ pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
     );
     // The submitting request's trace: its id on the span, so that every span of the task
     // (steps and tool calls are this span's children) is found under that trace.
-    if let Some(t) = claimed.task.traceparent.as_deref() {
-        if let Ok(t) = crate::trace::Traceparent::parse(t) {
-            span.record("trace_id", t.trace_id());
-            span.record("traceparent", t.as_str());
-        }
+    if let Some(t) = claimed.task.traceparent.as_deref()
+        && let Ok(t) = crate::trace::Traceparent::parse(t)
+    {
+        span.record("trace_id", t.trace_id());
+        span.record("traceparent", t.as_str());
     }
     run_attempt(node, claimed).instrument(span).await;
 }

@@ -118,7 +118,7 @@ impl RateLimiting {
 
     fn count_check(&self) {
         let n = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % PRUNE_EVERY == 0 {
+        if n.is_multiple_of(PRUNE_EVERY) {
             self.prune();
         }
     }
