@@ -18,20 +18,8 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 
 use capecontrol_testkit::runtime::{
-    TestAgent, agent, events_within, fast_config, install, manifest, user,
+    agent, events_within, fast_config, install, manifest, platform_with, user,
 };
-
-async fn platform_with(
-    store: Arc<dyn Store>,
-    agents: Vec<TestAgent>,
-    config: PlatformConfig,
-) -> Platform {
-    let mut b = Platform::builder().store(store).config(config);
-    for a in agents {
-        b = b.agent(a);
-    }
-    b.build().await.unwrap()
-}
 
 fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())

@@ -18,19 +18,9 @@ use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
-use capecontrol_testkit::runtime::{TestAgent, agent, fast_config, install, manifest, user};
-
-async fn platform_with(
-    store: Arc<dyn Store>,
-    agents: Vec<TestAgent>,
-    config: PlatformConfig,
-) -> Platform {
-    let mut b = Platform::builder().store(store).config(config);
-    for a in agents {
-        b = b.agent(a);
-    }
-    b.build().await.unwrap()
-}
+use capecontrol_testkit::runtime::{
+    TestAgent, agent, fast_config, install, manifest, platform_with, user,
+};
 
 fn ok_agent(name: &str) -> TestAgent {
     agent(manifest(name, Config::default(), &[]), |_, _, _| {

@@ -127,3 +127,16 @@ pub async fn events_within(p: &Platform, id: Uuid, within: Duration) -> Vec<Task
         .await
         .expect("watch ends after the terminal event")
 }
+
+/// A platform over `store` with `agents` registered and `config`, its workers started.
+pub async fn platform_with(
+    store: Arc<dyn Store>,
+    agents: Vec<TestAgent>,
+    config: PlatformConfig,
+) -> Platform {
+    let mut b = Platform::builder().store(store).config(config);
+    for a in agents {
+        b = b.agent(a);
+    }
+    b.build().await.unwrap()
+}
