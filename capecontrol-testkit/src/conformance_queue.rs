@@ -82,13 +82,13 @@ pub async fn heartbeat_many_renews_live_leases_and_reports_lost_ones(store: Arc<
     assert_eq!(claimed.len(), 3);
     let (live, cancelled, finished) = (&claimed[0], &claimed[1], &claimed[2]);
     store
-        .cancel(cancelled.task.id, &capecontrol_core::Principal::new("user-1"))
+        .cancel(
+            cancelled.task.id,
+            &capecontrol_core::Principal::new("user-1"),
+        )
         .await
         .unwrap();
-    store
-        .finish(&finished.lease, completed())
-        .await
-        .unwrap();
+    store.finish(&finished.lease, completed()).await.unwrap();
     let mut stale = live.lease.clone();
     stale.token = Uuid::new_v4();
     let leases = [
@@ -139,7 +139,12 @@ pub async fn claims_pass_over_delayed_and_blocked_backlogs(store: Arc<dyn Store>
         store.enqueue(task(&blocked, 50, true, 1)).await.unwrap();
         store.enqueue(task(&later, 50, true, 100)).await.unwrap();
     }
-    let probe = store.enqueue(task(&idle, 0, false, 100)).await.unwrap().task.id;
+    let probe = store
+        .enqueue(task(&idle, 0, false, 100))
+        .await
+        .unwrap()
+        .task
+        .id;
     let claimed = store
         .claim(&claim(&[&blocked, &later, &idle], 5))
         .await

@@ -110,7 +110,10 @@ impl Completions {
 }
 
 /// The node's listener: wakes the waiters of each task whose terminal event passes.
-async fn listen(completions: Weak<Completions>, mut events: broadcast::Receiver<crate::events::TaskEvent>) {
+async fn listen(
+    completions: Weak<Completions>,
+    mut events: broadcast::Receiver<crate::events::TaskEvent>,
+) {
     loop {
         let received = events.recv().await;
         let Some(completions) = completions.upgrade() else {
