@@ -50,7 +50,7 @@ fn work(input: &Value) -> Value {
     json!(input["a"].as_i64().unwrap_or(0) + input["b"].as_i64().unwrap_or(0))
 }
 
-async fn setup() -> (Platform, Arc<dyn Store>) {
+async fn setup() -> (Arc<Platform>, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let platform = Platform::builder()
         .store(store.clone())
@@ -68,6 +68,7 @@ async fn setup() -> (Platform, Arc<dyn Store>) {
         .agent(Adder)
         .build()
         .await
+        .map(Arc::new)
         .expect("platform");
     let now = chrono::Utc::now();
     store
@@ -134,6 +135,34 @@ async fn run_platform(
     start.elapsed()
 }
 
+/// Submits `n` tasks, each awaited by its own `Platform::wait` (all pending at once); returns
+/// the elapsed time until the last wait returned.
+async fn run_platform_wait(platform: &Arc<Platform>, n: usize) -> Duration {
+    let start = Instant::now();
+    let one = |i: usize| {
+        let principal = Principal::new("bench");
+        let platform = Arc::clone(platform);
+        tokio::spawn(async move {
+            let id = platform
+                .submit(TaskRequest::new(
+                    "adder",
+                    "add",
+                    json!({"a": i, "b": 1, "steps": 0}),
+                    principal.clone(),
+                ))
+                .await
+                .expect("submit");
+            let t = platform.wait(id, &principal).await.expect("wait");
+            assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+        })
+    };
+    let handles: Vec<_> = (0..n).map(one).collect();
+    for h in handles {
+        h.await.expect("join");
+    }
+    start.elapsed()
+}
+
 async fn run_baseline(n: usize) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..n)
@@ -182,6 +211,18 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("platform_0_steps_wait", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let platform = &platform;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += run_platform_wait(platform, N).await;
+                }
+                total
+            }
+        })
+    });
     group.finish();
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test --benches` runs each benchmark once; the summary is for `cargo bench`.
@@ -199,6 +240,11 @@ fn bench(c: &mut Criterion) {
             .map(|_| rt.block_on(run_platform(&platform, &store, N, 0)))
             .collect(),
     );
+    let waited = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform_wait(&platform, N)))
+            .collect(),
+    );
     let ten = median(
         (0..rounds)
             .map(|_| rt.block_on(run_platform(&platform, &store, N / 4, 10)))
@@ -208,13 +254,16 @@ fn bench(c: &mut Criterion) {
     let base_us = per_task(base, N);
     let zero_us = per_task(zero, N);
     let ten_us = per_task(ten, N / 4);
+    let wait_us = per_task(waited, N);
     println!(
         "summary: baseline {base_us:.2} us/task, platform {zero_us:.2} us/task (ratio {:.1}x, overhead {:.2} us/task), \
-         {:.0} tasks/s; 10-step task {ten_us:.2} us → {:.2} us per step",
+         {:.0} tasks/s; 10-step task {ten_us:.2} us → {:.2} us per step; \
+         submit + Platform::wait {wait_us:.2} us/task (ratio {:.1}x)",
         zero_us / base_us,
         zero_us - base_us,
         1e6 / zero_us,
         (ten_us - zero_us) / 10.0,
+        wait_us / base_us,
     );
 }
 

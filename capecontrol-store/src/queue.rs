@@ -2,7 +2,8 @@
 //!
 //! Round trips (each one statement, so one implicit transaction and one commit):
 //! enqueue 1 (2 when an idempotency key matched an existing task), claim 1 (a PL/pgSQL
-//! function, `capecontrol_claim`), heartbeat 1, journal 1, finish 1 and release 1 (with any
+//! function, `capecontrol_claim`, for up to `limit` tasks), heartbeat 1 (`heartbeat_many`: 1 for
+//! all the leases of a node), journal 1, finish 1 and release 1 (with any
 //! number of step rows), reclaim 1 per
 //! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
 //! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
@@ -65,6 +66,15 @@ const HEARTBEAT: &str = r#"
 UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 millisecond'
 WHERE id = $1 AND lease_token = $2 AND status = 'running'
 RETURNING lease_expires_at, cancel_requested
+"#;
+
+/// Every lease of a node in one statement: the live ones renewed, each reporting a requested
+/// cancel; a lease missing from the result is lost.
+const HEARTBEAT_MANY: &str = r#"
+UPDATE tasks t SET lease_expires_at = now() + $3 * interval '1 millisecond'
+FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
+WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
+RETURNING t.id, t.lease_expires_at, t.cancel_requested
 "#;
 
 const JOURNAL: &str = r#"
@@ -954,6 +964,44 @@ impl QueueStore for PostgresStore {
 
     fn wakeups(&self) -> broadcast::Receiver<()> {
         self.inner.wakeups.subscribe()
+    }
+
+    async fn heartbeat_many(
+        &self,
+        leases: &[Lease],
+        extend: std::time::Duration,
+    ) -> Result<Vec<Result<Heartbeat>>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.task_id).collect();
+        let tokens: Vec<Uuid> = leases.iter().map(|l| l.token).collect();
+        let rows = sqlx::query(HEARTBEAT_MANY)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(millis(extend))
+            .fetch_all(&self.inner.heartbeat)
+            .await
+            .map_err(db)?;
+        let mut renewed = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("id").map_err(db)?;
+            renewed.insert(
+                id,
+                Heartbeat {
+                    expires_at: row.try_get("lease_expires_at").map_err(db)?,
+                    cancel_requested: row.try_get("cancel_requested").map_err(db)?,
+                },
+            );
+        }
+        Ok(leases
+            .iter()
+            .map(|l| {
+                renewed
+                    .remove(&l.task_id)
+                    .ok_or_else(|| lease_lost(l.task_id))
+            })
+            .collect())
     }
 
     async fn queue_depth(&self) -> Result<u64> {

@@ -4,6 +4,8 @@
 //! - [`conformance`]: the store conformance suite, run on `MemoryStore` (core's
 //!   `tests/store_conformance.rs`) and on `PostgresStore` (`capecontrol-store`'s
 //!   `tests/conformance.rs`).
+//! - [`conformance_queue`]: the queue's batched paths (many heartbeats in one write, claims
+//!   past backlogs that cannot run), part of [`conformance::run_all`].
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
 //! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
@@ -11,5 +13,6 @@
 
 pub mod checks;
 pub mod conformance;
+pub mod conformance_queue;
 pub mod fixtures;
 pub mod runtime;

@@ -23,6 +23,7 @@
 //! | `checks` | the worker's re-checks (installation, archived version, grants), retry-delay clamp, output cap |
 //! | `attempt` | one claimed task: prepare, run under timeout/cancel/lease, hand over the outcome |
 //! | `host` | the attempt's `TaskHost` and single writer: steps, tool calls, events, finish |
+//! | `completions` | cheap waiting: the tasks waited for on this node, woken by one shared subscription |
 //! | `upkeep` | the heartbeat loop and the maintenance loop (reclaim, queue depth) |
 //! | [`backoff`](mod@backoff) | retry delays |
 //! | [`breaker`], [`executor`], [`middleware`], [`watch`] | circuit breakers, the `Executor` port, the chain, event streams |
@@ -40,6 +41,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod builder;
 mod checks;
+mod completions;
 pub mod config;
 mod dispatch;
 pub mod executor;

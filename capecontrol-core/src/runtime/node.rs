@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::breaker::CircuitBreakers;
+use super::completions::Completions;
 use super::config::PlatformConfig;
 use super::executor::Executor;
 use super::middleware::Middleware;
@@ -43,6 +44,8 @@ pub(crate) struct Node {
     pub(crate) release: CancellationToken,
     /// Ends running attempts without writing anything (the platform was dropped).
     pub(crate) kill: CancellationToken,
+    /// The tasks waited for here (see [`Completions`]).
+    pub(crate) completions: Arc<Completions>,
 }
 
 impl Node {
@@ -64,6 +67,7 @@ impl Node {
             stop: CancellationToken::new(),
             release: CancellationToken::new(),
             kill: CancellationToken::new(),
+            completions: Arc::default(),
         }
     }
 

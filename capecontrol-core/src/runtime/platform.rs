@@ -150,9 +150,19 @@ impl Platform {
 
     /// Waits until the task is completed, cancelled or failed for good, and returns it, if `by`
     /// may read it.
+    ///
+    /// Cheap: it registers with the node's completion map (one shared subscription to the
+    /// store's events wakes it on the task's terminal event) and reads the row twice, before
+    /// and after; no event stream is replayed.
     pub async fn wait(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
-        self.authorize(task_id, by, TaskAction::Get).await?;
-        self.trusted().wait(task_id).await
+        let node = &self.node;
+        let waiter = node.completions.register(&node.store, task_id);
+        waiter
+            .until_final(
+                node.store.as_ref(),
+                self.authorize(task_id, by, TaskAction::Get),
+            )
+            .await
     }
 
     /// The task's events from the first, if `by` may follow them: replayed from the store, then
@@ -307,14 +317,11 @@ impl TrustedAccess<'_> {
 
     /// Waits until the task is completed, cancelled or failed for good, and returns it.
     pub async fn wait(&self, task_id: Uuid) -> Result<TaskRecord> {
-        use tokio_stream::StreamExt;
-        let mut events = self.watch(task_id).await?;
-        while let Some(event) = events.next().await {
-            if event?.kind.is_terminal() {
-                break;
-            }
-        }
-        self.get(task_id).await
+        let node = self.node();
+        let waiter = node.completions.register(&node.store, task_id);
+        waiter
+            .until_final(node.store.as_ref(), node.store.get_task(task_id))
+            .await
     }
 
     /// The task's events from the first.

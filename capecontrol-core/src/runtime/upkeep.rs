@@ -31,8 +31,8 @@ pub(crate) async fn maintain(node: Arc<Node>) {
     }
 }
 
-/// The heartbeat loop: renews the lease of every attempt running on this node every third of
-/// a lease; a heartbeat that reports a cancellation cancels the attempt, one that finds the
+/// The heartbeat loop: renews the leases of all attempts running on this node every third of
+/// a lease, in one store write; a heartbeat that reports a cancellation cancels the attempt, one that finds the
 /// lease lost abandons it.
 ///
 /// It runs on an OS thread of its own, with a single-threaded runtime of its own, so that an
@@ -71,19 +71,26 @@ async fn heartbeat_loop(node: Arc<Node>, stop: CancellationToken) {
             () = node.kill.cancelled() => return,
             () = stop.cancelled() => return,
         }
-        for running in node.running_leases() {
-            match node
-                .store
-                .heartbeat(&running.lease, node.config.lease)
-                .await
-            {
-                Ok(hb) if hb.cancel_requested => running.cancel.cancel(),
-                Ok(_) => {}
-                Err(e) if e.category() == ErrorCategory::Conflict => running.lost.cancel(),
-                Err(e) => {
-                    tracing::warn!(task_id = %running.lease.task_id, error = %e, "heartbeat failed")
+        // One write for all the leases of this node (see `QueueStore::heartbeat_many`).
+        let running = node.running_leases();
+        if running.is_empty() {
+            continue;
+        }
+        let leases: Vec<_> = running.iter().map(|r| r.lease.clone()).collect();
+        match node.store.heartbeat_many(&leases, node.config.lease).await {
+            Ok(beats) => {
+                for (running, beat) in running.iter().zip(beats) {
+                    match beat {
+                        Ok(hb) if hb.cancel_requested => running.cancel.cancel(),
+                        Ok(_) => {}
+                        Err(e) if e.category() == ErrorCategory::Conflict => running.lost.cancel(),
+                        Err(e) => {
+                            tracing::warn!(task_id = %running.lease.task_id, error = %e, "heartbeat failed")
+                        }
+                    }
                 }
             }
+            Err(e) => tracing::warn!(leases = leases.len(), error = %e, "heartbeat failed"),
         }
     }
 }

@@ -624,6 +624,23 @@ pub trait QueueStore: Send + Sync {
     fn wakeups(&self) -> broadcast::Receiver<()>;
     /// Queued tasks (the `task_queue_depth` metric).
     async fn queue_depth(&self) -> Result<u64>;
+    /// Extends every lease of `leases` by `extend` from now, in one write where the store can
+    /// (the heartbeat loop sends one per node and interval): for each lease, in order, what
+    /// [`heartbeat`](QueueStore::heartbeat) would have answered — its new expiry and whether a
+    /// cancel was requested, or the lease-lost conflict. An error of the one write (say, a
+    /// lost connection) is the outer error. By default, one heartbeat per lease, each with its
+    /// own result.
+    async fn heartbeat_many(
+        &self,
+        leases: &[Lease],
+        extend: Duration,
+    ) -> Result<Vec<Result<Heartbeat>>> {
+        let mut out = Vec::with_capacity(leases.len());
+        for lease in leases {
+            out.push(self.heartbeat(lease, extend).await);
+        }
+        Ok(out)
+    }
 }
 
 /// An audit event to write.
