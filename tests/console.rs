@@ -253,7 +253,10 @@ async fn signing_in_with_a_key_gives_an_http_only_same_site_session_cookie() {
     // A wrong key is refused (401) and audited, without the key.
     let form = s.get(None, "/console/sign-in").await;
     let pre = cookie_of(&form, "cc_console_signin").unwrap();
-    assert!(pre.contains("HttpOnly") && pre.contains("SameSite=Strict"), "{pre}");
+    assert!(
+        pre.contains("HttpOnly") && pre.contains("SameSite=Strict"),
+        "{pre}"
+    );
     let pre = pre.split(';').next().unwrap().to_owned();
     let csrf = csrf_of(&form.text().await.unwrap());
     let wrong = s
@@ -345,7 +348,11 @@ async fn a_form_without_its_csrf_token_is_refused_and_audited() {
 
     // The same form with the session's token installs the agent.
     let ok = s
-        .post(&b, install, &[("grant", "echo:run"), ("csrf", b.csrf.as_str())])
+        .post(
+            &b,
+            install,
+            &[("grant", "echo:run"), ("csrf", b.csrf.as_str())],
+        )
         .await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
     assert_eq!(registry.installations("alice").await.unwrap().len(), 1);
@@ -401,11 +408,19 @@ async fn every_page_sends_a_strict_policy_and_no_store() {
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h[CACHE_CONTROL], "no-store", "{path}");
         let html = r.text().await.unwrap();
-        assert!(!html.contains("<script>") && !html.contains("style="), "{path}");
+        assert!(
+            !html.contains("<script>") && !html.contains("style="),
+            "{path}"
+        );
     }
     let css = s.get(None, "/console/static/console.css").await;
     assert_eq!(css.status(), StatusCode::OK);
-    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
     let js = s.get(None, "/console/static/task.js").await;
     assert!(js.text().await.unwrap().contains("EventSource"));
 }
@@ -432,11 +447,17 @@ async fn values_are_html_escaped_and_secrets_are_never_shown() {
     let html = page.text().await.unwrap();
     assert!(!html.contains("tok-s3cret-value"), "{html}");
     assert!(html.contains("never shown"));
-    assert!(html.contains("&#60;b&#62;hi&#60;/b&#62;") && !html.contains("<b>hi</b>"), "{html}");
+    assert!(
+        html.contains("&#60;b&#62;hi&#60;/b&#62;") && !html.contains("<b>hi</b>"),
+        "{html}"
+    );
     // The settings form never shows the secret either.
     let agent = s.get(Some(&b), "/console/agents/echo-agent").await;
     let html = agent.text().await.unwrap();
-    assert!(html.contains("type=\"password\" id=\"settings.token\""), "{html}");
+    assert!(
+        html.contains("type=\"password\" id=\"settings.token\""),
+        "{html}"
+    );
     assert!(!html.contains("tok-s3cret-value"));
 
     let text = "<script>alert(1)</script>";
@@ -461,7 +482,10 @@ async fn values_are_html_escaped_and_secrets_are_never_shown() {
     assert_eq!(done.status, TaskStatus::Completed);
     let html = s.get(Some(&b), &location).await.text().await.unwrap();
     assert!(!html.contains(text), "{html}");
-    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
     assert!(html.contains("step-1"), "steps are listed: {html}");
 
     // A value of the wrong type names its field.
@@ -493,7 +517,11 @@ async fn the_live_view_streams_the_task_events_to_its_owner_only() {
         .post(
             &alice,
             "/console/agents/echo-agent/tasks/echo",
-            &[("csrf", alice.csrf.as_str()), ("input.text", "hi"), ("input.steps", "2")],
+            &[
+                ("csrf", alice.csrf.as_str()),
+                ("input.text", "hi"),
+                ("input.steps", "2"),
+            ],
         )
         .await;
     let location = submitted.headers()[LOCATION].to_str().unwrap().to_owned();
@@ -572,12 +600,19 @@ async fn a_non_admin_cannot_reach_admin_pages() {
         .text()
         .await
         .unwrap();
-    assert!(!html.contains("/console/admin/"), "no admin links for a user");
+    assert!(
+        !html.contains("/console/admin/"),
+        "no admin links for a user"
+    );
     let r = s
         .post(
             &alice,
             "/console/admin/keys",
-            &[("csrf", alice.csrf.as_str()), ("user_id", "mallory"), ("roles", "admin")],
+            &[
+                ("csrf", alice.csrf.as_str()),
+                ("user_id", "mallory"),
+                ("roles", "admin"),
+            ],
         )
         .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
@@ -610,7 +645,12 @@ async fn a_non_admin_cannot_reach_admin_pages() {
         .post(
             &admin,
             "/console/admin/keys",
-            &[("csrf", admin.csrf.as_str()), ("user_id", "carol"), ("roles", "user"), ("name", "x")],
+            &[
+                ("csrf", admin.csrf.as_str()),
+                ("user_id", "carol"),
+                ("roles", "user"),
+                ("name", "x"),
+            ],
         )
         .await;
     assert_eq!(created.status(), StatusCode::OK);
@@ -618,7 +658,12 @@ async fn a_non_admin_cannot_reach_admin_pages() {
     let html = created.text().await.unwrap();
     assert!(html.contains("id=\"created-key\">cc_"), "{html}");
     assert_eq!(
-        s.platform.store().list_keys(Some("carol")).await.unwrap().len(),
+        s.platform
+            .store()
+            .list_keys(Some("carol"))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let agents = s.get(Some(&admin), "/console/admin/agents").await;

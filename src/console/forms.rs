@@ -115,7 +115,12 @@ pub(crate) fn fields(schema: Option<&Value>, prefix: &str) -> Option<Vec<Field>>
         let options: Vec<String> = prop
             .get("enum")
             .and_then(Value::as_array)
-            .map(|e| e.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|e| {
+                e.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         let kind = if secret {
             Kind::Secret
@@ -272,7 +277,10 @@ pub(crate) fn scope_words(scope: &str) -> String {
         "manage" => format!("Manage your {resource}: create, change and delete"),
         "delete" => format!("Delete your {resource}"),
         "" => format!("Use your {resource}"),
-        other => format!("{} your {resource}", humanize(&other.replace(['_', '-', '.'], " "))),
+        other => format!(
+            "{} your {resource}",
+            humanize(&other.replace(['_', '-', '.'], " "))
+        ),
     }
 }
 
@@ -350,14 +358,24 @@ mod tests {
             ("settings.extra".into(), "{".into()),
         ];
         let e = object(&fields, &bad, "settings").unwrap_err();
-        let at: Vec<_> = e.field_errors().iter().map(|f| f.pointer.as_str()).collect();
-        assert_eq!(at, ["/settings/steps", "/settings/ratio", "/settings/extra"]);
+        let at: Vec<_> = e
+            .field_errors()
+            .iter()
+            .map(|f| f.pointer.as_str())
+            .collect();
+        assert_eq!(
+            at,
+            ["/settings/steps", "/settings/ratio", "/settings/extra"]
+        );
     }
 
     #[test]
     fn scopes_read_as_plain_words() {
         assert_eq!(scope_words("profile:read"), "Read your profile");
-        assert_eq!(scope_words("checklist:write"), "Create and change your checklist");
+        assert_eq!(
+            scope_words("checklist:write"),
+            "Create and change your checklist"
+        );
         assert_eq!(
             scope_words("payments:manage"),
             "Manage your payments: create, change and delete"

@@ -34,9 +34,7 @@ use axum::routing::{get, post};
 
 use crate::http::ApiState;
 
-pub use self::session::{
-    CSRF_FIELD, MAX_SESSIONS, SESSION_COOKIE, SESSION_IDLE, SIGN_IN_COOKIE,
-};
+pub use self::session::{CSRF_FIELD, MAX_SESSIONS, SESSION_COOKIE, SESSION_IDLE, SIGN_IN_COOKIE};
 
 /// The Content-Security-Policy of every console response.
 pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; \
@@ -131,7 +129,10 @@ pub(crate) fn routes(api: ApiState) -> Router<ApiState> {
         .route("/tasks/{task_id}/events", get(pages::events))
         .route("/audit", get(pages::audit))
         .route("/admin/agents", get(pages::admin_agents))
-        .route("/admin/agents/{id}/archive", post(pages::admin_archive_agent))
+        .route(
+            "/admin/agents/{id}/archive",
+            post(pages::admin_archive_agent),
+        )
         .route(
             "/admin/agents/{id}/versions/{ver}/publish",
             post(pages::admin_publish),
@@ -140,7 +141,10 @@ pub(crate) fn routes(api: ApiState) -> Router<ApiState> {
             "/admin/agents/{id}/versions/{ver}/archive",
             post(pages::admin_archive_version),
         )
-        .route("/admin/keys", get(pages::admin_keys).post(pages::admin_create_key))
+        .route(
+            "/admin/keys",
+            get(pages::admin_keys).post(pages::admin_create_key),
+        )
         .route("/admin/keys/{id}/revoke", post(pages::admin_revoke_key))
         .route("/static/console.css", get(stylesheet))
         .route("/static/task.js", get(task_script))

@@ -177,7 +177,13 @@ impl FromRequestParts<Console> for Viewer {
         let Some(session) = state.sessions.get(&token) else {
             return Err(sign_in());
         };
-        let record = match state.api.platform.store().key_by_hash(&session.key_hash).await {
+        let record = match state
+            .api
+            .platform
+            .store()
+            .key_by_hash(&session.key_hash)
+            .await
+        {
             Ok(record) if record.revoked_at.is_none() => record,
             Ok(_) => {
                 state.sessions.remove(&token);
@@ -250,9 +256,10 @@ fn param(q: &[(String, String)], name: &str) -> Option<String> {
 fn number_param(q: &[(String, String)], name: &str) -> Result<Option<u64>, Error> {
     match param(q, name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            Error::invalid_field(format!("/query/{name}"), "must be a whole number")
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::invalid_field(format!("/query/{name}"), "must be a whole number")),
     }
 }
 
@@ -268,7 +275,11 @@ fn render(t: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a console template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
         }
     }
 }
@@ -338,7 +349,10 @@ fn sign_in_page(base: &str, status: StatusCode, error: &str) -> Response {
     };
     (
         status,
-        [(SET_COOKIE, set_cookie(SIGN_IN_COOKIE, &csrf, base, Some(3600)))],
+        [(
+            SET_COOKIE,
+            set_cookie(SIGN_IN_COOKIE, &csrf, base, Some(3600)),
+        )],
         render(&page),
     )
         .into_response()
@@ -701,7 +715,11 @@ async fn install_request(
             && forms::value(&form.fields, &f.input).is_some_and(|v| !v.trim().is_empty())
     });
     let settings = if any {
-        Some(Value::Object(forms::object(&fields, &form.fields, "settings")?))
+        Some(Value::Object(forms::object(
+            &fields,
+            &form.fields,
+            "settings",
+        )?))
     } else {
         None
     };
@@ -847,7 +865,12 @@ struct TaskForm {
 
 /// The declaration of `agent`'s task `task`, in the viewer's installed version (or the
 /// published one).
-async fn task_decl(state: &Console, v: &Viewer, agent: &str, task: &str) -> Result<TaskDecl, Error> {
+async fn task_decl(
+    state: &Console,
+    v: &Viewer,
+    agent: &str,
+    task: &str,
+) -> Result<TaskDecl, Error> {
     let installed = match state
         .api
         .platform
@@ -944,9 +967,10 @@ pub(crate) async fn tasks(
         let offset = number_param(&q, "offset")?.unwrap_or(0) as usize;
         check_page(PAGE, offset)?;
         let status = match param(&q, "status") {
-            Some(s) => Some(s.parse::<TaskStatus>().map_err(|_| {
-                Error::invalid_field("/query/status", "must be a task status")
-            })?),
+            Some(s) => Some(
+                s.parse::<TaskStatus>()
+                    .map_err(|_| Error::invalid_field("/query/status", "must be a task status"))?,
+            ),
             None => None,
         };
         let filter = TaskFilter {
@@ -1292,7 +1316,12 @@ pub(crate) async fn admin_agents(State(state): State<Console>, v: Viewer) -> Res
 }
 
 /// The checks of every admin form: its CSRF token, then the admin role.
-async fn admin_form(state: &Console, v: &Viewer, form: &Form, action: &str) -> Result<(), Response> {
+async fn admin_form(
+    state: &Console,
+    v: &Viewer,
+    form: &Form,
+    action: &str,
+) -> Result<(), Response> {
     v.check_csrf(state, form).await?;
     v.admin_only(state, action).await
 }
@@ -1306,7 +1335,13 @@ pub(crate) async fn admin_publish(
     if let Err(r) = admin_form(&state, &v, &form, "console.admin.publish").await {
         return r;
     }
-    match state.api.platform.registry().publish(&v.by, &id, &ver).await {
+    match state
+        .api
+        .platform
+        .registry()
+        .publish(&v.by, &id, &ver)
+        .await
+    {
         Ok(_) => v.to("/admin/agents"),
         Err(e) => v.fail(&e),
     }
@@ -1342,7 +1377,13 @@ pub(crate) async fn admin_archive_agent(
     if let Err(r) = admin_form(&state, &v, &form, "console.admin.archive_agent").await {
         return r;
     }
-    match state.api.platform.registry().archive_agent(&v.by, &id).await {
+    match state
+        .api
+        .platform
+        .registry()
+        .archive_agent(&v.by, &id)
+        .await
+    {
         Ok(_) => v.to("/admin/agents"),
         Err(e) => v.fail(&e),
     }
@@ -1402,7 +1443,9 @@ pub(crate) async fn admin_create_key(
     if let Err(r) = admin_form(&state, &v, &form, "api_key.create").await {
         return r;
     }
-    let user = forms::value(&form.fields, "user_id").unwrap_or_default().trim();
+    let user = forms::value(&form.fields, "user_id")
+        .unwrap_or_default()
+        .trim();
     let roles: Vec<String> = forms::value(&form.fields, "roles")
         .unwrap_or_default()
         .split(',')
@@ -1410,7 +1453,9 @@ pub(crate) async fn admin_create_key(
         .filter(|r| !r.is_empty())
         .map(String::from)
         .collect();
-    let name = forms::value(&form.fields, "name").unwrap_or_default().trim();
+    let name = forms::value(&form.fields, "name")
+        .unwrap_or_default()
+        .trim();
     match state.api.keys.create(&v.by, user, &roles, name).await {
         Ok(created) => keys_page(&state, &v, Some(created)).await,
         Err(e) => v.fail(&e),

@@ -36,7 +36,10 @@ pub(crate) fn token() -> String {
 pub(crate) fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && !a.is_empty()
-        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -68,7 +68,10 @@ impl SlowCounter {
     #[task]
     async fn count(&self, cx: &TaskContext, req: CountRequest) -> Result<Counted, Error> {
         if !(1..=MAX_TO).contains(&req.to) {
-            return Err(Error::invalid_field("/to", format!("must be 1 to {MAX_TO}")));
+            return Err(Error::invalid_field(
+                "/to",
+                format!("must be 1 to {MAX_TO}"),
+            ));
         }
         if req.delay_ms > MAX_DELAY_MS {
             return Err(Error::invalid_field(
