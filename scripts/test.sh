@@ -70,6 +70,10 @@ run cargo test --workspace --doc
 # from a virtual environment the script creates): any server error or off-schema response fails.
 run bash scripts/schemathesis.sh
 
+# The web console in headless Chromium (Selenium; Debian's chromium and chromium-driver, which
+# the script installs) against a live `capecontrol serve --demo`; saves docs/img/console-*.png.
+run bash scripts/console-test.sh
+
 # No container of ours may outlive the suite.
 left=$(leftovers)
 if [ -n "$left" ]; then

@@ -49,6 +49,9 @@ pub mod docker {
 #[cfg(feature = "http")]
 pub mod http;
 
+#[cfg(feature = "console")]
+pub mod console;
+
 #[cfg(feature = "prometheus")]
 pub mod observability;
 

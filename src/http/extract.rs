@@ -23,7 +23,7 @@ pub const MAX_USER_AGENT: usize = 512;
 pub struct Caller(pub Principal);
 
 /// The client's IP and user agent.
-fn client(parts: &Parts, config: &HttpConfig) -> (Option<IpAddr>, Option<String>) {
+pub(crate) fn client(parts: &Parts, config: &HttpConfig) -> (Option<IpAddr>, Option<String>) {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

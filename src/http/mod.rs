@@ -62,6 +62,9 @@ pub use self::openapi::{openapi, openapi_json};
 pub use self::ops::{AuditPage, Health, RevokedKey};
 pub use self::problem::{ApiResult, PROBLEM_JSON, Problem};
 pub use self::tasks::{MAX_IDEMPOTENCY_KEY, MAX_OFFSET, RatingView, Submitted, TaskView};
+// What the web console (feature `console`) reuses of the API's own checks.
+#[cfg(feature = "console")]
+pub(crate) use self::{access::Tasks, extract::client, tasks::check_page};
 
 /// The role that may create and revoke API keys and see every task and audit row.
 pub const ADMIN_ROLE: &str = "admin";
@@ -214,9 +217,21 @@ impl Api {
             .route("/api/audit", get(ops::audit))
             .route("/api/keys", post(ops::create_key))
             .route("/api/keys/{id}", delete(ops::revoke_key))
+            .merge(console(&state))
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::method_not_allowed)
             .with_state(state)
+    }
+}
+
+/// The web console's pages (feature `console`), on the API's state; nothing without the feature.
+fn console(state: &ApiState) -> Router<ApiState> {
+    #[cfg(feature = "console")]
+    return crate::console::routes(state.clone());
+    #[cfg(not(feature = "console"))]
+    {
+        let _ = state;
+        Router::new()
     }
 }
 

@@ -26,6 +26,7 @@
 mod client;
 mod commands;
 mod demo;
+mod demo_slow;
 mod output;
 mod serve;
 

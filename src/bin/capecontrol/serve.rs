@@ -27,6 +27,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::client::CliError;
 use crate::demo::OnboardingGuide;
+use crate::demo_slow::SlowCounter;
 
 /// `capecontrol serve`'s options.
 #[derive(Debug, Args)]
@@ -126,7 +127,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
         containers = Some(exec);
     }
     if args.demo {
-        builder = builder.agent(OnboardingGuide);
+        builder = builder.agent(OnboardingGuide).agent(SlowCounter);
     }
     let platform = builder
         .build()
