@@ -101,6 +101,7 @@ where
     api_keys_by_hash_revoke_and_list(make().await).await;
     ratings_of_completed_tasks(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
+    crate::conformance_waits::run_all(&make).await;
 }
 
 // ----- helpers ------------------------------------------------------------------------------
