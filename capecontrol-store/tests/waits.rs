@@ -10,7 +10,6 @@ use std::time::Duration;
 use capecontrol_core::runtime::PlatformConfig;
 use capecontrol_core::store::Store;
 use capecontrol_testkit::{conformance_waits, runtime as testkit, waits};
-use common::TestDb;
 
 /// The test kit's fast configuration, polling every 50 ms (PostgreSQL round trips).
 fn fast_config() -> PlatformConfig {

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
 use capecontrol_core::store::{
-    Lease, NewAuditEvent, Suspend, TaskRecord, Wait, WaitStore, Wake, lease_lost,
+    Lease, NewAuditEvent, QueueStore, Suspend, TaskRecord, Wait, WaitStore, Wake, lease_lost,
 };
 use capecontrol_core::{Error, Result};
 use serde_json::{Value, json};
