@@ -21,10 +21,10 @@ use capecontrol::agent::AskOutcome;
 use capecontrol::events::TaskEventKind;
 use capecontrol::prelude::*;
 use capecontrol::registry::InstallRequest;
-use tokio_stream::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio_stream::StreamExt;
 
 /// Payments above this many cents (1,000.00) need the user's approval.
 pub const APPROVAL_THRESHOLD_CENTS: u64 = 100_000;
@@ -490,7 +490,10 @@ pub async fn demo() -> Result<Demo, Box<dyn std::error::Error>> {
         .iter()
         .map(|f| f.pointer.clone())
         .collect();
-    println!("  answer {{\"approve\": \"maybe\"}} refused ({}) at {refused_at:?}", refused.category());
+    println!(
+        "  answer {{\"approve\": \"maybe\"}} refused ({}) at {refused_at:?}",
+        refused.category()
+    );
     platform
         .answer(id, &alice, json!({"approve": false}))
         .await?;
@@ -504,9 +507,18 @@ pub async fn demo() -> Result<Demo, Box<dyn std::error::Error>> {
     let bob = Principal::new("bob").with_roles(["user"]);
     platform
         .registry()
-        .install(&bob, InstallRequest::latest(AGENT_ID).grant(["finance:read"]))
+        .install(
+            &bob,
+            InstallRequest::latest(AGENT_ID).grant(["finance:read"]),
+        )
         .await?;
-    let id = submit(&platform, &bob, "pay", json!({"payee": "x", "amount_cents": 1})).await?;
+    let id = submit(
+        &platform,
+        &bob,
+        "pay",
+        json!({"payee": "x", "amount_cents": 1}),
+    )
+    .await?;
     let task = platform.wait(id, &bob).await?;
     let denied = task
         .error

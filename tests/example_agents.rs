@@ -34,7 +34,10 @@ fn finance_agent_runs() {
     assert_eq!(demo.report["month"], "2026-04");
     assert_eq!(demo.report["over_budget"]["rent"], 10000);
     assert_eq!(demo.small.status, "paid");
-    assert_eq!(demo.small.decided_by, None, "no approval under the threshold");
+    assert_eq!(
+        demo.small.decided_by, None,
+        "no approval under the threshold"
+    );
     assert_eq!(demo.small.receipt.as_ref().unwrap().amount_cents, 8450);
     assert_eq!(demo.question, "Approve a payment of 2500.00 to Landlord?");
     assert_eq!(demo.approved.status, "paid");

@@ -17,7 +17,13 @@ use serde_json::{Value, json};
 
 /// Asks before it acts.
 #[derive(Agent, Default)]
-#[agent(name = "Asker", version = "1.0.0", roles("user"), timeout = 30, retries = 0)]
+#[agent(
+    name = "Asker",
+    version = "1.0.0",
+    roles("user"),
+    timeout = 30,
+    retries = 0
+)]
 struct Asker;
 
 /// Nothing to say.
@@ -66,41 +72,53 @@ async fn answer_route() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(platform.get(id, &alice).await.unwrap().status, TaskStatus::Waiting);
+    assert_eq!(
+        platform.get(id, &alice).await.unwrap().status,
+        TaskStatus::Waiting
+    );
 
     let app = Api::new(platform.clone(), keys).router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-            .unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     let http = Client::new();
     let url = format!("http://{addr}/api/agents/tasks/{id}/answer");
-    let post = |key: &str, body: Value| {
-        http.post(&url)
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-    };
+    let post = |key: &str, body: Value| http.post(&url).bearer_auth(key).json(&body).send();
 
-    let r = post(&alice_key, json!({"answer": {"go": "yes"}})).await.unwrap();
+    let r = post(&alice_key, json!({"answer": {"go": "yes"}}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let problem: Value = r.json().await.unwrap();
     assert_eq!(problem["errors"][0]["pointer"], "/answer/go", "{problem}");
-    assert_eq!(platform.get(id, &alice).await.unwrap().status, TaskStatus::Waiting);
+    assert_eq!(
+        platform.get(id, &alice).await.unwrap().status,
+        TaskStatus::Waiting
+    );
 
-    let r = post(&bob_key, json!({"answer": {"go": true}})).await.unwrap();
+    let r = post(&bob_key, json!({"answer": {"go": true}}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
-    let r = post(&alice_key, json!({"answer": {"go": true}})).await.unwrap();
+    let r = post(&alice_key, json!({"answer": {"go": true}}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let done = platform.wait(id, &alice).await.unwrap();
     assert_eq!(
         done.output,
         Some(json!({"outcome": "answered", "answer": {"go": true}, "by": "alice"}))
     );
-    let r = post(&alice_key, json!({"answer": {"go": true}})).await.unwrap();
+    let r = post(&alice_key, json!({"answer": {"go": true}}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
 }

@@ -127,16 +127,24 @@ where
     let asked = events
         .iter()
         .find_map(|e| match &e.kind {
-            TaskEventKind::WaitingForInput { prompt, schema, .. } => Some((prompt.clone(), schema.clone())),
+            TaskEventKind::WaitingForInput { prompt, schema, .. } => {
+                Some((prompt.clone(), schema.clone()))
+            }
             _ => None,
         })
         .expect("a waiting_for_input event");
-    assert_eq!(asked, ("Approve the payment?".to_owned(), approval_schema()));
+    assert_eq!(
+        asked,
+        ("Approve the payment?".to_owned(), approval_schema())
+    );
     drop(a);
 
     let b = node(make().await, before.clone(), config).await;
     let mallory = Principal::new("mallory").with_roles(["user"]);
-    let err = b.answer(id, &mallory, json!({"approve": true})).await.unwrap_err();
+    let err = b
+        .answer(id, &mallory, json!({"approve": true}))
+        .await
+        .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::NotFound);
     let denied = b
         .store()
@@ -157,10 +165,18 @@ where
         .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Validation);
     assert_eq!(err.http_status(), 400);
-    let pointers: Vec<&str> = err.field_errors().iter().map(|f| f.pointer.as_str()).collect();
+    let pointers: Vec<&str> = err
+        .field_errors()
+        .iter()
+        .map(|f| f.pointer.as_str())
+        .collect();
     assert_eq!(pointers, ["/answer/approve"]);
     let err = b.answer(id, &user(), json!({})).await.unwrap_err();
-    let pointers: Vec<&str> = err.field_errors().iter().map(|f| f.pointer.as_str()).collect();
+    let pointers: Vec<&str> = err
+        .field_errors()
+        .iter()
+        .map(|f| f.pointer.as_str())
+        .collect();
     assert_eq!(pointers, ["/answer/approve"]);
     assert_eq!(
         b.trusted().get(id).await.unwrap().status,
@@ -174,7 +190,8 @@ where
         .unwrap();
     let t = done(&b, id).await;
     assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
-    let outcome: AskOutcome = serde_json::from_value(t.output.clone().unwrap()["outcome"].clone()).unwrap();
+    let outcome: AskOutcome =
+        serde_json::from_value(t.output.clone().unwrap()["outcome"].clone()).unwrap();
     assert_eq!(
         outcome,
         AskOutcome::Answered {
@@ -182,12 +199,26 @@ where
             by: "bob".into()
         }
     );
-    assert_eq!(t.output.unwrap()["before"], 1, "the journaled step is replayed");
-    assert_eq!(before.load(Ordering::SeqCst), 1, "the step before the question ran once");
-    let err = b.answer(id, &user(), json!({"approve": false})).await.unwrap_err();
+    assert_eq!(
+        t.output.unwrap()["before"],
+        1,
+        "the journaled step is replayed"
+    );
+    assert_eq!(
+        before.load(Ordering::SeqCst),
+        1,
+        "the step before the question ran once"
+    );
+    let err = b
+        .answer(id, &user(), json!({"approve": false}))
+        .await
+        .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Conflict);
     let audit = b.audit(id, &user()).await.unwrap();
-    let answered: Vec<_> = audit.iter().filter(|a| a.event_type == "task.answered").collect();
+    let answered: Vec<_> = audit
+        .iter()
+        .filter(|a| a.event_type == "task.answered")
+        .collect();
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].user_id.as_deref(), Some("bob"));
     let names: Vec<&str> = events_within(&b, id, Duration::from_secs(10))
@@ -209,13 +240,24 @@ where
 {
     let p = node(make().await, Arc::new(AtomicU32::new(0)), config).await;
     let id = p
-        .submit(TaskRequest::new("waiter", "ask", json!({"timeout_ms": 300}), user()))
+        .submit(TaskRequest::new(
+            "waiter",
+            "ask",
+            json!({"timeout_ms": 300}),
+            user(),
+        ))
         .await
         .unwrap();
     let t = done(&p, id).await;
     assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
-    assert_eq!(t.output.unwrap()["outcome"], json!({"outcome": "timed_out"}));
-    let err = p.answer(id, &user(), json!({"approve": true})).await.unwrap_err();
+    assert_eq!(
+        t.output.unwrap()["outcome"],
+        json!({"outcome": "timed_out"})
+    );
+    let err = p
+        .answer(id, &user(), json!({"approve": true}))
+        .await
+        .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Conflict);
 }
 
@@ -232,10 +274,20 @@ where
         claim_batch: 1,
         ..config
     };
-    let a = node(make().await, Arc::new(AtomicU32::new(0)), one_worker.clone()).await;
+    let a = node(
+        make().await,
+        Arc::new(AtomicU32::new(0)),
+        one_worker.clone(),
+    )
+    .await;
     let started = Instant::now();
     let id = a
-        .submit(TaskRequest::new("waiter", "sleep", json!({"ms": ms}), user()))
+        .submit(TaskRequest::new(
+            "waiter",
+            "sleep",
+            json!({"ms": ms}),
+            user(),
+        ))
         .await
         .unwrap();
     until_status(&a, id, TaskStatus::Waiting).await;
@@ -245,7 +297,10 @@ where
         .await
         .unwrap();
     assert_eq!(done(&a, quick).await.status, TaskStatus::Completed);
-    assert_eq!(a.trusted().get(id).await.unwrap().status, TaskStatus::Waiting);
+    assert_eq!(
+        a.trusted().get(id).await.unwrap().status,
+        TaskStatus::Waiting
+    );
     drop(a);
 
     let b = node(make().await, Arc::new(AtomicU32::new(0)), one_worker).await;
@@ -284,6 +339,9 @@ where
     until_status(&p, id, TaskStatus::Waiting).await;
     let t = p.cancel(id, &user()).await.unwrap();
     assert_eq!(t.status, TaskStatus::Cancelled);
-    let err = p.answer(id, &user(), json!({"approve": true})).await.unwrap_err();
+    let err = p
+        .answer(id, &user(), json!({"approve": true}))
+        .await
+        .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Conflict);
 }

@@ -128,7 +128,9 @@ impl<'a> IntoFuture for Ask<'a> {
             };
             let value = self.cx.wait_step(wait).await?;
             serde_json::from_value(value).map_err(|e| {
-                Error::agent(format!("journaled outcome of `ask_user` does not decode: {e}"))
+                Error::agent(format!(
+                    "journaled outcome of `ask_user` does not decode: {e}"
+                ))
             })
         })
     }

@@ -50,8 +50,12 @@ pub(crate) fn check_answer(schema: &Value, answer: &Value) -> Result<()> {
             format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
         ));
     }
-    let validator = jsonschema::validator_for(schema)
-        .map_err(|e| Error::agent(format!("the question's answer schema is invalid: {}", e.masked())))?;
+    let validator = jsonschema::validator_for(schema).map_err(|e| {
+        Error::agent(format!(
+            "the question's answer schema is invalid: {}",
+            e.masked()
+        ))
+    })?;
     let errors: Vec<FieldError> = validator
         .iter_errors(answer)
         .map(|e| {
