@@ -4,17 +4,30 @@
 //! `finance:write`, `payments:manage`. The bank is faked: transactions are generated
 //! deterministically from the month, and payments are only recorded.
 //!
-//! Run it with `cargo run --example finance_agent`: it prints the manifest, calls each tool by
-//! name with JSON (as an LLM tool call would), runs the `monthly_report` task, and shows a
-//! payment denied to an installation that was not granted `payments:manage`.
+//! Task `pay`: a payment over [`APPROVAL_THRESHOLD_CENTS`] asks the user for approval with
+//! `cx.ask_user` and waits durably (no worker held) until the answer or a day has passed.
+//!
+//! Run it with `cargo run --example finance_agent`: it prints the manifest, then runs everything
+//! through a `Platform` (install, submit, watch, answer): the `monthly_report` task, a small
+//! payment, a large one approved and a large one rejected (after an answer of the wrong shape,
+//! refused at its JSON pointer), and a payment denied to an installation that was not granted
+//! `payments:manage`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::time::Duration;
 
+use capecontrol::agent::AskOutcome;
+use capecontrol::events::TaskEventKind;
 use capecontrol::prelude::*;
+use capecontrol::registry::InstallRequest;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+
+/// Payments above this many cents (1,000.00) need the user's approval.
+pub const APPROVAL_THRESHOLD_CENTS: u64 = 100_000;
 
 /// Budget tracking and payment processing: ingests a month of transactions, reports spending
 /// against the budget, and initiates payments.
@@ -112,6 +125,29 @@ pub struct PaymentReceipt {
     pub status: String,
 }
 
+/// What became of a payment task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentDecision {
+    /// `paid`, `rejected` (the user said no) or `expired` (nobody answered in time).
+    pub status: String,
+    /// Who approved or rejected it (`None`: no approval was needed, or nobody answered).
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    /// The receipt, when paid.
+    #[serde(default)]
+    pub receipt: Option<PaymentReceipt>,
+}
+
+/// The JSON Schema of an approval answer: `{"approve": bool, "comment"?: string}`.
+pub fn approval_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["approve"],
+        "properties": {"approve": {"type": "boolean"}, "comment": {"type": "string"}},
+        "additionalProperties": false
+    })
+}
+
 /// Parses `YYYY-MM` into (year, month), or a validation error at `/month`.
 fn parse_month(month: &str) -> Result<(u32, u32), Error> {
     let bad = || Error::invalid_field("/month", format!("`{month}` is not a month like 2026-03"));
@@ -188,6 +224,58 @@ impl FinanceAgent {
             })
             .run(cx, month)
             .await
+    }
+
+    /// Pay someone: a payment over [`APPROVAL_THRESHOLD_CENTS`] first asks the user for
+    /// approval and waits durably for the answer (a day at most); the payment itself is a
+    /// journaled step, so it is made once.
+    #[task(timeout = 30)]
+    pub async fn pay(
+        &self,
+        cx: &TaskContext,
+        req: PaymentRequest,
+    ) -> Result<PaymentDecision, Error> {
+        let mut decided_by = None;
+        if req.amount_cents > APPROVAL_THRESHOLD_CENTS {
+            let prompt = format!(
+                "Approve a payment of {}.{:02} to {}?",
+                req.amount_cents / 100,
+                req.amount_cents % 100,
+                req.payee
+            );
+            let outcome = cx
+                .ask_user(prompt, approval_schema())
+                .timeout(Duration::from_secs(24 * 60 * 60))
+                .await?;
+            match outcome {
+                AskOutcome::Answered { answer, by } => {
+                    if answer["approve"] != json!(true) {
+                        return Ok(PaymentDecision {
+                            status: "rejected".into(),
+                            decided_by: Some(by),
+                            receipt: None,
+                        });
+                    }
+                    decided_by = Some(by);
+                }
+                AskOutcome::TimedOut => {
+                    return Ok(PaymentDecision {
+                        status: "expired".into(),
+                        decided_by: None,
+                        receipt: None,
+                    });
+                }
+            }
+        }
+        let tool = cx.tool();
+        let receipt = cx
+            .step("initiate_payment", self.initiate_payment(&tool, req))
+            .await?;
+        Ok(PaymentDecision {
+            status: "paid".into(),
+            decided_by,
+            receipt: Some(receipt),
+        })
     }
 
     /// Fetch the month's transactions from the bank.
@@ -271,6 +359,185 @@ fn build_report(month: &str, txs: &[Transaction], budget: &BTreeMap<String, i64>
     }
 }
 
+/// What the demo saw, for its test.
+#[derive(Debug)]
+pub struct Demo {
+    /// The `monthly_report` task's output.
+    pub report: Value,
+    /// The small payment (no approval asked).
+    pub small: PaymentDecision,
+    /// The question the first large payment asked (its `waiting_for_input` prompt).
+    pub question: String,
+    /// The first large payment, approved.
+    pub approved: PaymentDecision,
+    /// The JSON pointers of the refused answer of the wrong shape.
+    pub refused_at: Vec<String>,
+    /// The second large payment, rejected.
+    pub rejected: PaymentDecision,
+    /// The error of a payment by a user who did not grant `payments:manage`.
+    pub denied: String,
+}
+
+/// Submits a task as `by` and returns its id.
+async fn submit(
+    platform: &Platform,
+    by: &Principal,
+    task: &str,
+    input: Value,
+) -> Result<uuid::Uuid, Error> {
+    platform
+        .submit(TaskRequest::new(AGENT_ID, task, input, by.clone()))
+        .await
+}
+
+/// Watches task `id` until it asks its question; returns the prompt.
+async fn question_of(platform: &Platform, id: uuid::Uuid, by: &Principal) -> Result<String, Error> {
+    let mut events = platform.watch(id, by).await?;
+    while let Some(event) = events.next().await {
+        if let TaskEventKind::WaitingForInput { prompt, .. } = event?.kind {
+            return Ok(prompt);
+        }
+    }
+    Err(Error::agent("the task ended without asking"))
+}
+
+/// The output of finished task `id`, decoded.
+async fn output_of<T: serde::de::DeserializeOwned>(
+    platform: &Platform,
+    id: uuid::Uuid,
+    by: &Principal,
+) -> Result<T, Box<dyn std::error::Error>> {
+    let task = platform.wait(id, by).await?;
+    let output = task
+        .output
+        .ok_or_else(|| format!("task {id} ended {} without an output", task.status))?;
+    Ok(serde_json::from_value(output)?)
+}
+
+/// The agent's id (its slug).
+const AGENT_ID: &str = "financeagent";
+
+/// Runs the agent through a platform: install, submit, watch, answer (see the module docs).
+pub async fn demo() -> Result<Demo, Box<dyn std::error::Error>> {
+    let platform = Platform::builder()
+        .agent(FinanceAgent::default())
+        .build()
+        .await?;
+    let alice = Principal::new("alice").with_roles(["user"]);
+    let grant = ["finance:read", "finance:write", "payments:manage"];
+    platform
+        .registry()
+        .install(&alice, InstallRequest::latest(AGENT_ID).grant(grant))
+        .await?;
+
+    let id = submit(
+        &platform,
+        &alice,
+        "monthly_report",
+        json!({"month": "2026-04", "budget_cents": {"rent": 140000, "groceries": 40000}}),
+    )
+    .await?;
+    let report: Value = output_of(&platform, id, &alice).await?;
+    println!("monthly_report -> {}", shorten(&report.to_string()));
+
+    let id = submit(
+        &platform,
+        &alice,
+        "pay",
+        json!({"payee": "City Power", "amount_cents": 8450, "reference": "March bill"}),
+    )
+    .await?;
+    let small: PaymentDecision = output_of(&platform, id, &alice).await?;
+    println!("pay 84.50 -> {} (no approval needed)", small.status);
+
+    let id = submit(
+        &platform,
+        &alice,
+        "pay",
+        json!({"payee": "Landlord", "amount_cents": 250000, "reference": "Deposit"}),
+    )
+    .await?;
+    let question = question_of(&platform, id, &alice).await?;
+    println!("pay 2500.00 asks: {question}");
+    let waiting = platform.get(id, &alice).await?;
+    println!("  task is {} (no worker held)", waiting.status);
+    platform
+        .answer(id, &alice, json!({"approve": true, "comment": "expected"}))
+        .await?;
+    let approved: PaymentDecision = output_of(&platform, id, &alice).await?;
+    println!(
+        "  approved by {} -> {}",
+        approved.decided_by.as_deref().unwrap_or("-"),
+        approved.status
+    );
+
+    let id = submit(
+        &platform,
+        &alice,
+        "pay",
+        json!({"payee": "Unknown Ltd", "amount_cents": 990000}),
+    )
+    .await?;
+    let question2 = question_of(&platform, id, &alice).await?;
+    println!("pay 9900.00 asks: {question2}");
+    let refused = platform
+        .answer(id, &alice, json!({"approve": "maybe"}))
+        .await
+        .err()
+        .ok_or("an answer of the wrong shape was accepted")?;
+    let refused_at: Vec<String> = refused
+        .field_errors()
+        .iter()
+        .map(|f| f.pointer.clone())
+        .collect();
+    println!(
+        "  answer {{\"approve\": \"maybe\"}} refused ({}) at {refused_at:?}",
+        refused.category()
+    );
+    platform
+        .answer(id, &alice, json!({"approve": false}))
+        .await?;
+    let rejected: PaymentDecision = output_of(&platform, id, &alice).await?;
+    println!(
+        "  rejected by {} -> {}",
+        rejected.decided_by.as_deref().unwrap_or("-"),
+        rejected.status
+    );
+
+    let bob = Principal::new("bob").with_roles(["user"]);
+    platform
+        .registry()
+        .install(
+            &bob,
+            InstallRequest::latest(AGENT_ID).grant(["finance:read"]),
+        )
+        .await?;
+    let id = submit(
+        &platform,
+        &bob,
+        "pay",
+        json!({"payee": "x", "amount_cents": 1}),
+    )
+    .await?;
+    let task = platform.wait(id, &bob).await?;
+    let denied = task
+        .error
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| format!("unexpectedly {}", task.status));
+    println!("\nwithout payments:manage: {denied}");
+
+    platform.shutdown(Duration::from_secs(1)).await;
+    Ok(Demo {
+        report,
+        small,
+        question,
+        approved,
+        refused_at,
+        rejected,
+        denied,
+    })
+}
+
 /// The first 160 characters of a long output.
 fn shorten(s: &str) -> String {
     match s.char_indices().nth(160) {
@@ -279,77 +546,13 @@ fn shorten(s: &str) -> String {
     }
 }
 
-fn context(
-    granted: &[&str],
-) -> Result<(Arc<MemoryJournal>, TaskContext), Box<dyn std::error::Error>> {
-    let journal = Arc::new(MemoryJournal::default());
-    let scopes = granted
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<Vec<Scope>, _>>()?;
-    let cx = TaskContext::local()
-        .principal(Principal::new("alice"))
-        .granted(scopes)
-        .build(journal.clone());
-    Ok((journal, cx))
-}
-
-/// Prints the manifest, calls the tools and the `monthly_report` task by name with JSON, and
-/// shows a payment denied without `payments:manage`.
+/// Prints the manifest, then runs [`demo`].
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let agent = FinanceAgent::default();
-    let manifest = serde_json::to_value(agent.manifest())?;
+    let manifest = serde_json::to_value(FinanceAgent::default().manifest())?;
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     capecontrol::validate::check_manifest(&manifest)?;
     println!("manifest: valid\n");
-
-    let (journal, cx) = context(&["finance:read", "finance:write", "payments:manage"])?;
-    let calls = [
-        ("ingest_transactions", json!({"month": "2026-03"})),
-        (
-            "generate_report",
-            json!({"month": "2026-03", "budget_cents": {"groceries": 30000, "transport": 10000}}),
-        ),
-        (
-            "initiate_payment",
-            json!({"payee": "City Power", "amount_cents": 8450, "reference": "March bill"}),
-        ),
-        (
-            "initiate_payment",
-            json!({"payee": "Nobody", "amount_cents": "lots"}),
-        ),
-        ("transfer_everything", json!({})),
-    ];
-    for (tool, input) in calls {
-        match agent.call_tool(tool, input, &cx.tool()).await {
-            Ok(out) => println!("{tool} -> {}", shorten(&out.to_string())),
-            Err(e) => println!("{tool} -> error ({}): {e}", e.category()),
-        }
-    }
-
-    let report = agent
-        .run_task(
-            "monthly_report",
-            json!({"month": "2026-04", "budget_cents": {"rent": 140000, "groceries": 40000}}),
-            &cx,
-        )
-        .await?;
-    println!("\nmonthly_report -> {report}");
-    for step in journal.steps() {
-        println!("  step {} {} {}", step.step, step.name, step.status);
-    }
-
-    let (_, limited) = context(&["finance:read"])?;
-    let denied = agent
-        .call_tool(
-            "initiate_payment",
-            json!({"payee": "x", "amount_cents": 1}),
-            &limited.tool(),
-        )
-        .await;
-    if let Err(e) = denied {
-        println!("\nwithout payments:manage: {e}");
-    }
+    demo().await?;
     Ok(())
 }

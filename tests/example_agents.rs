@@ -27,6 +27,27 @@ fn energy_agent_runs() {
 #[test]
 fn finance_agent_runs() {
     finance_agent::main().unwrap();
+    let demo = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(finance_agent::demo())
+        .unwrap();
+    assert_eq!(demo.report["month"], "2026-04");
+    assert_eq!(demo.report["over_budget"]["rent"], 10000);
+    assert_eq!(demo.small.status, "paid");
+    assert_eq!(
+        demo.small.decided_by, None,
+        "no approval under the threshold"
+    );
+    assert_eq!(demo.small.receipt.as_ref().unwrap().amount_cents, 8450);
+    assert_eq!(demo.question, "Approve a payment of 2500.00 to Landlord?");
+    assert_eq!(demo.approved.status, "paid");
+    assert_eq!(demo.approved.decided_by.as_deref(), Some("alice"));
+    assert_eq!(demo.approved.receipt.as_ref().unwrap().payee, "Landlord");
+    assert_eq!(demo.refused_at, ["/answer/approve"]);
+    assert_eq!(demo.rejected.status, "rejected");
+    assert_eq!(demo.rejected.decided_by.as_deref(), Some("alice"));
+    assert!(demo.rejected.receipt.is_none());
+    assert!(demo.denied.contains("payments:manage"), "{}", demo.denied);
 }
 
 #[test]

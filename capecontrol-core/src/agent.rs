@@ -23,6 +23,10 @@ use crate::manifest::{Manifest, TaskDecl, ToolDecl};
 use crate::policy::{Principal, Scope};
 use crate::state::RunStatus;
 
+mod waiting;
+
+pub use waiting::{Ask, AskOutcome, DEFAULT_ASK_TIMEOUT};
+
 /// A task's declaration as an agent reports it (name, description, input and output schemas).
 pub type TaskSpec = TaskDecl;
 /// A tool's declaration as an agent reports it (name, description, scope, schemas).
@@ -136,6 +140,15 @@ pub trait TaskHost: Send + Sync {
     /// A log line from the agent.
     fn log(&self, message: &str) {
         tracing::info!(target: "capecontrol::agent", "{message}");
+    }
+    /// The task suspends durably on `wait` (see [`TaskContext::ask_user`] and
+    /// [`TaskContext::sleep`]): a host that can wait ends the attempt and stores the wait, the
+    /// default refuses (a host without a store, such as [`MemoryJournal`], cannot wait).
+    async fn suspend(&self, wait: crate::store::Wait) -> Result<()> {
+        Err(Error::resource(format!(
+            "step `{}` waits durably, which needs a platform (this host cannot wait)",
+            wait.name
+        )))
     }
 }
 

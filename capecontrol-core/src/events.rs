@@ -86,6 +86,33 @@ pub enum TaskEventKind {
     },
     /// Cancelled.
     Cancelled,
+    /// The task asked its user (`ask_user`) and waits for an answer, without a worker.
+    WaitingForInput {
+        /// The journal position the answer fills.
+        step: u32,
+        /// The question.
+        prompt: String,
+        /// The JSON Schema the answer must match.
+        schema: Value,
+        /// When the question times out (`None`: never).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+    },
+    /// The task sleeps on a durable timer, without a worker.
+    Sleeping {
+        /// The journal position the wake-up fills.
+        step: u32,
+        /// When it wakes.
+        until: DateTime<Utc>,
+    },
+    /// A waiting task was woken (answered, or its time came) and is queued again.
+    Resumed {
+        /// The journal position the wake-up filled.
+        step: u32,
+        /// Who answered (`None`: the deadline passed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
 }
 
 impl TaskEventKind {
@@ -102,6 +129,9 @@ impl TaskEventKind {
             Self::Completed { .. } => "completed",
             Self::Failed { .. } => "failed",
             Self::Cancelled => "cancelled",
+            Self::WaitingForInput { .. } => "waiting_for_input",
+            Self::Sleeping { .. } => "sleeping",
+            Self::Resumed { .. } => "resumed",
         }
     }
 

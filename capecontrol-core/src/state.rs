@@ -150,12 +150,15 @@ state_enum! {
         Failed = "failed",
         /// Cancelled by a user.
         Cancelled = "cancelled",
+        /// Suspended durably (an answer, a timer): no worker, no lease; queued again when woken.
+        Waiting = "waiting",
     }
 }
 
 impl TaskStatus {
     /// The task transitions: `queued → running | cancelled`,
-    /// `running → completed | failed | cancelled`, `failed → queued` (retry).
+    /// `running → completed | failed | cancelled | waiting`, `failed → queued` (retry),
+    /// `waiting → queued | cancelled` (woken by an answer or a timer, or cancelled).
     pub fn can_transition_to(self, to: TaskStatus) -> bool {
         use TaskStatus::*;
         matches!(
@@ -166,6 +169,9 @@ impl TaskStatus {
                 | (Running, Failed)
                 | (Running, Cancelled)
                 | (Failed, Queued)
+                | (Running, Waiting)
+                | (Waiting, Queued)
+                | (Waiting, Cancelled)
         )
     }
 
@@ -221,6 +227,9 @@ mod tests {
             (Running, Failed),
             (Running, Cancelled),
             (Failed, Queued),
+            (Running, Waiting),
+            (Waiting, Queued),
+            (Waiting, Cancelled),
         ];
         for &from in TaskStatus::ALL {
             for &to in TaskStatus::ALL {

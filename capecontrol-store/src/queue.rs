@@ -28,6 +28,8 @@ use crate::notify::CHANNEL;
 use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
 use crate::store::PostgresStore;
 
+mod wait;
+
 /// Expired leases reclaimed per statement.
 const RECLAIM_BATCH: i64 = 500;
 
@@ -264,11 +266,11 @@ SELECT t.id, t.status, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS 
 const CANCEL: &str = r#"
 WITH t AS (
   UPDATE tasks SET
-    status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END,
-    completed_at = CASE WHEN status = 'queued' THEN now() ELSE completed_at END,
+    status = CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE status END,
+    completed_at = CASE WHEN status IN ('queued', 'waiting') THEN now() ELSE completed_at END,
     cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END,
-    last_seq = CASE WHEN status = 'queued' THEN last_seq + 1 ELSE last_seq END
-  WHERE id = $1 AND status IN ('queued', 'running')
+    last_seq = CASE WHEN status IN ('queued', 'waiting') THEN last_seq + 1 ELSE last_seq END
+  WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
   RETURNING *
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)

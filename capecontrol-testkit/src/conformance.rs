@@ -102,6 +102,7 @@ where
     ratings_of_completed_tasks(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
     crate::conformance_queue::run_all(&make).await;
+    crate::conformance_waits::run_all(&make).await;
 }
 
 // ----- helpers ------------------------------------------------------------------------------

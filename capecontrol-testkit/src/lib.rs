@@ -14,5 +14,7 @@
 pub mod checks;
 pub mod conformance;
 pub mod conformance_queue;
+pub mod conformance_waits;
 pub mod fixtures;
 pub mod runtime;
+pub mod waits;

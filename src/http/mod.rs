@@ -32,6 +32,7 @@
 
 mod access;
 mod agents;
+mod answer;
 mod auth;
 mod extract;
 mod market;
@@ -183,6 +184,7 @@ impl Api {
             .route("/api/agents/tasks/{task_id}", get(tasks::get))
             .route("/api/agents/tasks/{task_id}/cancel", post(tasks::cancel))
             .route("/api/agents/tasks/{task_id}/rating", post(tasks::rate))
+            .route("/api/agents/tasks/{task_id}/answer", post(answer::answer))
             .route("/api/agents/tasks/{task_id}/events", get(tasks::events))
             .route("/api/agents/{id}", get(agents::get).patch(agents::update))
             .route("/api/agents/{id}/archive", post(agents::archive))

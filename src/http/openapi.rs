@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, market, ops, tasks};
+use super::{agents, answer, market, ops, tasks};
 
 struct Bearer;
 
@@ -40,6 +40,7 @@ impl Modify for Bearer {
         market::browse, market::categories, market::detail, market::installations,
         market::install, market::upgrade, market::settings, market::uninstall,
         tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::rate, tasks::events,
+        answer::answer,
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
     ),
     modifiers(&Bearer)

@@ -96,7 +96,7 @@ pub struct TaskView {
 }
 
 impl TaskView {
-    fn of(t: TaskRecord, steps: Option<Vec<StepRecord>>) -> Self {
+    pub(crate) fn of(t: TaskRecord, steps: Option<Vec<StepRecord>>) -> Self {
         Self {
             id: t.id,
             user_id: t.user_id,

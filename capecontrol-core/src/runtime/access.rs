@@ -32,6 +32,8 @@ pub enum TaskAction {
     List,
     /// Rate the task (`Platform::rate`).
     Rate,
+    /// Answer the task's question (`Platform::answer`).
+    Answer,
 }
 
 impl TaskAction {
@@ -44,6 +46,7 @@ impl TaskAction {
             Self::Cancel => "cancel",
             Self::List => "list",
             Self::Rate => "rate",
+            Self::Answer => "answer",
         }
     }
 }

@@ -56,6 +56,8 @@ enum End {
     LeaseLost,
     Released,
     Killed,
+    /// The task asked to wait durably (`ask_user`, `sleep`).
+    Suspended,
 }
 
 /// How often an attempt's preparation (its reads) is tried on transient store errors.
@@ -239,6 +241,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         () = lost.cancelled() => End::LeaseLost,
         () = node.release.cancelled() => End::Released,
         () = node.kill.cancelled() => End::Killed,
+        () = host.wait_requested().cancelled() => End::Suspended,
     };
     cancel.cancel();
     drop(run);
@@ -280,6 +283,12 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             node.breakers.record_neutral(&key);
             if let Err(e) = host.release().await {
                 tracing::warn!(%task_id, error = %e, "could not release the lease");
+            }
+        }
+        End::Suspended => {
+            node.breakers.record_neutral(&key);
+            if let Err(e) = host.suspend_now().await {
+                tracing::warn!(%task_id, error = %e, "could not suspend the task");
             }
         }
     }

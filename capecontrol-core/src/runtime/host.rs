@@ -65,7 +65,11 @@ pub(crate) struct PlatformHost {
     kill: CancellationToken,
     /// How long a write is repeated on transient errors at most.
     retry_for: Duration,
+    /// The durable wait the task asked for (see the `wait` module).
+    wait: wait::Suspension,
 }
+
+mod wait;
 
 impl PlatformHost {
     pub(crate) fn new(
@@ -84,6 +88,7 @@ impl PlatformHost {
             lost: CancellationToken::new(),
             kill: CancellationToken::new(),
             retry_for: Duration::from_secs(60),
+            wait: wait::Suspension::default(),
         }
     }
 
@@ -375,6 +380,10 @@ impl TaskHost for PlatformHost {
 
     fn log(&self, message: &str) {
         tracing::info!(target: "capecontrol::agent", task_id = %self.task.id, agent = %self.task.agent_id, "{message}");
+    }
+
+    async fn suspend(&self, wait: crate::store::Wait) -> Result<()> {
+        self.request_suspend(wait)
     }
 }
 

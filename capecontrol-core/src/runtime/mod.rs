@@ -52,6 +52,7 @@ mod node;
 pub mod platform;
 pub mod request;
 mod upkeep;
+pub mod waits;
 pub mod watch;
 
 pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};

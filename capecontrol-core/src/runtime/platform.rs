@@ -71,6 +71,7 @@ impl Platform {
             tasks.push(tokio::spawn(dispatch::dispatch(Arc::clone(&node))));
             tasks.push(tokio::spawn(upkeep::maintain(Arc::clone(&node))));
             tasks.push(tokio::spawn(upkeep::heartbeats(Arc::clone(&node))));
+            tasks.push(tokio::spawn(super::waits::sweeper(Arc::clone(&node))));
         }
         Self {
             node,
@@ -276,6 +277,8 @@ impl Platform {
         }
     }
 }
+
+mod answer;
 
 /// The audit event type of a refused task access.
 pub const ACCESS_DENIED: &str = "task.access_denied";

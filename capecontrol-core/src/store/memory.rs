@@ -53,6 +53,8 @@ use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 /// The clock of a [`MemoryStore`].
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+mod wait;
+
 /// Capacity of the live event and wake-up channels.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -121,6 +123,8 @@ struct State {
     running_by_agent: HashMap<String, usize>,
     /// API keys by id, in insertion order of ids.
     keys: BTreeMap<(u64, String), ApiKeyRecord>,
+    /// The waits of waiting tasks (see [`super::WaitStore`]).
+    waits: HashMap<Uuid, super::Wait>,
 }
 
 /// Where a task is indexed (kept in step with its status by [`State::sync`]).
@@ -1228,7 +1232,7 @@ impl QueueStore for MemoryStore {
             .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
         let mut sent = Vec::new();
         let event_type = match entry.record.status {
-            TaskStatus::Queued => {
+            TaskStatus::Queued | TaskStatus::Waiting => {
                 move_task(&mut entry.record, TaskStatus::Cancelled)?;
                 entry.record.completed_at = Some(now);
                 sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));

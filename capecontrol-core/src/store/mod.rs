@@ -64,6 +64,7 @@
 
 pub mod memory;
 mod rating;
+mod wait;
 
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
 pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
+pub use wait::{Suspend, Wait, WaitFor, WaitStore, Wake};
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -801,14 +803,23 @@ pub trait KeyStore: Send + Sync {
     async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
 }
 
-/// A complete store: registry, queue, audit, API keys and ratings.
+/// A complete store: registry, queue, audit, API keys, ratings and durable waits.
 pub trait Store:
-    RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static
+    RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + WaitStore + Send + Sync + 'static
 {
 }
 
-impl<T: RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static>
-    Store for T
+impl<
+    T: RegistryStore
+        + QueueStore
+        + AuditStore
+        + KeyStore
+        + RatingStore
+        + WaitStore
+        + Send
+        + Sync
+        + 'static,
+> Store for T
 {
 }
 

@@ -233,6 +233,13 @@ pub(crate) enum TasksCommand {
         /// The task id.
         task_id: String,
     },
+    /// Answer the question a waiting task asked (`ask_user`); the task is queued again.
+    Answer {
+        /// The task id.
+        task_id: String,
+        /// The answer, JSON matching the question's schema (see the `waiting_for_input` event).
+        answer: String,
+    },
     /// Follow a task's events as they happen, until it completes, fails or is cancelled.
     ///
     /// Exits 0 when it completed, 1 when it failed or was cancelled.
@@ -707,6 +714,18 @@ async fn tasks(client: &Client, json: bool, command: TasksCommand) -> Result<Exi
                 .await?,
             output::task,
         ),
+        TasksCommand::Answer { task_id, answer } => {
+            let answer = parse_json("ANSWER", &answer)?;
+            (
+                client
+                    .send(Request::post(
+                        &["api", "agents", "tasks", &task_id, "answer"],
+                        json!({ "answer": answer }),
+                    ))
+                    .await?,
+                output::task,
+            )
+        }
         TasksCommand::Watch { task_id, after } => {
             return watch_task(client, json, &task_id, after).await;
         }

@@ -7,7 +7,7 @@
 //! capecontrol versions list|add|suggest|publish|archive                          versions
 //! capecontrol catalog [show ID]                                                   marketplace
 //! capecontrol installations | install | upgrade | settings | uninstall           installs
-//! capecontrol tasks submit|get|list|cancel|watch                                 tasks
+//! capecontrol tasks submit|get|list|cancel|answer|watch                         tasks
 //! capecontrol audit [--task ID …]                                                the audit trail
 //! capecontrol keys create|revoke                                                 API keys
 //! capecontrol migrate --database-url URL                                         migrate PostgreSQL
@@ -98,7 +98,7 @@ enum Command {
         /// The agent (id or slug).
         agent: String,
     },
-    /// Tasks: submit, get, list, cancel, watch.
+    /// Tasks: submit, get, list, cancel, answer, watch.
     #[command(subcommand, arg_required_else_help = true)]
     Tasks(commands::TasksCommand),
     /// Query the audit trail.
