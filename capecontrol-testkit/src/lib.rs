@@ -4,6 +4,7 @@
 //! - [`conformance`]: the store conformance suite, run on `MemoryStore` (core's
 //!   `tests/store_conformance.rs`) and on `PostgresStore` (`capecontrol-store`'s
 //!   `tests/conformance.rs`).
+//! - [`conformance_triggers`]: the trigger store's cases, run by `conformance::run_all`.
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
 //! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
@@ -11,5 +12,6 @@
 
 pub mod checks;
 pub mod conformance;
+pub mod conformance_triggers;
 pub mod fixtures;
 pub mod runtime;

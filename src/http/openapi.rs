@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, market, ops, tasks};
+use super::{agents, hooks, market, ops, tasks};
 
 struct Bearer;
 
@@ -41,6 +41,7 @@ impl Modify for Bearer {
         market::install, market::upgrade, market::settings, market::uninstall,
         tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::rate, tasks::events,
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
+        hooks::emit, hooks::deliver, hooks::webhook_secret, hooks::schedules,
     ),
     modifiers(&Bearer)
 )]

@@ -23,6 +23,8 @@
 //! | `checks` | the worker's re-checks (installation, archived version, grants), retry-delay clamp, output cap |
 //! | `attempt` | one claimed task: prepare, run under timeout/cancel/lease, hand over the outcome |
 //! | `host` | the attempt's `TaskHost` and single writer: steps, tool calls, events, finish |
+//! | [`triggers`] | events (`emit`) and schedules (`run_schedules`, the scheduler loop) start tasks |
+//! | [`webhooks`] | signed webhook deliveries start tasks |
 //! | `upkeep` | the heartbeat loop and the maintenance loop (reclaim, queue depth) |
 //! | [`backoff`](mod@backoff) | retry delays |
 //! | [`breaker`], [`executor`], [`middleware`], [`watch`] | circuit breakers, the `Executor` port, the chain, event streams |
@@ -49,7 +51,9 @@ pub mod middleware;
 mod node;
 pub mod platform;
 pub mod request;
+pub mod triggers;
 mod upkeep;
+pub mod webhooks;
 pub mod watch;
 
 pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};
@@ -61,4 +65,5 @@ pub use self::executor::{Executor, InProcessExecutor, Invocation};
 pub use self::middleware::Middleware;
 pub use self::platform::{Platform, TrustedAccess};
 pub use self::request::TaskRequest;
+pub use self::triggers::{Event, Fired, MisfirePolicy, ScheduleEntry, TriggerConfig, TriggerSource};
 pub use self::watch::TaskEvents;

@@ -64,6 +64,7 @@
 
 pub mod memory;
 mod rating;
+pub mod triggers;
 
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
 pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
+pub use triggers::TriggerStore;
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -786,12 +788,29 @@ pub trait KeyStore: Send + Sync {
 
 /// A complete store: registry, queue, audit, API keys and ratings.
 pub trait Store:
-    RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static
+    RegistryStore
+    + QueueStore
+    + AuditStore
+    + KeyStore
+    + RatingStore
+    + TriggerStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
-impl<T: RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + Send + Sync + 'static>
-    Store for T
+impl<
+    T: RegistryStore
+        + QueueStore
+        + AuditStore
+        + KeyStore
+        + RatingStore
+        + TriggerStore
+        + Send
+        + Sync
+        + 'static,
+> Store for T
 {
 }
 
