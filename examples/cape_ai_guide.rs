@@ -10,7 +10,6 @@
 //! Run it with `cargo run --example cape_ai_guide`: an embedded platform installs it for a user,
 //! submits `onboard` and follows its events, then emits `user.onboard` for another user.
 
-
 use capecontrol::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -347,12 +346,18 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
         .build()
         .await?;
     let bongani = Principal::new("bongani").with_roles(["user"]);
-    let install = || InstallRequest::latest("capeaiguide").grant(["profile:write", "checklist:write"]);
+    let install =
+        || InstallRequest::latest("capeaiguide").grant(["profile:write", "checklist:write"]);
     platform.registry().install(&bongani, install()).await?;
 
     let input = json!({"user_name": "Bongani", "role": "user", "goals": ["budget"]});
     let id = platform
-        .submit(TaskRequest::new("capeaiguide", "onboard", input, bongani.clone()))
+        .submit(TaskRequest::new(
+            "capeaiguide",
+            "onboard",
+            input,
+            bongani.clone(),
+        ))
         .await?;
     let (mut events, mut tool_calls) = (Vec::new(), Vec::new());
     let mut stream = platform.watch(id, &bongani).await?;
@@ -371,7 +376,10 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     // `onboard` (here Thandi's), with the payload as input, as the installation's user.
     let thandi = Principal::new("thandi").with_roles(["user"]);
     platform.registry().install(&thandi, install()).await?;
-    platform.registry().uninstall(&bongani, "capeaiguide").await?;
+    platform
+        .registry()
+        .uninstall(&bongani, "capeaiguide")
+        .await?;
     let host = Principal::new("signup-service").with_scopes(["events:emit"])?;
     let event = Event::new(
         "user.onboard",
@@ -379,9 +387,16 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     )
     .with_id("signup-thandi");
     let fired = platform.emit(event, &host).await?;
-    let task = fired.first().ok_or("the event started no task")?.task.clone()?;
+    let task = fired
+        .first()
+        .ok_or("the event started no task")?
+        .task
+        .clone()?;
     let triggered = platform.wait(task, &thandi).await?;
-    println!("user.onboard -> {}", serde_json::to_string(&triggered.output)?);
+    println!(
+        "user.onboard -> {}",
+        serde_json::to_string(&triggered.output)?
+    );
     platform.shutdown(std::time::Duration::from_secs(1)).await;
     Ok(Outcome {
         submitted,

@@ -12,7 +12,6 @@
 //! household, submits a `daily_report` and follows its events, then fires the schedule at a
 //! given instant (a fake clock) and prints the report it starts.
 
-
 use capecontrol::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -239,7 +238,8 @@ impl EnergyAgent {
             .as_str()
             .map_or_else(default_device, str::to_owned);
         let date: String = run.instant.chars().take(10).collect();
-        self.daily_report(cx, UsageRequest { device_id, date }).await
+        self.daily_report(cx, UsageRequest { device_id, date })
+            .await
     }
 
     /// Analyse a day: read the meter, suggest savings, check the alert threshold.
@@ -403,7 +403,11 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
     // The scheduler's tick is off: the schedule is fired below at a chosen instant.
     let mut config = capecontrol::PlatformConfig::default();
     config.triggers.schedule_tick = None;
-    let platform = Platform::builder().agent(EnergyAgent).config(config).build().await?;
+    let platform = Platform::builder()
+        .agent(EnergyAgent)
+        .config(config)
+        .build()
+        .await?;
     let household = Principal::new("household-42").with_roles(["user"]);
     platform
         .registry()
@@ -418,7 +422,12 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
 
     let input = json!({"device_id": "bf3a9c-meter", "date": "2026-07-15"});
     let id = platform
-        .submit(TaskRequest::new("energyagent", "daily_report", input, household.clone()))
+        .submit(TaskRequest::new(
+            "energyagent",
+            "daily_report",
+            input,
+            household.clone(),
+        ))
         .await?;
     let mut events = Vec::new();
     let mut stream = platform.watch(id, &household).await?;
@@ -428,11 +437,17 @@ pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
         events.push(event.kind.name());
     }
     let submitted = platform.get(id, &household).await?;
-    println!("daily_report -> {}", serde_json::to_string(&submitted.output)?);
+    println!(
+        "daily_report -> {}",
+        serde_json::to_string(&submitted.output)?
+    );
 
     // The schedule, at 06:00 UTC on the next day (the installation must predate the instant:
     // instants before an install never fire, so the clock here is "now", moved forward).
-    let installed = platform.store().get_installation("energyagent", "household-42").await?;
+    let installed = platform
+        .store()
+        .get_installation("energyagent", "household-42")
+        .await?;
     let next = capecontrol_rules_next(installed.updated_at);
     let fired = platform.run_schedules(next).await?;
     let task = fired
@@ -467,6 +482,9 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     capecontrol::validate::check_manifest(&manifest)?;
     println!("manifest: valid\n");
     let outcome = run().await?;
-    println!("submitted: {}, scheduled: {}", outcome.submitted.status, outcome.scheduled.status);
+    println!(
+        "submitted: {}, scheduled: {}",
+        outcome.submitted.status, outcome.scheduled.status
+    );
     Ok(())
 }

@@ -9,13 +9,13 @@
 
 #[allow(dead_code)]
 #[path = "cape_ai_guide.rs"]
-mod cape_ai_guide;
+pub mod cape_ai_guide;
 #[allow(dead_code)]
 #[path = "energy_agent.rs"]
-mod energy_agent;
+pub mod energy_agent;
 #[allow(dead_code)]
 #[path = "finance_agent.rs"]
-mod finance_agent;
+pub mod finance_agent;
 
 use capecontrol::prelude::*;
 use capecontrol::registry::InstallRequest;

@@ -14,7 +14,7 @@ pub mod energy_agent;
 pub mod finance_agent;
 #[allow(dead_code)]
 #[path = "../examples/triggers.rs"]
-mod triggers_example;
+pub mod triggers_example;
 
 use capecontrol::{AgentBase, TaskStatus};
 use serde_json::{Value, json};
@@ -31,13 +31,23 @@ async fn cape_ai_guide_onboards_through_the_platform_and_on_user_onboard() {
     assert_eq!(
         out.events,
         [
-            "queued", "started", "step_started", "tool_called", "step_completed",
-            "step_started", "tool_called", "step_completed", "completed"
+            "queued",
+            "started",
+            "step_started",
+            "tool_called",
+            "step_completed",
+            "step_started",
+            "tool_called",
+            "step_completed",
+            "completed"
         ]
     );
     assert_eq!(
         out.tool_calls,
-        [("ask_user".to_owned(), true), ("generate_checklist".to_owned(), true)]
+        [
+            ("ask_user".to_owned(), true),
+            ("generate_checklist".to_owned(), true)
+        ]
     );
     let output = out.submitted.output.unwrap();
     assert_eq!(
@@ -59,8 +69,15 @@ async fn cape_ai_guide_onboards_through_the_platform_and_on_user_onboard() {
     assert_eq!(out.triggered.task, "onboard");
     assert_eq!(out.triggered.input["goals"], json!(["energy"]));
     let t = out.triggered.output.unwrap();
-    assert_eq!(t["welcome"]["text"], "Hi Thandi! Have you used a tool like this before?");
-    assert_ne!(features(&t), features(&output), "a checklist for other goals");
+    assert_eq!(
+        t["welcome"]["text"],
+        "Hi Thandi! Have you used a tool like this before?"
+    );
+    assert_ne!(
+        features(&t),
+        features(&output),
+        "a checklist for other goals"
+    );
 }
 
 #[test]
@@ -74,7 +91,13 @@ async fn energy_agent_reports_through_the_platform_and_on_its_schedule() {
     assert_eq!(out.submitted.status, TaskStatus::Completed);
     assert_eq!(out.events.first(), Some(&"queued"));
     assert_eq!(out.events.last(), Some(&"completed"));
-    assert_eq!(out.events.iter().filter(|e| **e == "step_completed").count(), 3);
+    assert_eq!(
+        out.events
+            .iter()
+            .filter(|e| **e == "step_completed")
+            .count(),
+        3
+    );
     let report = out.submitted.output.unwrap();
     // The installation's setting (0.98 kWh), not the default threshold.
     assert_eq!(report["alerts"]["threshold_kwh"], json!(0.98));
@@ -106,7 +129,12 @@ async fn the_three_agents_fire_on_an_event_a_schedule_and_a_webhook() {
         (&meter, "energyagent", "scheduled_report"),
         (&ledger, "financeagent", "monthly_report"),
     ] {
-        assert_eq!(task.status, TaskStatus::Completed, "{agent}: {:?}", task.error);
+        assert_eq!(
+            task.status,
+            TaskStatus::Completed,
+            "{agent}: {:?}",
+            task.error
+        );
         assert_eq!((task.agent_id.as_str(), task.task.as_str()), (agent, name));
         assert_eq!(task.user_id, "amara");
     }
@@ -114,11 +142,25 @@ async fn the_three_agents_fire_on_an_event_a_schedule_and_a_webhook() {
         guide.output.as_ref().unwrap()["welcome"]["text"],
         "Hi Amara! Have you used a tool like this before?"
     );
-    assert_eq!(guide.idempotency_key.as_deref().map(|k| k.starts_with("event:")), Some(true));
-    assert!(meter.output.as_ref().unwrap()["total_kwh"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        guide
+            .idempotency_key
+            .as_deref()
+            .map(|k| k.starts_with("event:")),
+        Some(true)
+    );
+    assert!(
+        meter.output.as_ref().unwrap()["total_kwh"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert_eq!(ledger.output.as_ref().unwrap()["month"], "2026-10");
     let key = ledger.idempotency_key.as_deref().unwrap();
-    assert!(key.starts_with("webhook:") && key.ends_with(":bank-delivery-1"), "{key}");
+    assert!(
+        key.starts_with("webhook:") && key.ends_with(":bank-delivery-1"),
+        "{key}"
+    );
     assert_eq!(ledger.input["budget_cents"]["groceries"], 40000);
 }
 

@@ -63,7 +63,10 @@ async fn node(store: &Arc<dyn Store>, agents: Vec<TestAgent>, cfg: PlatformConfi
     b.build().await.unwrap()
 }
 
-async fn tasks_of(store: &Arc<dyn Store>, agent_id: &str) -> Vec<capecontrol_core::store::TaskRecord> {
+async fn tasks_of(
+    store: &Arc<dyn Store>,
+    agent_id: &str,
+) -> Vec<capecontrol_core::store::TaskRecord> {
     store
         .list_tasks(&TaskFilter {
             agent_id: Some(agent_id.into()),
@@ -99,7 +102,12 @@ async fn an_event_starts_exactly_the_subscribed_installations_tasks() {
         config(MisfirePolicy::FireOnce),
     )
     .await;
-    for (agent, user) in [("guide", "alice"), ("guide", "bob"), ("payer", "alice"), ("quiet", "alice")] {
+    for (agent, user) in [
+        ("guide", "alice"),
+        ("guide", "bob"),
+        ("payer", "alice"),
+        ("quiet", "alice"),
+    ] {
         install(&store, agent, user, &[]).await;
     }
 
@@ -143,7 +151,10 @@ async fn an_event_starts_exactly_the_subscribed_installations_tasks() {
 
     // A plain user may not emit; the denial is audited and starts nothing.
     let e = p
-        .emit(Event::new("user.onboard", json!({})), &Principal::new("mallory"))
+        .emit(
+            Event::new("user.onboard", json!({})),
+            &Principal::new("mallory"),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.category(), ErrorCategory::Permission);
@@ -164,7 +175,10 @@ async fn an_event_starts_exactly_the_subscribed_installations_tasks() {
         .unwrap();
     assert_eq!(fired.len(), 2);
     // A bad name or id is a validation error naming the field.
-    let e = p.emit(Event::new("Onboard", json!({})), &admin()).await.unwrap_err();
+    let e = p
+        .emit(Event::new("Onboard", json!({})), &admin())
+        .await
+        .unwrap_err();
     assert_eq!(e.field_errors()[0].pointer, "/event");
     let long = Event::new("user.onboard", json!({})).with_id("x".repeat(129));
     let e = p.emit(long, &admin()).await.unwrap_err();
@@ -234,7 +248,11 @@ async fn a_schedule_fires_once_per_instant_across_three_nodes_stopping_and_start
             r.unwrap();
         }
     }
-    assert_eq!(store.queue_depth().await.unwrap(), 1000, "one task per instant, no more");
+    assert_eq!(
+        store.queue_depth().await.unwrap(),
+        1000,
+        "one task per instant, no more"
+    );
     let tasks = tasks_of(&store, "meter").await;
     let fired = instants_fired(&tasks);
     assert_eq!(fired.len(), 1000);
@@ -243,8 +261,15 @@ async fn a_schedule_fires_once_per_instant_across_three_nodes_stopping_and_start
         fired.keys().next().unwrap(),
         &first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    assert!(tasks.iter().all(|t| t.user_id == "alice" && t.task == "handle"));
-    let cursor = store.schedule_cursor(installed.id, SIX_HOURS).await.unwrap();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.user_id == "alice" && t.task == "handle")
+    );
+    let cursor = store
+        .schedule_cursor(installed.id, SIX_HOURS)
+        .await
+        .unwrap();
     assert_eq!(cursor, Some(first + Duration::hours(6 * (INSTANTS - 1))));
 }
 
@@ -263,7 +288,9 @@ async fn down_for_three_instants(policy: MisfirePolicy) -> BTreeMap<String, Vec<
     let installed = store.get_installation("meter", "alice").await.unwrap();
     let first = next_after(installed.updated_at);
     for k in [0, 1, 2, 6, 7] {
-        p.run_schedules(first + Duration::hours(6 * k)).await.unwrap();
+        p.run_schedules(first + Duration::hours(6 * k))
+            .await
+            .unwrap();
     }
     let fired = instants_fired(&tasks_of(&store, "meter").await);
     let at = |k: i64| {
@@ -274,7 +301,11 @@ async fn down_for_three_instants(policy: MisfirePolicy) -> BTreeMap<String, Vec<
         expected.push(at(5));
     }
     expected.sort();
-    assert_eq!(fired.keys().cloned().collect::<Vec<_>>(), expected, "{policy:?}");
+    assert_eq!(
+        fired.keys().cloned().collect::<Vec<_>>(),
+        expected,
+        "{policy:?}"
+    );
     fired
 }
 
@@ -285,7 +316,11 @@ async fn a_window_missed_by_every_node_fires_once_or_is_skipped() {
         .values()
         .map(|v| v[0]["missed"].as_i64().unwrap())
         .collect();
-    assert_eq!(missed, [0, 0, 0, 3, 0, 0], "one fire stands for the 3 missed instants");
+    assert_eq!(
+        missed,
+        [0, 0, 0, 3, 0, 0],
+        "one fire stands for the 3 missed instants"
+    );
     down_for_three_instants(MisfirePolicy::Skip).await;
 }
 
@@ -301,14 +336,25 @@ async fn schedules_follow_installs_upgrades_and_uninstalls_and_list_their_next_f
     );
     let p = node(&store, vec![echo(m)], config(MisfirePolicy::FireOnce)).await;
     let now = Utc::now();
-    assert!(p.run_schedules(now + Duration::days(1)).await.unwrap().is_empty(), "not installed");
+    assert!(
+        p.run_schedules(now + Duration::days(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "not installed"
+    );
     install(&store, "meter", "alice", &[]).await;
     let alice = Principal::new("alice");
     let listed = p.schedules(&alice, now).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].schedule, SIX_HOURS);
     assert_eq!(listed[0].next_fire, Some(next_after(now)));
-    assert!(p.schedules(&Principal::new("bob"), now).await.unwrap().is_empty());
+    assert!(
+        p.schedules(&Principal::new("bob"), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(p.schedules(&admin(), now).await.unwrap().len(), 1);
 
     let installed = store.get_installation("meter", "alice").await.unwrap();
@@ -316,7 +362,10 @@ async fn schedules_follow_installs_upgrades_and_uninstalls_and_list_their_next_f
     assert_eq!(p.run_schedules(first).await.unwrap().len(), 1);
     store.delete_installation("meter", "alice").await.unwrap();
     assert!(
-        p.run_schedules(first + Duration::hours(6)).await.unwrap().is_empty(),
+        p.run_schedules(first + Duration::hours(6))
+            .await
+            .unwrap()
+            .is_empty(),
         "an uninstalled schedule fires no more"
     );
     assert_eq!(tasks_of(&store, "meter").await.len(), 1);
@@ -340,7 +389,13 @@ async fn webhook_platform() -> (Arc<dyn Store>, Platform, uuid::Uuid, String) {
     (store, p, secret.installation_id, secret.secret)
 }
 
-fn delivery(installation: uuid::Uuid, secret: &str, id: &str, ts: i64, body: &[u8]) -> WebhookDelivery {
+fn delivery(
+    installation: uuid::Uuid,
+    secret: &str,
+    id: &str,
+    ts: i64,
+    body: &[u8],
+) -> WebhookDelivery {
     WebhookDelivery {
         installation_id: installation,
         path: "/payments/p-1".into(),
@@ -413,7 +468,11 @@ async fn a_signed_webhook_starts_one_task_and_bad_ones_start_none() {
         .await
         .unwrap_err();
     assert_eq!(e.http_status(), 400);
-    assert_eq!(tasks_of(&store, "ledger").await.len(), 1, "only the good delivery ran");
+    assert_eq!(
+        tasks_of(&store, "ledger").await.len(),
+        1,
+        "only the good delivery ran"
+    );
 
     let rejected = store
         .list_audit(&AuditFilter {
@@ -428,11 +487,21 @@ async fn a_signed_webhook_starts_one_task_and_bad_ones_start_none() {
         .collect();
     assert_eq!(
         reasons,
-        ["bad signature", "bad signature", "replay", "stale timestamp", "stale timestamp", "unknown path"]
+        [
+            "bad signature",
+            "bad signature",
+            "replay",
+            "stale timestamp",
+            "stale timestamp",
+            "unknown path"
+        ]
     );
     for row in &rejected {
         let text = row.payload.to_string();
-        assert!(!text.contains(&secret) && !text.contains("sha256="), "{text}");
+        assert!(
+            !text.contains(&secret) && !text.contains("sha256="),
+            "{text}"
+        );
     }
 
     let edge = p
@@ -451,5 +520,8 @@ async fn a_signed_webhook_starts_one_task_and_bad_ones_start_none() {
         .await
         .unwrap_err();
     assert_eq!(e, WebhookError::BadSignature);
-    assert!(!format!("{fresh:?}").contains(&fresh.secret), "Debug redacts the secret");
+    assert!(
+        !format!("{fresh:?}").contains(&fresh.secret),
+        "Debug redacts the secret"
+    );
 }

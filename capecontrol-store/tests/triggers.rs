@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use capecontrol_core::Principal;
 use capecontrol_core::manifest::{Config, Manifest, TaskDecl, Triggers};
 use capecontrol_core::runtime::{Event, MisfirePolicy, Platform, PlatformConfig, TriggerConfig};
 use capecontrol_core::store::{Store, TaskFilter};
-use capecontrol_core::Principal;
 use capecontrol_testkit::runtime::{self as testkit, TestAgent, agent, install};
 use chrono::{Duration, DurationRound};
 use futures::future::join_all;
@@ -36,7 +36,9 @@ fn triggered() -> Manifest {
 }
 
 fn meter() -> TestAgent {
-    agent(triggered(), |_, input, _| Box::pin(async move { Ok(input) }))
+    agent(triggered(), |_, input, _| {
+        Box::pin(async move { Ok(input) })
+    })
 }
 
 async fn node(db: &common::TestDb) -> Platform {
@@ -58,7 +60,10 @@ async fn node(db: &common::TestDb) -> Platform {
         .unwrap()
 }
 
-#[cfg_attr(capecontrol_skip_services, ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL")]
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_fire_each_instant_and_event_once() {
     let db = test_db!();
@@ -85,10 +90,7 @@ async fn three_nodes_fire_each_instant_and_event_once() {
             }
         }
         let instant = first + Duration::hours(6 * k);
-        let ticks = nodes
-            .iter()
-            .flatten()
-            .map(|n| n.run_schedules(instant));
+        let ticks = nodes.iter().flatten().map(|n| n.run_schedules(instant));
         for r in join_all(ticks).await {
             r.unwrap();
         }
@@ -111,11 +113,20 @@ async fn three_nodes_fire_each_instant_and_event_once() {
             .unwrap();
         let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
         for t in &tasks {
-            *by_key.entry(t.idempotency_key.clone().unwrap()).or_default() += 1;
+            *by_key
+                .entry(t.idempotency_key.clone().unwrap())
+                .or_default() += 1;
         }
         assert!(by_key.values().all(|n| *n == 1));
-        assert_eq!(tasks.len(), usize::try_from(INSTANTS).unwrap() + 1, "{user}");
-        let events: Vec<_> = tasks.iter().filter(|t| t.input == json!({"kwh": 1.5})).collect();
+        assert_eq!(
+            tasks.len(),
+            usize::try_from(INSTANTS).unwrap() + 1,
+            "{user}"
+        );
+        let events: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.input == json!({"kwh": 1.5}))
+            .collect();
         assert_eq!(events.len(), 1, "{user}: one task for the event");
     }
     drop(nodes);

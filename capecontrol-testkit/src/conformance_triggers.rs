@@ -44,7 +44,10 @@ pub async fn trigger_state(store: Arc<dyn Store>) {
         .iter()
         .map(|i| i.id)
         .collect();
-    assert!(all.contains(&a.id) && all.contains(&b.id), "every user's installation");
+    assert!(
+        all.contains(&a.id) && all.contains(&b.id),
+        "every user's installation"
+    );
 
     let t = Utc.with_ymd_and_hms(2030, 1, 1, 6, 0, 0).unwrap();
     let s = "0 */6 * * *";
@@ -68,7 +71,10 @@ pub async fn trigger_state(store: Arc<dyn Store>) {
         store.schedule_cursor(a.id, s).await.unwrap(),
         Some(t + Duration::hours(6))
     );
-    assert_eq!(store.schedule_cursor(a.id, "0 9 * * MON").await.unwrap(), None);
+    assert_eq!(
+        store.schedule_cursor(a.id, "0 9 * * MON").await.unwrap(),
+        None
+    );
     assert_eq!(store.schedule_cursor(b.id, s).await.unwrap(), None);
     assert_category(
         store.advance_schedule(Uuid::new_v4(), s, t).await,
@@ -78,7 +84,10 @@ pub async fn trigger_state(store: Arc<dyn Store>) {
     assert_eq!(store.webhook_secret(a.id).await.unwrap(), None);
     store.set_webhook_secret(a.id, "one").await.unwrap();
     store.set_webhook_secret(a.id, "two").await.unwrap();
-    assert_eq!(store.webhook_secret(a.id).await.unwrap().as_deref(), Some("two"));
+    assert_eq!(
+        store.webhook_secret(a.id).await.unwrap().as_deref(),
+        Some("two")
+    );
     assert_eq!(store.webhook_secret(b.id).await.unwrap(), None);
     assert_category(
         store.set_webhook_secret(Uuid::new_v4(), "x").await,
@@ -86,14 +95,23 @@ pub async fn trigger_state(store: Arc<dyn Store>) {
     );
 
     assert!(store.claim_delivery(a.id, "d-1").await.unwrap());
-    assert!(!store.claim_delivery(a.id, "d-1").await.unwrap(), "a replay");
-    assert!(store.claim_delivery(b.id, "d-1").await.unwrap(), "per installation");
+    assert!(
+        !store.claim_delivery(a.id, "d-1").await.unwrap(),
+        "a replay"
+    );
+    assert!(
+        store.claim_delivery(b.id, "d-1").await.unwrap(),
+        "per installation"
+    );
     assert!(store.claim_delivery(a.id, &"x".repeat(128)).await.unwrap());
     assert_category(
         store.claim_delivery(a.id, &"x".repeat(129)).await,
         ErrorCategory::Validation,
     );
-    assert_category(store.claim_delivery(a.id, "").await, ErrorCategory::Validation);
+    assert_category(
+        store.claim_delivery(a.id, "").await,
+        ErrorCategory::Validation,
+    );
     assert_category(
         store.claim_delivery(Uuid::new_v4(), "d-1").await,
         ErrorCategory::NotFound,
@@ -111,7 +129,11 @@ pub async fn trigger_state(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_ne!(again.id, a.id);
-    assert_eq!(store.schedule_cursor(a.id, s).await.unwrap(), None, "gone with the uninstall");
+    assert_eq!(
+        store.schedule_cursor(a.id, s).await.unwrap(),
+        None,
+        "gone with the uninstall"
+    );
     assert_eq!(store.webhook_secret(a.id).await.unwrap(), None);
     assert_eq!(store.webhook_secret(again.id).await.unwrap(), None);
     assert!(store.claim_delivery(again.id, "d-1").await.unwrap());

@@ -183,14 +183,12 @@ pub(crate) async fn deliver(
     let Ok(installation_id) = installation.parse::<Uuid>() else {
         return Err(unauthorized());
     };
-    let missing = |h: &str| {
-        Problem::from(Error::invalid_field(
-            format!("/header/{h}"),
-            "is required",
-        ))
-    };
-    let delivery_id = header(&headers, DELIVERY_HEADER).ok_or_else(|| missing("X-CapeControl-Delivery"))?;
-    let signature = header(&headers, SIGNATURE_HEADER).ok_or_else(|| missing("X-CapeControl-Signature"))?;
+    let missing =
+        |h: &str| Problem::from(Error::invalid_field(format!("/header/{h}"), "is required"));
+    let delivery_id =
+        header(&headers, DELIVERY_HEADER).ok_or_else(|| missing("X-CapeControl-Delivery"))?;
+    let signature =
+        header(&headers, SIGNATURE_HEADER).ok_or_else(|| missing("X-CapeControl-Signature"))?;
     let timestamp = header(&headers, TIMESTAMP_HEADER)
         .ok_or_else(|| missing("X-CapeControl-Timestamp"))?
         .trim()

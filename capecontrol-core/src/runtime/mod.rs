@@ -53,8 +53,8 @@ pub mod platform;
 pub mod request;
 pub mod triggers;
 mod upkeep;
-pub mod webhooks;
 pub mod watch;
+pub mod webhooks;
 
 pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};
 pub use self::backoff::backoff;
@@ -65,5 +65,7 @@ pub use self::executor::{Executor, InProcessExecutor, Invocation};
 pub use self::middleware::Middleware;
 pub use self::platform::{Platform, TrustedAccess};
 pub use self::request::TaskRequest;
-pub use self::triggers::{Event, Fired, MisfirePolicy, ScheduleEntry, TriggerConfig, TriggerSource};
+pub use self::triggers::{
+    Event, Fired, MisfirePolicy, ScheduleEntry, TriggerConfig, TriggerSource,
+};
 pub use self::watch::TaskEvents;

@@ -72,7 +72,10 @@ impl Platform {
             tasks.push(tokio::spawn(upkeep::maintain(Arc::clone(&node))));
             tasks.push(tokio::spawn(upkeep::heartbeats(Arc::clone(&node))));
             if let Some(tick) = node.config.triggers.schedule_tick {
-                tasks.push(tokio::spawn(triggers::schedule_loop(Arc::clone(&node), tick)));
+                tasks.push(tokio::spawn(triggers::schedule_loop(
+                    Arc::clone(&node),
+                    tick,
+                )));
             }
         }
         Self {

@@ -247,7 +247,9 @@ impl Platform {
             ));
         }
         let (node, gateway) = self.parts();
-        let emit: Scope = EMIT_SCOPE.parse().map_err(|e| Error::agent(format!("{e}")))?;
+        let emit: Scope = EMIT_SCOPE
+            .parse()
+            .map_err(|e| Error::agent(format!("{e}")))?;
         if !by.is_admin() && !by.scopes.iter().any(|s| s.covers(&emit)) {
             let error = Error::permission([EMIT_SCOPE.to_owned()]);
             node.store
@@ -317,111 +319,124 @@ pub(crate) async fn fire(
     input: Value,
     key: String,
 ) -> Fired {
-        let task = match trigger_task(manifest) {
-            Ok(task) => {
-                let principal = trigger_principal(installation, manifest, source.kind());
-                let request =
-                    TaskRequest::new(installation.agent_id.clone(), task, input, principal.clone())
-                        .idempotency_key(key);
-                let triggered = NewAuditEvent::by(
-                    &principal,
-                    "task.triggered",
-                    serde_json::to_value(&source).unwrap_or(Value::Null),
-                )
-                .agent(installation.agent_id.clone());
-                gateway.submit_with(node, request, vec![triggered]).await
-            }
-            Err(e) => Err(e),
-        };
-        Fired {
-            installation_id: installation.id,
-            agent_id: installation.agent_id.clone(),
-            user_id: installation.user_id.clone(),
-            source,
-            task,
+    let task = match trigger_task(manifest) {
+        Ok(task) => {
+            let principal = trigger_principal(installation, manifest, source.kind());
+            let request = TaskRequest::new(
+                installation.agent_id.clone(),
+                task,
+                input,
+                principal.clone(),
+            )
+            .idempotency_key(key);
+            let triggered = NewAuditEvent::by(
+                &principal,
+                "task.triggered",
+                serde_json::to_value(&source).unwrap_or(Value::Null),
+            )
+            .agent(installation.agent_id.clone());
+            gateway.submit_with(node, request, vec![triggered]).await
         }
+        Err(e) => Err(e),
+    };
+    Fired {
+        installation_id: installation.id,
+        agent_id: installation.agent_id.clone(),
+        user_id: installation.user_id.clone(),
+        source,
+        task,
+    }
 }
 
 /// [`Platform::run_schedules`] over a node and a gateway.
-pub(crate) async fn run_schedules(node: &Node, gateway: &Gateway, now: DateTime<Utc>) -> Result<Vec<Fired>> {
-        let config = &node.config.triggers;
-        let grace = to_chrono(config.misfire_grace);
-        let mut fired = Vec::new();
-        for installation in node.store.all_installations().await? {
-            let Ok(manifest) = node
-                .manifest(&installation.agent_id, &installation.version)
-                .await
-            else {
+pub(crate) async fn run_schedules(
+    node: &Node,
+    gateway: &Gateway,
+    now: DateTime<Utc>,
+) -> Result<Vec<Fired>> {
+    let config = &node.config.triggers;
+    let grace = to_chrono(config.misfire_grace);
+    let mut fired = Vec::new();
+    for installation in node.store.all_installations().await? {
+        let Ok(manifest) = node
+            .manifest(&installation.agent_id, &installation.version)
+            .await
+        else {
+            continue;
+        };
+        let Some(triggers) = manifest.triggers.as_ref() else {
+            continue;
+        };
+        for expr in &triggers.schedules {
+            let Ok(cron) = capecontrol_rules::schedule(expr) else {
                 continue;
             };
-            let Some(triggers) = manifest.triggers.as_ref() else {
-                continue;
-            };
-            for expr in &triggers.schedules {
-                let Ok(cron) = capecontrol_rules::schedule(expr) else {
-                    continue;
+            let cursor = node
+                .store
+                .schedule_cursor(installation.id, expr)
+                .await?
+                .unwrap_or(installation.updated_at);
+            // Due instants: in (cursor, now]; on time: in [now - grace, now].
+            let on_time_from = (now - grace).max(cursor);
+            let mut due: Vec<DateTime<Utc>> = Vec::new();
+            let mut t = on_time_from;
+            while let Ok(next) = cron.find_next_occurrence(&t, false) {
+                if next > now {
+                    break;
+                }
+                due.push(next);
+                t = next;
+            }
+            let mut fires: Vec<(DateTime<Utc>, u32)> = Vec::new();
+            if config.misfire == MisfirePolicy::FireOnce
+                && let Ok(last_late) = cron.find_previous_occurrence(&on_time_from, true)
+                && last_late > cursor
+                && last_late <= on_time_from
+            {
+                let missed = count_between(&cron, cursor, last_late);
+                fires.push((last_late, missed));
+            }
+            fires.extend(due.iter().map(|t| (*t, 0)));
+            for (instant, missed) in &fires {
+                let source = TriggerSource::Schedule {
+                    schedule: expr.clone(),
+                    instant: *instant,
+                    missed: *missed,
                 };
-                let cursor = node
-                    .store
-                    .schedule_cursor(installation.id, expr)
-                    .await?
-                    .unwrap_or(installation.updated_at);
-                // Due instants: in (cursor, now]; on time: in [now - grace, now].
-                let on_time_from = (now - grace).max(cursor);
-                let mut due: Vec<DateTime<Utc>> = Vec::new();
-                let mut t = on_time_from;
-                while let Ok(next) = cron.find_next_occurrence(&t, false) {
-                    if next > now {
-                        break;
-                    }
-                    due.push(next);
-                    t = next;
-                }
-                let mut fires: Vec<(DateTime<Utc>, u32)> = Vec::new();
-                if config.misfire == MisfirePolicy::FireOnce
-                    && let Ok(last_late) = cron.find_previous_occurrence(&on_time_from, true)
-                    && last_late > cursor
-                    && last_late <= on_time_from
+                let input =
+                    json!({"schedule": expr, "instant": rfc3339(*instant), "missed": missed});
+                let key = format!("schedule:{}:{expr}@{}", installation.id, rfc3339(*instant));
+                let f = fire(node, gateway, &installation, &manifest, source, input, key).await;
+                if let Err(e) = &f.task
+                    && e.is_transient()
                 {
-                    let missed = count_between(&cron, cursor, last_late);
-                    fires.push((last_late, missed));
+                    // Not dealt with: the next tick tries again.
+                    return Err(e.clone());
                 }
-                fires.extend(due.iter().map(|t| (*t, 0)));
-                for (instant, missed) in &fires {
-                    let source = TriggerSource::Schedule {
-                        schedule: expr.clone(),
-                        instant: *instant,
-                        missed: *missed,
-                    };
-                    let input = json!({"schedule": expr, "instant": rfc3339(*instant), "missed": missed});
-                    let key = format!("schedule:{}:{expr}@{}", installation.id, rfc3339(*instant));
-                    let f = fire(node, gateway, &installation, &manifest, source, input, key).await;
-                    if let Err(e) = &f.task
-                        && e.is_transient()
-                    {
-                        // Not dealt with: the next tick tries again.
-                        return Err(e.clone());
-                    }
-                    fired.push(f);
-                }
-                let last = cron
-                    .find_previous_occurrence(&now, true)
-                    .ok()
-                    .filter(|l| *l > cursor);
-                if let Some(last) = last {
-                    node.store
-                        .advance_schedule(installation.id, expr, last)
-                        .await?;
-                }
+                fired.push(f);
+            }
+            let last = cron
+                .find_previous_occurrence(&now, true)
+                .ok()
+                .filter(|l| *l > cursor);
+            if let Some(last) = last {
+                node.store
+                    .advance_schedule(installation.id, expr, last)
+                    .await?;
             }
         }
-        Ok(fired)
+    }
+    Ok(fired)
 }
 
 impl Platform {
     /// The schedules of `by`'s installations (every installation's for an admin), each with
     /// its next fire time after `now`.
-    pub async fn schedules(&self, by: &Principal, now: DateTime<Utc>) -> Result<Vec<ScheduleEntry>> {
+    pub async fn schedules(
+        &self,
+        by: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleEntry>> {
         let (node, _) = self.parts();
         let mut entries = Vec::new();
         for installation in node.store.all_installations().await? {
@@ -453,7 +468,11 @@ impl Platform {
 }
 
 /// The instants of `cron` in `(after, until]`, counted up to 100,000.
-fn count_between(cron: &capecontrol_rules::Cron, after: DateTime<Utc>, until: DateTime<Utc>) -> u32 {
+fn count_between(
+    cron: &capecontrol_rules::Cron,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> u32 {
     let mut n = 0u32;
     let mut t = after;
     while n < 100_000

@@ -156,7 +156,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Platform {
     /// Makes a new webhook secret for `by`'s installation of `agent` (replacing any) and
     /// returns it: the only time it is shown. Audited as `webhook.secret_rotated` (without it).
-    pub async fn rotate_webhook_secret(&self, agent: &str, by: &Principal) -> Result<WebhookSecret> {
+    pub async fn rotate_webhook_secret(
+        &self,
+        agent: &str,
+        by: &Principal,
+    ) -> Result<WebhookSecret> {
         let store = self.store();
         let agent = store.get_agent(agent).await?;
         let installation = store.get_installation(&agent.id, &by.user_id).await?;
@@ -203,18 +207,52 @@ impl Platform {
             .into_iter()
             .find(|i| i.id == delivery.installation_id);
         let Some(installation) = installation else {
-            return Err(self.reject(None, &delivery, "unknown installation", WebhookError::BadSignature).await);
+            return Err(self
+                .reject(
+                    None,
+                    &delivery,
+                    "unknown installation",
+                    WebhookError::BadSignature,
+                )
+                .await);
         };
         let Some(secret) = store.webhook_secret(installation.id).await? else {
-            return Err(self.reject(Some(&installation), &delivery, "no secret", WebhookError::BadSignature).await);
+            return Err(self
+                .reject(
+                    Some(&installation),
+                    &delivery,
+                    "no secret",
+                    WebhookError::BadSignature,
+                )
+                .await);
         };
-        let expected = sign(&secret, delivery.timestamp, &delivery.delivery_id, &delivery.body);
+        let expected = sign(
+            &secret,
+            delivery.timestamp,
+            &delivery.delivery_id,
+            &delivery.body,
+        );
         if !constant_time_eq(expected.as_bytes(), delivery.signature.as_bytes()) {
-            return Err(self.reject(Some(&installation), &delivery, "bad signature", WebhookError::BadSignature).await);
+            return Err(self
+                .reject(
+                    Some(&installation),
+                    &delivery,
+                    "bad signature",
+                    WebhookError::BadSignature,
+                )
+                .await);
         }
-        let tolerance = i64::try_from(node.config.triggers.webhook_tolerance.as_secs()).unwrap_or(i64::MAX);
+        let tolerance =
+            i64::try_from(node.config.triggers.webhook_tolerance.as_secs()).unwrap_or(i64::MAX);
         if now.timestamp().abs_diff(delivery.timestamp) > tolerance.unsigned_abs() {
-            return Err(self.reject(Some(&installation), &delivery, "stale timestamp", WebhookError::Stale).await);
+            return Err(self
+                .reject(
+                    Some(&installation),
+                    &delivery,
+                    "stale timestamp",
+                    WebhookError::Stale,
+                )
+                .await);
         }
         let manifest = node
             .manifest(&installation.agent_id, &installation.version)
@@ -227,25 +265,30 @@ impl Platform {
             .cloned()
         else {
             let e = Error::not_found("webhook", delivery.path.clone());
-            return Err(self.reject(Some(&installation), &delivery, "unknown path", e.into()).await);
+            return Err(self
+                .reject(Some(&installation), &delivery, "unknown path", e.into())
+                .await);
         };
         if delivery.delivery_id.is_empty() || delivery.delivery_id.len() > MAX_DELIVERY_ID_BYTES {
             let e = Error::invalid_field(
                 "/delivery_id",
                 format!("must be 1 to {MAX_DELIVERY_ID_BYTES} bytes"),
             );
-            return Err(self.reject(Some(&installation), &delivery, "delivery id", e.into()).await);
+            return Err(self
+                .reject(Some(&installation), &delivery, "delivery id", e.into())
+                .await);
         }
         if !store
             .claim_delivery(installation.id, &delivery.delivery_id)
             .await?
         {
             let e = WebhookError::Replay(delivery.delivery_id.clone());
-            return Err(self.reject(Some(&installation), &delivery, "replay", e).await);
+            return Err(self
+                .reject(Some(&installation), &delivery, "replay", e)
+                .await);
         }
-        let input: Value = serde_json::from_slice(&delivery.body).map_err(|e| {
-            Error::invalid_field("/body", format!("must be JSON: {e}"))
-        })?;
+        let input: Value = serde_json::from_slice(&delivery.body)
+            .map_err(|e| Error::invalid_field("/body", format!("must be JSON: {e}")))?;
         let source = TriggerSource::Webhook {
             path: pattern,
             delivery_id: delivery.delivery_id.clone(),
@@ -325,6 +368,9 @@ mod tests {
         assert_ne!(s, sign("k", 1, "e", b"{}"));
         assert_ne!(s, sign("k", 1, "d", b"[]"));
         assert_ne!(s, sign("l", 1, "d", b"{}"));
-        assert!(constant_time_eq(s.as_bytes(), sign("k", 1, "d", b"{}").as_bytes()));
+        assert!(constant_time_eq(
+            s.as_bytes(),
+            sign("k", 1, "d", b"{}").as_bytes()
+        ));
     }
 }

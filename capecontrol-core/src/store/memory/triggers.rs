@@ -59,8 +59,15 @@ impl TriggerStore for MemoryStore {
         to: DateTime<Utc>,
     ) -> Result<()> {
         let mut state = self.lock();
-        if !state.installations.values().any(|i| i.id == installation_id) {
-            return Err(Error::not_found("installation", installation_id.to_string()));
+        if !state
+            .installations
+            .values()
+            .any(|i| i.id == installation_id)
+        {
+            return Err(Error::not_found(
+                "installation",
+                installation_id.to_string(),
+            ));
         }
         let to = super::micros(to);
         let cursor = state
@@ -76,8 +83,15 @@ impl TriggerStore for MemoryStore {
 
     async fn set_webhook_secret(&self, installation_id: Uuid, secret: &str) -> Result<()> {
         let mut state = self.lock();
-        if !state.installations.values().any(|i| i.id == installation_id) {
-            return Err(Error::not_found("installation", installation_id.to_string()));
+        if !state
+            .installations
+            .values()
+            .any(|i| i.id == installation_id)
+        {
+            return Err(Error::not_found(
+                "installation",
+                installation_id.to_string(),
+            ));
         }
         state
             .triggers
@@ -98,8 +112,15 @@ impl TriggerStore for MemoryStore {
             ));
         }
         let mut state = self.lock();
-        if !state.installations.values().any(|i| i.id == installation_id) {
-            return Err(Error::not_found("installation", installation_id.to_string()));
+        if !state
+            .installations
+            .values()
+            .any(|i| i.id == installation_id)
+        {
+            return Err(Error::not_found(
+                "installation",
+                installation_id.to_string(),
+            ));
         }
         Ok(state
             .triggers
