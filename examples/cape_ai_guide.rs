@@ -4,9 +4,11 @@
 //! `checklist:write`. No language model is involved: questions and checklists come from a
 //! fixed catalogue of features, and feedback is summarized by counting.
 //!
-//! Run it with `cargo run --example cape_ai_guide`.
-
-use std::sync::Arc;
+//! The `user.onboard` event starts its first task, `onboard`, with the event's payload as input
+//! (see `docs/writing-agents.md`, "Triggers").
+//!
+//! Run it with `cargo run --example cape_ai_guide`: an embedded platform installs it for a user,
+//! submits `onboard` and follows its events, then emits `user.onboard` for another user.
 
 use capecontrol::prelude::*;
 use schemars::JsonSchema;
@@ -319,56 +321,102 @@ impl CapeAiGuide {
     }
 }
 
-/// Prints the manifest, then calls the tools and the `onboard` task by name with JSON.
+/// What the example did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The `onboard` task submitted by Bongani.
+    pub submitted: capecontrol::store::TaskRecord,
+    /// The names of its events, in order.
+    pub events: Vec<&'static str>,
+    /// The tools it called, in order, with whether each was allowed.
+    pub tool_calls: Vec<(String, bool)>,
+    /// The `onboard` task the `user.onboard` event started for Thandi's installation.
+    pub triggered: capecontrol::store::TaskRecord,
+}
+
+/// Runs the guide through an embedded platform: install, submit, watch; then an event.
+pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
+    use capecontrol::events::TaskEventKind;
+    use capecontrol::registry::InstallRequest;
+    use capecontrol::runtime::Event;
+    use tokio_stream::StreamExt;
+
+    let platform = Platform::builder()
+        .agent(CapeAiGuide::default())
+        .build()
+        .await?;
+    let bongani = Principal::new("bongani").with_roles(["user"]);
+    let install =
+        || InstallRequest::latest("capeaiguide").grant(["profile:write", "checklist:write"]);
+    platform.registry().install(&bongani, install()).await?;
+
+    let input = json!({"user_name": "Bongani", "role": "user", "goals": ["budget"]});
+    let id = platform
+        .submit(TaskRequest::new(
+            "capeaiguide",
+            "onboard",
+            input,
+            bongani.clone(),
+        ))
+        .await?;
+    let (mut events, mut tool_calls) = (Vec::new(), Vec::new());
+    let mut stream = platform.watch(id, &bongani).await?;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        println!("  #{:<2} {}", event.seq, event.kind.name());
+        if let TaskEventKind::ToolCalled { tool, allowed } = &event.kind {
+            tool_calls.push((tool.clone(), *allowed));
+        }
+        events.push(event.kind.name());
+    }
+    let submitted = platform.get(id, &bongani).await?;
+    println!("onboard -> {}", serde_json::to_string(&submitted.output)?);
+
+    // The host's sign-up code emits `user.onboard`: every installation subscribed to it runs
+    // `onboard` (here Thandi's), with the payload as input, as the installation's user.
+    let thandi = Principal::new("thandi").with_roles(["user"]);
+    platform.registry().install(&thandi, install()).await?;
+    platform
+        .registry()
+        .uninstall(&bongani, "capeaiguide")
+        .await?;
+    let host = Principal::new("signup-service").with_scopes(["events:emit"])?;
+    let event = Event::new(
+        "user.onboard",
+        json!({"user_name": "Thandi", "role": "user", "goals": ["energy"]}),
+    )
+    .with_id("signup-thandi");
+    let fired = platform.emit(event, &host).await?;
+    let task = fired
+        .first()
+        .ok_or("the event started no task")?
+        .task
+        .clone()?;
+    let triggered = platform.wait(task, &thandi).await?;
+    println!(
+        "user.onboard -> {}",
+        serde_json::to_string(&triggered.output)?
+    );
+    platform.shutdown(std::time::Duration::from_secs(1)).await;
+    Ok(Outcome {
+        submitted,
+        events,
+        tool_calls,
+        triggered,
+    })
+}
+
+/// Prints the manifest, then runs the guide through an embedded platform.
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let agent = CapeAiGuide::default();
-    let manifest = serde_json::to_value(agent.manifest())?;
+    let manifest = serde_json::to_value(CapeAiGuide::default().manifest())?;
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     capecontrol::validate::check_manifest(&manifest)?;
     println!("manifest: valid\n");
-
-    let journal = Arc::new(MemoryJournal::default());
-    let cx = TaskContext::local()
-        .principal(Principal::new("bongani").with_roles(["user"]))
-        .granted(vec!["profile:write".parse()?, "checklist:write".parse()?])
-        .build(journal.clone());
-
-    let calls = [
-        (
-            "ask_user",
-            json!({"topic": "goals", "user_name": "Bongani"}),
-        ),
-        (
-            "generate_checklist",
-            json!({"role": "user", "goals": ["energy", "save"], "completed": ["profile"]}),
-        ),
-        (
-            "summarize_feedback",
-            json!({"responses": [
-                {"rating": 5, "comment": "The checklist made setup easy"},
-                {"rating": 4, "comment": "Easy, but the meter pairing was slow"},
-                {"rating": 2, "comment": "Meter pairing failed twice"}
-            ]}),
-        ),
-        ("summarize_feedback", json!({"responses": [{"rating": 9}]})),
-        ("ask_user", json!({"topic": "weather"})),
-    ];
-    for (tool, input) in calls {
-        match agent.call_tool(tool, input, &cx.tool()).await {
-            Ok(out) => println!("{tool} -> {out}"),
-            Err(e) => println!("{tool} -> error ({}): {e}", e.category()),
-        }
-    }
-
-    let out = agent
-        .run_task(
-            "onboard",
-            json!({"user_name": "Bongani", "role": "user", "goals": ["budget"]}),
-            &cx,
-        )
-        .await?;
-    println!("\nonboard -> {out}");
-    println!("tool calls audited: {}", journal.tool_calls().len());
+    let outcome = run().await?;
+    println!(
+        "submitted: {}, triggered by user.onboard: {}",
+        outcome.submitted.status, outcome.triggered.status
+    );
     Ok(())
 }

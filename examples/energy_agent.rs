@@ -4,9 +4,13 @@
 //! `iot:optimize`. The meter is simulated: a day's hourly readings are a deterministic
 //! household load curve derived from the device id and the date.
 //!
-//! Run it with `cargo run --example energy_agent`.
-
-use std::sync::Arc;
+//! Its schedule (`0 */6 * * *`, every six hours, UTC) starts its first task, `scheduled_report`,
+//! with `{"schedule", "instant", "missed"}` as input: the report of the instant's day for the
+//! meter of the installation's settings (see `docs/writing-agents.md`, "Triggers").
+//!
+//! Run it with `cargo run --example energy_agent`: an embedded platform installs it for a
+//! household, submits a `daily_report` and follows its events, then fires the schedule at a
+//! given instant (a fake clock) and prints the report it starts.
 
 use capecontrol::prelude::*;
 use schemars::JsonSchema;
@@ -39,9 +43,28 @@ pub struct MeterSettings {
     /// The Tuya cloud API key.
     #[schemars(extend("secret" = true))]
     pub api_key: String,
+    /// The meter the scheduled reports read.
+    #[serde(default = "default_device")]
+    pub device_id: String,
     /// Alert when an hour uses more than this many kWh.
     #[serde(default = "default_threshold")]
     pub threshold_kwh: f64,
+}
+
+fn default_device() -> String {
+    "meter-1".into()
+}
+
+/// What a schedule fire hands the agent's first task.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ScheduledRun {
+    /// The cron expression that fired.
+    pub schedule: String,
+    /// The instant, RFC 3339 UTC.
+    pub instant: String,
+    /// Earlier instants of a missed window this fire stands for.
+    #[serde(default)]
+    pub missed: u32,
 }
 
 fn default_threshold() -> f64 {
@@ -203,6 +226,22 @@ fn read_meter(req: &UsageRequest) -> Result<Usage, Error> {
 
 #[agent_impl]
 impl EnergyAgent {
+    /// The six-hourly report (started by the schedule): the daily report of the instant's day
+    /// for the meter in the installation's settings.
+    #[task(timeout = 40)]
+    pub async fn scheduled_report(
+        &self,
+        cx: &TaskContext,
+        run: ScheduledRun,
+    ) -> Result<DailyReport, Error> {
+        let device_id = cx.settings()["device_id"]
+            .as_str()
+            .map_or_else(default_device, str::to_owned);
+        let date: String = run.instant.chars().take(10).collect();
+        self.daily_report(cx, UsageRequest { device_id, date })
+            .await
+    }
+
     /// Analyse a day: read the meter, suggest savings, check the alert threshold.
     #[task(timeout = 40)]
     pub async fn daily_report(
@@ -345,59 +384,107 @@ impl EnergyAgent {
     }
 }
 
-/// Prints the manifest, then calls the tools and the `daily_report` task by name with JSON.
+/// What the example did: the submitted report and the one the schedule started.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The `daily_report` task submitted for 2026-07-15.
+    pub submitted: capecontrol::store::TaskRecord,
+    /// The `scheduled_report` task of the instant 2026-07-16T06:00:00Z.
+    pub scheduled: capecontrol::store::TaskRecord,
+    /// The names of the submitted task's events, in order.
+    pub events: Vec<&'static str>,
+}
+
+/// Runs the agent through an embedded platform: install, submit, watch; then a schedule fire.
+pub async fn run() -> Result<Outcome, Box<dyn std::error::Error>> {
+    use capecontrol::registry::InstallRequest;
+    use tokio_stream::StreamExt;
+
+    // The scheduler's tick is off: the schedule is fired below at a chosen instant.
+    let mut config = capecontrol::PlatformConfig::default();
+    config.triggers.schedule_tick = None;
+    let platform = Platform::builder()
+        .agent(EnergyAgent)
+        .config(config)
+        .build()
+        .await?;
+    let household = Principal::new("household-42").with_roles(["user"]);
+    platform
+        .registry()
+        .install(
+            &household,
+            InstallRequest::latest("energyagent")
+                .grant(["iot:read", "iot:optimize"])
+                .settings(json!({"api_key": "not-a-real-key", "threshold_kwh": 0.98,
+                                "device_id": "bf3a9c-meter"})),
+        )
+        .await?;
+
+    let input = json!({"device_id": "bf3a9c-meter", "date": "2026-07-15"});
+    let id = platform
+        .submit(TaskRequest::new(
+            "energyagent",
+            "daily_report",
+            input,
+            household.clone(),
+        ))
+        .await?;
+    let mut events = Vec::new();
+    let mut stream = platform.watch(id, &household).await?;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        println!("  #{:<2} {}", event.seq, event.kind.name());
+        events.push(event.kind.name());
+    }
+    let submitted = platform.get(id, &household).await?;
+    println!(
+        "daily_report -> {}",
+        serde_json::to_string(&submitted.output)?
+    );
+
+    // The schedule, at 06:00 UTC on the next day (the installation must predate the instant:
+    // instants before an install never fire, so the clock here is "now", moved forward).
+    let installed = platform
+        .store()
+        .get_installation("energyagent", "household-42")
+        .await?;
+    let next = capecontrol_rules_next(installed.updated_at);
+    let fired = platform.run_schedules(next).await?;
+    let task = fired
+        .first()
+        .ok_or("the schedule started no task")?
+        .task
+        .clone()?;
+    let scheduled = platform.wait(task, &household).await?;
+    println!(
+        "scheduled_report at {next} -> {}",
+        serde_json::to_string(&scheduled.output)?
+    );
+    platform.shutdown(std::time::Duration::from_secs(1)).await;
+    Ok(Outcome {
+        submitted,
+        scheduled,
+        events,
+    })
+}
+
+/// The first six-hour instant after `t`.
+fn capecontrol_rules_next(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Duration, DurationRound};
+    t.duration_trunc(Duration::hours(6)).unwrap_or(t) + Duration::hours(6)
+}
+
+/// Prints the manifest, then runs the agent through an embedded platform.
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let agent = EnergyAgent;
-    let manifest = serde_json::to_value(agent.manifest())?;
+    let manifest = serde_json::to_value(EnergyAgent.manifest())?;
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     capecontrol::validate::check_manifest(&manifest)?;
     println!("manifest: valid\n");
-
-    let journal = Arc::new(MemoryJournal::default());
-    let cx = TaskContext::local()
-        .principal(Principal::new("household-42"))
-        .granted(vec!["iot:*".parse()?])
-        .settings(json!({"api_key": "not-a-real-key", "threshold_kwh": 0.98}))
-        .build(journal.clone());
-
-    let calls = [
-        (
-            "get_usage_data",
-            json!({"device_id": "bf3a9c-meter", "date": "2026-07-14"}),
-        ),
-        (
-            "optimize_consumption",
-            json!({"device_id": "bf3a9c-meter", "date": "2026-07-14",
-                   "peak_price_cents": 38.5, "off_peak_price_cents": 21.0}),
-        ),
-        (
-            "alert_threshold",
-            json!({"device_id": "bf3a9c-meter", "date": "2026-07-14"}),
-        ),
-        (
-            "alert_threshold",
-            json!({"device_id": "bf3a9c-meter", "date": "14/07/2026"}),
-        ),
-        ("get_usage_data", json!({"device_id": "bf3a9c-meter"})),
-    ];
-    for (tool, input) in calls {
-        match agent.call_tool(tool, input, &cx.tool()).await {
-            Ok(out) => println!("{tool} -> {out}"),
-            Err(e) => println!("{tool} -> error ({}): {e}", e.category()),
-        }
-    }
-
-    let report = agent
-        .run_task(
-            "daily_report",
-            json!({"device_id": "bf3a9c-meter", "date": "2026-07-15"}),
-            &cx,
-        )
-        .await?;
-    println!("\ndaily_report -> {report}");
-    for step in journal.steps() {
-        println!("  step {} {} {}", step.step, step.name, step.status);
-    }
+    let outcome = run().await?;
+    println!(
+        "submitted: {}, scheduled: {}",
+        outcome.submitted.status, outcome.scheduled.status
+    );
     Ok(())
 }

@@ -45,7 +45,7 @@ pub const APPROVAL_THRESHOLD_CENTS: u64 = 100_000;
     memory_limit = "256MB",
     cpu_limit = "0.5",
     concurrent_tasks = 5,
-    triggers(events("payment.completed"), schedules("0 9 1 * *")),
+    triggers(events("payment.completed"), webhooks("/payments")),
     ui(
         icon = "💰",
         color = "#10B981",

@@ -14,6 +14,12 @@ pub enum CronError {
 /// A schedule: exactly 5 fields (minute, hour, day of month, month, day of week; day and month
 /// names such as `MON` and `JAN` allowed) that `croner` parses, with no seconds or year field.
 pub fn cron(s: &str) -> Result<(), CronError> {
+    schedule(s).map(|_| ())
+}
+
+/// Parses a schedule by the rule of [`cron`] into the `croner` schedule the runtime's scheduler
+/// iterates (its instants are minutes, in UTC when given UTC times).
+pub fn schedule(s: &str) -> Result<croner::Cron, CronError> {
     let fields = s.split_whitespace().count();
     if fields != 5 {
         return Err(CronError::FieldCount(fields));
@@ -24,7 +30,6 @@ pub fn cron(s: &str) -> Result<(), CronError> {
         .build();
     parser
         .parse(s)
-        .map(|_| ())
         .map_err(|e| CronError::Invalid(e.to_string()))
 }
 

@@ -19,7 +19,8 @@ pub mod cases;
 mod cron;
 mod units;
 
-pub use cron::{CronError, cron};
+pub use cron::{CronError, cron, schedule};
+pub use croner::Cron;
 pub use units::{CpuLimitError, MemoryLimitError, cpu_limit, memory_limit, parse_memory_limit};
 
 /// Longest agent `name`, in characters.
@@ -109,6 +110,20 @@ pub fn event(s: &str) -> bool {
     ok && parts >= 2
 }
 
+/// Whether the request path `path` is the manifest's webhook path `pattern`: equal segment for
+/// segment, `{id}` standing for any one non-empty segment.
+pub fn webhook_matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some("{id}"), Some(seg)) if !seg.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
 /// A webhook path: absolute, made of URL path characters and percent escapes; `{id}` is the
 /// only placeholder (`/api/agents/{id}/webhook`).
 pub fn webhook(s: &str) -> bool {
@@ -153,6 +168,17 @@ pub fn retries(n: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn webhook_paths_match_their_pattern() {
+        use super::webhook_matches as m;
+        assert!(m("/api/agents/{id}/webhook", "/api/agents/42/webhook"));
+        assert!(m("/payments", "/payments"));
+        assert!(!m("/api/agents/{id}/webhook", "/api/agents//webhook"));
+        assert!(!m("/api/agents/{id}/webhook", "/api/agents/42/webhook/x"));
+        assert!(!m("/payments", "/payments/"));
+        assert!(!m("/payments", "/refunds"));
+    }
+
     use super::*;
 
     #[test]

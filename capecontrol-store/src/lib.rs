@@ -46,6 +46,7 @@ mod rating;
 mod registry;
 mod rows;
 mod store;
+mod triggers;
 
 pub use notify::CHANNEL;
 pub use sqlx;

@@ -31,6 +31,7 @@ cases! {
     registry_crud_and_conflicts;
     versions_publish_and_archive;
     installations;
+    trigger_state;
     catalog_filters_sort_and_pages;
     enqueue_and_idempotency;
     claim_by_priority_age_and_run_at;

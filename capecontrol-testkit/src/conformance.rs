@@ -66,6 +66,8 @@ use capecontrol_core::store::{
     TaskFilter, VersionRecord,
 };
 
+pub use crate::conformance_triggers::trigger_state;
+
 /// The lease the queue cases claim with.
 pub const SHORT_LEASE: Duration = Duration::from_millis(200);
 
@@ -100,6 +102,7 @@ where
     enqueue_enforces_the_task_bounds(make().await).await;
     api_keys_by_hash_revoke_and_list(make().await).await;
     ratings_of_completed_tasks(make().await).await;
+    trigger_state(make().await).await;
     concurrent_claimers_never_share_a_task(make().await, 16, 500).await;
     crate::conformance_queue::run_all(&make).await;
     crate::conformance_waits::run_all(&make).await;

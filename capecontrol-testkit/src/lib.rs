@@ -6,6 +6,7 @@
 //!   `tests/conformance.rs`).
 //! - [`conformance_queue`]: the queue's batched paths (many heartbeats in one write, claims
 //!   past backlogs that cannot run), part of [`conformance::run_all`].
+//! - [`conformance_triggers`]: the trigger store's cases, run by `conformance::run_all`.
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
 //! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
@@ -15,6 +16,7 @@ pub mod checks;
 pub mod conformance;
 pub mod conformance_queue;
 pub mod conformance_waits;
+pub mod conformance_triggers;
 pub mod fixtures;
 pub mod runtime;
 pub mod waits;

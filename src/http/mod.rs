@@ -35,6 +35,7 @@ mod agents;
 mod answer;
 mod auth;
 mod extract;
+mod hooks;
 mod market;
 mod openapi;
 mod ops;
@@ -58,6 +59,10 @@ pub use self::auth::{
     hash_key,
 };
 pub use self::extract::{Caller, MAX_USER_AGENT};
+pub use self::hooks::{
+    DELIVERY_HEADER, Emitted, FiredView, SIGNATURE_HEADER, ScheduleView, TIMESTAMP_HEADER,
+    WebhookSecretView,
+};
 pub use self::market::CategoryCount;
 pub use self::openapi::{openapi, openapi_json};
 pub use self::ops::{AuditPage, Health, RevokedKey};
@@ -220,6 +225,7 @@ impl Api {
             .route("/api/keys", post(ops::create_key))
             .route("/api/keys/{id}", delete(ops::revoke_key))
             .merge(console(&state))
+            .merge(hooks::routes())
             .fallback(ops::not_found)
             .method_not_allowed_fallback(ops::method_not_allowed)
             .with_state(state)

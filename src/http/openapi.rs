@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, answer, market, ops, tasks};
+use super::{agents, answer, hooks, market, ops, tasks};
 
 struct Bearer;
 
@@ -42,6 +42,7 @@ impl Modify for Bearer {
         tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::rate, tasks::events,
         answer::answer,
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
+        hooks::emit, hooks::deliver, hooks::webhook_secret, hooks::schedules,
     ),
     modifiers(&Bearer)
 )]

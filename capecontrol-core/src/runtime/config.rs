@@ -5,6 +5,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::breaker::BreakerConfig;
+use super::triggers::TriggerConfig;
 
 /// Runtime settings of a [`Platform`](super::platform::Platform).
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +43,8 @@ pub struct PlatformConfig {
     /// Whether tasks queued for a version that is archived before they run still run on it
     /// (`true`) or fail without running with a `conflict` error (`false`, the default).
     pub finish_archived_versions: bool,
+    /// The triggers' settings: the scheduler's tick, the misfire policy, the webhook window.
+    pub triggers: TriggerConfig,
 }
 
 impl Default for PlatformConfig {
@@ -61,6 +64,7 @@ impl Default for PlatformConfig {
             max_retry_delay: Duration::from_secs(3600),
             max_output_bytes: 1024 * 1024,
             finish_archived_versions: false,
+            triggers: TriggerConfig::default(),
         }
     }
 }

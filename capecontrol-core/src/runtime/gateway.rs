@@ -51,6 +51,17 @@ impl Gateway {
     /// Submits a task: policy, breaker, middleware, enqueue. Returns the task's id (an existing
     /// task's id when the idempotency key was seen before).
     pub(crate) async fn submit(&self, node: &Node, request: TaskRequest) -> Result<Uuid> {
+        self.submit_with(node, request, Vec::new()).await
+    }
+
+    /// [`Gateway::submit`] with extra audit events (a trigger's `task.triggered`), written in
+    /// the enqueue's transaction after `policy.allowed`, about the new task.
+    pub(crate) async fn submit_with(
+        &self,
+        node: &Node,
+        request: TaskRequest,
+        extra_audit: Vec<NewAuditEvent>,
+    ) -> Result<Uuid> {
         let store = &node.store;
         let principal = request.principal.clone();
         if let Some(t) = &request.traceparent {
@@ -92,7 +103,9 @@ impl Gateway {
             version,
             manifest,
             task,
-            audit: vec![allowed],
+            audit: std::iter::once(allowed)
+                .chain(extra_audit.into_iter().map(|e| e.task(task_id)))
+                .collect(),
             request,
         };
         let endpoint = Enqueue(Arc::clone(store));

@@ -24,6 +24,8 @@
 //! | `attempt` | one claimed task: prepare, run under timeout/cancel/lease, hand over the outcome |
 //! | `host` | the attempt's `TaskHost` and single writer: steps, tool calls, events, finish |
 //! | `completions` | cheap waiting: the tasks waited for on this node, woken by one shared subscription |
+//! | [`triggers`] | events (`emit`) and schedules (`run_schedules`, the scheduler loop) start tasks |
+//! | [`webhooks`] | signed webhook deliveries start tasks |
 //! | `upkeep` | the heartbeat loop and the maintenance loop (reclaim, queue depth) |
 //! | [`backoff`](mod@backoff) | retry delays |
 //! | [`breaker`], [`executor`], [`middleware`], [`watch`] | circuit breakers, the `Executor` port, the chain, event streams |
@@ -51,9 +53,11 @@ pub mod middleware;
 mod node;
 pub mod platform;
 pub mod request;
+pub mod triggers;
 mod upkeep;
 pub mod waits;
 pub mod watch;
+pub mod webhooks;
 
 pub use self::access::{OwnerOrAdmin, TaskAccessPolicy, TaskAction};
 pub use self::backoff::backoff;
@@ -64,4 +68,7 @@ pub use self::executor::{Executor, InProcessExecutor, Invocation};
 pub use self::middleware::Middleware;
 pub use self::platform::{Platform, TrustedAccess};
 pub use self::request::TaskRequest;
+pub use self::triggers::{
+    Event, Fired, MisfirePolicy, ScheduleEntry, TriggerConfig, TriggerSource,
+};
 pub use self::watch::TaskEvents;

@@ -15,7 +15,7 @@ use super::gateway::Gateway;
 use super::node::Node;
 use super::request::TaskRequest;
 use super::watch::{self, TaskEvents};
-use super::{dispatch, upkeep};
+use super::{dispatch, triggers, upkeep};
 
 use crate::error::{Error, ErrorCategory, Result};
 use crate::policy::Principal;
@@ -72,6 +72,12 @@ impl Platform {
             tasks.push(tokio::spawn(upkeep::maintain(Arc::clone(&node))));
             tasks.push(tokio::spawn(upkeep::heartbeats(Arc::clone(&node))));
             tasks.push(tokio::spawn(super::waits::sweeper(Arc::clone(&node))));
+            if let Some(tick) = node.config.triggers.schedule_tick {
+                tasks.push(tokio::spawn(triggers::schedule_loop(
+                    Arc::clone(&node),
+                    tick,
+                )));
+            }
         }
         Self {
             node,
@@ -80,6 +86,11 @@ impl Platform {
             access,
             tasks: Mutex::new(tasks),
         }
+    }
+
+    /// The node and the gateway (for the triggers' module).
+    pub(crate) fn parts(&self) -> (&Node, &Gateway) {
+        (&self.node, &self.gateway)
     }
 
     /// The registry (agents, versions, marketplace, installs) over the platform's store.

@@ -50,6 +50,8 @@ use crate::events::{TaskEvent, TaskEventKind};
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
+mod triggers;
+
 /// The clock of a [`MemoryStore`].
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -125,6 +127,8 @@ struct State {
     keys: BTreeMap<(u64, String), ApiKeyRecord>,
     /// The waits of waiting tasks (see [`super::WaitStore`]).
     waits: HashMap<Uuid, super::Wait>,
+    /// Schedule cursors, webhook secrets and delivery ids.
+    triggers: triggers::TriggerState,
 }
 
 /// Where a task is indexed (kept in step with its status by [`State::sync`]).
@@ -785,9 +789,14 @@ impl RegistryStore for MemoryStore {
     }
 
     async fn delete_installation(&self, agent_id: &str, user_id: &str) -> Result<()> {
-        self.lock()
+        let mut state = self.lock();
+        let removed = state
             .installations
-            .remove(&(agent_id.to_owned(), user_id.to_owned()))
+            .remove(&(agent_id.to_owned(), user_id.to_owned()));
+        if let Some(i) = &removed {
+            state.triggers.forget(i.id);
+        }
+        removed
             .map(|_| ())
             .ok_or_else(|| Error::not_found("installation", format!("{agent_id} for {user_id}")))
     }

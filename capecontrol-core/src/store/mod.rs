@@ -65,6 +65,7 @@
 pub mod memory;
 mod rating;
 mod wait;
+pub mod triggers;
 
 use std::time::Duration;
 
@@ -83,6 +84,7 @@ use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
 pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
 pub use wait::{Suspend, Wait, WaitFor, WaitStore, Wake};
+pub use triggers::TriggerStore;
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -805,7 +807,16 @@ pub trait KeyStore: Send + Sync {
 
 /// A complete store: registry, queue, audit, API keys, ratings and durable waits.
 pub trait Store:
-    RegistryStore + QueueStore + AuditStore + KeyStore + RatingStore + WaitStore + Send + Sync + 'static
+    RegistryStore
+    + QueueStore
+    + AuditStore
+    + KeyStore
+    + RatingStore
+    + WaitStore
+    + TriggerStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -816,6 +827,7 @@ impl<
         + KeyStore
         + RatingStore
         + WaitStore
+        + TriggerStore
         + Send
         + Sync
         + 'static,
