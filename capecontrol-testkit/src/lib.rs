@@ -11,5 +11,6 @@
 
 pub mod checks;
 pub mod conformance;
+pub mod conformance_live;
 pub mod fixtures;
 pub mod runtime;
