@@ -81,6 +81,27 @@ impl std::fmt::Display for Traceparent {
     }
 }
 
+/// Links a task attempt's `tracing` span to the remote span of the submitting request (the
+/// task's stored `traceparent`), for an exporter that knows remote parents: the facade's `otel`
+/// feature sets one that makes the attempt's OpenTelemetry span a child of that span. Called
+/// right after the span is created, before any child span exists.
+pub type RemoteParentHook = fn(&tracing::Span, &Traceparent);
+
+static REMOTE_PARENT: std::sync::OnceLock<RemoteParentHook> = std::sync::OnceLock::new();
+
+/// Sets the process's [`RemoteParentHook`]; `false` (and nothing changes) when one was set
+/// already. Without a hook an attempt span records the trace id and `traceparent` as fields only.
+pub fn set_remote_parent_hook(hook: RemoteParentHook) -> bool {
+    REMOTE_PARENT.set(hook).is_ok()
+}
+
+/// Runs the [`RemoteParentHook`], if one is set.
+pub(crate) fn link_remote_parent(span: &tracing::Span, traceparent: &Traceparent) {
+    if let Some(hook) = REMOTE_PARENT.get() {
+        hook(span, traceparent);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,8 +176,13 @@ impl Launcher {
         })
     }
 
-    /// Inspects an exited (or exiting) container: its exit code and whether it was OOM-killed.
-    pub(crate) async fn exit_state(&self, id: &str, wait: Duration) -> Result<(Option<i64>, bool)> {
+    /// Inspects an exited (or exiting) container: its exit code, whether it was OOM-killed,
+    /// and whether it still runs (its output ended without it exiting: the attach was lost).
+    pub(crate) async fn exit_state(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<(Option<i64>, bool, bool)> {
         let options = WaitContainerOptions {
             condition: "not-running".to_owned(),
         };
@@ -193,7 +198,11 @@ impl Launcher {
         {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
-                Ok((state.exit_code, state.oom_killed.unwrap_or(false)))
+                Ok((
+                    state.exit_code,
+                    state.oom_killed.unwrap_or(false),
+                    state.running.unwrap_or(false),
+                ))
             }
             Err(e) => Err(Error::resource(format!(
                 "docker could not inspect the container: {e}"

@@ -623,7 +623,7 @@ impl ContainerExecutor {
         secrets: &Secrets,
         wait: Duration,
     ) -> Error {
-        let (code, oom) = match self.inner.launcher.exit_state(id, wait).await {
+        let (code, oom, running) = match self.inner.launcher.exit_state(id, wait).await {
             Ok(state) => state,
             // The engine cannot say how the container ended: not the agent's fault.
             Err(e) => {
@@ -634,6 +634,13 @@ impl ContainerExecutor {
         };
         if oom {
             return Error::resource("agent container ran out of memory (OOM-killed)");
+        }
+        if running {
+            // Its output ended but it did not exit: the engine connection (the attach) was
+            // lost, which is not the agent's fault. The guard removes the container.
+            return Error::resource(
+                "lost the docker attach to the agent container: its output ended while it still runs",
+            );
         }
         let tail = secrets.scrub(&String::from_utf8_lossy(stderr_tail));
         let start = tail.len().saturating_sub(STDERR_TAIL);

@@ -240,7 +240,7 @@ async fn dispatch(
         return; // Announced locally already.
     }
     for e in note.events {
-        let _ = events.send(e);
+        let _ = events.send(e.into_live());
     }
     for (task_id, seq) in note.refs {
         let row = sqlx::query(
@@ -255,7 +255,8 @@ async fn dispatch(
             .and_then(|r| r.map(|r| rows::event(&r)).transpose())
         {
             Ok(Some(e)) => {
-                let _ = events.send(e);
+                // Read back because it is big: its output stays out of the ring.
+                let _ = events.send(e.into_live());
             }
             Ok(None) => {}
             Err(e) => {

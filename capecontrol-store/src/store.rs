@@ -376,7 +376,8 @@ impl PostgresStore {
             })
             .collect();
         for e in &events {
-            let _ = self.inner.events.send(e.clone());
+            // Large outputs travel by reference: the ring keeps its last events.
+            let _ = self.inner.events.send(e.clone().into_live());
         }
         if wake {
             let _ = self.inner.wakeups.send(());

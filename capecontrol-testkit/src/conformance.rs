@@ -67,6 +67,7 @@ use capecontrol_core::store::{
 };
 
 pub use crate::conformance_triggers::trigger_state;
+pub use crate::conformance_live::live_events_do_not_pin_large_outputs;
 
 /// The lease the queue cases claim with.
 pub const SHORT_LEASE: Duration = Duration::from_millis(200);
@@ -94,6 +95,7 @@ where
     cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion(make().await).await;
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
+    live_events_do_not_pin_large_outputs(make().await).await;
     misnumbered_events_change_nothing(make().await).await;
     references_must_exist(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
@@ -150,7 +152,7 @@ fn manifest(name: &str, version: &str, placement: &str) -> Value {
 }
 
 /// Inserts a fresh agent with a published version, for the queue cases.
-async fn fresh_agent(store: &Arc<dyn Store>) -> String {
+pub(crate) async fn fresh_agent(store: &Arc<dyn Store>) -> String {
     let id = unique("queue-agent");
     store.insert_agent(agent_record(&id, &id)).await.unwrap();
     store
@@ -161,7 +163,7 @@ async fn fresh_agent(store: &Arc<dyn Store>) -> String {
     id
 }
 
-fn new_task(agent: &str) -> NewTask {
+pub(crate) fn new_task(agent: &str) -> NewTask {
     NewTask {
         id: Uuid::new_v4(),
         agent_id: agent.to_owned(),
@@ -192,13 +194,13 @@ fn claim_request(worker: &str, agent: &str, limit: usize) -> ClaimRequest {
     }
 }
 
-async fn claim_one(store: &Arc<dyn Store>, worker: &str, agent: &str) -> Claimed {
+pub(crate) async fn claim_one(store: &Arc<dyn Store>, worker: &str, agent: &str) -> Claimed {
     let mut claimed = store.claim(&claim_request(worker, agent, 1)).await.unwrap();
     assert_eq!(claimed.len(), 1, "expected one task to claim");
     claimed.remove(0)
 }
 
-fn completed(output: Value) -> Finish {
+pub(crate) fn completed(output: Value) -> Finish {
     Finish {
         outcome: Outcome::Completed { output },
         steps: Vec::new(),

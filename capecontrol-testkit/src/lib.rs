@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod conformance_queue;
 pub mod conformance_waits;
 pub mod conformance_triggers;
+pub mod conformance_live;
 pub mod fixtures;
 pub mod runtime;
 pub mod waits;

@@ -115,6 +115,8 @@ pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
     {
         span.record("trace_id", t.trace_id());
         span.record("traceparent", t.as_str());
+        // An exporter that knows remote parents makes the attempt a child of the request's span.
+        crate::trace::link_remote_parent(&span, &t);
     }
     run_attempt(node, claimed).instrument(span).await;
 }

@@ -195,10 +195,27 @@ impl Platform {
         Ok(watch::watch(Arc::clone(&self.node.store), task_id, after))
     }
 
-    /// The audit trail of a task, if `by` may read it.
+    /// The whole audit trail of a task, if `by` may read it: every row, read page by page
+    /// ([`MAX_AUDIT_PAGE`](crate::store::MAX_AUDIT_PAGE) rows a read). See
+    /// [`Platform::audit_page`] to read a long trail a page at a time.
     pub async fn audit(&self, task_id: Uuid, by: &Principal) -> Result<Vec<AuditEvent>> {
         self.authorize(task_id, by, TaskAction::Audit).await?;
         self.trusted().audit(task_id).await
+    }
+
+    /// One page of a task's audit trail, if `by` may read it: the rows after chain position
+    /// `after` (`None`: from the first), at most `limit` (`None` or larger:
+    /// [`MAX_AUDIT_PAGE`](crate::store::MAX_AUDIT_PAGE)), in chain order. The next page's
+    /// cursor is the last row's `seq`; a page shorter than the limit is the last.
+    pub async fn audit_page(
+        &self,
+        task_id: Uuid,
+        after: Option<u64>,
+        limit: Option<usize>,
+        by: &Principal,
+    ) -> Result<Vec<AuditEvent>> {
+        self.authorize(task_id, by, TaskAction::Audit).await?;
+        self.trusted().audit_page(task_id, after, limit).await
     }
 
     /// Tasks matching `filter` that `by` may see, newest first: an admin sees every task; a
@@ -349,12 +366,48 @@ impl TrustedAccess<'_> {
         Ok(watch::watch(Arc::clone(&self.node().store), task_id, after))
     }
 
-    /// The audit trail of a task.
+    /// The whole audit trail of a task, read page by page
+    /// ([`MAX_AUDIT_PAGE`](crate::store::MAX_AUDIT_PAGE) rows a read), in chain order.
     pub async fn audit(&self, task_id: Uuid) -> Result<Vec<AuditEvent>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.audit_page(task_id, after, None).await?;
+            // A full page continues after its last row (a cursor that does not advance — rows
+            // outside the chain have no `seq` — ends the walk rather than loop).
+            let last = match page.last() {
+                Some(row)
+                    if page.len() >= crate::store::MAX_AUDIT_PAGE
+                        && row.seq > after.unwrap_or(0) =>
+                {
+                    row.seq
+                }
+                _ => {
+                    all.extend(page);
+                    return Ok(all);
+                }
+            };
+            all.extend(page);
+            after = Some(last);
+        }
+    }
+
+    /// One page of a task's audit trail: the rows after chain position `after` (`None`: from
+    /// the first), at most `limit` (`None` or larger:
+    /// [`MAX_AUDIT_PAGE`](crate::store::MAX_AUDIT_PAGE)), in chain order. The next page's
+    /// cursor is the last row's `seq`.
+    pub async fn audit_page(
+        &self,
+        task_id: Uuid,
+        after: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<AuditEvent>> {
         self.node()
             .store
             .list_audit(&AuditFilter {
                 task_id: Some(task_id),
+                after,
+                limit,
                 ..AuditFilter::default()
             })
             .await

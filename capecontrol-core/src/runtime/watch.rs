@@ -4,7 +4,8 @@
 //!
 //! Live delivery may be best-effort (across nodes it travels by NOTIFY): a gap in the live
 //! sequence, a lagging subscription, or [`REREAD_AFTER`] without a live event of the task makes
-//! the watcher read the rows again, so a lost notification delays it but never stalls it.
+//! the watcher read the rows again, so a lost notification delays it but never stalls it. A
+//! live event whose output was elided ([`TaskEvent::into_live`]) is read from the rows too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,6 +76,11 @@ async fn follow(
         };
         match received {
             Ok(Ok(event)) if event.task_id != task_id || event.seq < next => {}
+            // Its output is in the store only: read it (and anything before it) from there.
+            Ok(Ok(event)) if event.is_elided() => {
+                replay = true;
+                quiet_until = tokio::time::Instant::now() + REREAD_AFTER;
+            }
             Ok(Ok(event)) => {
                 let gap = event.seq > next;
                 ahead.insert(event.seq, event);

@@ -465,8 +465,9 @@ impl MemoryStore {
 
     fn send_events(&self, events: impl IntoIterator<Item = TaskEvent>) {
         for e in events {
-            // No subscriber is not an error.
-            let _ = self.events.send(e);
+            // No subscriber is not an error. Large outputs travel by reference (the ring keeps
+            // its last events).
+            let _ = self.events.send(e.into_live());
         }
     }
 

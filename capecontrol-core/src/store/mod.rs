@@ -622,7 +622,8 @@ pub trait QueueStore: Send + Sync {
     /// Sends an event live without persisting it (it is persisted later by a fenced write).
     async fn publish(&self, event: TaskEvent) -> Result<()>;
     /// Live events of all tasks: committed ones and published ones (a watcher deduplicates by
-    /// sequence number).
+    /// sequence number). A `completed` event with a large output carries a reference instead
+    /// ([`TaskEvent::into_live`]); its whole form is in [`Store::events`].
     fn subscribe(&self) -> broadcast::Receiver<TaskEvent>;
     /// A signal that fires when new work may be due (an enqueue, a release, a reclaim).
     fn wakeups(&self) -> broadcast::Receiver<()>;
