@@ -18,7 +18,7 @@ use serde_json::json;
 
 /// Budget tracking and payment processing: ingests a month of transactions, reports spending
 /// against the budget, and initiates payments.
-#[derive(Agent, Default)]
+#[derive(Debug, Agent, Default)]
 #[agent(
     name = "FinanceAgent",
     version = "1.2.0",

@@ -12,7 +12,7 @@ pub mod energy_agent;
 #[path = "../examples/finance_agent.rs"]
 pub mod finance_agent;
 
-use capecontrol::AgentBase;
+use capecontrol::agent::AgentBase;
 
 #[test]
 fn cape_ai_guide_runs() {

@@ -42,6 +42,7 @@ impl Modify for Bearer {
         tasks::submit, tasks::list, tasks::get, tasks::cancel, tasks::rate, tasks::events,
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
     ),
+    components(schemas(crate::http::Problem)),
     modifiers(&Bearer)
 )]
 struct Doc;

@@ -84,6 +84,7 @@ pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating,
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentRecord {
     /// Stable identifier (the slug, unless given).
     pub id: String,
@@ -134,6 +135,7 @@ pub struct AgentPatch {
 
 /// A version of an agent (the `agent_versions` table, plus a changelog).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionRecord {
     /// Identifier.
     pub id: Uuid,
@@ -229,6 +231,7 @@ impl Default for CatalogQuery {
 
 /// One entry of the marketplace: an agent and its published version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CatalogEntry {
     /// The agent.
     pub agent: AgentRecord,
