@@ -23,14 +23,18 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::response::sse::{Event, Sse};
 use axum::routing::{get, post};
-use capecontrol::core::agent::{AgentBase, TaskContext, ToolContext};
-use capecontrol::core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
-use capecontrol::core::store::memory::MemoryStore;
-use capecontrol::core::store::{InstallationRecord, Store};
+use capecontrol::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol::error::{Error, Result};
 use capecontrol::http::{Api, ApiKeys};
-use capecontrol::{Error, Manifest, Platform, Principal, Result};
+use capecontrol::manifest::Manifest;
+use capecontrol::policy::Principal;
+use capecontrol::runtime::Platform;
+use capecontrol::store::Store;
+use capecontrol::store::memory::MemoryStore;
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+use capecontrol_testkit::runtime::{install_in, unlimited_rates};
 use tokio::sync::Semaphore;
 
 struct Nop;
@@ -79,29 +83,13 @@ async fn api() -> (String, String) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let platform = Platform::builder()
         .store(store.clone())
-        .rate_limits(RateLimitConfig {
-            per_principal: Some(Rate::per_second(1_000_000_000)),
-            per_agent: Some(Rate::per_second(1_000_000_000)),
-        })
+        .rate_limits(unlimited_rates())
         .agent(Nop)
         .without_workers()
         .build()
         .await
         .expect("platform");
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: "nop".into(),
-            user_id: "bench".into(),
-            version: "1.0.0".into(),
-            granted_scopes: vec![],
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("install");
+    install_in(store.as_ref(), "nop", "bench", &[]).await;
     let keys = ApiKeys::new(store);
     let admin = Principal::new("bench-admin").with_roles(["admin"]);
     let key = keys

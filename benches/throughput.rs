@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use capecontrol::agent::{AgentBase, TaskContext, ToolContext};
+use capecontrol::error::{Error, Result};
 use capecontrol::events::TaskEventKind;
-use capecontrol::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
+use capecontrol::manifest::Manifest;
+use capecontrol::policy::Principal;
 use capecontrol::runtime::{Platform, PlatformConfig, TaskRequest};
 use capecontrol::state::TaskStatus;
+use capecontrol::store::Store;
 use capecontrol::store::memory::MemoryStore;
-use capecontrol::store::{InstallationRecord, Store};
-use capecontrol::{Error, Manifest, Principal, Result};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
+
+use capecontrol_testkit::runtime::{install_in, unlimited_rates};
 
 /// The trivial work: add two numbers from the input, in `steps` durable steps.
 struct Adder;
@@ -54,11 +57,7 @@ async fn setup() -> (Arc<Platform>, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let platform = Platform::builder()
         .store(store.clone())
-        .rate_limits(RateLimitConfig {
-            // Checked on every submit, but high enough never to reject the benchmark's load.
-            per_principal: Some(Rate::per_second(1_000_000_000)),
-            per_agent: Some(Rate::per_second(1_000_000_000)),
-        })
+        .rate_limits(unlimited_rates())
         .config(PlatformConfig {
             workers: 64,
             claim_batch: 64,
@@ -70,20 +69,7 @@ async fn setup() -> (Arc<Platform>, Arc<dyn Store>) {
         .await
         .map(Arc::new)
         .expect("platform");
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: "adder".into(),
-            user_id: "bench".into(),
-            version: "1.0.0".into(),
-            granted_scopes: vec![],
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("install");
+    install_in(store.as_ref(), "adder", "bench", &[]).await;
     (platform, store)
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 
 /// Contextual onboarding and feature discovery: asks new users about their goals, builds an
 /// onboarding checklist from them and summarizes what users say about it.
-#[derive(Agent)]
+#[derive(Debug, Agent)]
 #[agent(
     name = "CapeAIGuide",
     version = "0.3.1",

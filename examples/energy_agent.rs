@@ -19,7 +19,7 @@ use serde_json::json;
 
 /// Connects to a Tuya smart meter, analyses hourly usage, suggests cheaper times for
 /// flexible loads and raises alerts above a threshold.
-#[derive(Agent, Default)]
+#[derive(Debug, Agent, Default)]
 #[agent(
     name = "EnergyAgent",
     version = "0.9.0",

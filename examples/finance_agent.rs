@@ -31,7 +31,7 @@ pub const APPROVAL_THRESHOLD_CENTS: u64 = 100_000;
 
 /// Budget tracking and payment processing: ingests a month of transactions, reports spending
 /// against the budget, and initiates payments.
-#[derive(Agent, Default)]
+#[derive(Debug, Agent, Default)]
 #[agent(
     name = "FinanceAgent",
     version = "1.2.0",

@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use capecontrol::PlatformConfig;
 use capecontrol::observability::{self, Metrics};
 use capecontrol::prelude::*;
 use capecontrol::registry::InstallRequest;
+use capecontrol::runtime::PlatformConfig;
 use capecontrol::store::CatalogQuery;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

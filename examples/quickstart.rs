@@ -1,109 +1,23 @@
 //! The quickstart: the whole platform embedded on its defaults (in-memory store, in-process
-//! executor), in one file.
+//! executor).
 //!
 //! `cargo run --example quickstart` registers an agent written with the macros (a task of three
-//! durable steps and a tool), installs it for a user, submits a task, prints each live event as
+//! durable steps and a tool, in `src/bin/capecontrol/demo.rs`), installs it for a user, submits a task, prints each live event as
 //! it happens, then the result and the task's audit trail. It needs no server.
 
 use std::time::Duration;
 
 use capecontrol::prelude::*;
 use capecontrol::registry::InstallRequest;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
-/// Onboards a new user: looks up their profile, builds a checklist of the features they have
-/// not tried, and writes a short welcome.
-#[derive(Agent, Default)]
-#[agent(
-    name = "Onboarding Guide",
-    version = "1.0.0",
-    category = "ai-assisted",
-    placement = "chat",
-    scopes("profile:read", "checklist:write"),
-    roles("user"),
-    timeout = 30,
-    retries = 2
-)]
-struct OnboardingGuide;
+// The agent, `OnboardingGuide`: defined once, in this file, which `capecontrol serve --demo` and
+// the `http_server` example compile in too.
+#[path = "../src/bin/capecontrol/demo.rs"]
+mod demo;
 
-/// Who to onboard.
-#[derive(Debug, Deserialize, JsonSchema)]
-struct OnboardRequest {
-    /// The user's display name.
-    name: String,
-    /// Features the user has already used.
-    #[serde(default)]
-    used: Vec<String>,
-}
-
-/// A user's profile.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-struct Profile {
-    /// Display name.
-    name: String,
-    /// Plan.
-    plan: String,
-}
-
-/// The onboarding result.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct Onboarding {
-    /// The welcome text.
-    welcome: String,
-    /// Features to try next.
-    checklist: Vec<String>,
-}
-
-const FEATURES: [&str; 5] = ["dashboard", "budgets", "reports", "alerts", "integrations"];
-
-#[agent_impl]
-impl OnboardingGuide {
-    /// Onboard a user in three durable steps.
-    #[task]
-    async fn onboard(&self, cx: &TaskContext, req: OnboardRequest) -> Result<Onboarding, Error> {
-        let profile: Profile = cx
-            .step("profile", async {
-                self.lookup_profile(&cx.tool(), req.name.clone()).await
-            })
-            .await?;
-        let checklist: Vec<String> = cx
-            .step("checklist", async {
-                tokio::time::sleep(Duration::from_millis(150)).await; // some real work
-                Ok::<_, Error>(
-                    FEATURES
-                        .iter()
-                        .filter(|f| !req.used.iter().any(|u| u == *f))
-                        .map(|f| f.to_string())
-                        .collect(),
-                )
-            })
-            .await?;
-        let welcome: String = cx
-            .step("welcome", async {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                Ok::<_, Error>(format!(
-                    "Welcome, {} ({} plan)! {} features are waiting for you.",
-                    profile.name,
-                    profile.plan,
-                    checklist.len()
-                ))
-            })
-            .await?;
-        Ok(Onboarding { welcome, checklist })
-    }
-
-    /// Look up a user's profile.
-    #[tool(scope = "profile:read")]
-    async fn lookup_profile(&self, _cx: &ToolContext, name: String) -> Result<Profile, Error> {
-        Ok(Profile {
-            name,
-            plan: "premium".into(),
-        })
-    }
-}
+use demo::OnboardingGuide;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

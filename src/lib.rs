@@ -2,8 +2,9 @@
 //! install and run agents, with policy scopes, middleware, isolation and an audit trail.
 //!
 //! This facade re-exports the workspace's crates; `use capecontrol::prelude::*` brings what an
-//! application or an agent author needs, and every other item has one module path
-//! (`capecontrol::registry::InstallRequest`, `capecontrol::store::memory::MemoryStore`).
+//! application or an agent author needs, and every item has one module path
+//! (`capecontrol::runtime::Platform`, `capecontrol::registry::InstallRequest`,
+//! `capecontrol::store::memory::MemoryStore`); the agent macros are at the root.
 //!
 //! Features (all on by default through `cli`; `default-features = false` compiles none of their
 //! dependencies):
@@ -27,11 +28,18 @@ pub use capecontrol_macros::{Agent, agent_impl, task, tool};
 
 #[doc(hidden)]
 pub use capecontrol_core::__private;
+pub use capecontrol_core::{
+    agent, audit, error, events, manifest, plan, policy, protocol, registry, runtime, slug, state,
+    store, trace, validate,
+};
+// The same items at the root, for code written before the prelude; hidden so that the
+// documentation shows each item once, at its module path (and in the prelude).
+#[doc(hidden)]
 pub use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
+#[doc(hidden)]
 pub use capecontrol_core::{
     AgentBase, AgentMetadata, Error, ErrorCategory, FieldError, Manifest, MemoryJournal, Plan,
-    Principal, Result, Scope, TaskContext, TaskStatus, ToolContext, agent, error, events, manifest,
-    policy, registry, runtime, slug, state, store, validate,
+    Principal, Result, Scope, TaskContext, TaskStatus, ToolContext,
 };
 
 /// The PostgreSQL store (feature `postgres`): `capecontrol::postgres::PostgresStore`.

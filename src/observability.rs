@@ -28,7 +28,7 @@
 //! let metrics = capecontrol::observability::install()?;
 //! metrics::counter!("tasks_submitted_total", "agent" => "a", "version" => "1.0.0").increment(1);
 //! assert!(metrics.render().contains(r#"tasks_submitted_total{agent="a",version="1.0.0"} 1"#));
-//! # Ok::<(), capecontrol::Error>(())
+//! # Ok::<(), capecontrol::error::Error>(())
 //! ```
 
 use std::sync::OnceLock;

@@ -1110,3 +1110,101 @@ async fn a_completed_task_is_rated_and_the_score_is_exported() {
         .unwrap_or_else(|| panic!("no user_satisfaction_score for echo-agent in:\n{text}"));
     assert!(line.ends_with(" 4"), "{line}");
 }
+
+/// `GET /api/agents?owner=`: only the agents that user created; the native agent's owner is
+/// the platform itself.
+#[tokio::test]
+async fn agents_are_listed_by_owner() {
+    let s = Server::start().await;
+    let (st, v) = s
+        .post("/api/agents", &s.admin, json!({"name": "Owned Agent"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["owner"], "root");
+    let slugs = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["slug"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, all) = s.get("/api/agents", &s.alice).await;
+    assert_eq!(st, StatusCode::OK, "{all}");
+    assert_eq!(all["total"], 2, "{all}");
+    let (st, root) = s.get("/api/agents?owner=root", &s.alice).await;
+    assert_eq!(st, StatusCode::OK, "{root}");
+    assert_eq!(slugs(&root), ["owned-agent"]);
+    assert_eq!(root["total"], 1);
+    let (_, system) = s.get("/api/agents?owner=system", &s.alice).await;
+    assert_eq!(slugs(&system), ["echo-agent"]);
+    let (_, nobody) = s.get("/api/agents?owner=alice", &s.alice).await;
+    assert_eq!(nobody["items"], json!([]));
+    assert_eq!(nobody["total"], 0);
+}
+
+/// Every success response of the OpenAPI document names a schema with properties (a record
+/// or a page of records), not an untyped object; problem responses name `Problem`.
+#[tokio::test]
+async fn the_openapi_document_types_every_response() {
+    let doc: Value = serde_json::from_str(&capecontrol::http::openapi_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |schema: &Value| -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    };
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (media, content) in response["content"].as_object().into_iter().flatten() {
+                    let schema = resolve(&content["schema"]);
+                    let at = format!("{method} {path} {status} {media}");
+                    if status.starts_with('2') && media == "application/json" {
+                        assert!(
+                            schema["properties"].is_object(),
+                            "{at}: an untyped response: {schema}"
+                        );
+                        checked += 1;
+                    } else if media == PROBLEM_JSON {
+                        assert_eq!(
+                            content["schema"]["$ref"], "#/components/schemas/Problem",
+                            "{at}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 25, "{checked} typed responses");
+    for (record, field) in [
+        ("AgentRecord", "slug"),
+        ("VersionRecord", "manifest"),
+        ("CatalogEntry", "version"),
+        ("AgentDetail", "versions"),
+        ("Installation", "granted_scopes"),
+        ("TaskView", "status"),
+    ] {
+        assert!(
+            schemas[record]["properties"][field].is_object(),
+            "{record}.{field}: {}",
+            schemas[record]
+        );
+    }
+    let list = &doc["paths"]["/api/agents"]["get"];
+    let page = resolve(&list["responses"]["200"]["content"]["application/json"]["schema"]);
+    assert_eq!(
+        page["properties"]["items"]["items"]["$ref"], "#/components/schemas/AgentRecord",
+        "{page}"
+    );
+    assert!(
+        list["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "owner"),
+        "the owner filter is documented"
+    );
+}

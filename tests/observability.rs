@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use capecontrol::core::store::memory::MemoryStore;
-use capecontrol::core::store::{CatalogQuery, InstallationRecord, Store};
+use capecontrol::agent::ToolContext;
 use capecontrol::observability::{self, Metrics};
 use capecontrol::prelude::*;
-use capecontrol::{PlatformConfig, ToolContext};
+use capecontrol::runtime::PlatformConfig;
+use capecontrol::store::memory::MemoryStore;
+use capecontrol::store::{CatalogQuery, InstallationRecord, Store};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -25,6 +25,11 @@ struct Server {
 
 impl Server {
     fn start(database_url: Option<&str>) -> Server {
+        Self::start_with(database_url, &[])
+    }
+
+    /// [`Server::start`] with `extra` arguments to `serve` (`--docker`, say).
+    fn start_with(database_url: Option<&str>, extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -43,6 +48,7 @@ impl Server {
         if let Some(url) = database_url {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("start capecontrol serve");
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut first = String::new();
@@ -93,6 +99,18 @@ impl Server {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?} prints JSON ({e}): {}", text(&out)))
+    }
+
+    /// The event types of task `task_id`'s audit rows, as `key` sees them.
+    fn audit_types(&self, key: &str, task_id: &str) -> Vec<String> {
+        let audit = self.json(key, &["audit", "--task", task_id]);
+        let rows = audit
+            .as_array()
+            .or_else(|| audit["items"].as_array())
+            .expect("a list of audit rows");
+        rows.iter()
+            .filter_map(|r| r["event_type"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Sends SIGTERM and expects a clean exit (status 0) within 20 s.
@@ -341,17 +359,9 @@ fn walk(server: &Server, test: &str) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 
     // The task's audit trail.
-    let audit = server.json(&alice, &["audit", "--task", &task_id]);
-    let rows = audit
-        .as_array()
-        .or_else(|| audit["items"].as_array())
-        .expect("a list of audit rows");
-    let types: Vec<&str> = rows
-        .iter()
-        .filter_map(|r| r["event_type"].as_str())
-        .collect();
-    assert!(types.contains(&"task.queued"), "{types:?}");
-    assert!(types.contains(&"task.completed"), "{types:?}");
+    let types = server.audit_types(&alice, &task_id);
+    assert!(types.iter().any(|t| t == "task.queued"), "{types:?}");
+    assert!(types.iter().any(|t| t == "task.completed"), "{types:?}");
 
     // The demo user's key works and has the demo agent installed.
     let mine = server.json(&server.demo_key, &["installations"]);
@@ -565,4 +575,111 @@ fn with_database(url: &str, name: &str) -> String {
         out.push_str(q);
     }
     out
+}
+
+/// The demo agent of `capecontrol-exec`, packaged as the image `capecontrol/test-agent:dev` by
+/// `scripts/build-test-images.sh`, published by this manifest alone: the server has none of
+/// the agent's Rust code.
+const CONTAINER_MANIFEST: &str = r#"{
+  "name": "demo",
+  "version": "1.0.0",
+  "description": "The demo agent, packaged as a container image.",
+  "category": "utility",
+  "permissions": {"scopes": ["demo:read"], "required_roles": ["user"]},
+  "config": {"timeout": 10, "retries": 1, "memory_limit": "64MiB", "cpu_limit": "0.5"},
+  "runtime": {"kind": "container", "image": "capecontrol/test-agent:dev"}
+}"#;
+
+/// Panics, saying how to run the test, when the Docker engine or the test image is missing.
+fn require_test_image() {
+    let inspected = Command::new("docker")
+        .args(["image", "inspect", "capecontrol/test-agent:dev"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        inspected.is_ok_and(|s| s.success()),
+        "this test needs Docker and the image capecontrol/test-agent:dev: run \
+         `bash scripts/build-test-images.sh` on a machine with a Docker engine; to leave the \
+         PostgreSQL and Docker tests out (reported as ignored), set CAPECONTROL_SKIP_SERVICES=1"
+    );
+}
+
+/// `capecontrol serve --docker` runs a container agent straight from its published manifest:
+/// created, versioned with the manifest file, published and installed through the CLI; its
+/// tasks run in a container (the task sees the container's hostname, not the host's; the
+/// tool call it makes is reported by the container, `tool.reported`).
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs Docker"
+)]
+#[test]
+fn serve_docker_runs_a_container_agent_from_its_published_manifest() {
+    require_test_image();
+    let dir = scratch("docker");
+    let manifest = dir.join("demo.json");
+    std::fs::write(&manifest, CONTAINER_MANIFEST).expect("write the manifest");
+    let manifest = manifest.to_str().expect("utf-8 path");
+    let server = Server::start_with(None, &["--docker"]);
+
+    let created = server.json(
+        ADMIN_KEY,
+        &[
+            "keys",
+            "create",
+            "--user",
+            "alice",
+            "--role",
+            "user,publisher",
+        ],
+    );
+    let alice = created["key"].as_str().expect("the new key").to_string();
+    let agent = server.json(
+        &alice,
+        &["agents", "create", "demo", "--category", "utility"],
+    );
+    assert_eq!(agent["slug"], "demo");
+    server.json(&alice, &["versions", "add", "demo", manifest]);
+    let published = server.json(&alice, &["versions", "publish", "demo", "1.0.0"]);
+    assert_eq!(published["status"], "published");
+    assert_eq!(published["manifest"]["runtime"]["kind"], "container");
+    server.json(&alice, &["install", "demo", "--grant", "demo:read"]);
+
+    let run = |task: &str, input: &str| -> Value {
+        let out = server.cli(
+            Some(&alice),
+            &[
+                "--json", "tasks", "submit", "demo", task, "--input", input, "--watch",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let submitted: Value = serde_json::from_str(stdout.lines().next().expect("an answer"))
+            .expect("the submit's answer is JSON");
+        let task_id = submitted["task_id"]
+            .as_str()
+            .expect("the task's id")
+            .to_string();
+        server.json(&alice, &["tasks", "get", &task_id])
+    };
+
+    let hostname = run("hostname", "null");
+    assert_eq!(hostname["status"], "completed", "{hostname}");
+    let inside = hostname["output"].as_str().expect("a hostname");
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert!(
+        !inside.is_empty() && inside != host.trim(),
+        "ran in a container: {inside:?} (host {host:?})"
+    );
+
+    let greeted = run("greet", r#"{"name": "  Ada "}"#);
+    assert_eq!(greeted["status"], "completed", "{greeted}");
+    assert_eq!(greeted["output"]["greeting"], "Hello, ADA!", "{greeted}");
+    let task_id = greeted["id"].as_str().expect("the task's id");
+    let types = server.audit_types(&alice, task_id);
+    assert!(types.iter().any(|t| t == "tool.reported"), "{types:?}");
+    assert!(!types.iter().any(|t| t == "tool.called"), "{types:?}");
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

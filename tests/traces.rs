@@ -91,7 +91,7 @@ async fn step_and_tool_spans_are_children_of_their_attempt_span_in_the_request_t
         .unwrap();
 
     let p = Platform::builder()
-        .config(capecontrol::PlatformConfig {
+        .config(capecontrol::runtime::PlatformConfig {
             poll_interval: Duration::from_millis(20),
             ..Default::default()
         })

@@ -104,6 +104,7 @@ pub struct Manifest {
 /// Where an agent is placed in a host UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Placement {
     /// A conversational surface.
     Chat,
@@ -118,6 +119,7 @@ pub enum Placement {
 /// Marketplace category of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Category {
     /// Contextual guidance, onboarding, conversational flows.
     AiAssisted,

@@ -258,7 +258,7 @@ where
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Option<Error>>();
     let cancel = CancellationToken::new();
     let reader_cancel = cancel.clone();
-    std::thread::spawn(move || read_inbound(reader, start_tx, ack_tx, reader_cancel));
+    std::thread::spawn(move || read_inbound(reader, start_tx, ack_tx, &reader_cancel));
 
     let out = Arc::new(std::sync::Mutex::new(writer));
     let Some(start) = start_rx.recv().await else {
@@ -339,7 +339,7 @@ fn read_inbound<R: BufRead>(
     reader: R,
     start: mpsc::Sender<StartMessage>,
     acks: mpsc::UnboundedSender<Option<Error>>,
-    cancel: CancellationToken,
+    cancel: &CancellationToken,
 ) {
     for line in reader.lines() {
         let Ok(line) = line else { break };

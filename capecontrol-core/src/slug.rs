@@ -76,7 +76,7 @@ mod tests {
             prop_assert!(!slug.starts_with('-') && !slug.ends_with('-'));
             prop_assert!(!slug.contains("--"));
             prop_assert!(slug.chars().all(|c| c == '-' || c.is_alphanumeric()));
-            prop_assert_eq!(slugify(&slug), slug.clone());
+            prop_assert_eq!(slugify(&slug), slug);
         }
     }
 }

@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::manifest::Manifest;
 use capecontrol_core::runtime::{BreakerConfig, Platform, PlatformConfig, TaskRequest};
+use capecontrol_core::store::Store;
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{InstallationRecord, Store};
 use capecontrol_core::{Error, Principal, Result, TaskStatus};
+use capecontrol_testkit::runtime::install_in;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use serde_json::{Value, json};
 
@@ -85,20 +86,7 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         .build()
         .await
         .unwrap();
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: "failing".into(),
-            user_id: "u".into(),
-            version: "1.0.0".into(),
-            granted_scopes: vec![],
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    install_in(store.as_ref(), "failing", "u", &[]).await;
     let id = p
         .submit(TaskRequest::new(
             "failing",

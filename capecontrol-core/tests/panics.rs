@@ -14,11 +14,13 @@ use capecontrol_core::runtime::middleware::{ExecuteNext, Execution};
 use capecontrol_core::runtime::{
     BreakerConfig, BreakerState, CircuitBreakers, Middleware, Platform, PlatformConfig, TaskRequest,
 };
+use capecontrol_core::store::Store;
 use capecontrol_core::store::TaskRecord;
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{InstallationRecord, Store};
 use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
 use serde_json::{Value, json};
+
+use capecontrol_testkit::runtime::manifest;
 
 /// How the agent behaves on a call.
 #[derive(Clone, Copy)]
@@ -42,26 +44,15 @@ struct Panicky {
 #[async_trait]
 impl AgentBase for Panicky {
     fn manifest(&self) -> Manifest {
-        Manifest {
-            name: self.name.into(),
-            version: "1.0.0".into(),
-            description: format!("{} for tests", self.name),
-            placement: None,
-            category: None,
-            tools: vec![],
-            dependencies: None,
-            config: Some(Config {
+        manifest(
+            self.name,
+            Config {
                 retries: self.retries,
                 concurrent_tasks: self.concurrency,
                 ..Config::default()
-            }),
-            permissions: None,
-            triggers: None,
-            ui: None,
-            runtime: None,
-            tasks: vec![],
-            tool_specs: vec![],
-        }
+            },
+            &[],
+        )
     }
 
     async fn run_task(&self, _name: &str, _input: Value, cx: &TaskContext) -> Result<Value> {
@@ -146,20 +137,7 @@ fn user() -> Principal {
 }
 
 async fn install(store: &Arc<dyn Store>, agent_id: &str) {
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: agent_id.into(),
-            user_id: "alice".into(),
-            version: "1.0.0".into(),
-            granted_scopes: vec![],
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    capecontrol_testkit::runtime::install(store, agent_id, "alice", &[]).await;
 }
 
 async fn wait(p: &Platform, id: uuid::Uuid) -> TaskRecord {

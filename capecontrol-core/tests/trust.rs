@@ -19,8 +19,11 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
 use capecontrol_testkit::runtime::{
-    TestAgent, agent, fast_config, install, manifest, platform_with, user,
+    TestAgent, agent, fast_config, install, manifest, platform_with, run_within, user,
 };
+
+/// How long a task of these tests may take to end.
+const WITHIN: Duration = Duration::from_secs(10);
 
 fn ok_agent(name: &str) -> TestAgent {
     agent(manifest(name, Config::default(), &[]), |_, _, _| {
@@ -324,14 +327,7 @@ async fn a_50_mb_output_fails_once_with_a_validation_error_naming_the_limit() {
     let (a, calls) = big_output("Huge", 50 * 1024 * 1024);
     let p = platform_with(store.clone(), vec![a], fast_config()).await;
     install(&store, "huge", "alice", &[]).await;
-    let id = p
-        .submit(TaskRequest::new("huge", "run", json!({}), user()))
-        .await
-        .unwrap();
-    let done = tokio::time::timeout(Duration::from_secs(20), p.wait(id, &user()))
-        .await
-        .unwrap()
-        .unwrap();
+    let done = run_within(&p, "huge", Duration::from_secs(20)).await;
     assert_eq!(done.status, TaskStatus::Failed);
     assert!(done.output.is_none());
     let error = done.error.unwrap();
@@ -353,13 +349,9 @@ async fn the_output_cap_is_configurable() {
     };
     let p = platform_with(store.clone(), vec![a], config).await;
     install(&store, "small", "alice", &[]).await;
-    let id = p
-        .submit(TaskRequest::new("small", "run", json!({}), user()))
-        .await
-        .unwrap();
     // 64 characters and two quotes: exactly at the limit.
     assert_eq!(
-        p.wait(id, &user()).await.unwrap().status,
+        run_within(&p, "small", WITHIN).await.status,
         TaskStatus::Completed
     );
 
@@ -371,11 +363,7 @@ async fn the_output_cap_is_configurable() {
     };
     let p = platform_with(store.clone(), vec![a], config).await;
     install(&store, "small", "alice", &[]).await;
-    let id = p
-        .submit(TaskRequest::new("small", "run", json!({}), user()))
-        .await
-        .unwrap();
-    let done = p.wait(id, &user()).await.unwrap();
+    let done = run_within(&p, "small", WITHIN).await;
     assert_eq!(done.status, TaskStatus::Failed);
     assert!(done.error_message.unwrap().contains("66 bytes"));
 }
@@ -412,23 +400,15 @@ async fn resource_errors_never_trip_the_breaker_agent_errors_do() {
     install(&store, "infra", "alice", &[]).await;
     install(&store, "buggy", "alice", &[]).await;
     for _ in 0..4 {
-        let id = p
-            .submit(TaskRequest::new("infra", "run", json!({}), user()))
-            .await
-            .unwrap();
         assert_eq!(
-            p.wait(id, &user()).await.unwrap().status,
+            run_within(&p, "infra", WITHIN).await.status,
             TaskStatus::Failed
         );
     }
     assert_eq!(p.breakers().state("infra@1.0.0"), BreakerState::Closed);
     for _ in 0..2 {
-        let id = p
-            .submit(TaskRequest::new("buggy", "run", json!({}), user()))
-            .await
-            .unwrap();
         assert_eq!(
-            p.wait(id, &user()).await.unwrap().status,
+            run_within(&p, "buggy", WITHIN).await.status,
             TaskStatus::Failed
         );
     }
@@ -444,7 +424,7 @@ async fn after_change<F, Fut>(
 ) -> (TaskRecord, u32, Arc<dyn Store>)
 where
     F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     let store = memory();
     let calls = Arc::new(AtomicU32::new(0));

@@ -386,7 +386,7 @@ impl ContainerExecutor {
             .await;
         // Refill after the task, so starting a replacement does not compete with it.
         if let Some(pool) = pool {
-            pool.refill(&inner.launcher, Arc::clone(&invocation.manifest));
+            pool.refill(&inner.launcher, &invocation.manifest);
         }
         result
     }

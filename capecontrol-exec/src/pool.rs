@@ -44,7 +44,7 @@ impl WarmPool {
     }
 
     /// Starts replacements in the background until the pool (ready and pending) is full.
-    pub(crate) fn refill(self: &Arc<Self>, inner: &Arc<Launcher>, manifest: Arc<Manifest>) {
+    pub(crate) fn refill(self: &Arc<Self>, inner: &Arc<Launcher>, manifest: &Arc<Manifest>) {
         if self.closed.load(Ordering::SeqCst) || self.broken.load(Ordering::SeqCst) {
             return;
         }
@@ -62,7 +62,7 @@ impl WarmPool {
             }
             let pool = Arc::clone(self);
             let inner2 = Arc::clone(inner);
-            let manifest = Arc::clone(&manifest);
+            let manifest = Arc::clone(manifest);
             inner.tracker.spawn(async move {
                 let made = pool.start_one(&inner2, &manifest).await;
                 pool.pending.fetch_sub(1, Ordering::SeqCst);

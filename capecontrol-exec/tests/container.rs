@@ -150,7 +150,7 @@ async fn typed_errors_crashes_and_permission_errors_cross_the_boundary() {
     let (cx, _) = context(json!({}), &[]);
     let err = executor
         .run(
-            invocation(busybox("echo hello there", json!({})), "x", json!(null)),
+            invocation(busybox("echo hello there", &json!({})), "x", json!(null)),
             cx,
         )
         .await
@@ -394,7 +394,7 @@ async fn network_needs_the_scope_in_the_manifest_and_the_grant() {
         (asks, vec!["network:outbound"], true),
     ];
     for (permissions, granted, networked) in cases {
-        let manifest = busybox_with(&script, json!({"timeout": 5}), permissions.clone());
+        let manifest = busybox_with(&script, &json!({"timeout": 5}), &permissions);
         let (cx, _) = context(json!({}), &granted);
         let out = executor
             .run(invocation(manifest, "x", json!(null)), cx)
@@ -436,7 +436,7 @@ async fn memory_and_cpu_are_sampled_into_the_metrics() {
         &format!(
             "{OUT} end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do :; done; out done"
         ),
-        json!({"timeout": 20}),
+        &json!({"timeout": 20}),
     );
     let (cx, _) = context(json!({}), &[]);
     executor

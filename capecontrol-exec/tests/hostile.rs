@@ -35,7 +35,7 @@ async fn a_memory_bomb_is_oom_killed_as_a_resource_error() {
     let executor = executor().await;
     let manifest = busybox(
         "x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done",
-        json!({"timeout": 20, "memory_limit": "32MiB"}),
+        &json!({"timeout": 20, "memory_limit": "32MiB"}),
     );
     let (cx, _) = context(json!({}), &[]);
     let err = executor
@@ -61,7 +61,7 @@ async fn a_fork_bomb_hits_the_process_limit() {
     let executor = executor().await;
     let manifest = busybox(
         "bomb() { bomb | bomb & }; bomb; sleep 30",
-        json!({"timeout": 3, "memory_limit": "128MiB"}),
+        &json!({"timeout": 3, "memory_limit": "128MiB"}),
     );
     let (cx, _) = context(json!({}), &[]);
     let started = Instant::now();
@@ -95,7 +95,7 @@ async fn a_busy_loop_past_the_timeout_is_killed() {
         return;
     }
     let executor = executor().await;
-    let manifest = busybox("while :; do :; done", json!({"timeout": 2}));
+    let manifest = busybox("while :; do :; done", &json!({"timeout": 2}));
     let (cx, _) = context(json!({}), &[]);
     let started = Instant::now();
     let err = executor
@@ -125,7 +125,7 @@ async fn a_process_that_ignores_sigterm_is_killed_at_the_timeout() {
     let executor = executor().await;
     let manifest = busybox(
         "trap '' TERM INT; while :; do sleep 1; done",
-        json!({"timeout": 1}),
+        &json!({"timeout": 1}),
     );
     let (cx, _) = context(json!({}), &[]);
     let err = executor
@@ -158,7 +158,7 @@ async fn a_flood_of_output_is_capped() {
             invocation(
                 busybox(
                     "yes '{\"type\":\"log\",\"message\":\"spam\"}'",
-                    json!({"timeout": 20}),
+                    &json!({"timeout": 20}),
                 ),
                 "flood",
                 json!(null),
@@ -174,7 +174,7 @@ async fn a_flood_of_output_is_capped() {
     let err = executor
         .run(
             invocation(
-                busybox("tr '\\0' a < /dev/zero", json!({"timeout": 20})),
+                busybox("tr '\\0' a < /dev/zero", &json!({"timeout": 20})),
                 "line",
                 json!(null),
             ),
@@ -189,7 +189,7 @@ async fn a_flood_of_output_is_capped() {
     let err = executor
         .run(
             invocation(
-                busybox("yes spam >&2", json!({"timeout": 20})),
+                busybox("yes spam >&2", &json!({"timeout": 20})),
                 "stderr",
                 json!(null),
             ),
@@ -222,7 +222,11 @@ async fn the_network_is_unreachable() {
     let (cx, _) = context(json!({}), &[]);
     let out = executor
         .run(
-            invocation(busybox(&script, json!({"timeout": 10})), "net", json!(null)),
+            invocation(
+                busybox(&script, &json!({"timeout": 10})),
+                "net",
+                json!(null),
+            ),
             cx,
         )
         .await
@@ -250,7 +254,7 @@ async fn the_root_filesystem_is_read_only_and_tmp_is_noexec() {
     let (cx, _) = context(json!({}), &[]);
     let out = executor
         .run(
-            invocation(busybox(&script, json!({"timeout": 10})), "fs", json!(null)),
+            invocation(busybox(&script, &json!({"timeout": 10})), "fs", json!(null)),
             cx,
         )
         .await
@@ -278,7 +282,7 @@ async fn runs_unprivileged_without_capabilities() {
     let (cx, _) = context(json!({}), &[]);
     let out = executor
         .run(
-            invocation(busybox(&script, json!({"timeout": 10})), "id", json!(null)),
+            invocation(busybox(&script, &json!({"timeout": 10})), "id", json!(null)),
             cx,
         )
         .await
@@ -304,7 +308,7 @@ async fn a_secret_is_not_in_the_environment_of_another_task() {
     // Task A holds the secret (it reads the start message, then waits).
     let holder = busybox(
         &format!("{OUT} read start; sleep 3; out held"),
-        json!({"timeout": 20}),
+        &json!({"timeout": 20}),
     );
     let (cx_a, _) = context(json!({"api_key": SECRET}), &[]);
     let a_id = cx_a.task_id().to_string();
@@ -334,7 +338,7 @@ async fn a_secret_is_not_in_the_environment_of_another_task() {
         &format!(
             "{OUT} n=$( (env; cat /proc/*/environ) 2>/dev/null | tr '\\0' '\\n' | grep -c {SECRET}); out \"found $n\""
         ),
-        json!({"timeout": 10}),
+        &json!({"timeout": 10}),
     );
     let (cx_b, _) = context(json!({}), &[]);
     let b = executor
@@ -373,7 +377,7 @@ async fn secret_settings_are_scrubbed_from_stderr_and_protocol_errors() {
     let secret = "sk-live-SECRET-0123456789";
     let mut manifest = busybox(
         "read line; echo \"boom: token=$(echo $line | sed 's/.*api_key\":\"\\([^\"]*\\).*/\\1/')\" >&2; exit 3",
-        json!({"timeout": 20}),
+        &json!({"timeout": 20}),
     );
     manifest.ui = Some(
         serde_json::from_value(json!({
@@ -398,7 +402,7 @@ async fn secret_settings_are_scrubbed_from_stderr_and_protocol_errors() {
     assert!(!text.contains(secret), "the secret is scrubbed: {text}");
     assert!(text.contains(capecontrol_exec::SCRUBBED), "{text}");
     // A protocol-breaking line that carries the secret.
-    manifest.runtime = busybox("read line; echo \"not json $line\"", json!({})).runtime;
+    manifest.runtime = busybox("read line; echo \"not json $line\"", &json!({})).runtime;
     let (cx, _) = context(json!({ "api_key": secret }), &[]);
     let err = executor
         .run(invocation(manifest, "leak", json!(null)), cx)
@@ -430,7 +434,7 @@ async fn tool_call_reports_are_capped_per_attempt() {
     let out = executor
         .run(
             invocation(
-                busybox(&script(max), json!({"timeout": 30})),
+                busybox(&script(max), &json!({"timeout": 30})),
                 "t",
                 json!(null),
             ),
@@ -444,7 +448,7 @@ async fn tool_call_reports_are_capped_per_attempt() {
     let err = executor
         .run(
             invocation(
-                busybox(&script(max + 1), json!({"timeout": 30})),
+                busybox(&script(max + 1), &json!({"timeout": 30})),
                 "t",
                 json!(null),
             ),

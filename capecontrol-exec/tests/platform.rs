@@ -324,16 +324,14 @@ async fn an_unreachable_engine_is_a_resource_error_without_leftovers() {
     let direct = builder().build().await.unwrap();
     let left = direct
         .docker()
-        .list_containers(Some(
-            capecontrol_exec::bollard::query_parameters::ListContainersOptions {
-                all: true,
-                filters: Some(std::collections::HashMap::from([(
-                    "label".to_owned(),
-                    vec![format!("{}={node}", capecontrol_exec::LABEL_NODE)],
-                )])),
-                ..Default::default()
-            },
-        ))
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(std::collections::HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{}={node}", capecontrol_exec::LABEL_NODE)],
+            )])),
+            ..Default::default()
+        }))
         .await
         .unwrap();
     assert!(left.is_empty(), "containers left behind: {left:?}");

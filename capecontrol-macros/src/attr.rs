@@ -184,7 +184,7 @@ impl AgentAttrs {
         let mut out = Self::default();
         let mut seen = Seen::default();
         for attr in attrs.iter().filter(|a| a.path().is_ident("agent")) {
-            let r = attr.parse_nested_meta(|meta| out.parse_key(meta, &mut seen, errors));
+            let r = attr.parse_nested_meta(|meta| out.parse_key(&meta, &mut seen, errors));
             if let Err(e) = r {
                 errors.push(e);
             }
@@ -194,28 +194,28 @@ impl AgentAttrs {
 
     fn parse_key(
         &mut self,
-        meta: ParseNestedMeta<'_>,
+        meta: &ParseNestedMeta<'_>,
         seen: &mut Seen,
         errors: &mut Errors,
     ) -> syn::Result<()> {
-        let Some(key) = seen.key(&meta, errors) else {
-            return skip(&meta);
+        let Some(key) = seen.key(meta, errors) else {
+            return skip(meta);
         };
         match key.as_str() {
-            "crate" => self.crate_path = Some(crate_path(&meta)?),
-            "name" => self.name = Some(lit_str(&meta)?),
-            "version" => self.version = Some(lit_str(&meta)?),
-            "description" => self.description = Some(lit_str(&meta)?),
-            "category" => self.category = Some(lit_str(&meta)?),
-            "placement" => self.placement = Some(lit_str(&meta)?),
-            "scopes" => self.scopes = lit_list(&meta)?,
-            "roles" => self.roles = lit_list(&meta)?,
-            "data_access" => self.data_access = lit_list(&meta)?,
-            "timeout" => self.timeout = Some(lit_int(&meta)?),
-            "retries" => self.retries = Some(lit_int(&meta)?),
-            "concurrent_tasks" => self.concurrent_tasks = Some(lit_int(&meta)?),
-            "memory_limit" => self.memory_limit = Some(lit_str(&meta)?),
-            "cpu_limit" => self.cpu_limit = Some(lit_str(&meta)?),
+            "crate" => self.crate_path = Some(crate_path(meta)?),
+            "name" => self.name = Some(lit_str(meta)?),
+            "version" => self.version = Some(lit_str(meta)?),
+            "description" => self.description = Some(lit_str(meta)?),
+            "category" => self.category = Some(lit_str(meta)?),
+            "placement" => self.placement = Some(lit_str(meta)?),
+            "scopes" => self.scopes = lit_list(meta)?,
+            "roles" => self.roles = lit_list(meta)?,
+            "data_access" => self.data_access = lit_list(meta)?,
+            "timeout" => self.timeout = Some(lit_int(meta)?),
+            "retries" => self.retries = Some(lit_int(meta)?),
+            "concurrent_tasks" => self.concurrent_tasks = Some(lit_int(meta)?),
+            "memory_limit" => self.memory_limit = Some(lit_str(meta)?),
+            "cpu_limit" => self.cpu_limit = Some(lit_str(meta)?),
             "triggers" => {
                 self.triggers = true;
                 let mut inner = Seen::default();
@@ -275,7 +275,7 @@ impl AgentAttrs {
                     errors.at(span, "`container(...)` needs `image = \"...\"`");
                 }
             }
-            _ => return Err(unknown(&meta, &key, "#[agent(...)]", AGENT_KEYS)),
+            _ => return Err(unknown(meta, &key, "#[agent(...)]", AGENT_KEYS)),
         }
         Ok(())
     }

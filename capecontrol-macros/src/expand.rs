@@ -59,7 +59,7 @@ pub(crate) fn derive(input: &syn::DeriveInput) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let body = match errors.into_result() {
-        Err(e) => return fallback::metadata(e, input, &p),
+        Err(e) => return fallback::metadata(&e, input, &p),
         Ok(()) => metadata_body(&agent, &p),
     };
     let scopes = &agent.attrs.scopes;
@@ -159,7 +159,7 @@ fn metadata_body(agent: &Agent, p: &TokenStream) -> TokenStream {
 }
 
 /// `#[agent_impl]` on an impl block.
-pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
+pub(crate) fn agent_impl(args: TokenStream, input: &TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let path = impl_args(args, &mut errors);
     let item: syn::ItemImpl = match syn::parse2(input.clone()) {
@@ -184,7 +184,7 @@ pub(crate) fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
 
     check::agent_impl(&agent, &mut errors);
     if let Err(e) = errors.into_result() {
-        return fallback::agent_base(e, &agent.item, &p);
+        return fallback::agent_base(&e, &agent.item, &p);
     }
 
     rewrite_tools(&mut agent, &p);

@@ -6,7 +6,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
 /// `#[derive(Agent)]` after an error: the error and an `AgentMetadata` impl that is never run.
-pub(crate) fn metadata(e: syn::Error, input: &syn::DeriveInput, p: &TokenStream) -> TokenStream {
+pub(crate) fn metadata(e: &syn::Error, input: &syn::DeriveInput, p: &TokenStream) -> TokenStream {
     let e = e.to_compile_error();
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
@@ -23,7 +23,7 @@ pub(crate) fn metadata(e: syn::Error, input: &syn::DeriveInput, p: &TokenStream)
 
 /// `#[agent_impl]` after an error: the error, the impl block (task and tool markers removed)
 /// and an `AgentBase` impl that is never run.
-pub(crate) fn agent_base(e: syn::Error, item: &syn::ItemImpl, p: &TokenStream) -> TokenStream {
+pub(crate) fn agent_base(e: &syn::Error, item: &syn::ItemImpl, p: &TokenStream) -> TokenStream {
     let e = e.to_compile_error();
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
@@ -51,7 +51,7 @@ pub(crate) fn agent_base(e: syn::Error, item: &syn::ItemImpl, p: &TokenStream) -
 }
 
 /// `#[task]` or `#[tool]` outside an `#[agent_impl]` block: the error and the item unchanged.
-pub(crate) fn misplaced(what: &str, item: TokenStream) -> TokenStream {
+pub(crate) fn misplaced(what: &str, item: &TokenStream) -> TokenStream {
     let e = syn::Error::new(
         Span::call_site(),
         format!("`#[{what}]` marks a method of an impl block that has `#[agent_impl]` on it"),

@@ -58,17 +58,17 @@ pub fn derive_agent(input: TokenStream) -> TokenStream {
 /// cannot be found in `Cargo.toml`.
 #[proc_macro_attribute]
 pub fn agent_impl(args: TokenStream, input: TokenStream) -> TokenStream {
-    expand::agent_impl(args.into(), input.into()).into()
+    expand::agent_impl(args.into(), &input.into()).into()
 }
 
 /// Marks a task method inside an `#[agent_impl]` block (see [`macro@agent_impl`]).
 #[proc_macro_attribute]
 pub fn task(_args: TokenStream, item: TokenStream) -> TokenStream {
-    fallback::misplaced("task", item.into()).into()
+    fallback::misplaced("task", &item.into()).into()
 }
 
 /// Marks a tool method inside an `#[agent_impl]` block (see [`macro@agent_impl`]).
 #[proc_macro_attribute]
 pub fn tool(_args: TokenStream, item: TokenStream) -> TokenStream {
-    fallback::misplaced("tool", item.into()).into()
+    fallback::misplaced("tool", &item.into()).into()
 }

@@ -128,7 +128,7 @@ impl Finance {
 
     /// Pay someone.
     #[tool(scope = "payments:manage", name = "initiate_payment")]
-    async fn pay(&self, _cx: &ToolContext, p: Payment) -> capecontrol::Result<String> {
+    async fn pay(&self, _cx: &ToolContext, p: Payment) -> Result<String> {
         // A `_cx` that is used after all still names the context.
         let user = &_cx.principal().user_id;
         Ok(format!(

@@ -200,7 +200,7 @@ fn pct(times: &[Duration], p: f64) -> Duration {
 async fn measure<F, Fut>(name: &str, sizes: [usize; 2], samples: usize, make: F)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = (Arc<dyn Store>, Option<PostgresStore>)>,
+    Fut: Future<Output = (Arc<dyn Store>, Option<PostgresStore>)>,
 {
     let mut p50s = Vec::new();
     for n in sizes {

@@ -37,9 +37,8 @@ use apalis_postgres::{Config as ApalisConfig, PostgresStorage};
 use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::events::TaskEventKind;
-use capecontrol_core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{InstallationRecord, QueueStore, RegistryStore};
+use capecontrol_core::store::QueueStore;
 use capecontrol_core::{Error, Manifest, Principal, Result};
 use capecontrol_store::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use capecontrol_store::sqlx::{
@@ -48,6 +47,8 @@ use capecontrol_store::sqlx::{
 use capecontrol_store::{PostgresStore, PostgresStoreOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use capecontrol_testkit::runtime::{install_in, unlimited_rates};
 use tokio::sync::Notify;
 
 // ---------------------------------------------------------------------------------------------
@@ -368,11 +369,7 @@ async fn cc_store(db: &Db, s: &Settings) -> Arc<PostgresStore> {
 async fn cc_platform(store: Arc<PostgresStore>, s: &Settings, workers: bool) -> Arc<Platform> {
     let builder = Platform::builder()
         .store(store)
-        .rate_limits(RateLimitConfig {
-            // Checked on every submit, but never rejecting the benchmark's load.
-            per_principal: Some(Rate::per_second(1_000_000_000)),
-            per_agent: Some(Rate::per_second(1_000_000_000)),
-        })
+        .rate_limits(unlimited_rates())
         .config(PlatformConfig {
             workers: s.workers,
             claim_batch: s.batch,
@@ -396,20 +393,7 @@ async fn cc_setup(db: &Db, s: &Settings) {
     let store = cc_store(db, s).await;
     store.migrate().await.expect("migrate");
     let _platform = cc_platform(Arc::clone(&store), s, false).await;
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: uuid::Uuid::new_v4(),
-            agent_id: "trivial".into(),
-            user_id: CC_USER.into(),
-            version: "1.0.0".into(),
-            granted_scopes: vec![],
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .expect("install");
+    install_in(store.as_ref(), "trivial", CC_USER, &[]).await;
     store.close().await;
 }
 

@@ -18,15 +18,14 @@
 
 mod common;
 
+use common::{Worker, spawn_test_process, unfinished};
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capecontrol_core::Principal;
 use capecontrol_core::TaskContext;
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{InstallationRecord, RegistryStore};
 use capecontrol_macros::{Agent, agent_impl};
 use capecontrol_store::sqlx::{self, PgPool, Row};
 use capecontrol_store::{PostgresStore, PostgresStoreOptions};
@@ -36,6 +35,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+
+use capecontrol_testkit::runtime::install_in;
 
 const URL_ENV: &str = "CAPECONTROL_CRASH_URL";
 const NODE_ENV: &str = "CAPECONTROL_CRASH_NODE";
@@ -125,15 +126,6 @@ async fn connect(url: &str) -> PostgresStore {
         .unwrap()
 }
 
-async fn unfinished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 /// The worker process (a no-op unless run by [`three_processes_one_killed`]).
 #[cfg_attr(
     capecontrol_skip_services,
@@ -163,31 +155,8 @@ async fn worker_process() {
     platform.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Kills its process on drop (the test never leaves a worker behind).
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_worker(url: &str, node: &str) -> Worker {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "worker_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(URL_ENV, url)
-        .env(NODE_ENV, node)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn a worker process");
-    Worker(child)
+    spawn_test_process("worker_process", &[(URL_ENV, url), (NODE_ENV, node)], false)
 }
 
 async fn db_now(pool: &PgPool) -> DateTime<Utc> {
@@ -229,20 +198,7 @@ async fn three_processes_one_killed() {
         .build()
         .await
         .unwrap();
-    let now = Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: Uuid::new_v4(),
-            agent_id: "cruncher".into(),
-            user_id: "alice".into(),
-            version: "1.0.0".into(),
-            granted_scopes: Vec::new(),
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    install_in(&store, "cruncher", "alice", &[]).await;
     let user = Principal::new("alice").with_roles(["user"]);
     let ids: Vec<Uuid> = futures::stream::iter(0..TASKS)
         .map(|n| {

@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::manifest::{Config, Manifest};
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{InstallationRecord, RegistryStore};
 use capecontrol_core::{Error, Principal, Result};
 use capecontrol_store::sqlx::postgres::PgConnectOptions;
 use capecontrol_store::sqlx::{self, ConnectOptions, Connection, PgConnection};
@@ -29,6 +28,8 @@ use capecontrol_store::{PostgresStore, PostgresStoreOptions};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use capecontrol_testkit::runtime::{install_in, manifest};
 
 const STEPS: u32 = 2;
 const WORKERS: usize = 16;
@@ -54,27 +55,16 @@ struct Stepper {
 #[async_trait]
 impl AgentBase for Stepper {
     fn manifest(&self) -> Manifest {
-        Manifest {
-            name: "Stepper".into(),
-            version: "1.0.0".into(),
-            description: "Two durable steps".into(),
-            placement: None,
-            category: None,
-            tools: vec![],
-            dependencies: None,
-            config: Some(Config {
+        manifest(
+            "Stepper",
+            Config {
                 retries: 3,
                 concurrent_tasks: 1000,
                 timeout: 120,
                 ..Config::default()
-            }),
-            permissions: None,
-            triggers: None,
-            ui: None,
-            runtime: None,
-            tasks: vec![],
-            tool_specs: vec![],
-        }
+            },
+            &[],
+        )
     }
 
     async fn run_task(&self, _name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
@@ -133,20 +123,7 @@ async fn node(
         .build()
         .await
         .unwrap();
-    let now = chrono::Utc::now();
-    store
-        .upsert_installation(InstallationRecord {
-            id: Uuid::new_v4(),
-            agent_id: "stepper".into(),
-            user_id: "alice".into(),
-            version: "1.0.0".into(),
-            granted_scopes: Vec::new(),
-            settings: json!({}),
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    install_in(&store, "stepper", "alice", &[]).await;
     let user = Principal::new("alice").with_roles(["user"]);
     let ids: Vec<Uuid> = futures::stream::iter(0..count)
         .map(|n| {
@@ -476,26 +453,15 @@ struct Blocker {
 #[async_trait]
 impl AgentBase for Blocker {
     fn manifest(&self) -> Manifest {
-        Manifest {
-            name: "Blocker".into(),
-            version: "1.0.0".into(),
-            description: "Blocks a runtime thread".into(),
-            placement: None,
-            category: None,
-            tools: vec![],
-            dependencies: None,
-            config: Some(Config {
+        manifest(
+            "Blocker",
+            Config {
                 retries: 3,
                 timeout: 60,
                 ..Config::default()
-            }),
-            permissions: None,
-            triggers: None,
-            ui: None,
-            runtime: None,
-            tasks: vec![],
-            tool_specs: vec![],
-        }
+            },
+            &[],
+        )
     }
 
     async fn run_task(&self, _name: &str, _input: Value, _cx: &TaskContext) -> Result<Value> {
@@ -552,20 +518,7 @@ async fn an_agent_blocking_its_runtime_thread_keeps_its_lease() {
             .unwrap();
         rt.block_on(async move {
             let a = blocker_node(&a_opts, "node-a", &a_runs).await;
-            let now = chrono::Utc::now();
-            a.store()
-                .upsert_installation(InstallationRecord {
-                    id: Uuid::new_v4(),
-                    agent_id: "blocker".into(),
-                    user_id: "alice".into(),
-                    version: "1.0.0".into(),
-                    granted_scopes: Vec::new(),
-                    settings: json!({}),
-                    created_at: now,
-                    updated_at: now,
-                })
-                .await
-                .unwrap();
+            install_in(a.store().as_ref(), "blocker", "alice", &[]).await;
             let user = Principal::new("alice").with_roles(["user"]);
             let id = a
                 .submit(TaskRequest::new("blocker", "run", json!({}), user))

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::{Worker, spawn_test_process, unfinished};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::manifest::{Config, Manifest};
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{InstallationRecord, RegistryStore};
 use capecontrol_core::{Error, Principal, Result};
-use capecontrol_store::sqlx::{self, PgPool};
 use capecontrol_store::{PostgresStore, PostgresStoreOptions};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use capecontrol_testkit::runtime::{install_in, manifest};
 
 const URL_ENV: &str = "CAPECONTROL_POISON_URL";
 const NODE_ENV: &str = "CAPECONTROL_POISON_NODE";
@@ -36,26 +36,15 @@ struct Agent {
 #[async_trait]
 impl AgentBase for Agent {
     fn manifest(&self) -> Manifest {
-        Manifest {
-            name: self.name.into(),
-            version: "1.0.0".into(),
-            description: format!("{} for the poison test", self.name),
-            placement: None,
-            category: None,
-            tools: vec![],
-            dependencies: None,
-            config: Some(Config {
+        manifest(
+            self.name,
+            Config {
                 retries: self.retries,
                 concurrent_tasks: 100,
                 ..Config::default()
-            }),
-            permissions: None,
-            triggers: None,
-            ui: None,
-            runtime: None,
-            tasks: vec![],
-            tool_specs: vec![],
-        }
+            },
+            &[],
+        )
     }
 
     async fn run_task(&self, _name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
@@ -120,15 +109,6 @@ async fn platform(store: PostgresStore, node: &str, workers: bool) -> Platform {
     b.build().await.unwrap()
 }
 
-async fn unfinished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 /// A worker node (a no-op unless run by [`a_poison_task_fails_and_the_rest_completes`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_worker_process() {
@@ -149,32 +129,12 @@ async fn poison_worker_process() {
     p.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Kills its process on drop.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_worker(url: &str, node: &str) -> Worker {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "poison_worker_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(URL_ENV, url)
-        .env(NODE_ENV, node)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn a worker process");
-    Worker(child)
+    spawn_test_process(
+        "poison_worker_process",
+        &[(URL_ENV, url), (NODE_ENV, node)],
+        true,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,21 +144,8 @@ async fn a_poison_task_fails_and_the_rest_completes() {
     let store = db.store().await;
     let pool = store.pool().clone();
     let submitter = platform(store.clone(), "submitter", false).await;
-    let now = chrono::Utc::now();
     for agent in ["poison", "worker"] {
-        store
-            .upsert_installation(InstallationRecord {
-                id: Uuid::new_v4(),
-                agent_id: agent.into(),
-                user_id: "alice".into(),
-                version: "1.0.0".into(),
-                granted_scopes: Vec::new(),
-                settings: json!({}),
-                created_at: now,
-                updated_at: now,
-            })
-            .await
-            .unwrap();
+        install_in(&store, agent, "alice", &[]).await;
     }
     let user = Principal::new("alice").with_roles(["user"]);
     let poison = submitter

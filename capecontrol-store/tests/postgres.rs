@@ -72,12 +72,10 @@ async fn migrations_run_concurrently_from_several_nodes() {
     }
     // Again: nothing left to do.
     stores[0].migrate().await.unwrap();
-    let n: i64 = capecontrol_store::sqlx::query_scalar(
-        "SELECT count(*) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(stores[0].pool())
-    .await
-    .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(stores[0].pool())
+        .await
+        .unwrap();
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .unwrap()
         .filter(|f| {
@@ -91,11 +89,9 @@ async fn migrations_run_concurrently_from_several_nodes() {
         "every migration ran once"
     );
     // The status CHECK of tasks is in force.
-    let bad = capecontrol_store::sqlx::query(
-        "INSERT INTO tasks (user_id, status) VALUES ('u', 'paused')",
-    )
-    .execute(stores[0].pool())
-    .await;
+    let bad = sqlx::query("INSERT INTO tasks (user_id, status) VALUES ('u', 'paused')")
+        .execute(stores[0].pool())
+        .await;
     assert!(bad.is_err());
     for s in &stores {
         s.close().await;
@@ -385,7 +381,7 @@ async fn enqueue_joins_the_callers_transaction() {
     assert_category(s.get_task(rolled_back.id).await, ErrorCategory::NotFound);
 
     let mut tx = s.pool().begin().await.unwrap();
-    capecontrol_store::sqlx::query("INSERT INTO audit_events (event_type) VALUES ('host.write')")
+    sqlx::query("INSERT INTO audit_events (event_type) VALUES ('host.write')")
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -458,7 +454,7 @@ async fn the_listener_reconnects_after_losing_its_connection() {
     let mut events = watcher.subscribe();
     let mut wake = watcher.wakeups();
 
-    let killed: Vec<bool> = capecontrol_store::sqlx::query_scalar(
+    let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE application_name = 'capecontrol-listen' AND datname = current_database()",
     )
@@ -543,11 +539,11 @@ async fn claims_refuse_to_run_outside_read_committed() {
     register(&s, "a").await;
     s.enqueue(task("a", "u")).await.unwrap();
     let mut tx = s.pool().begin().await.unwrap();
-    capecontrol_store::sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let r = capecontrol_store::sqlx::query("SELECT * FROM capecontrol_claim('w', 1, 1000, NULL)")
+    let r = sqlx::query("SELECT * FROM capecontrol_claim('w', 1, 1000, NULL)")
         .execute(&mut *tx)
         .await;
     assert!(r.is_err());
@@ -648,7 +644,7 @@ async fn probe_throughput_and_commits_per_task() {
     // Closed backends have flushed their statistics.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let probe = db.store_options().listen(false).connect().await.unwrap();
-    let commits: i64 = capecontrol_store::sqlx::query_scalar(
+    let commits: i64 = sqlx::query_scalar(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
     )
     .fetch_one(probe.pool())

@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use capecontrol_core::agent::{AgentBase, TaskContext, ToolContext};
 use capecontrol_core::events::TaskEvent;
 use capecontrol_core::manifest::{Config, Manifest, Permissions};
-use capecontrol_core::runtime::{Platform, PlatformConfig};
-use capecontrol_core::store::{InstallationRecord, Store};
+use capecontrol_core::runtime::middleware::rate_limit::{Rate, RateLimitConfig};
+use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
+use capecontrol_core::store::{InstallationRecord, RegistryStore, Store, TaskRecord};
 use capecontrol_core::{Error, Principal, Result};
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -29,6 +30,14 @@ pub struct TestAgent {
     pub manifest: Manifest,
     /// What its tasks do.
     pub behaviour: Behaviour,
+}
+
+impl std::fmt::Debug for TestAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestAgent")
+            .field("manifest", &self.manifest.name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -96,6 +105,15 @@ pub fn fast_config() -> PlatformConfig {
     }
 }
 
+/// Rate limits that are checked on every submit but high enough never to reject a benchmark's
+/// load.
+pub fn unlimited_rates() -> RateLimitConfig {
+    RateLimitConfig {
+        per_principal: Some(Rate::per_second(1_000_000_000)),
+        per_agent: Some(Rate::per_second(1_000_000_000)),
+    }
+}
+
 /// The test user `alice`, role `user`.
 pub fn user() -> Principal {
     Principal::new("alice").with_roles(["user"])
@@ -103,6 +121,16 @@ pub fn user() -> Principal {
 
 /// Installs version 1.0.0 of `agent_id` for `user`, granting `scopes`.
 pub async fn install(store: &Arc<dyn Store>, agent_id: &str, user: &str, scopes: &[&str]) {
+    install_in(store.as_ref(), agent_id, user, scopes).await;
+}
+
+/// [`install`] on any registry store (a `PostgresStore`, say), not only an `Arc<dyn Store>`.
+pub async fn install_in<S: RegistryStore + ?Sized>(
+    store: &S,
+    agent_id: &str,
+    user: &str,
+    scopes: &[&str],
+) {
     let now = chrono::Utc::now();
     store
         .upsert_installation(InstallationRecord {
@@ -139,4 +167,17 @@ pub async fn platform_with(
         b = b.agent(a);
     }
     b.build().await.unwrap()
+}
+
+/// Submits task `run` of `agent_id` with input `{}` as [`user`] and returns the task once it
+/// has ended; panics if it has not ended `within`.
+pub async fn run_within(p: &Platform, agent_id: &str, within: Duration) -> TaskRecord {
+    let id = p
+        .submit(TaskRequest::new(agent_id, "run", json!({}), user()))
+        .await
+        .unwrap();
+    tokio::time::timeout(within, p.wait(id, &user()))
+        .await
+        .expect("the task ends in time")
+        .unwrap()
 }

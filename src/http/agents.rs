@@ -12,10 +12,11 @@ use serde_json::Value;
 use super::ApiState;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::ApiResult;
+use super::responses::{Lists, Reads, Writes};
 use super::tasks::{check_page, default_limit};
 
 /// A list: its items and, when known, how many match in all.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Paged<T> {
     /// The items.
     pub items: Vec<T>,
@@ -43,6 +44,9 @@ pub(crate) struct ListAgents {
     /// Only agents of this category.
     #[serde(default)]
     category: Option<String>,
+    /// Only agents this user created (their `owner`).
+    #[serde(default)]
+    owner: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default = "default_limit")]
     limit: usize,
@@ -56,10 +60,8 @@ pub(crate) struct ListAgents {
     tag = "agents",
     params(ListAgents),
     responses(
-        (status = 200, description = "Agents {items, total}", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "Agents {items, total}", body = Paged<AgentRecord>),
+        Lists
     ),
     security(("bearer" = []))
 )]
@@ -73,7 +75,10 @@ pub(crate) async fn list(
         status: q.status,
         category: q.category,
     };
-    let all = state.platform.registry().list_agents(&filter).await?;
+    let mut all = state.platform.registry().list_agents(&filter).await?;
+    if let Some(owner) = &q.owner {
+        all.retain(|agent| agent.owner.as_ref() == Some(owner));
+    }
     let total = all.len();
     let items = all.into_iter().skip(q.offset).take(q.limit).collect();
     Ok(Json(Paged::of(items, Some(total))))
@@ -99,15 +104,8 @@ pub(crate) struct CreateAgent {
     tag = "agents",
     request_body = CreateAgent,
     responses(
-        (status = 201, description = "The agent", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 201, description = "The agent", body = AgentRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -132,11 +130,8 @@ pub(crate) async fn create(
     tag = "agents",
     params(("id" = String, Path, description = "The agent's id or slug")),
     responses(
-        (status = 200, description = "The agent", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The agent", body = AgentRecord),
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -178,15 +173,8 @@ pub(crate) struct UpdateAgent {
     params(("id" = String, Path, description = "The agent's id or slug")),
     request_body = UpdateAgent,
     responses(
-        (status = 200, description = "The agent", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The agent", body = AgentRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -220,15 +208,8 @@ pub(crate) async fn update(
     tag = "agents",
     params(("id" = String, Path, description = "The agent's id or slug")),
     responses(
-        (status = 200, description = "The agent", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The agent", body = AgentRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -260,14 +241,7 @@ pub struct Validation {
     request_body = Object,
     responses(
         (status = 200, description = "Whether the manifest is valid, every error at its pointer", body = Validation),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -298,11 +272,8 @@ pub(crate) async fn validate(
     tag = "versions",
     params(("id" = String, Path, description = "The agent's id or slug")),
     responses(
-        (status = 200, description = "Versions {items, total}", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "Versions {items, total}", body = Paged<VersionRecord>),
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -335,15 +306,8 @@ pub(crate) struct AddVersion {
     params(("id" = String, Path, description = "The agent's id or slug")),
     request_body = AddVersion,
     responses(
-        (status = 201, description = "The version", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 201, description = "The version", body = VersionRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -377,14 +341,7 @@ pub struct Suggested {
     request_body = Object,
     responses(
         (status = 200, description = "The suggested next version", body = Suggested),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -410,15 +367,8 @@ pub(crate) async fn suggest(
     tag = "versions",
     params(("id" = String, Path, description = "The agent's id or slug"), ("ver" = String, Path, description = "The version")),
     responses(
-        (status = 200, description = "The published version", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The published version", body = VersionRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -438,15 +388,8 @@ pub(crate) async fn publish(
     tag = "versions",
     params(("id" = String, Path, description = "The agent's id or slug"), ("ver" = String, Path, description = "The version")),
     responses(
-        (status = 200, description = "The archived version", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The archived version", body = VersionRecord),
+        Writes
     ),
     security(("bearer" = []))
 )]

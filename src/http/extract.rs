@@ -130,7 +130,7 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
 fn invalid<E: std::fmt::Display>(
     what: &str,
     prefix: &str,
-    e: serde_path_to_error::Error<E>,
+    e: &serde_path_to_error::Error<E>,
 ) -> Problem {
     let at = format!("{prefix}{}", pointer(e.path()));
     let message = e.inner().to_string();
@@ -172,7 +172,7 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
         };
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let value = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| invalid("request body", "", e))?;
+            .map_err(|e| invalid("request body", "", &e))?;
         de.end()
             .map_err(|e| Problem::from(Error::invalid_field("", format!("trailing data: {e}"))))?;
         Ok(JsonBody(value))
@@ -192,7 +192,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
-            .map_err(|e| invalid("query string", "/query", e))
+            .map_err(|e| invalid("query string", "/query", &e))
     }
 }
 

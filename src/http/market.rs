@@ -14,6 +14,7 @@ use super::ApiState;
 use super::agents::Paged;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::ApiResult;
+use super::responses::{Lists, Reads, Unfiltered, Writes};
 use super::tasks::{check_page, default_limit};
 
 /// `GET /api/marketplace` query.
@@ -44,10 +45,8 @@ pub(crate) struct Browse {
     tag = "marketplace",
     params(Browse),
     responses(
-        (status = 200, description = "Catalog entries {items, total}", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "Catalog entries {items, total}", body = Paged<CatalogEntry>),
+        Lists
     ),
     security(("bearer" = []))
 )]
@@ -83,9 +82,8 @@ pub struct CategoryCount {
     path = "/api/marketplace/categories",
     tag = "marketplace",
     responses(
-        (status = 200, description = "Categories with counts {items, total}", body = Object),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "Categories with counts {items, total}", body = Paged<CategoryCount>),
+        Unfiltered
     ),
     security(("bearer" = []))
 )]
@@ -128,11 +126,8 @@ pub(crate) async fn categories(
     tag = "marketplace",
     params(("id" = String, Path, description = "The agent's id or slug")),
     responses(
-        (status = 200, description = "The agent, its published manifest excerpt and version history", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The agent, its published manifest excerpt and version history", body = AgentDetail),
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -149,9 +144,8 @@ pub(crate) async fn detail(
     path = "/api/installations",
     tag = "installations",
     responses(
-        (status = 200, description = "My installations {items, total}", body = Object),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "My installations {items, total}", body = Paged<Installation>),
+        Unfiltered
     ),
     security(("bearer" = []))
 )]
@@ -184,15 +178,8 @@ pub(crate) struct Install {
     tag = "installations",
     request_body = Install,
     responses(
-        (status = 201, description = "The installation (secrets redacted)", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 201, description = "The installation (secrets redacted)", body = Installation),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -230,15 +217,8 @@ pub(crate) struct Upgrade {
     params(("agent" = String, Path, description = "The agent's id or slug")),
     request_body = Upgrade,
     responses(
-        (status = 200, description = "The installation", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The installation", body = Installation),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -273,15 +253,8 @@ pub(crate) struct Settings {
     params(("agent" = String, Path, description = "The agent's id or slug")),
     request_body = Settings,
     responses(
-        (status = 200, description = "The installation", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "The installation", body = Installation),
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -307,14 +280,7 @@ pub(crate) async fn settings(
     params(("agent" = String, Path, description = "The agent's id or slug")),
     responses(
         (status = 204, description = "Uninstalled"),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]

@@ -17,7 +17,7 @@
 //!   ([`HttpConfig::trusted_proxies`]).
 //!
 //! ```no_run
-//! # async fn run() -> capecontrol::Result<()> {
+//! # async fn run() -> capecontrol::error::Result<()> {
 //! use std::sync::Arc;
 //! use capecontrol::http::{self, ApiKeys};
 //! use capecontrol::prelude::*;
@@ -40,6 +40,7 @@ mod market;
 mod openapi;
 mod ops;
 mod problem;
+mod responses;
 mod tasks;
 
 use std::future::Future;
@@ -103,9 +104,8 @@ impl Default for HttpConfig {
 
 /// A readiness check of `/readyz` besides the store's (an executor's engine, say): `Ok` when
 /// ready, else why not.
-pub type ReadyCheck = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send>> + Send + Sync,
->;
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// The shared state of the routes.
 #[derive(Clone)]

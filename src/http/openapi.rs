@@ -44,6 +44,7 @@ impl Modify for Bearer {
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
         hooks::emit, hooks::deliver, hooks::webhook_secret, hooks::schedules,
     ),
+    components(schemas(crate::http::Problem)),
     modifiers(&Bearer)
 )]
 struct Doc;

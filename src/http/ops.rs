@@ -14,6 +14,7 @@ use super::access::Tasks;
 use super::auth::CreatedKey;
 use super::extract::{Caller, JsonBody, Query};
 use super::problem::{ApiResult, Problem};
+use super::responses::{Reads, Unavailable, Writes};
 use super::tasks::check_page;
 use super::{ApiState, is_admin};
 
@@ -70,7 +71,7 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> axum::response::Re
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Unavailable
     )
 )]
 pub(crate) async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<Health>> {
@@ -150,10 +151,7 @@ pub struct AuditPage {
     params(AuditQuery),
     responses(
         (status = 200, description = "Audit rows {items, next_cursor}", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -235,14 +233,7 @@ pub(crate) struct CreateKey {
     request_body = CreateKey,
     responses(
         (status = 201, description = "The key, shown once", body = CreatedKey),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -277,14 +268,7 @@ pub struct RevokedKey {
     params(("id" = String, Path, description = "The key's id")),
     responses(
         (status = 200, description = "Revoked", body = RevokedKey),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]

@@ -129,7 +129,7 @@ impl IntoResponse for Problem {
 }
 
 /// What a route returns on failure.
-pub type ApiResult<T> = std::result::Result<T, Problem>;
+pub type ApiResult<T> = Result<T, Problem>;
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::access::Tasks;
 use super::extract::{Caller, JsonBody, Query, task_id};
 use super::problem::{ApiResult, Problem};
+use super::responses::{Lists, Reads, Writes};
 use super::{ApiState, agents::Paged};
 
 /// The longest `Idempotency-Key` accepted.
@@ -128,14 +129,7 @@ impl TaskView {
     request_body = Submit,
     responses(
         (status = 202, description = "Accepted", body = Submitted),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -218,10 +212,8 @@ pub(crate) fn check_page(limit: usize, offset: usize) -> capecontrol_core::Resul
     tag = "tasks",
     params(ListTasks),
     responses(
-        (status = 200, description = "My tasks {items}", body = Object),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 200, description = "My tasks {items}", body = Paged<TaskView>),
+        Lists
     ),
     security(("bearer" = []))
 )]
@@ -253,10 +245,7 @@ pub(crate) async fn list(
     params(("task_id" = String, Path, description = "The task's id (a UUID)")),
     responses(
         (status = 200, description = "The task with its steps", body = TaskView),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -279,14 +268,7 @@ pub(crate) async fn get(
     params(("task_id" = String, Path, description = "The task's id (a UUID)")),
     responses(
         (status = 200, description = "The task", body = TaskView),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -338,14 +320,7 @@ pub struct RatingView {
     request_body = Rate,
     responses(
         (status = 200, description = "The rating and its version's mean", body = RatingView),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -388,10 +363,7 @@ pub(crate) struct EventsQuery {
     params(("task_id" = String, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
         (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Reads
     ),
     security(("bearer" = []))
 )]

@@ -112,7 +112,7 @@ impl PlatformHost {
     async fn retried<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
+        Fut: Future<Output = Result<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry_for;
         let mut delay = RETRY_FIRST;

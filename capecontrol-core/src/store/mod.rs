@@ -88,6 +88,7 @@ pub use triggers::TriggerStore;
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentRecord {
     /// Stable identifier (the slug, unless given).
     pub id: String,
@@ -138,6 +139,7 @@ pub struct AgentPatch {
 
 /// A version of an agent (the `agent_versions` table, plus a changelog).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionRecord {
     /// Identifier.
     pub id: Uuid,
@@ -233,6 +235,7 @@ impl Default for CatalogQuery {
 
 /// One entry of the marketplace: an agent and its published version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CatalogEntry {
     /// The agent.
     pub agent: AgentRecord,

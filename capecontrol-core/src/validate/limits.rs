@@ -163,7 +163,7 @@ mod tests {
         while let Value::Array(mut items) = cur {
             cur = items.pop().unwrap_or(Value::Null);
         }
-        let v = super::parse_json(nested(128).as_bytes()).unwrap();
+        let v = parse_json(nested(128).as_bytes()).unwrap();
         assert!(!value_depth_exceeds(&v, 128));
         assert!(value_depth_exceeds(&v, 127));
         assert!(!value_depth_exceeds(&Value::Null, 0));

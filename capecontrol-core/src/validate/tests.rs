@@ -35,13 +35,13 @@ fn errors(v: &Value) -> Vec<String> {
 }
 
 #[track_caller]
-fn ok(pointer: &str, value: Value) {
+fn ok(pointer: &str, value: &Value) {
     let m = with(pointer, value.clone());
     assert_eq!(errors(&m), Vec::<String>::new(), "{pointer} = {value}");
 }
 
 #[track_caller]
-fn bad(pointer: &str, value: Value, expected: &str) {
+fn bad(pointer: &str, value: &Value, expected: &str) {
     let m = with(pointer, value.clone());
     assert_eq!(errors(&m), vec![expected.to_owned()], "{pointer} = {value}");
 }
@@ -72,29 +72,33 @@ fn required_fields_are_reported_where_they_would_be() {
 
 #[test]
 fn name() {
-    ok("/name", json!("a"));
-    ok("/name", json!("x".repeat(64)));
-    ok("/name", json!("é".repeat(64)));
-    ok("/name", json!("Cape AI Guide 🤖"));
+    ok("/name", &json!("a"));
+    ok("/name", &json!("x".repeat(64)));
+    ok("/name", &json!("é".repeat(64)));
+    ok("/name", &json!("Cape AI Guide 🤖"));
     bad(
         "/name",
-        json!("x".repeat(65)),
+        &json!("x".repeat(65)),
         "/name: must be at most 64 characters",
     );
-    bad("/name", json!(""), "/name: must not be blank");
-    bad("/name", json!("   "), "/name: must not be blank");
-    bad("/name", json!("\t\n"), "/name: must not be blank");
-    bad("/name", json!(5), "/name: must be a string");
-    bad("/name", json!(null), "/name: must be a string");
+    bad("/name", &json!(""), "/name: must not be blank");
+    bad("/name", &json!("   "), "/name: must not be blank");
+    bad("/name", &json!("\t\n"), "/name: must not be blank");
+    bad("/name", &json!(5), "/name: must be a string");
+    bad("/name", &json!(null), "/name: must be a string");
 }
 
 #[test]
 fn description() {
-    ok("/description", json!("x"));
-    bad("/description", json!(""), "/description: must not be blank");
+    ok("/description", &json!("x"));
     bad(
         "/description",
-        json!(" \u{3000} "),
+        &json!(""),
+        "/description: must not be blank",
+    );
+    bad(
+        "/description",
+        &json!(" \u{3000} "),
         "/description: must not be blank",
     );
 }
@@ -112,16 +116,16 @@ fn version_is_strict_semver() {
         "1.0.0+20130313144700",
         "1.0.0-beta+exp.sha.5114f85",
     ] {
-        ok("/version", json!(v));
+        ok("/version", &json!(v));
     }
     bad(
         "/version",
-        json!("v1.2.3"),
+        &json!("v1.2.3"),
         "/version: is not valid SemVer 2.0.0 (unexpected character 'v' while parsing major version number)",
     );
     bad(
         "/version",
-        json!("1.2"),
+        &json!("1.2"),
         "/version: is not valid SemVer 2.0.0 (unexpected end of input while parsing minor version number)",
     );
     for v in [
@@ -134,61 +138,61 @@ fn version_is_strict_semver() {
             "{v}: {e:?}"
         );
     }
-    bad("/version", json!(""), "/version: must not be blank");
-    bad("/version", json!(1.2), "/version: must be a string");
+    bad("/version", &json!(""), "/version: must not be blank");
+    bad("/version", &json!(1.2), "/version: must be a string");
 }
 
 #[test]
 fn placement_and_category() {
     for p in ["chat", "dashboard", "workflow", "background"] {
-        ok("/placement", json!(p));
+        ok("/placement", &json!(p));
     }
     for c in ["ai-assisted", "domain-specific", "middleware", "utility"] {
-        ok("/category", json!(c));
+        ok("/category", &json!(c));
     }
-    ok("/placement", json!(null));
+    ok("/placement", &json!(null));
     bad(
         "/placement",
-        json!("sidebar"),
+        &json!("sidebar"),
         r#"/placement: must be one of "chat", "dashboard", "workflow", "background""#,
     );
     bad(
         "/placement",
-        json!("Chat"),
+        &json!("Chat"),
         r#"/placement: must be one of "chat", "dashboard", "workflow", "background""#,
     );
     bad(
         "/category",
-        json!(3),
+        &json!(3),
         r#"/category: must be one of "ai-assisted", "domain-specific", "middleware", "utility""#,
     );
 }
 
 #[test]
 fn tools() {
-    ok("/tools", json!([]));
-    ok("/tools", json!(["ask_user", "_private", "step2"]));
+    ok("/tools", &json!([]));
+    ok("/tools", &json!(["ask_user", "_private", "step2"]));
     bad(
         "/tools",
-        json!(["ask_user", "AskUser"]),
+        &json!(["ask_user", "AskUser"]),
         "/tools/1: must be an identifier matching ^[a-z_][a-z0-9_]*$",
     );
     bad(
         "/tools",
-        json!(["2fa"]),
+        &json!(["2fa"]),
         "/tools/0: must be an identifier matching ^[a-z_][a-z0-9_]*$",
     );
     bad(
         "/tools",
-        json!(["ask-user"]),
+        &json!(["ask-user"]),
         "/tools/0: must be an identifier matching ^[a-z_][a-z0-9_]*$",
     );
     bad(
         "/tools",
-        json!(["a", "a"]),
+        &json!(["a", "a"]),
         "/tools/1: is a duplicate of /tools/0",
     );
-    bad("/tools", json!("a"), "/tools: must be an array");
+    bad("/tools", &json!("a"), "/tools: must be an array");
     let m = with("/tools", json!(["a", "b", "a", "b", "a"]));
     assert_eq!(
         errors(&m),
@@ -210,18 +214,18 @@ fn dependencies() {
         ">= 3.9, < 4.0",
         "~=3.10",
     ] {
-        ok("/dependencies/python", json!(p));
+        ok("/dependencies/python", &json!(p));
     }
     for p in ["python3", ">=", "3.9+", "latest", ">=3.9 <4", "=>3.9"] {
         bad(
             "/dependencies/python",
-            json!(p),
+            &json!(p),
             "/dependencies/python: must be a version requirement, like >=3.9",
         );
     }
     bad(
         "/dependencies/python",
-        json!(" "),
+        &json!(" "),
         "/dependencies/python: must not be blank",
     );
     for p in [
@@ -237,7 +241,7 @@ fn dependencies() {
         "uvicorn[standard]>=0.24",
         "requests[socks, security]",
     ] {
-        ok("/dependencies/packages", json!([p]));
+        ok("/dependencies/packages", &json!([p]));
     }
     for p in [
         "fastapi >=",
@@ -251,79 +255,79 @@ fn dependencies() {
     ] {
         bad(
             "/dependencies/packages",
-            json!([p]),
+            &json!([p]),
             "/dependencies/packages/0: must be a package name with optional comparators, like fastapi>=0.104.0",
         );
     }
     ok(
         "/dependencies/services",
-        json!(["redis", "postgresql", "object-store", "s3_compat"]),
+        &json!(["redis", "postgresql", "object-store", "s3_compat"]),
     );
     for s in ["Redis", "1redis", "re dis", "redis!"] {
         bad(
             "/dependencies/services",
-            json!([s]),
+            &json!([s]),
             "/dependencies/services/0: must be a lowercase identifier matching ^[a-z][a-z0-9_-]*$",
         );
     }
     bad(
         "/dependencies/pip",
-        json!([]),
+        &json!([]),
         "/dependencies/pip: unknown field",
     );
 }
 
 #[test]
 fn config_timeout_retries_concurrency() {
-    ok("/config/timeout", json!(1));
-    ok("/config/timeout", json!(300));
+    ok("/config/timeout", &json!(1));
+    ok("/config/timeout", &json!(300));
     bad(
         "/config/timeout",
-        json!(0),
+        &json!(0),
         "/config/timeout: must be at least 1",
     );
     bad(
         "/config/timeout",
-        json!(301),
+        &json!(301),
         "/config/timeout: must be at most 300",
     );
     bad(
         "/config/timeout",
-        json!(-5),
+        &json!(-5),
         "/config/timeout: must be at least 1",
     );
     bad(
         "/config/timeout",
-        json!(30.5),
+        &json!(30.5),
         "/config/timeout: must be an integer",
     );
     bad(
         "/config/timeout",
-        json!("30"),
+        &json!("30"),
         "/config/timeout: must be an integer",
     );
-    ok("/config/retries", json!(0));
-    ok("/config/retries", json!(10));
+    ok("/config/retries", &json!(0));
+    ok("/config/retries", &json!(10));
     bad(
         "/config/retries",
-        json!(11),
+        &json!(11),
         "/config/retries: must be at most 10",
     );
     bad(
         "/config/retries",
-        json!(-1),
+        &json!(-1),
         "/config/retries: must be at least 0",
     );
-    ok("/config/concurrent_tasks", json!(1));
-    ok("/config/concurrent_tasks", json!(1000));
+    ok("/config/concurrent_tasks", &json!(1));
+    ok("/config/concurrent_tasks", &json!(1000));
     bad(
         "/config/concurrent_tasks",
-        json!(0),
+        &json!(0),
         "/config/concurrent_tasks: must be at least 1",
     );
     bad(
         "/config/concurrent_tasks",
-        json!(4_294_967_296u64),
+        &json!(4_294_967_296u64),
         "/config/concurrent_tasks: must be at most 4294967295",
     );
     let m = validate_manifest(&with("/config", json!({"timeout": 300}))).unwrap();
@@ -335,12 +339,12 @@ fn config_memory_and_cpu() {
     for ok_mem in [
         "6MB", "512MB", "1GB", "6MiB", "6000KB", "6000000B", "1.5GB", "0.5GiB",
     ] {
-        ok("/config/memory_limit", json!(ok_mem));
+        ok("/config/memory_limit", &json!(ok_mem));
     }
     for small in ["5MB", "5MiB", "5999999B", "5.999999MB", "0MB", "5999KB"] {
         bad(
             "/config/memory_limit",
-            json!(small),
+            &json!(small),
             "/config/memory_limit: must be at least 6 MB",
         );
     }
@@ -349,64 +353,64 @@ fn config_memory_and_cpu() {
     ] {
         bad(
             "/config/memory_limit",
-            json!(malformed),
+            &json!(malformed),
             "/config/memory_limit: must be a number and a unit (B, KB, MB, GB, KiB, MiB or GiB), like 512MB",
         );
     }
     bad(
         "/config/memory_limit",
-        json!("99999999999999999999999GB"),
+        &json!("99999999999999999999999GB"),
         "/config/memory_limit: must be a number and a unit (B, KB, MB, GB, KiB, MiB or GiB) of at most 2^64 bytes, like 512MB",
     );
     bad(
         "/config/memory_limit",
-        json!(512),
+        &json!(512),
         "/config/memory_limit: must be a string or null",
     );
     for cpu in ["0.5", "1", "2.25", "0.001"] {
-        ok("/config/cpu_limit", json!(cpu));
+        ok("/config/cpu_limit", &json!(cpu));
     }
     bad(
         "/config/cpu_limit",
-        json!("0"),
+        &json!("0"),
         "/config/cpu_limit: must be greater than 0",
     );
     bad(
         "/config/cpu_limit",
-        json!("0.0"),
+        &json!("0.0"),
         "/config/cpu_limit: must be greater than 0",
     );
     for malformed in ["-1", ".5", "1.", "half", "1e2", "1,5"] {
         bad(
             "/config/cpu_limit",
-            json!(malformed),
+            &json!(malformed),
             "/config/cpu_limit: must be a decimal number of cores greater than 0, like \"0.5\"",
         );
     }
     bad(
         "/config/cpu_limit",
-        json!(0.5),
+        &json!(0.5),
         "/config/cpu_limit: must be a string or null",
     );
-    bad("/config/cpus", json!(1), "/config/cpus: unknown field");
+    bad("/config/cpus", &json!(1), "/config/cpus: unknown field");
 }
 
 #[test]
 fn permissions() {
     ok(
         "/permissions",
-        json!({"scopes": ["profile:read", "finance:write", "payments:*", "iot:optimize", "a-b:c_d"],
+        &json!({"scopes": ["profile:read", "finance:write", "payments:*", "iot:optimize", "a-b:c_d"],
                "required_roles": ["user", "premium", "Org_Admin"],
                "data_access": ["user_data", "system_metrics"]}),
     );
     bad(
         "/permissions/scopes",
-        json!(["finance"]),
+        &json!(["finance"]),
         "/permissions/scopes/0: must be a scope resource:action (expected `resource:action`)",
     );
     bad(
         "/permissions/scopes",
-        json!(["Finance:read"]),
+        &json!(["Finance:read"]),
         "/permissions/scopes/0: must be a scope resource:action (the resource must match [a-z][a-z0-9_-]*)",
     );
     for s in [
@@ -426,17 +430,17 @@ fn permissions() {
     }
     bad(
         "/permissions/required_roles",
-        json!(["  "]),
+        &json!(["  "]),
         "/permissions/required_roles/0: must not be blank",
     );
     bad(
         "/permissions/data_access",
-        json!([""]),
+        &json!([""]),
         "/permissions/data_access/0: must not be blank",
     );
     bad(
         "/permissions/data_access",
-        json!(["user data"]),
+        &json!(["user data"]),
         "/permissions/data_access/0: must be an identifier matching ^[A-Za-z_][A-Za-z0-9_-]*$",
     );
 }
@@ -445,7 +449,7 @@ fn permissions() {
 fn triggers() {
     ok(
         "/triggers",
-        json!({"events": ["user.onboard", "payment.completed", "iot.meter_1.reading", "user.sign-up"],
+        &json!({"events": ["user.onboard", "payment.completed", "iot.meter_1.reading", "user.sign-up"],
                "schedules": ["0 9 * * MON", "0 */6 * * *", "30 8 1 JAN,JUL *", "0 0 * * mon-fri", "0 9 * * 0", "0 9 * * 7", "*/5 * * * *", "0 9 * * 1-5"],
                "webhooks": ["/api/agents/{id}/webhook", "/hooks/tuya", "/"]}),
     );
@@ -462,23 +466,23 @@ fn triggers() {
     ] {
         bad(
             "/triggers/events",
-            json!([e]),
+            &json!([e]),
             "/triggers/events/0: must be a dotted lowercase event name (like payment.completed)",
         );
     }
     bad(
         "/triggers/schedules",
-        json!(["0 0 9 * * MON"]),
+        &json!(["0 0 9 * * MON"]),
         "/triggers/schedules/0: must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields",
     );
     bad(
         "/triggers/schedules",
-        json!(["0 0 9 * * MON 2030"]),
+        &json!(["0 0 9 * * MON 2030"]),
         "/triggers/schedules/0: must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 7 fields",
     );
     bad(
         "/triggers/schedules",
-        json!(["@daily"]),
+        &json!(["@daily"]),
         "/triggers/schedules/0: must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 1 field",
     );
     for c in [
@@ -514,67 +518,67 @@ fn triggers() {
 #[test]
 fn ui() {
     for c in ["#3B82F6", "#fff", "#000000", "#AbC"] {
-        ok("/ui/color", json!(c));
+        ok("/ui/color", &json!(c));
     }
     for c in ["3B82F6", "#12345", "#1234567", "#ggg", "blue", "#12"] {
         bad(
             "/ui/color",
-            json!(c),
+            &json!(c),
             "/ui/color: must be a color #RGB or #RRGGBB",
         );
     }
-    ok("/ui/icon", json!("🤖"));
-    ok("/ui/description_short", json!("Brief agent purpose"));
-    bad("/ui/theme", json!("dark"), "/ui/theme: unknown field");
+    ok("/ui/icon", &json!("🤖"));
+    ok("/ui/description_short", &json!("Brief agent purpose"));
+    bad("/ui/theme", &json!("dark"), "/ui/theme: unknown field");
 }
 
 #[test]
 fn settings_schema() {
     ok(
         "/ui/settings_schema",
-        json!({"type": "object", "properties": {
+        &json!({"type": "object", "properties": {
             "api_key": {"type": "string", "secret": true},
             "threshold": {"type": "number", "default": 0.8}}}),
     );
-    ok("/ui/settings_schema", json!({"type": "object"}));
+    ok("/ui/settings_schema", &json!({"type": "object"}));
     bad(
         "/ui/settings_schema",
-        json!({"properties": {}}),
+        &json!({"properties": {}}),
         "/ui/settings_schema/type: is required (and must be \"object\")",
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "string"}),
+        &json!({"type": "string"}),
         "/ui/settings_schema/type: must be \"object\"",
     );
     bad(
         "/ui/settings_schema",
-        json!(true),
+        &json!(true),
         "/ui/settings_schema: must be an object or null",
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "object", "properties": {"x": {"type": "strin"}}}),
+        &json!({"type": "object", "properties": {"x": {"type": "strin"}}}),
         r#"/ui/settings_schema/properties/x/type: must be one of "array", "boolean", "integer", "null", "number", "object", "string""#,
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "object", "properties": {"x": {"minLength": "3"}}}),
+        &json!({"type": "object", "properties": {"x": {"minLength": "3"}}}),
         "/ui/settings_schema/properties/x/minLength: must be an integer",
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "object", "$ref": "https://example.com/schema.json"}),
+        &json!({"type": "object", "$ref": "https://example.com/schema.json"}),
         "/ui/settings_schema/$ref: must be a local reference starting with # (remote and file references are not resolved)",
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "object", "properties": {"k": {"$ref": "file:///etc/passwd"}}}),
+        &json!({"type": "object", "properties": {"k": {"$ref": "file:///etc/passwd"}}}),
         "/ui/settings_schema/properties/k/$ref: must be a local reference starting with # (remote and file references are not resolved)",
     );
     bad(
         "/ui/settings_schema",
-        json!({"type": "object", "properties": {"k": {"type": "string", "secret": "yes"}}}),
+        &json!({"type": "object", "properties": {"k": {"type": "string", "secret": "yes"}}}),
         "/ui/settings_schema/properties/k/secret: must be a boolean",
     );
     let e = errors(&with(
@@ -590,37 +594,37 @@ fn settings_schema() {
 
 #[test]
 fn runtime() {
-    ok("/runtime", json!({"kind": "native"}));
+    ok("/runtime", &json!({"kind": "native"}));
     ok(
         "/runtime",
-        json!({"kind": "container", "image": "capecontrol/finance-agent:1.2.0",
+        &json!({"kind": "container", "image": "capecontrol/finance-agent:1.2.0",
                "command": ["/agent", "--serve"], "env": {"RUST_LOG": "info"}}),
     );
     bad(
         "/runtime",
-        json!({"kind": "container"}),
+        &json!({"kind": "container"}),
         "/runtime/image: is required",
     );
     bad(
         "/runtime",
-        json!({"kind": "container", "image": " "}),
+        &json!({"kind": "container", "image": " "}),
         "/runtime/image: must not be blank",
     );
     bad(
         "/runtime",
-        json!({"kind": "docker", "image": "x"}),
+        &json!({"kind": "docker", "image": "x"}),
         r#"/runtime/kind: must be one of "native", "container""#,
     );
-    bad("/runtime", json!({}), "/runtime/kind: is required");
-    bad("/runtime", json!("native"), "/runtime: must be an object");
+    bad("/runtime", &json!({}), "/runtime/kind: is required");
+    bad("/runtime", &json!("native"), "/runtime: must be an object");
     bad(
         "/runtime",
-        json!({"kind": "native", "image": "x"}),
+        &json!({"kind": "native", "image": "x"}),
         "/runtime/image: unknown field",
     );
     bad(
         "/runtime",
-        json!({"kind": "container", "image": "x", "env": {"A": 1}}),
+        &json!({"kind": "container", "image": "x", "env": {"A": 1}}),
         "/runtime/env/A: must be a string",
     );
 }
@@ -654,13 +658,13 @@ fn task_and_tool_declarations() {
     );
     bad(
         "/tasks",
-        json!([{"description": "x"}]),
+        &json!([{"description": "x"}]),
         "/tasks/0/name: is required",
     );
-    ok("/tasks", json!([{"name": "t", "timeout": 30}]));
+    ok("/tasks", &json!([{"name": "t", "timeout": 30}]));
     bad(
         "/tasks",
-        json!([{"name": "t", "timeout": 31}]),
+        &json!([{"name": "t", "timeout": 31}]),
         "/tasks/0/timeout: must be at most config.timeout (30)",
     );
     let mut m = with("/config/timeout", json!(120));
@@ -675,12 +679,20 @@ fn task_and_tool_declarations() {
 fn unknown_fields_are_reported_at_their_own_pointer() {
     bad(
         "/permisions",
-        json!({"scopes": []}),
+        &json!({"scopes": []}),
         "/permisions: unknown field",
     );
-    bad("/config/timout", json!(30), "/config/timout: unknown field");
-    bad("/triggers/cron", json!([]), "/triggers/cron: unknown field");
-    bad("/a~b", json!(1), "/a~0b: unknown field");
+    bad(
+        "/config/timout",
+        &json!(30),
+        "/config/timout: unknown field",
+    );
+    bad(
+        "/triggers/cron",
+        &json!([]),
+        "/triggers/cron: unknown field",
+    );
+    bad("/a~b", &json!(1), "/a~0b: unknown field");
     let mut m = base();
     m["a/b"] = json!(1);
     assert_eq!(errors(&m), ["/a~1b: unknown field"]);
@@ -994,7 +1006,7 @@ mod properties {
                 0..6,
             ),
         ) {
-            let mut schema = serde_json::Map::new();
+            let mut schema = Map::new();
             schema.insert("type".into(), json!("object"));
             for (k, v) in keywords {
                 schema.insert(k.to_owned(), v);
@@ -1002,7 +1014,7 @@ mod properties {
             let schema = Value::Object(schema);
             let _ = validate_json_schema(&schema);
             let mut m = base();
-            m["ui"] = json!({"settings_schema": schema.clone()});
+            m["ui"] = json!({"settings_schema": schema});
             let _ = validate_manifest(&m);
             let _ = secret_settings(&schema);
             let _ = redact_settings(&schema, &json!({"a": 1}));

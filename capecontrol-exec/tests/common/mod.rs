@@ -92,11 +92,11 @@ pub fn invocation(manifest: Manifest, task: &str, input: Value) -> Invocation {
 }
 
 /// A manifest running `script` under busybox `sh -c`, with `config` as its limits.
-pub fn busybox(script: &str, config: Value) -> Manifest {
-    busybox_with(script, config, json!({}))
+pub fn busybox(script: &str, config: &Value) -> Manifest {
+    busybox_with(script, config, &json!({}))
 }
 
-pub fn busybox_with(script: &str, config: Value, permissions: Value) -> Manifest {
+pub fn busybox_with(script: &str, config: &Value, permissions: &Value) -> Manifest {
     serde_json::from_value(json!({
         "name": "hostile",
         "version": "1.0.0",

@@ -6,10 +6,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
 use capecontrol_store::sqlx::postgres::PgConnectOptions;
-use capecontrol_store::sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use capecontrol_store::sqlx::{self, AssertSqlSafe, ConnectOptions, Connection, Executor, PgPool};
 use capecontrol_store::{PostgresStore, PostgresStoreOptions};
 use uuid::Uuid;
 
@@ -108,4 +109,40 @@ macro_rules! test_db {
     () => {
         common::TestDb::create().await
     };
+}
+
+/// A worker node in a child process (this test binary run again on one test); killed on drop,
+/// so a test never leaves one behind.
+pub struct Worker(pub Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs test `test` of this binary alone in a child process with `env` set; its stderr is
+/// discarded when `quiet`.
+pub fn spawn_test_process(test: &str, env: &[(&str, &str)], quiet: bool) -> Worker {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if quiet {
+        command.stderr(Stdio::null());
+    }
+    Worker(command.spawn().expect("spawn a worker process"))
+}
+
+/// How many tasks are not final yet.
+pub async fn unfinished(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }

@@ -189,7 +189,7 @@ impl Client {
         Ok(headers)
     }
 
-    fn unreachable(&self, e: reqwest::Error) -> CliError {
+    fn unreachable(&self, e: &reqwest::Error) -> CliError {
         CliError::Usage(format!("cannot reach {}: {e}", self.base))
     }
 
@@ -206,9 +206,9 @@ impl Client {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(|e| self.unreachable(e))?;
+        let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         let body = if bytes.is_empty() {
             Value::Null
         } else {
@@ -254,7 +254,7 @@ impl Client {
                     tokio::time::sleep(Duration::from_millis(100 << retries)).await;
                     continue;
                 }
-                Err(e) => return Err(self.unreachable(e)),
+                Err(e) => return Err(self.unreachable(&e)),
             };
             let status = response.status();
             if !status.is_success() {

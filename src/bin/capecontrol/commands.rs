@@ -779,7 +779,7 @@ async fn verify_audit(url: &str, json: bool) -> Result<ExitCode, CliError> {
     let store = capecontrol::postgres::PostgresStore::connect(url)
         .await
         .map_err(|e| CliError::Usage(format!("cannot connect to the database: {e}")))?;
-    let report = capecontrol::core::audit::verify_chain(&store)
+    let report = capecontrol::audit::verify_chain(&store)
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     if json {
@@ -804,8 +804,8 @@ async fn verify_audit(url: &str, json: bool) -> Result<ExitCode, CliError> {
 }
 
 /// The operator running a local command: an admin, as seen by the audit trail.
-fn local_admin() -> capecontrol::Principal {
-    capecontrol::Principal::new("capecontrol-cli").with_roles(["admin"])
+fn local_admin() -> capecontrol::policy::Principal {
+    capecontrol::policy::Principal::new("capecontrol-cli").with_roles(["admin"])
 }
 
 /// API keys kept in a PostgreSQL database (migrated first).

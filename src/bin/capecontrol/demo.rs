@@ -1,5 +1,6 @@
-//! The demo agent of `capecontrol serve --demo`: the quickstart's onboarding guide (a task of
-//! three durable steps and a tool), so that a new user can try the API at once.
+//! The quickstart's onboarding guide (a task of three durable steps and a tool), defined once:
+//! `examples/quickstart.rs` runs it, `capecontrol serve --demo` registers it so that a new user
+//! can try the API at once, and `examples/http_server.rs` serves it.
 
 use std::time::Duration;
 

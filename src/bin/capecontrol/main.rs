@@ -35,7 +35,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use capecontrol::FieldError;
+use capecontrol::error::FieldError;
 use capecontrol::validate::{
     MAX_MANIFEST_BYTES, manifest_schema_string, too_large_error, validate_manifest_bytes,
 };

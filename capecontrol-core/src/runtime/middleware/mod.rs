@@ -13,6 +13,7 @@ pub mod perf;
 pub mod rate_limit;
 pub mod sanitize;
 
+use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -112,6 +113,19 @@ pub struct SubmitNext<'a> {
     rejection: Option<&'a Rejection>,
 }
 
+impl fmt::Debug for SubmitNext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitNext")
+            .field("rest", &layer_names(self.rest))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names of `layers`, for `Debug`.
+fn layer_names(layers: &[Arc<dyn Middleware>]) -> Vec<&str> {
+    layers.iter().map(|m| m.name()).collect()
+}
+
 impl<'a> SubmitNext<'a> {
     /// The chain `layers` ending in `endpoint`.
     pub fn new(layers: &'a [Arc<dyn Middleware>], endpoint: &'a dyn SubmitEndpoint) -> Self {
@@ -169,6 +183,14 @@ impl<'a> SubmitNext<'a> {
 pub struct ExecuteNext<'a> {
     rest: &'a [Arc<dyn Middleware>],
     endpoint: &'a dyn ExecuteEndpoint,
+}
+
+impl fmt::Debug for ExecuteNext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecuteNext")
+            .field("rest", &layer_names(self.rest))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> ExecuteNext<'a> {

@@ -6,12 +6,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Echoes its input.
-#[derive(Agent)]
+#[derive(Debug, Agent)]
 #[agent(name = "Echo", version = "0.1.0", scopes("echo:read"))]
 pub struct Echo;
 
 /// What to echo.
-#[derive(Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Text {
     /// The text.
     pub text: String,
