@@ -52,7 +52,7 @@ pack capecontrol/test-agent:dev "$STATIC_DIR/$TARGET/debug/examples/container_ag
 
 # (b) busybox for hostile workloads.
 if ! dpkg -s busybox-static >/dev/null 2>&1 || [ ! -x /bin/busybox ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq busybox-static >/dev/null
 fi
 pack capecontrol/busybox:dev /bin/busybox /bin/busybox \
   'RUN ["/bin/busybox", "--install", "-s", "/bin"]'

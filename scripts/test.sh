@@ -51,7 +51,7 @@ stale=$(leftovers)
 # tests. Installed here when missing; CI fails without it.
 if ! command -v promtool >/dev/null; then
     echo "==> installing promtool (apt-get install prometheus)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } >/dev/null 2>&1 || true
+    { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq prometheus; } >/dev/null 2>&1 || true
 fi
 if command -v promtool >/dev/null; then
     run promtool check rules deploy/prometheus/alerts.yml
