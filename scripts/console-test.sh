@@ -28,8 +28,10 @@ skip_or_fail() {
 
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     echo "==> installing chromium and chromium-driver (apt-get)"
-    { apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 || true
+    # Wait up to 10 min for the dpkg lock (another process may be installing).
+    { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+            chromium chromium-driver; } >/dev/null 2>&1 || true
     if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
         skip_or_fail "cannot install chromium and chromium-driver"
     fi

@@ -684,3 +684,42 @@ async fn a_non_admin_cannot_reach_admin_pages() {
         .unwrap();
     assert!(!market.contains("Ledger Agent"), "archived: withdrawn");
 }
+
+#[tokio::test]
+async fn a_form_is_read_up_to_the_body_limit() {
+    let s = Server::start().await;
+    let b = s.sign_in(&s.alice).await;
+    let limit = capecontrol::http::HttpConfig::default().body_limit;
+    let head = format!("csrf={}&grant=echo%3Arun&filler=", b.csrf);
+    let post = |len: usize| {
+        let body = format!("{head}{}", "x".repeat(len - head.len()));
+        assert_eq!(body.len(), len);
+        s.http
+            .post(format!("{}/console/agents/echo-agent/install", s.url))
+            .header("cookie", &b.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let over = post(limit + 1).await.unwrap();
+    assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        s.platform
+            .registry()
+            .installations("alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let at = post(limit).await.unwrap();
+    assert_eq!(at.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        s.platform
+            .registry()
+            .installations("alice")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

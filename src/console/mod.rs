@@ -7,9 +7,9 @@
 //!   out. Every form carries the session's CSRF token and every `POST` without it is refused
 //!   (403, audited `policy.denied`).
 //! - **One path**: every page calls the same [`Platform`](capecontrol_core::runtime::Platform),
-//!   registry and task adapter as the JSON API, with a [`Principal`] made of the key's user and
-//!   roles and the client's IP and user agent: the same gateway, policy and audit trail. Admin
-//!   pages need the `admin` role (else 403 and `policy.denied`).
+//!   registry and task adapter as the JSON API, with a [`Principal`](capecontrol_core::Principal)
+//!   made of the key's user and roles and the client's IP and user agent: the same gateway,
+//!   policy and audit trail. Admin pages need the `admin` role (else 403 and `policy.denied`).
 //! - **Templates** are askama's (compiled and type-checked, HTML-escaped by default), in
 //!   `src/console/templates`; a small stylesheet and one plain script (the task page's live
 //!   view over Server-Sent Events) are served from `/console/static/`.
