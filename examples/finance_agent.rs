@@ -126,7 +126,7 @@ pub struct PaymentReceipt {
 }
 
 /// What became of a payment task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentDecision {
     /// `paid`, `rejected` (the user said no) or `expired` (nobody answered in time).
     pub status: String,
