@@ -509,7 +509,10 @@ pub async fn demo() -> Result<Demo, Box<dyn std::error::Error>> {
     let bob = Principal::new("bob").with_roles(["user"]);
     let denied = platform
         .registry()
-        .install(&bob, InstallRequest::latest(AGENT_ID).grant(["finance:read"]))
+        .install(
+            &bob,
+            InstallRequest::latest(AGENT_ID).grant(["finance:read"]),
+        )
         .await
         .err()
         .ok_or("an installation without payments:manage was accepted")?
