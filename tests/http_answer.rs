@@ -34,10 +34,11 @@ struct Empty {}
 impl Asker {
     /// Asks whether to go on, and returns the outcome.
     #[task]
-    async fn ask(&self, cx: &TaskContext, _req: Empty) -> Result<AskOutcome, Error> {
+    async fn ask(&self, cx: &TaskContext, _req: Empty) -> Result<Value, Error> {
         let schema = json!({"type": "object", "required": ["go"],
                             "properties": {"go": {"type": "boolean"}}});
-        cx.ask_user("Go on?", schema).await
+        let outcome: AskOutcome = cx.ask_user("Go on?", schema).await?;
+        serde_json::to_value(outcome).map_err(|e| Error::agent(e.to_string()))
     }
 }
 

@@ -77,3 +77,36 @@ pub(crate) fn check_answer(schema: &Value, answer: &Value) -> Result<()> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_answer_is_checked_at_its_pointer_and_its_size_edge() {
+        let schema = json!({"type": "object", "required": ["ok"],
+                            "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}}});
+        check_answer(&schema, &json!({"ok": true})).unwrap();
+        let err = check_answer(&schema, &json!({"ok": 1, "n": "x"})).unwrap_err();
+        let mut pointers: Vec<&str> = err
+            .field_errors()
+            .iter()
+            .map(|f| f.pointer.as_str())
+            .collect();
+        pointers.sort_unstable();
+        assert_eq!(pointers, ["/answer/n", "/answer/ok"]);
+        let err = check_answer(&schema, &json!({})).unwrap_err();
+        assert_eq!(err.field_errors()[0].pointer, "/answer/ok");
+
+        // A JSON string of n characters serializes to n + 2 bytes.
+        let any = json!({});
+        let at_limit = Value::String("a".repeat(MAX_ANSWER_BYTES - 2));
+        check_answer(&any, &at_limit).unwrap();
+        let over = Value::String("a".repeat(MAX_ANSWER_BYTES - 1));
+        let err = check_answer(&any, &over).unwrap_err();
+        assert_eq!(err.field_errors()[0].pointer, "/answer");
+        assert_eq!(err.http_status(), 400);
+    }
+}

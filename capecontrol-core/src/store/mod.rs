@@ -3,7 +3,8 @@
 //! task events.
 //!
 //! The port is split into small object-safe traits, as sqlx and apalis split capabilities:
-//! [`RegistryStore`], [`QueueStore`], [`AuditStore`], [`KeyStore`] and [`RatingStore`]; [`Store`] is all five. Backends:
+//! [`RegistryStore`], [`QueueStore`], [`AuditStore`], [`KeyStore`], [`RatingStore`] and
+//! [`WaitStore`] (durable waits, see its module); [`Store`] is all six. Backends:
 //! [`memory::MemoryStore`] (the embedded default) here and `PostgresStore` in
 //! `capecontrol-store`. Both pass the same conformance suite.
 //!
