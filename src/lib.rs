@@ -63,6 +63,9 @@ pub mod console;
 #[cfg(feature = "prometheus")]
 pub mod observability;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 /// What most users need, in one import.
 pub mod prelude {
     pub use capecontrol_macros::{Agent, agent_impl, task, tool};
