@@ -1196,7 +1196,10 @@ async fn the_openapi_document_types_every_response() {
     let list = &doc["paths"]["/api/agents"]["get"];
     let page = resolve(&list["responses"]["200"]["content"]["application/json"]["schema"]);
     let item = resolve(&page["properties"]["items"]["items"]);
-    assert_eq!(item["properties"], schemas["AgentRecord"]["properties"], "{page}");
+    assert_eq!(
+        item["properties"], schemas["AgentRecord"]["properties"],
+        "{page}"
+    );
     assert!(
         list["parameters"]
             .as_array()
