@@ -135,7 +135,6 @@ fn audit_limit() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// The rows.
-    #[schema(value_type = Vec<Object>)]
     pub items: Vec<AuditEvent>,
     /// Pass as `cursor` for the next page (absent on the last page): the chain position
     /// (`seq`) of the page's last row.
@@ -150,7 +149,7 @@ pub struct AuditPage {
     tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, description = "Audit rows {items, next_cursor}", body = Object),
+        (status = 200, description = "Audit rows {items, next_cursor}", body = AuditPage),
         Reads
     ),
     security(("bearer" = []))

@@ -700,6 +700,7 @@ impl NewAuditEvent {
 
 /// A stored audit event (the `audit_events` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Identifier, increasing.
     pub id: i64,
@@ -714,6 +715,7 @@ pub struct AuditEvent {
     /// Details.
     pub payload: Value,
     /// The client's IP address.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip_address: Option<std::net::IpAddr>,
     /// The client's user agent.
     pub user_agent: Option<String>,
