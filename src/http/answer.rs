@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::ApiState;
 use super::extract::{Caller, JsonBody, task_id};
 use super::problem::ApiResult;
+use super::responses::Writes;
 use super::tasks::TaskView;
 
 /// `POST /api/agents/tasks/{task_id}/answer`.
@@ -31,13 +32,7 @@ pub(crate) struct Answer {
     request_body = Answer,
     responses(
         (status = 200, description = "The task, queued again", body = TaskView),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
