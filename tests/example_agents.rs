@@ -3,18 +3,11 @@
 //! `main`, and the `triggers` example starting all three by an event, a schedule and a webhook;
 //! the tests check what they produce.
 
-#[allow(dead_code)]
-#[path = "../examples/cape_ai_guide.rs"]
-pub mod cape_ai_guide;
-#[allow(dead_code)]
-#[path = "../examples/energy_agent.rs"]
-pub mod energy_agent;
-#[allow(dead_code)]
-#[path = "../examples/finance_agent.rs"]
-pub mod finance_agent;
+// `examples/triggers.rs` includes the three agents' files as its modules.
 #[allow(dead_code)]
 #[path = "../examples/triggers.rs"]
 pub mod triggers_example;
+pub use triggers_example::{cape_ai_guide, energy_agent, finance_agent};
 
 use capecontrol::{AgentBase, TaskStatus};
 use serde_json::{Value, json};

@@ -82,11 +82,11 @@ async fn three_nodes_fire_each_instant_and_event_once() {
     const INSTANTS: i64 = 120;
     for k in 0..INSTANTS {
         let down = usize::try_from((k / 10) % 3).unwrap();
-        for i in 0..3 {
+        for (i, slot) in nodes.iter_mut().enumerate() {
             if i == down {
-                nodes[i] = None;
-            } else if nodes[i].is_none() {
-                nodes[i] = Some(node(&db).await);
+                *slot = None;
+            } else if slot.is_none() {
+                *slot = Some(node(&db).await);
             }
         }
         let instant = first + Duration::hours(6 * k);

@@ -272,7 +272,7 @@ impl Platform {
             let subscribed = manifest
                 .triggers
                 .as_ref()
-                .is_some_and(|t| t.events.iter().any(|e| *e == event.name));
+                .is_some_and(|t| t.events.contains(&event.name));
             if !subscribed {
                 continue;
             }

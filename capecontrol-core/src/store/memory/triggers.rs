@@ -35,7 +35,7 @@ impl TriggerStore for MemoryStore {
     async fn all_installations(&self) -> Result<Vec<InstallationRecord>> {
         let state = self.lock();
         let mut all: Vec<InstallationRecord> = state.installations.values().cloned().collect();
-        all.sort_by(|a, b| (a.created_at, a.id).cmp(&(b.created_at, b.id)));
+        all.sort_by_key(|a| (a.created_at, a.id));
         Ok(all)
     }
 
