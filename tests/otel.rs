@@ -70,8 +70,7 @@ async fn attempt_step_and_tool_spans_are_exported_under_the_requests_remote_span
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(collected.clone())
         .build();
-    let layer = capecontrol::otel::tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("capecontrol-test"));
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("capecontrol-test"));
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
     capecontrol::otel::link_remote_parents();
 

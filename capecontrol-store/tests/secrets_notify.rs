@@ -46,8 +46,8 @@ async fn a_secret_on_container_stderr_never_reaches_a_notify_payload() {
     // A manifest whose `api_key` setting is secret, run as a shell that echoes its start line.
     let mut manifest = docker::busybox_with(
         "read line; echo \"leak: $line\" >&2; exit 3",
-        json!({"timeout": 20, "retries": 1}),
-        json!({}),
+        &json!({"timeout": 20, "retries": 1}),
+        &json!({}),
     );
     manifest.ui = Some(
         serde_json::from_value(json!({

@@ -14,10 +14,10 @@
 
 pub mod checks;
 pub mod conformance;
-pub mod conformance_queue;
-pub mod conformance_waits;
-pub mod conformance_triggers;
 pub mod conformance_live;
+pub mod conformance_queue;
+pub mod conformance_triggers;
+pub mod conformance_waits;
 pub mod fixtures;
 pub mod runtime;
 pub mod waits;

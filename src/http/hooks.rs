@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::extract::{Caller, JsonBody};
 use super::problem::{ApiResult, Problem};
+use super::responses::{Reads, Unfiltered, Writes};
 
 /// The header carrying a webhook's delivery id.
 pub const DELIVERY_HEADER: &str = "x-capecontrol-delivery";
@@ -122,11 +123,7 @@ pub struct ScheduleView {
     request_body = Emit,
     responses(
         (status = 202, description = "Emitted: the subscribed installations' tasks", body = Emitted),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Neither admin nor the scope events:emit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Writes
     ),
     security(("bearer" = []))
 )]
@@ -163,14 +160,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     request_body(content = Object, description = "The task's input (JSON)"),
     responses(
         (status = 202, description = "The task started", body = FiredView),
-        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 401, description = "Bad signature, unknown installation or stale timestamp", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not a webhook path of the agent", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 409, description = "A replayed delivery id", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        (status = 400, description = "Invalid request (field errors at JSON pointers)", content_type = "application/problem+json", body = Problem),
+        (status = 401, description = "Bad signature, unknown installation or stale timestamp", content_type = "application/problem+json", body = Problem),
+        (status = 403, description = "Missing role or scopes", content_type = "application/problem+json", body = Problem),
+        (status = 404, description = "Not a webhook path of the agent", content_type = "application/problem+json", body = Problem),
+        (status = 409, description = "A replayed delivery id", content_type = "application/problem+json", body = Problem),
+        (status = 413, description = "Body over the limit", content_type = "application/problem+json", body = Problem),
+        (status = 429, description = "Rate limited (see Retry-After)", content_type = "application/problem+json", body = Problem),
+        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = Problem)
     )
 )]
 pub(crate) async fn deliver(
@@ -227,9 +224,7 @@ pub(crate) async fn deliver(
     params(("agent" = String, Path, description = "The agent's id or slug")),
     responses(
         (status = 201, description = "A new secret (replacing any), shown this once", body = WebhookSecretView),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 404, description = "Not found (not installed)", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Reads
     ),
     security(("bearer" = []))
 )]
@@ -241,7 +236,7 @@ pub(crate) async fn webhook_secret(
     let s = state.platform.rotate_webhook_secret(&agent, &by).await?;
     let view = WebhookSecretView {
         installation_id: s.installation_id,
-        secret: s.secret.clone(),
+        secret: s.secret,
     };
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -252,8 +247,7 @@ pub(crate) async fn webhook_secret(
     tag = "triggers",
     responses(
         (status = 200, description = "The caller's schedules (an admin's: all), with their next fire time", body = Vec<ScheduleView>),
-        (status = 401, description = "No or an invalid API key", content_type = "application/problem+json", body = crate::http::Problem),
-        (status = 503, description = "A dependency is unavailable", content_type = "application/problem+json", body = crate::http::Problem)
+        Unfiltered
     ),
     security(("bearer" = []))
 )]

@@ -65,8 +65,8 @@
 
 pub mod memory;
 mod rating;
-mod wait;
 pub mod triggers;
+mod wait;
 
 use std::time::Duration;
 
@@ -84,8 +84,8 @@ use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
 pub use rating::{MAX_SCORE, MIN_SCORE, RatingStore, RatingSummary, check_rating, check_score};
-pub use wait::{Suspend, Wait, WaitFor, WaitStore, Wake};
 pub use triggers::TriggerStore;
+pub use wait::{Suspend, Wait, WaitFor, WaitStore, Wake};
 
 /// A registered agent (the `agents` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
