@@ -149,6 +149,42 @@ async fn run_platform_wait(platform: &Arc<Platform>, n: usize) -> Duration {
     start.elapsed()
 }
 
+/// As [`run_platform_wait`], but each task awaited the way `Platform::wait` did before the
+/// completion map: its event stream (`watch`, replayed then live) read up to the terminal
+/// event, then the row.
+async fn run_platform_watch_wait(platform: &Arc<Platform>, n: usize) -> Duration {
+    use tokio_stream::StreamExt;
+    let start = Instant::now();
+    let one = |i: usize| {
+        let principal = Principal::new("bench");
+        let platform = Arc::clone(platform);
+        tokio::spawn(async move {
+            let id = platform
+                .submit(TaskRequest::new(
+                    "adder",
+                    "add",
+                    json!({"a": i, "b": 1, "steps": 0}),
+                    principal.clone(),
+                ))
+                .await
+                .expect("submit");
+            let mut events = platform.watch(id, &principal).await.expect("watch");
+            while let Some(event) = events.next().await {
+                if event.expect("event").kind.is_terminal() {
+                    break;
+                }
+            }
+            let t = platform.get(id, &principal).await.expect("get");
+            assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+        })
+    };
+    let handles: Vec<_> = (0..n).map(one).collect();
+    for h in handles {
+        h.await.expect("join");
+    }
+    start.elapsed()
+}
+
 async fn run_baseline(n: usize) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..n)
@@ -231,6 +267,11 @@ fn bench(c: &mut Criterion) {
             .map(|_| rt.block_on(run_platform_wait(&platform, N)))
             .collect(),
     );
+    let watched = median(
+        (0..rounds)
+            .map(|_| rt.block_on(run_platform_watch_wait(&platform, N)))
+            .collect(),
+    );
     let ten = median(
         (0..rounds)
             .map(|_| rt.block_on(run_platform(&platform, &store, N / 4, 10)))
@@ -241,15 +282,18 @@ fn bench(c: &mut Criterion) {
     let zero_us = per_task(zero, N);
     let ten_us = per_task(ten, N / 4);
     let wait_us = per_task(waited, N);
+    let watch_us = per_task(watched, N);
     println!(
         "summary: baseline {base_us:.2} us/task, platform {zero_us:.2} us/task (ratio {:.1}x, overhead {:.2} us/task), \
          {:.0} tasks/s; 10-step task {ten_us:.2} us → {:.2} us per step; \
-         submit + Platform::wait {wait_us:.2} us/task (ratio {:.1}x)",
+         submit + Platform::wait {wait_us:.2} us/task (ratio {:.1}x); \
+         submit + watch-until-terminal + get (the former wait) {watch_us:.2} us/task (ratio {:.1}x)",
         zero_us / base_us,
         zero_us - base_us,
         1e6 / zero_us,
         (ten_us - zero_us) / 10.0,
         wait_us / base_us,
+        watch_us / base_us,
     );
 }
 
