@@ -25,7 +25,9 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::platform::Platform;
@@ -112,25 +114,14 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
-const BLOCK: usize = 64;
-
-/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+/// HMAC-SHA256 (RFC 2104) of `message` under `key` (the RustCrypto `hmac` crate).
 pub fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
     for part in message {
-        inner.update(part);
+        mac.update(part);
     }
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    mac.finalize().into_bytes().into()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -148,9 +139,9 @@ pub fn sign(secret: &str, timestamp: i64, delivery_id: &str, body: &[u8]) -> Str
     format!("sha256={}", hex(&mac))
 }
 
-/// Compares without an early exit on the first difference.
+/// Compares without an early exit on the first difference (`subtle`).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 impl Platform {
