@@ -1,0 +1,546 @@
+//! [`QueueStore`] on [`MemoryStore`]: enqueue, claim, leases, the journal, finish, release,
+//! reclaim, cancel, listings and live events.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
+        task.check()?;
+        let now = self.now();
+        let mut state = self.lock();
+        let user_id = task.principal.user_id.clone();
+        let seen = task
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| state.idempotency.get(&(user_id.clone(), key.clone())))
+            .and_then(|id| state.tasks.get(id));
+        if let Some(existing) = seen {
+            return Ok(Enqueued {
+                task: existing.record.clone(),
+                created: false,
+            });
+        }
+        if state.tasks.contains_key(&task.id) {
+            return Err(Error::conflict(format!("task {} exists", task.id)));
+        }
+        if !state.agents.contains_key(&task.agent_id) {
+            return Err(Error::not_found("agent", &task.agent_id));
+        }
+        for extra in &task.audit {
+            state.check_audit_refs(extra, Some(task.id))?;
+        }
+        let record = TaskRecord {
+            id: task.id,
+            user_id: user_id.clone(),
+            agent_id: task.agent_id,
+            version: task.version,
+            task: task.task,
+            input: task.input,
+            output: None,
+            status: TaskStatus::Queued,
+            principal: task.principal,
+            priority: task.priority,
+            run_at: task.run_at.map_or(now, micros),
+            attempts: 0,
+            max_attempts: task.max_attempts,
+            concurrency_limit: task.concurrency_limit,
+            timeout: task.timeout,
+            idempotency_key: task.idempotency_key,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            error: None,
+            error_message: None,
+            started_at: None,
+            completed_at: None,
+            traceparent: task.traceparent,
+            created_at: now,
+        };
+        let order = state.next();
+        let mut entry = TaskEntry {
+            order,
+            record: record.clone(),
+            token: None,
+            steps: BTreeMap::new(),
+            events: Vec::new(),
+            indexed: Indexed::None,
+        };
+        let event = lifecycle_event(&mut entry, TaskEventKind::Queued, now);
+        // The caller's audit (the policy decision that let the task in) comes first.
+        for extra in task.audit {
+            state.append_audit(extra_audit(&record, extra), now);
+        }
+        let mut queued = task_audit(
+            &record,
+            "task.queued",
+            json!({ "task": record.task, "version": record.version, "priority": record.priority }),
+        );
+        queued.ip_address = record.principal.ip_address;
+        queued.user_agent = record.principal.user_agent.clone();
+        state.append_audit(queued, now);
+        if let Some(key) = &record.idempotency_key {
+            state.idempotency.insert((user_id, key.clone()), record.id);
+        }
+        state.tasks.insert(record.id, entry);
+        state.sync(record.id, now);
+        self.send_events([event]);
+        drop(state);
+        self.wake();
+        Ok(Enqueued {
+            task: record,
+            created: true,
+        })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut state = self.lock();
+        state.promote_due(now);
+        // Merge the agents' ready sets in order (priority, then age), taking what the agent
+        // filter and the per-agent concurrency limits allow. An agent whose next task is over
+        // its limit drops out of the merge, so its other queued tasks are never visited.
+        let st = &*state;
+        let mut due: Vec<Uuid> = Vec::new();
+        let mut planned: HashMap<&str, usize> = HashMap::new();
+        let mut cursors = Vec::new();
+        let mut heads = BinaryHeap::new();
+        for (agent, set) in &st.ready {
+            if request.agents.as_ref().is_some_and(|a| !a.contains(agent)) {
+                continue;
+            }
+            let mut it = set.iter();
+            if let Some(&key) = it.next() {
+                heads.push(Reverse((key, cursors.len())));
+            }
+            cursors.push((agent.as_str(), it));
+        }
+        while due.len() < request.limit {
+            let Some(Reverse((key, c))) = heads.pop() else {
+                break;
+            };
+            let (agent, it) = &mut cursors[c];
+            let id = key.2;
+            let Some(t) = st.tasks.get(&id) else {
+                continue;
+            };
+            let r = &t.record;
+            if r.run_at <= now {
+                let n = planned
+                    .entry(*agent)
+                    .or_insert_with(|| st.running_of_agent(agent));
+                if *n >= r.concurrency_limit as usize {
+                    continue;
+                }
+                *n += 1;
+                due.push(id);
+            }
+            if let Some(&next) = it.next() {
+                heads.push(Reverse((next, c)));
+            }
+        }
+        drop(cursors);
+        let mut claimed = Vec::new();
+        let mut sent = Vec::new();
+        let expires_at = now + to_chrono(request.lease);
+        for id in due {
+            let Some(entry) = state.tasks.get_mut(&id) else {
+                continue;
+            };
+            move_task(&mut entry.record, TaskStatus::Running)?;
+            let token = Uuid::new_v4();
+            entry.token = Some(token);
+            entry.record.attempts += 1;
+            entry.record.lease_owner = Some(request.worker.clone());
+            entry.record.lease_expires_at = Some(expires_at);
+            entry.record.started_at = Some(now);
+            let attempt = entry.record.attempts;
+            let event = lifecycle_event(
+                entry,
+                TaskEventKind::Started {
+                    attempt,
+                    worker: request.worker.clone(),
+                },
+                now,
+            );
+            sent.push(event);
+            let audit = task_audit(
+                &entry.record,
+                "task.started",
+                json!({ "attempt": attempt, "worker": request.worker }),
+            );
+            claimed.push(Claimed {
+                lease: Lease {
+                    task_id: id,
+                    owner: request.worker.clone(),
+                    token,
+                    expires_at,
+                },
+                steps: entry.steps.values().cloned().collect(),
+                last_seq: entry.last_seq(),
+                task: entry.record.clone(),
+            });
+            state.append_audit(audit, now);
+            state.sync(id, now);
+        }
+        self.send_events(sent);
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat> {
+        let now = self.now();
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        let expires_at = now + to_chrono(extend);
+        entry.record.lease_expires_at = Some(expires_at);
+        Ok(Heartbeat {
+            expires_at,
+            cancel_requested: entry.record.cancel_requested,
+        })
+    }
+
+    async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
+        let now = self.now();
+        check_events(lease.task_id, &write.events)?;
+        let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &write.audit {
+            state.check_audit_refs(a, None)?;
+        }
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &write.events)?;
+        put_steps(entry, write.step);
+        let events = persist_events(entry, write.events);
+        let record = entry.record.clone();
+        for a in write.audit {
+            state.append_audit(extra_audit(&record, a), now);
+        }
+        self.send_events(events);
+        Ok(())
+    }
+
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+        let now = self.now();
+        check_events(lease.task_id, &finish.events)?;
+        let mut state = self.lock();
+        state.fenced(lease)?;
+        for a in &finish.audit {
+            state.check_audit_refs(a, None)?;
+        }
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &finish.events)?;
+        // Check the transition before writing anything.
+        let target = match &finish.outcome {
+            Outcome::Completed { .. } => TaskStatus::Completed,
+            Outcome::Failed { .. } => TaskStatus::Failed,
+            Outcome::Cancelled => TaskStatus::Cancelled,
+        };
+        entry.record.status.transition(target)?;
+        put_steps(entry, finish.steps);
+        let mut events = persist_events(entry, finish.events);
+        let attempt = entry.record.attempts;
+        let (kind, audit_type, payload) = match finish.outcome {
+            Outcome::Completed { output } => {
+                move_task(&mut entry.record, TaskStatus::Completed)?;
+                entry.record.output = Some(output.clone());
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Completed { output },
+                    "task.completed",
+                    json!({ "attempt": attempt }),
+                )
+            }
+            // A cancel requested during the attempt wins over a retry or a failure: the task
+            // ends cancelled (its last error kept), whatever path the attempt took.
+            Outcome::Failed { error, .. } if entry.record.cancel_requested => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                )
+            }
+            Outcome::Failed { error, retry_at } => {
+                move_task(&mut entry.record, TaskStatus::Failed)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                match retry_at {
+                    Some(at) => {
+                        move_task(&mut entry.record, TaskStatus::Queued)?;
+                        entry.record.run_at = micros(at);
+                        let delay_ms = millis_between(now, at);
+                        (
+                            TaskEventKind::Retrying {
+                                attempt,
+                                delay_ms,
+                                error: error.clone(),
+                            },
+                            "task.retrying",
+                            json!({ "attempt": attempt, "delay_ms": delay_ms, "error": error.to_string(), "category": error.category() }),
+                        )
+                    }
+                    None => {
+                        entry.record.completed_at = Some(now);
+                        (
+                            TaskEventKind::Failed {
+                                error: error.clone(),
+                            },
+                            "task.failed",
+                            json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                        )
+                    }
+                }
+            }
+            Outcome::Cancelled => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                (
+                    TaskEventKind::Cancelled,
+                    "task.cancelled",
+                    json!({ "attempt": attempt }),
+                )
+            }
+        };
+        clear_lease(entry);
+        events.push(lifecycle_event(entry, kind, now));
+        let record = entry.record.clone();
+        state.sync(record.id, now);
+        state.append_audit(task_audit(&record, audit_type, payload), now);
+        for a in finish.audit {
+            state.append_audit(extra_audit(&record, a), now);
+        }
+        self.send_events(events);
+        drop(state);
+        if record.status == TaskStatus::Queued {
+            self.wake();
+        }
+        Ok(record)
+    }
+
+    async fn release(
+        &self,
+        lease: &Lease,
+        events: Vec<TaskEvent>,
+        steps: Vec<StepRecord>,
+    ) -> Result<()> {
+        let now = self.now();
+        check_events(lease.task_id, &events)?;
+        let mut state = self.lock();
+        let entry = state.fenced(lease)?;
+        check_continues(entry, &events)?;
+        put_steps(entry, steps);
+        let mut sent = persist_events(entry, events);
+        let (kind, audit_type) = if entry.record.cancel_requested {
+            move_task(&mut entry.record, TaskStatus::Cancelled)?;
+            entry.record.completed_at = Some(now);
+            (TaskEventKind::Cancelled, "task.cancelled")
+        } else {
+            // Not a state-machine transition: the claim is undone, the attempt not counted.
+            entry.record.status = TaskStatus::Queued;
+            entry.record.attempts = entry.record.attempts.saturating_sub(1);
+            (TaskEventKind::Queued, "task.released")
+        };
+        clear_lease(entry);
+        sent.push(lifecycle_event(entry, kind, now));
+        let record = entry.record.clone();
+        state.sync(record.id, now);
+        state.append_audit(
+            task_audit(&record, audit_type, json!({ "worker": lease.owner })),
+            now,
+        );
+        self.send_events(sent);
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    async fn reclaim_expired(&self) -> Result<Vec<Uuid>> {
+        let now = self.now();
+        let mut state = self.lock();
+        let expired: Vec<Uuid> = state
+            .running
+            .iter()
+            .filter_map(|id| state.tasks.get(id))
+            .filter(|t| t.record.lease_expires_at.is_some_and(|at| at <= now))
+            .map(|t| t.record.id)
+            .collect();
+        let mut sent = Vec::new();
+        let mut requeued = false;
+        for id in &expired {
+            let Some(entry) = state.tasks.get_mut(id) else {
+                continue;
+            };
+            let attempt = entry.record.attempts;
+            let owner = entry.record.lease_owner.clone();
+            let error = Error::resource(format!(
+                "the lease of attempt {attempt} expired (worker {})",
+                owner.as_deref().unwrap_or("unknown")
+            ));
+            let (kind, audit_type) = if entry.record.cancel_requested {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                (TaskEventKind::Cancelled, "task.cancelled")
+            } else {
+                move_task(&mut entry.record, TaskStatus::Failed)?;
+                entry.record.error_message = Some(error.to_string());
+                entry.record.error = Some(error.clone());
+                if attempt < entry.record.max_attempts {
+                    move_task(&mut entry.record, TaskStatus::Queued)?;
+                    entry.record.run_at = now;
+                    requeued = true;
+                    (
+                        TaskEventKind::Retrying {
+                            attempt,
+                            delay_ms: 0,
+                            error: error.clone(),
+                        },
+                        "task.retrying",
+                    )
+                } else {
+                    entry.record.completed_at = Some(now);
+                    (
+                        TaskEventKind::Failed {
+                            error: error.clone(),
+                        },
+                        "task.failed",
+                    )
+                }
+            };
+            clear_lease(entry);
+            sent.push(lifecycle_event(entry, kind, now));
+            let record = entry.record.clone();
+            state.sync(record.id, now);
+            state.append_audit(
+                task_audit(
+                    &record,
+                    audit_type,
+                    json!({ "attempt": attempt, "reason": "lease_expired", "worker": owner }),
+                ),
+                now,
+            );
+        }
+        self.send_events(sent);
+        drop(state);
+        if requeued {
+            self.wake();
+        }
+        Ok(expired)
+    }
+
+    async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
+        let now = self.now();
+        let mut state = self.lock();
+        let entry = state
+            .tasks
+            .get_mut(&task_id)
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        let mut sent = Vec::new();
+        let event_type = match entry.record.status {
+            TaskStatus::Queued | TaskStatus::Waiting => {
+                move_task(&mut entry.record, TaskStatus::Cancelled)?;
+                entry.record.completed_at = Some(now);
+                sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
+                "task.cancelled"
+            }
+            TaskStatus::Running => {
+                entry.record.cancel_requested = true;
+                "task.cancel_requested"
+            }
+            other => {
+                return Err(Error::conflict(format!(
+                    "task {task_id} is {other} and cannot be cancelled"
+                )));
+            }
+        };
+        let record = entry.record.clone();
+        state.sync(task_id, now);
+        let mut audit = NewAuditEvent::by(by, event_type, json!({})).task(task_id);
+        audit.agent_id = Some(record.agent_id.clone());
+        state.append_audit(audit, now);
+        self.send_events(sent);
+        Ok(record)
+    }
+
+    async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.record.clone())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
+        let state = self.lock();
+        let mut out: Vec<&TaskEntry> = state
+            .tasks
+            .values()
+            .filter(|t| {
+                filter
+                    .user_id
+                    .as_ref()
+                    .is_none_or(|u| &t.record.user_id == u)
+            })
+            .filter(|t| {
+                filter
+                    .agent_id
+                    .as_ref()
+                    .is_none_or(|a| &t.record.agent_id == a)
+            })
+            .filter(|t| filter.status.is_none_or(|s| t.record.status == s))
+            .collect();
+        out.sort_by(|a, b| {
+            b.record
+                .created_at
+                .cmp(&a.record.created_at)
+                .then(b.order.cmp(&a.order))
+        });
+        Ok(out
+            .into_iter()
+            .take(filter.page_size())
+            .map(|t| t.record.clone())
+            .collect())
+    }
+
+    async fn steps(&self, task_id: Uuid) -> Result<Vec<StepRecord>> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.steps.values().cloned().collect())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn events(&self, task_id: Uuid, after: u64) -> Result<Vec<TaskEvent>> {
+        self.lock()
+            .tasks
+            .get(&task_id)
+            .map(|t| t.events.iter().filter(|e| e.seq > after).cloned().collect())
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+    }
+
+    async fn publish(&self, mut event: TaskEvent) -> Result<()> {
+        event.at = micros(event.at);
+        self.send_events([event]);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.events.subscribe()
+    }
+
+    fn wakeups(&self) -> broadcast::Receiver<()> {
+        self.wakeups.subscribe()
+    }
+
+    async fn queue_depth(&self) -> Result<u64> {
+        let state = self.lock();
+        let n = state.ready_len + state.delayed.len();
+        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,254 @@
+//! Unit tests of [`MemoryStore`] (its clock, indexes and channels).
+
+use serde_json::json;
+
+use super::*;
+
+struct Manual(Arc<Mutex<DateTime<Utc>>>);
+
+impl Manual {
+    fn advance(&self, d: Duration) {
+        let mut now = self.0.lock().unwrap();
+        *now += to_chrono(d);
+    }
+}
+
+fn manual_store() -> (MemoryStore, Manual) {
+    let now = Arc::new(Mutex::new(Utc::now()));
+    let clock = now.clone();
+    let store = MemoryStore::with_clock(Arc::new(move || *clock.lock().unwrap()));
+    with_agent(&store);
+    (store, Manual(now))
+}
+
+/// Registers agent `a`.
+fn with_agent(store: &MemoryStore) {
+    let now = Utc::now();
+    store.lock().agents.insert(
+        "a".into(),
+        AgentRecord {
+            id: "a".into(),
+            name: "A".into(),
+            slug: "a".into(),
+            description: None,
+            category: None,
+            capabilities: None,
+            policy_scopes: Vec::new(),
+            manifest: None,
+            status: AgentStatus::Draft,
+            owner: None,
+            created_at: now,
+            updated_at: now,
+        },
+    );
+}
+
+fn task(agent: &str) -> NewTask {
+    NewTask {
+        id: Uuid::new_v4(),
+        agent_id: agent.into(),
+        version: "1.0.0".into(),
+        task: "t".into(),
+        input: json!(null),
+        principal: Principal::new("u"),
+        priority: 0,
+        run_at: None,
+        idempotency_key: None,
+        max_attempts: 2,
+        concurrency_limit: 10,
+        timeout: Duration::from_secs(1),
+        traceparent: None,
+        audit: Vec::new(),
+    }
+}
+
+fn claim(limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        worker: "w".into(),
+        limit,
+        lease: Duration::from_secs(30),
+        agents: None,
+    }
+}
+
+#[tokio::test]
+async fn lease_expiry_and_run_at_follow_the_injected_clock() {
+    let (store, clock) = manual_store();
+    let later = store.now() + chrono::Duration::seconds(60);
+    let mut t = task("a");
+    t.run_at = Some(later);
+    let id = store.enqueue(t).await.unwrap().task.id;
+    assert!(store.claim(&claim(1)).await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(60));
+    let c = store.claim(&claim(1)).await.unwrap().remove(0);
+    assert_eq!(
+        c.lease.expires_at,
+        store.now() + chrono::Duration::seconds(30)
+    );
+    clock.advance(Duration::from_secs(29));
+    assert!(store.reclaim_expired().await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.reclaim_expired().await.unwrap(), [id]);
+    let t = store.get_task(id).await.unwrap();
+    assert_eq!((t.status, t.attempts), (TaskStatus::Queued, 1));
+    // The second attempt is the last: its expiry fails the task.
+    let c = store.claim(&claim(1)).await.unwrap().remove(0);
+    assert_eq!(c.task.attempts, 2);
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(store.reclaim_expired().await.unwrap(), [id]);
+    let t = store.get_task(id).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(
+        t.error.map(|e| e.category()),
+        Some(crate::ErrorCategory::Resource)
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_requested_task_is_cancelled_on_release_or_reclaim() {
+    let (store, clock) = manual_store();
+    let by = Principal::new("admin").with_roles(["admin"]);
+    let a = store.enqueue(task("a")).await.unwrap().task.id;
+    let b = store.enqueue(task("a")).await.unwrap().task.id;
+    let claimed = store.claim(&claim(2)).await.unwrap();
+    store.cancel(a, &by).await.unwrap();
+    store.cancel(b, &by).await.unwrap();
+    let lease_a = claimed
+        .iter()
+        .find(|c| c.task.id == a)
+        .unwrap()
+        .lease
+        .clone();
+    store
+        .release(&lease_a, Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_task(a).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(store.reclaim_expired().await.unwrap(), [b]);
+    let t = store.get_task(b).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Cancelled);
+    let events = store.events(b, 0).await.unwrap();
+    assert_eq!(events.last().unwrap().kind, TaskEventKind::Cancelled);
+}
+
+#[tokio::test]
+async fn misnumbered_worker_events_change_nothing() {
+    let (store, _) = manual_store();
+    let id = store.enqueue(task("a")).await.unwrap().task.id;
+    let c = store.claim(&claim(1)).await.unwrap().remove(0);
+    let e = |task_id, seq| TaskEvent {
+        task_id,
+        seq,
+        at: Utc::now(),
+        kind: TaskEventKind::ToolCalled {
+            tool: "x".into(),
+            allowed: false,
+        },
+    };
+    let write = |events| JournalWrite {
+        step: None,
+        events,
+        audit: Vec::new(),
+    };
+    let gap = store
+        .journal(&c.lease, write(vec![e(id, 3), e(id, 5)]))
+        .await;
+    assert_eq!(gap.unwrap_err().field_errors()[0].pointer, "/events/1/seq");
+    let other = store
+        .journal(&c.lease, write(vec![e(Uuid::new_v4(), 3)]))
+        .await;
+    assert_eq!(
+        other.unwrap_err().field_errors()[0].pointer,
+        "/events/0/task_id"
+    );
+    let stale = store.journal(&c.lease, write(vec![e(id, 2)])).await;
+    assert_eq!(
+        stale.unwrap_err().category(),
+        crate::ErrorCategory::Conflict
+    );
+    let ahead = store
+        .finish(
+            &c.lease,
+            Finish {
+                outcome: Outcome::Cancelled,
+                steps: Vec::new(),
+                events: vec![e(id, 4)],
+                audit: Vec::new(),
+            },
+        )
+        .await;
+    assert_eq!(
+        ahead.unwrap_err().category(),
+        crate::ErrorCategory::Conflict
+    );
+    assert_eq!(store.events(id, 0).await.unwrap().len(), 2);
+    assert_eq!(
+        store.get_task(id).await.unwrap().status,
+        TaskStatus::Running
+    );
+    store
+        .journal(&c.lease, write(vec![e(id, 3), e(id, 4)]))
+        .await
+        .unwrap();
+    assert_eq!(store.events(id, 2).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn listings_are_capped() {
+    let store = MemoryStore::new();
+    with_agent(&store);
+    for _ in 0..(super::super::MAX_LIST_TASKS + 5) {
+        store.enqueue(task("a")).await.unwrap();
+    }
+    let all = TaskFilter {
+        limit: Some(usize::MAX),
+        ..TaskFilter::default()
+    };
+    assert_eq!(
+        store.list_tasks(&all).await.unwrap().len(),
+        super::super::MAX_LIST_TASKS
+    );
+    let audit = AuditFilter {
+        limit: Some(usize::MAX),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        store.list_audit(&audit).await.unwrap().len(),
+        super::super::MAX_AUDIT_PAGE
+    );
+}
+
+#[tokio::test]
+async fn enqueue_rejects_bad_limits_and_duplicate_ids() {
+    let store = MemoryStore::new();
+    assert_eq!(
+        store.enqueue(task("a")).await.unwrap_err().category(),
+        crate::ErrorCategory::NotFound
+    );
+    with_agent(&store);
+    let mut t = task("a");
+    t.max_attempts = 0;
+    assert_eq!(
+        store.enqueue(t).await.unwrap_err().field_errors()[0].pointer,
+        "/max_attempts"
+    );
+    let mut t = task("a");
+    t.concurrency_limit = 0;
+    assert_eq!(
+        store.enqueue(t).await.unwrap_err().field_errors()[0].pointer,
+        "/concurrency_limit"
+    );
+    let t = task("a");
+    store.enqueue(t.clone()).await.unwrap();
+    assert_eq!(
+        store.enqueue(t).await.unwrap_err().category(),
+        crate::ErrorCategory::Conflict
+    );
+    assert!(store.claim(&claim(0)).await.unwrap().is_empty());
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    assert!(format!("{store:?}").contains("tasks: 1"));
+}
