@@ -469,7 +469,7 @@ impl Platform {
 
 /// The instants of `cron` in `(after, until]`, counted up to 100,000.
 fn count_between(
-    cron: &capecontrol_rules::Cron,
+    cron: &capecontrol_rules::Schedule,
     after: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> u32 {

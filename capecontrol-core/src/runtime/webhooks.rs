@@ -23,9 +23,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde_json::{Value, json};
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
