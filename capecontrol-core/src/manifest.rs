@@ -33,8 +33,9 @@ pub mod patterns {
     /// A dotted lowercase event name (`payment.completed`): two or more segments, each a
     /// lowercase letter followed by lowercase letters, digits, `_` or `-`.
     pub const EVENT: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$";
-    /// Five whitespace-separated cron fields (each is then parsed).
-    pub const CRON: &str = r"^\s*\S+(\s+\S+){4}\s*$";
+    /// Five whitespace-separated cron fields (each is then parsed), optionally preceded by a
+    /// `CRON_TZ=<IANA zone>` prefix.
+    pub const CRON: &str = r"^\s*(CRON_TZ=\S*\s+)?\S+(\s+\S+){4}\s*$";
     /// An absolute URL path; `{id}` is the only placeholder.
     pub const WEBHOOK: &str = r"^(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2}|\{id\})*)+$";
     /// `#RGB` or `#RRGGBB`.

@@ -325,6 +325,60 @@ async fn a_window_missed_by_every_node_fires_once_or_is_skipped() {
 }
 
 #[tokio::test]
+async fn a_schedule_in_a_time_zone_fires_at_local_times_across_spring_forward() {
+    // Europe/Paris springs forward on 2027-03-28: 02:00 CET becomes 03:00 CEST, so 02:30
+    // does not exist that day and the schedule fires at 03:00 CEST (01:00 UTC).
+    const PARIS: &str = "CRON_TZ=Europe/Paris 30 2 * * *";
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let m = triggered(
+        "Meter",
+        Triggers {
+            schedules: vec![PARIS.into()],
+            ..Triggers::default()
+        },
+    );
+    let p = node(&store, vec![echo(m)], config(MisfirePolicy::Skip)).await;
+    install(&store, "meter", "alice", &[]).await;
+    let utc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    for tick in [
+        "2027-03-27T01:30:00Z", // 02:30 CET
+        "2027-03-28T00:30:00Z", // 01:30 CET: nothing due
+        "2027-03-28T01:00:00Z", // 03:00 CEST, the first instant after the gap
+        "2027-03-28T01:30:00Z", // 03:30 CEST: nothing due
+        "2027-03-29T00:30:00Z", // 02:30 CEST
+    ] {
+        p.run_schedules(utc(tick)).await.unwrap();
+    }
+    let tasks = tasks_of(&store, "meter").await;
+    let fired = instants_fired(&tasks);
+    assert_eq!(
+        fired.keys().cloned().collect::<Vec<_>>(),
+        [
+            "2027-03-27T01:30:00Z",
+            "2027-03-28T01:00:00Z",
+            "2027-03-29T00:30:00Z"
+        ]
+    );
+    assert!(fired.values().all(|v| v.len() == 1));
+    let installed = store.get_installation("meter", "alice").await.unwrap();
+    let mut keys: Vec<String> = tasks
+        .iter()
+        .map(|t| t.idempotency_key.clone().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys[1],
+        format!("schedule:{}:{PARIS}@2027-03-28T01:00:00Z", installed.id),
+        "the idempotency key carries the instant in UTC"
+    );
+    let listed = p
+        .schedules(&admin(), utc("2027-03-29T00:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(listed[0].next_fire, Some(utc("2027-03-30T00:30:00Z")));
+}
+
+#[tokio::test]
 async fn schedules_follow_installs_upgrades_and_uninstalls_and_list_their_next_fire() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let m = triggered(

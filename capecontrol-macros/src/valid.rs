@@ -196,7 +196,7 @@ pub(crate) fn image(s: &str) -> Result<(), String> {
 }
 
 /// A 5-field cron expression (minute hour day-of-month month day-of-week); month and day
-/// names (`JAN`, `MON`) allowed.
+/// names (`JAN`, `MON`) allowed; an optional `CRON_TZ=<IANA zone>` prefix.
 pub(crate) fn cron(s: &str) -> Result<(), String> {
     match capecontrol_rules::cron(s) {
         Ok(()) => Ok(()),
@@ -204,6 +204,9 @@ pub(crate) fn cron(s: &str) -> Result<(), String> {
             "schedule `{s}` must be a 5-field cron expression (minute hour day month weekday), found {n} fields"
         )),
         Err(CronError::Invalid(e)) => Err(format!("schedule `{s}`: {e}")),
+        Err(CronError::UnknownTimeZone(tz)) => Err(format!(
+            "schedule `{s}`: `CRON_TZ={tz}` names no IANA time zone (like Europe/Paris)"
+        )),
     }
 }
 

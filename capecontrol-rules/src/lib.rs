@@ -19,7 +19,7 @@ pub mod cases;
 mod cron;
 mod units;
 
-pub use cron::{CronError, cron, schedule};
+pub use cron::{CRON_TZ_PREFIX, CronError, Schedule, cron, schedule};
 pub use croner::Cron;
 pub use units::{CpuLimitError, MemoryLimitError, cpu_limit, memory_limit, parse_memory_limit};
 

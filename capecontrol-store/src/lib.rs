@@ -41,6 +41,7 @@ mod audit;
 mod error;
 mod keys;
 mod notify;
+mod outbox;
 mod queue;
 mod rating;
 mod registry;
@@ -49,5 +50,6 @@ mod store;
 mod triggers;
 
 pub use notify::CHANNEL;
+pub use outbox::OUTBOX_BATCH;
 pub use sqlx;
 pub use store::{PostgresStore, PostgresStoreOptions};

@@ -156,6 +156,25 @@ impl Event {
         self.id = id.into();
         self
     }
+
+    /// Checks the event's name (`/event`: a dotted lowercase name) and id (`/id`: 1 to
+    /// [`MAX_EVENT_ID_BYTES`] bytes), as [`Platform::emit`] does; a store's `emit_in` calls it
+    /// before writing the event to its outbox.
+    pub fn check(&self) -> Result<()> {
+        if !capecontrol_rules::event(&self.name) {
+            return Err(Error::invalid_field(
+                "/event",
+                "must be a dotted lowercase event name (like payment.completed)",
+            ));
+        }
+        if self.id.is_empty() || self.id.len() > MAX_EVENT_ID_BYTES {
+            return Err(Error::invalid_field(
+                "/id",
+                format!("must be 1 to {MAX_EVENT_ID_BYTES} bytes"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One task a trigger started (or tried to).
@@ -234,18 +253,7 @@ impl Platform {
     /// returned). `by` must be an admin or hold the `events:emit` scope (else 403, audited as
     /// `event.denied`); the emit is audited as `event.emitted`.
     pub async fn emit(&self, event: Event, by: &Principal) -> Result<Vec<Fired>> {
-        if !capecontrol_rules::event(&event.name) {
-            return Err(Error::invalid_field(
-                "/event",
-                "must be a dotted lowercase event name (like payment.completed)",
-            ));
-        }
-        if event.id.is_empty() || event.id.len() > MAX_EVENT_ID_BYTES {
-            return Err(Error::invalid_field(
-                "/id",
-                format!("must be 1 to {MAX_EVENT_ID_BYTES} bytes"),
-            ));
-        }
+        event.check()?;
         let (node, gateway) = self.parts();
         let emit: Scope = EMIT_SCOPE
             .parse()
@@ -469,7 +477,7 @@ impl Platform {
 
 /// The instants of `cron` in `(after, until]`, counted up to 100,000.
 fn count_between(
-    cron: &capecontrol_rules::Cron,
+    cron: &capecontrol_rules::Schedule,
     after: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> u32 {

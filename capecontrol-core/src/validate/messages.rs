@@ -36,6 +36,9 @@ pub(super) fn cron_problem(s: &str) -> Option<String> {
             if fields == 1 { "field" } else { "fields" }
         )),
         Err(CronError::Invalid(e)) => Some(format!("is not a valid cron expression ({e})")),
+        Err(CronError::UnknownTimeZone(tz)) => Some(format!(
+            "CRON_TZ={tz} names no IANA time zone (like Europe/Paris)"
+        )),
     }
 }
 

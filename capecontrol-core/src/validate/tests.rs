@@ -500,6 +500,23 @@ fn triggers() {
             "{c}: {e:?}"
         );
     }
+    ok(
+        "/triggers/schedules",
+        &json!([
+            "CRON_TZ=Europe/Paris 30 2 * * *",
+            "  CRON_TZ=UTC 0 9 * * MON"
+        ]),
+    );
+    bad(
+        "/triggers/schedules",
+        &json!(["0 9 * * *", "CRON_TZ=Europe/Pariss 0 9 * * *"]),
+        "/triggers/schedules/1: CRON_TZ=Europe/Pariss names no IANA time zone (like Europe/Paris)",
+    );
+    bad(
+        "/triggers/schedules",
+        &json!(["CRON_TZ=Europe/Paris 0 0 9 * * *"]),
+        "/triggers/schedules/0: must be a 5-field cron expression (minute hour day-of-month month day-of-week), not 6 fields",
+    );
     for w in [
         "api/webhook",
         "https://x.io/hook",
