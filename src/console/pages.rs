@@ -740,15 +740,7 @@ pub(crate) async fn install(
     if let Err(r) = v.check_csrf(&state, &form).await {
         return r;
     }
-    let result = async {
-        let req = install_request(&state, &id, &form).await?;
-        state.api.platform.registry().install(&v.by, req).await
-    }
-    .await;
-    match result {
-        Ok(_) => v.to("/installations"),
-        Err(e) => v.fail(&e),
-    }
+    install_or_upgrade(&state, &v, &id, &form, false).await
 }
 
 pub(crate) async fn upgrade(
@@ -760,9 +752,25 @@ pub(crate) async fn upgrade(
     if let Err(r) = v.check_csrf(&state, &form).await {
         return r;
     }
+    install_or_upgrade(&state, &v, &id, &form, true).await
+}
+
+/// Installs `id` for the viewer, or upgrades their installation, from the dialog's form.
+async fn install_or_upgrade(
+    state: &Console,
+    v: &Viewer,
+    id: &str,
+    form: &Form,
+    upgrade: bool,
+) -> Response {
     let result = async {
-        let req = install_request(&state, &id, &form).await?;
-        state.api.platform.registry().upgrade(&v.by, req).await
+        let req = install_request(state, id, form).await?;
+        let registry = state.api.platform.registry();
+        if upgrade {
+            registry.upgrade(&v.by, req).await
+        } else {
+            registry.install(&v.by, req).await
+        }
     }
     .await;
     match result {

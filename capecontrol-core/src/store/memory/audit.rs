@@ -1,6 +1,5 @@
 //! [`AuditStore`] on [`MemoryStore`]: the hash-chained audit trail.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[async_trait]

@@ -1,6 +1,5 @@
 //! [`KeyStore`] on [`MemoryStore`]: API keys, by their hash.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[async_trait]

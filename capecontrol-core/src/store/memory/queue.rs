@@ -1,7 +1,6 @@
 //! [`QueueStore`] on [`MemoryStore`]: enqueue, claim, leases, the journal, finish, release,
 //! reclaim, cancel, listings and live events.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[async_trait]

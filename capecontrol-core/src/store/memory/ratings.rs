@@ -1,6 +1,5 @@
 //! [`RatingStore`](crate::store::RatingStore) on [`MemoryStore`]: ratings of completed tasks.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[async_trait]

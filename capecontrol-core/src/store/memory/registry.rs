@@ -1,6 +1,5 @@
 //! [`RegistryStore`] on [`MemoryStore`]: agents, versions, the catalog and installations.
 
-#[allow(clippy::wildcard_imports)]
 use super::*;
 
 #[async_trait]
