@@ -155,8 +155,16 @@ async fn worker_process() {
     platform.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The `application_name` a worker node's connections carry (to see them in
+/// `pg_stat_activity`).
+fn app_name(node: &str) -> String {
+    format!("capecontrol-crash-{node}")
+}
+
 fn spawn_worker(url: &str, node: &str) -> Worker {
-    spawn_test_process("worker_process", &[(URL_ENV, url), (NODE_ENV, node)], false)
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}application_name={}", app_name(node));
+    spawn_test_process("worker_process", &[(URL_ENV, &url), (NODE_ENV, node)], false)
 }
 
 async fn db_now(pool: &PgPool) -> DateTime<Utc> {
@@ -235,8 +243,30 @@ async fn three_processes_one_killed() {
         assert!(Instant::now() < deadline, "the workers made no progress");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let node0_backends = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(app_name("node-0"))
+        .fetch_one(&pool)
+    };
+    assert!(
+        node0_backends().await.unwrap() > 0,
+        "node-0's connections are named in pg_stat_activity"
+    );
     let killed_at = db_now(&pool).await;
     drop(workers[0].take()); // SIGKILL, then reaped
+    // A COMMIT node-0 sent just before it died may still be applied by its server backend, so
+    // the orphans are read only once every backend of node-0 has ended: from then on, what
+    // node-0 held is what it left behind.
+    let gone = Instant::now() + Duration::from_secs(30);
+    loop {
+        if node0_backends().await.unwrap() == 0 {
+            break;
+        }
+        assert!(Instant::now() < gone, "node-0's backends did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let orphans: HashSet<Uuid> = sqlx::query_scalar(
         "SELECT id FROM tasks WHERE status = 'running' AND lease_owner = 'node-0'",
     )
