@@ -23,6 +23,7 @@
 //! stderr), when a manifest is invalid, or when a watched task failed or was cancelled; 2 for a
 //! usage error, an unreadable file or an unreachable server.
 
+mod args;
 mod client;
 mod commands;
 mod demo;
@@ -79,20 +80,20 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Agents: list, show, create, update, archive, validate a manifest.
     #[command(subcommand, arg_required_else_help = true)]
-    Agents(commands::AgentsCommand),
+    Agents(args::AgentsCommand),
     /// An agent's versions: list, add, suggest, publish, archive.
     #[command(subcommand, arg_required_else_help = true)]
-    Versions(commands::VersionsCommand),
+    Versions(args::VersionsCommand),
     /// Browse the marketplace (published agents), or show one agent's detail.
-    Catalog(commands::CatalogArgs),
+    Catalog(args::CatalogArgs),
     /// List the current user's installations.
     Installations,
     /// Install an agent for the current user, granting scopes.
-    Install(commands::InstallArgs),
+    Install(args::InstallArgs),
     /// Upgrade an installation to a newer (or the latest) published version.
-    Upgrade(commands::UpgradeArgs),
+    Upgrade(args::UpgradeArgs),
     /// Replace an installation's settings.
-    Settings(commands::SettingsArgs),
+    Settings(args::SettingsArgs),
     /// Uninstall an agent for the current user.
     Uninstall {
         /// The agent (id or slug).
@@ -100,12 +101,12 @@ enum Command {
     },
     /// Tasks: submit, get, list, cancel, answer, watch.
     #[command(subcommand, arg_required_else_help = true)]
-    Tasks(commands::TasksCommand),
+    Tasks(args::TasksCommand),
     /// Query the audit trail.
-    Audit(commands::AuditArgs),
+    Audit(args::AuditArgs),
     /// API keys: create and revoke (admin).
     #[command(subcommand, arg_required_else_help = true)]
-    Keys(commands::KeysCommand),
+    Keys(args::KeysCommand),
     /// Apply the PostgreSQL migrations.
     Migrate {
         /// The PostgreSQL database.
