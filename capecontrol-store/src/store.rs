@@ -79,9 +79,19 @@ impl fmt::Debug for PostgresStoreOptions {
 impl PostgresStoreOptions {
     /// Options for the primary at `connect` (10 connections at most, none kept idle, 10 s to
     /// acquire one, no replica, 4096 buffered live events, LISTEN on).
+    ///
+    /// The connections carry `connect`'s `application_name` (`?application_name=` in a URL),
+    /// `capecontrol` when it has none; the store's own connections add a suffix
+    /// (`-heartbeat`, `-listen`, `-notify`), so `pg_stat_activity` tells one node's backends
+    /// from another's.
     pub fn new(connect: PgConnectOptions) -> Self {
+        let connect = if connect.get_application_name().is_some() {
+            connect
+        } else {
+            connect.application_name(DEFAULT_APPLICATION_NAME)
+        };
         Self {
-            primary: connect.application_name("capecontrol"),
+            primary: connect,
             max_connections: 10,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
@@ -128,7 +138,11 @@ impl PostgresStoreOptions {
     /// A read-only replica for catalog and listing queries (agents, versions, the marketplace,
     /// installations, audit). Tasks are always read from the primary.
     pub fn read_replica(mut self, connect: PgConnectOptions) -> Self {
-        self.replica = Some(connect.application_name("capecontrol-read"));
+        self.replica = Some(if connect.get_application_name().is_some() {
+            connect
+        } else {
+            connect.application_name(&format!("{DEFAULT_APPLICATION_NAME}-read"))
+        });
         self
     }
 
@@ -204,6 +218,19 @@ fn pool_options(ping_idle_after: Duration) -> PgPoolOptions {
                 Ok(true)
             })
         })
+}
+
+/// The `application_name` of a store's connections when its options name none.
+const DEFAULT_APPLICATION_NAME: &str = "capecontrol";
+
+/// `<application_name>-<suffix>`: the name of one of the store's own connections.
+fn suffixed(primary: &PgConnectOptions, suffix: &str) -> String {
+    format!(
+        "{}-{suffix}",
+        primary
+            .get_application_name()
+            .unwrap_or(DEFAULT_APPLICATION_NAME)
+    )
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions> {
@@ -292,7 +319,7 @@ impl PostgresStore {
                 options
                     .primary
                     .clone()
-                    .application_name("capecontrol-heartbeat"),
+                    .application_name(&suffixed(&options.primary, "heartbeat")),
             );
         let (events, _) = broadcast::channel(options.event_capacity);
         let (wakeups, _) = broadcast::channel(64);
@@ -307,7 +334,7 @@ impl PostgresStore {
                     options
                         .primary
                         .clone()
-                        .application_name("capecontrol-listen"),
+                        .application_name(&suffixed(&options.primary, "listen")),
                 );
             let listener = notify::connect_listener(&listen_pool).await.map_err(db)?;
             tasks.push(tokio::spawn(notify::listen(
@@ -334,7 +361,7 @@ impl PostgresStore {
                 options
                     .primary
                     .clone()
-                    .application_name("capecontrol-notify"),
+                    .application_name(&suffixed(&options.primary, "notify")),
             );
         let (notifier, rx) = mpsc::channel(notify::QUEUE);
         if options.notify {

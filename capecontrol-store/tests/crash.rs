@@ -249,7 +249,8 @@ async fn three_processes_one_killed() {
     }
     let node0_backends = || {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 OR application_name LIKE $1 || '-%'",
         )
         .bind(app_name("node-0"))
         .fetch_one(&pool)
