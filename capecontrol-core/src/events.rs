@@ -22,7 +22,7 @@ pub struct TaskEvent {
 }
 
 /// What started a triggered task: the payload of its `task.triggered` audit event and the
-/// `trigger` of its `queued` event ([`TaskEventKind::Queued`]).
+/// `trigger` of its `queued` event (`TaskEventKind::Queued`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
