@@ -82,7 +82,8 @@ impl EchoAgent {
     category = "domain-specific",
     placement = "dashboard",
     scopes("ledger:read"),
-    roles("user")
+    roles("user"),
+    triggers(events("ledger.closed"))
 )]
 struct LedgerAgent;
 
@@ -560,6 +561,71 @@ async fn the_live_view_streams_the_task_events_to_its_owner_only() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_triggered_task_s_page_says_what_started_it() {
+    let s = Server::start().await;
+    let alice = s.sign_in(&s.alice).await;
+    for (agent, grant) in [("ledger-agent", "ledger:read"), ("echo-agent", "echo:run")] {
+        let r = s
+            .post(
+                &alice,
+                &format!("/console/agents/{agent}/install"),
+                &[("grant", grant), ("csrf", alice.csrf.as_str())],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{agent}");
+    }
+    let host = Principal::new("host").with_roles(["admin"]);
+    let fired = s
+        .platform
+        .emit(
+            capecontrol::runtime::Event::new("ledger.closed", serde_json::json!({}))
+                .with_id("close-<7>"),
+            &host,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fired.len(), 1);
+    let task = *fired[0].task.as_ref().unwrap();
+    let page = s.get(Some(&alice), &format!("/console/tasks/{task}")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(
+            "<dt>Started by</dt><dd id=\"task-trigger\">event ledger.closed (id close-&#60;7&#62;)</dd>"
+        ),
+        "the trigger is shown, escaped: {html}"
+    );
+    // Its event stream carries the trigger in the `queued` event.
+    let events = s
+        .get(Some(&alice), &format!("/console/tasks/{task}/events"))
+        .await;
+    // (The task completes at once: the stream ends after its `completed` event.)
+    let text = tokio::time::timeout(Duration::from_secs(10), events.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        text.contains("event: queued")
+            && text.contains(
+                r#""trigger":{"kind":"event","event":"ledger.closed","event_id":"close-<7>"}"#
+            ),
+        "{text}"
+    );
+
+    // A task submitted by hand says nothing of the kind.
+    let submitted = s
+        .post(
+            &alice,
+            "/console/agents/echo-agent/tasks/echo",
+            &[("csrf", alice.csrf.as_str()), ("input.text", "hi")],
+        )
+        .await;
+    let location = submitted.headers()[LOCATION].to_str().unwrap().to_owned();
+    let html = s.get(Some(&alice), &location).await.text().await.unwrap();
+    assert!(!html.contains("Started by"), "{html}");
 }
 
 #[tokio::test]

@@ -139,6 +139,30 @@ async fn events_webhooks_and_schedules_over_http() {
     let task: uuid::Uuid = fired["task_id"].as_str().unwrap().parse().unwrap();
     let done = platform.wait(task, &alice).await.unwrap();
     assert_eq!(done.output, Some(json!({"amount": 12})));
+    // The task's event stream: its first event, `queued`, names the delivery.
+    let stream = http
+        .get(format!("{url}/api/agents/tasks/{task}/events"))
+        .bearer_auth(&alice_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let text = stream.text().await.unwrap();
+    let queued = text
+        .split("\n\n")
+        .find(|frame| frame.lines().any(|l| l == "event: queued"))
+        .unwrap_or_else(|| panic!("no queued event in {text}"));
+    let data = queued
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["seq"], 1);
+    assert_eq!(
+        event["kind"],
+        json!({"type": "queued", "trigger": {"kind": "webhook", "path": "/payments/{id}",
+                                             "delivery_id": "d-1"}})
+    );
 
     let bad = deliver("d-2", now, "wrong".into(), body).await;
     assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);

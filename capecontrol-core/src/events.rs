@@ -21,13 +21,87 @@ pub struct TaskEvent {
     pub kind: TaskEventKind,
 }
 
+/// What started a triggered task: the payload of its `task.triggered` audit event and the
+/// `trigger` of its `queued` event (`TaskEventKind::Queued`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TriggerSource {
+    /// An emitted event.
+    Event {
+        /// The event's name (`user.onboard`).
+        event: String,
+        /// The event's id.
+        event_id: String,
+    },
+    /// A schedule instant.
+    Schedule {
+        /// The cron expression.
+        schedule: String,
+        /// The instant, UTC.
+        instant: DateTime<Utc>,
+        /// Earlier instants of a missed window this fire stands for.
+        missed: u32,
+    },
+    /// A webhook delivery.
+    Webhook {
+        /// The manifest's webhook path that matched.
+        path: String,
+        /// The delivery id.
+        delivery_id: String,
+    },
+}
+
+impl TriggerSource {
+    /// The trigger's kind as in the `kind` tag: `event`, `schedule` or `webhook`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Event { .. } => "event",
+            Self::Schedule { .. } => "schedule",
+            Self::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// For people (the console's task page): `event user.onboard (id evt-1)`,
+/// `schedule 0 */6 * * * at 2027-03-28T01:00:00Z` (with `, standing for 3 missed` when a
+/// missed window was fired once), `webhook /payments/{id} (delivery d-1)`.
+impl std::fmt::Display for TriggerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Event { event, event_id } => write!(f, "event {event} (id {event_id})"),
+            Self::Schedule {
+                schedule,
+                instant,
+                missed,
+            } => {
+                let at = instant.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+                write!(f, "schedule {schedule} at {at}")?;
+                if *missed > 0 {
+                    write!(f, ", standing for {missed} missed")?;
+                }
+                Ok(())
+            }
+            Self::Webhook { path, delivery_id } => {
+                write!(f, "webhook {path} (delivery {delivery_id})")
+            }
+        }
+    }
+}
+
 /// What happened to a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskEventKind {
-    /// Accepted and queued.
-    Queued,
+    /// Accepted and queued (the task's first event). A task started by a trigger names what
+    /// started it (`{"type": "queued", "trigger": {"kind": "event", …}}`); a submitted task's
+    /// event is `{"type": "queued"}`. A released task's second `queued` never carries one.
+    Queued {
+        /// What started the task, when a trigger did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trigger: Option<TriggerSource>,
+    },
     /// A worker started attempt `attempt`.
     Started {
         /// The attempt number, from 1.
@@ -119,7 +193,7 @@ impl TaskEventKind {
     /// The event's name as in the `type` tag (`step_completed`).
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Queued => "queued",
+            Self::Queued { .. } => "queued",
             Self::Started { .. } => "started",
             Self::StepStarted { .. } => "step_started",
             Self::StepCompleted { .. } => "step_completed",
@@ -248,5 +322,73 @@ mod live_tests {
             ..at_limit
         };
         assert_eq!(failed.clone().into_live(), failed);
+    }
+}
+
+#[cfg(test)]
+mod trigger_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_queued_event_s_json_keeps_its_bare_form_and_adds_the_trigger() {
+        let bare = TaskEventKind::Queued { trigger: None };
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            json!({"type": "queued"})
+        );
+        // Rows written before the trigger existed still decode.
+        let old: TaskEventKind = serde_json::from_value(json!({"type": "queued"})).unwrap();
+        assert_eq!(old, bare);
+        let source = TriggerSource::Event {
+            event: "user.onboard".into(),
+            event_id: "evt-1".into(),
+        };
+        let triggered = TaskEventKind::Queued {
+            trigger: Some(source.clone()),
+        };
+        let value = serde_json::to_value(&triggered).unwrap();
+        assert_eq!(
+            value,
+            json!({"type": "queued",
+                   "trigger": {"kind": "event", "event": "user.onboard", "event_id": "evt-1"}})
+        );
+        assert_eq!(
+            serde_json::from_value::<TaskEventKind>(value).unwrap(),
+            triggered
+        );
+        assert_eq!(triggered.name(), "queued");
+        assert_eq!(source.to_string(), "event user.onboard (id evt-1)");
+        let bad = json!({"type": "queued", "trigger": {"kind": "carrier-pigeon"}});
+        assert!(serde_json::from_value::<TaskEventKind>(bad).is_err());
+    }
+
+    #[test]
+    fn a_trigger_reads_well() {
+        let at = DateTime::parse_from_rfc3339("2027-03-28T01:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut schedule = TriggerSource::Schedule {
+            schedule: "0 */6 * * *".into(),
+            instant: at,
+            missed: 0,
+        };
+        assert_eq!(
+            schedule.to_string(),
+            "schedule 0 */6 * * * at 2027-03-28T01:00:00Z"
+        );
+        if let TriggerSource::Schedule { missed, .. } = &mut schedule {
+            *missed = 3;
+        }
+        assert_eq!(
+            schedule.to_string(),
+            "schedule 0 */6 * * * at 2027-03-28T01:00:00Z, standing for 3 missed"
+        );
+        let hook = TriggerSource::Webhook {
+            path: "/payments/{id}".into(),
+            delivery_id: "d-1".into(),
+        };
+        assert_eq!(hook.to_string(), "webhook /payments/{id} (delivery d-1)");
+        assert_eq!([schedule.kind(), hook.kind()], ["schedule", "webhook"]);
     }
 }

@@ -1,20 +1,22 @@
 //! Triggers on the in-memory store: events start exactly the subscribed installations' tasks,
 //! schedules fire exactly once per instant across nodes (with a fake clock) and apply the
 //! misfire policy, webhooks start a task only with a good signature, a fresh timestamp and a
-//! new delivery id.
+//! new delivery id; each triggered task's first event (`queued`) names what started it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::manifest::{Config, Manifest, TaskDecl, Triggers};
 use capecontrol_core::runtime::webhooks::{WebhookDelivery, WebhookError, sign};
 use capecontrol_core::runtime::{
-    Event, MisfirePolicy, Platform, PlatformConfig, TriggerConfig, TriggerSource,
+    Event, MisfirePolicy, Platform, PlatformConfig, TaskRequest, TriggerConfig, TriggerSource,
 };
 use capecontrol_core::store::memory::MemoryStore;
 use capecontrol_core::store::{AuditFilter, Store, TaskFilter};
 use capecontrol_core::{ErrorCategory, Principal, TaskStatus};
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
@@ -578,4 +580,176 @@ async fn a_signed_webhook_starts_one_task_and_bad_ones_start_none() {
         !format!("{fresh:?}").contains(&fresh.secret),
         "Debug redacts the secret"
     );
+}
+
+/// The task's first event, from the platform's watch (replayed from the store) and from the
+/// store directly: the two must agree.
+async fn first_event(p: &Platform, store: &Arc<dyn Store>, id: uuid::Uuid) -> TaskEventKind {
+    let mut watch = p.trusted().watch(id).await.unwrap();
+    let watched = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .expect("the first event within 5 s")
+        .expect("an event")
+        .unwrap();
+    let stored = store.events(id, 0).await.unwrap().remove(0);
+    assert_eq!(watched, stored);
+    assert_eq!(watched.seq, 1);
+    watched.kind
+}
+
+#[tokio::test]
+async fn each_triggered_task_s_queued_event_names_what_started_it() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let p = node(
+        &store,
+        vec![
+            echo(triggered(
+                "Guide",
+                Triggers {
+                    events: vec!["user.onboard".into()],
+                    ..Triggers::default()
+                },
+            )),
+            echo(triggered(
+                "Meter",
+                Triggers {
+                    schedules: vec![SIX_HOURS.into()],
+                    ..Triggers::default()
+                },
+            )),
+            echo(triggered(
+                "Ledger",
+                Triggers {
+                    webhooks: vec!["/payments/{id}".into()],
+                    ..Triggers::default()
+                },
+            )),
+        ],
+        config(MisfirePolicy::FireOnce),
+    )
+    .await;
+    for agent in ["guide", "meter", "ledger"] {
+        install(&store, agent, "alice", &[]).await;
+    }
+    let queued = |trigger| TaskEventKind::Queued { trigger };
+    // The audit row and the event name the same source.
+    let audited = |id: uuid::Uuid| {
+        let p = &p;
+        async move {
+            p.trusted()
+                .audit(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.event_type == "task.triggered")
+                .expect("a task.triggered audit row")
+                .payload
+        }
+    };
+
+    // An event.
+    let fired = p
+        .emit(
+            Event::new("user.onboard", json!({"user_id": "carol"})).with_id("evt-7"),
+            &admin(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fired.len(), 1);
+    let id = *fired[0].task.as_ref().unwrap();
+    let source = TriggerSource::Event {
+        event: "user.onboard".into(),
+        event_id: "evt-7".into(),
+    };
+    assert_eq!(
+        first_event(&p, &store, id).await,
+        queued(Some(source.clone()))
+    );
+    assert_eq!(audited(id).await, serde_json::to_value(&source).unwrap());
+
+    // A schedule instant.
+    let installed = store.get_installation("meter", "alice").await.unwrap();
+    let instant = next_after(installed.updated_at);
+    let fired = p.run_schedules(instant).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    let id = *fired[0].task.as_ref().unwrap();
+    let source = TriggerSource::Schedule {
+        schedule: SIX_HOURS.into(),
+        instant,
+        missed: 0,
+    };
+    assert_eq!(fired[0].source, source);
+    assert_eq!(
+        first_event(&p, &store, id).await,
+        queued(Some(source.clone()))
+    );
+    assert_eq!(audited(id).await, serde_json::to_value(&source).unwrap());
+
+    // A webhook delivery.
+    let secret = p
+        .rotate_webhook_secret("ledger", &Principal::new("alice"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let body = br#"{"amount": 3}"#;
+    let fired = p
+        .deliver_webhook_at(
+            delivery(
+                secret.installation_id,
+                &secret.secret,
+                "d-42",
+                now.timestamp(),
+                body,
+            ),
+            now,
+        )
+        .await
+        .unwrap();
+    let id = fired.task.unwrap();
+    let source = TriggerSource::Webhook {
+        path: "/payments/{id}".into(),
+        delivery_id: "d-42".into(),
+    };
+    assert_eq!(
+        first_event(&p, &store, id).await,
+        queued(Some(source.clone()))
+    );
+    assert_eq!(audited(id).await, serde_json::to_value(&source).unwrap());
+
+    // A task submitted directly: no trigger, and the event's JSON is the bare `queued`.
+    let id = p
+        .submit(TaskRequest::new(
+            "guide",
+            "handle",
+            json!({}),
+            Principal::new("alice"),
+        ))
+        .await
+        .unwrap();
+    let kind = first_event(&p, &store, id).await;
+    assert_eq!(kind, queued(None));
+    assert_eq!(
+        serde_json::to_value(&kind).unwrap(),
+        json!({"type": "queued"})
+    );
+    assert!(
+        p.trusted()
+            .audit(id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.event_type != "task.triggered")
+    );
+
+    // A request cannot claim a trigger by its JSON: the field is never read.
+    let forged: TaskRequest = serde_json::from_value(json!({
+        "agent": "guide", "task": "handle", "input": {}, "priority": 0,
+        "idempotency_key": null, "run_at": null,
+        "principal": serde_json::to_value(Principal::new("alice")).unwrap(),
+        "trigger": {"kind": "event", "event": "user.onboard", "event_id": "forged"}
+    }))
+    .unwrap();
+    assert_eq!(forged.trigger(), None);
+    let id = p.submit(forged).await.unwrap();
+    assert_eq!(first_event(&p, &store, id).await, queued(None));
 }

@@ -95,6 +95,7 @@ fn task(agent: &str, priority: i32, delayed: bool, limit: u32) -> NewTask {
         concurrency_limit: limit,
         timeout: Duration::from_secs(30),
         traceparent: None,
+        trigger: None,
         audit: Vec::new(),
     }
 }

@@ -332,7 +332,9 @@ async fn enqueue_on(
         .bind(i64::from(task.concurrency_limit))
         .bind(millis(task.timeout))
         .bind(&task.idempotency_key)
-        .bind(to_json(&TaskEventKind::Queued)?)
+        .bind(to_json(&TaskEventKind::Queued {
+            trigger: task.trigger.clone(),
+        })?)
         .bind(&a.task_id)
         .bind(&a.agent_id)
         .bind(&a.user_id)
@@ -828,7 +830,7 @@ impl QueueStore for PostgresStore {
             .bind(&ev.seq)
             .bind(&ev.at)
             .bind(&ev.kind)
-            .bind(to_json(&TaskEventKind::Queued)?)
+            .bind(to_json(&TaskEventKind::Queued { trigger: None })?)
             .bind(json!({ "worker": lease.owner }));
         let row = st
             .bind(query)

@@ -46,6 +46,7 @@ cases! {
     cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion;
     concurrency_limit_per_agent;
     events_are_numbered_without_gaps;
+    the_queued_event_carries_the_trigger;
     live_events_do_not_pin_large_outputs;
     misnumbered_events_change_nothing;
     audit_rows_for_every_state_change;

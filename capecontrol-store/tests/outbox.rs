@@ -1,15 +1,16 @@
 //! `emit_in` on PostgreSQL: an event emitted inside the host's transaction starts nothing when
 //! the transaction rolls back, and, once committed, starts each subscribed installation's task
 //! exactly once, even with two nodes draining the outbox at once and a drain that emitted but
-//! did not mark its rows done.
+//! did not mark its rows done. A drained event's tasks name it in their `queued` event.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::manifest::{Config, Manifest, TaskDecl, Triggers};
-use capecontrol_core::runtime::{Event, Platform, PlatformConfig, TriggerConfig};
+use capecontrol_core::runtime::{Event, Platform, PlatformConfig, TriggerConfig, TriggerSource};
 use capecontrol_core::store::{AuditFilter, Store, TaskFilter};
 use capecontrol_core::{ErrorCategory, Principal};
 use capecontrol_store::PostgresStore;
@@ -133,6 +134,30 @@ async fn emit_in_is_transactional_and_drains_once_across_two_nodes() {
     );
     assert!(started.values().all(|n| *n == 1));
     assert!(started.keys().all(|(agent, _, _)| agent == "guide"));
+    // Each drained task's queued event names the event that started it.
+    let tasks = store
+        .list_tasks(&TaskFilter {
+            limit: Some(1000),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    for t in &tasks {
+        let key = t.idempotency_key.as_deref().unwrap();
+        let event_id = key
+            .strip_prefix("event:")
+            .expect("an event's key")
+            .to_owned();
+        assert_eq!(
+            store.events(t.id, 0).await.unwrap()[0].kind,
+            TaskEventKind::Queued {
+                trigger: Some(TriggerSource::Event {
+                    event: "user.onboard".into(),
+                    event_id,
+                }),
+            }
+        );
+    }
 
     // A drain that emitted but died before marking done: the next drains start nothing twice.
     sqlx::query("UPDATE event_outbox SET done_at = NULL")

@@ -283,7 +283,7 @@ async fn events_and_wakeups_flow_between_nodes() {
         .unwrap();
     assert_eq!(
         next_event(&mut events, t.id).await.kind,
-        TaskEventKind::Queued
+        TaskEventKind::Queued { trigger: None }
     );
 
     let c = worker
@@ -403,7 +403,7 @@ async fn enqueue_joins_the_callers_transaction() {
     );
     assert_eq!(
         next_event(&mut events, committed.task.id).await.kind,
-        TaskEventKind::Queued,
+        TaskEventKind::Queued { trigger: None },
         "notified at commit"
     );
     s.close().await;

@@ -381,7 +381,7 @@ pub async fn check_enqueue_and_idempotency<S: Store>(s: &S) {
     let events = s.events(first.task.id, 0).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].seq, 1);
-    assert_eq!(events[0].kind, TaskEventKind::Queued);
+    assert_eq!(events[0].kind, TaskEventKind::Queued { trigger: None });
     let audit = s
         .list_audit(&AuditFilter {
             task_id: Some(first.task.id),
@@ -680,7 +680,7 @@ pub async fn check_retry_fail_release_cancel<S: Store>(s: &S) {
     assert_eq!(released.attempts, 1);
     assert_eq!(
         s.events(t.id, 0).await.unwrap().pop().unwrap().kind,
-        TaskEventKind::Queued
+        TaskEventKind::Queued { trigger: None }
     );
     assert_category(
         s.release(&c2.lease, vec![], Vec::new()).await,
@@ -893,8 +893,8 @@ pub async fn check_fencing_after_lease_loss<S: Store>(s: &S) {
         ErrorCategory::Conflict,
     );
     let not_consecutive = vec![
-        ev(t.id, 6, TaskEventKind::Queued),
-        ev(t.id, 8, TaskEventKind::Queued),
+        ev(t.id, 6, TaskEventKind::Queued { trigger: None }),
+        ev(t.id, 8, TaskEventKind::Queued { trigger: None }),
     ];
     assert_category(
         s.journal(

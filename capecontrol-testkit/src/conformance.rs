@@ -27,6 +27,8 @@
 //! - The catalog: published agents with a published version; `category` matches the agent's
 //!   category, `placement` the published manifest's `placement`, `text` the agent's name or
 //!   description case-insensitively; `total` counts every match, `offset`/`limit` page.
+//! - A task's `queued` event carries the trigger of [`NewTask::trigger`](capecontrol_core::store::NewTask::trigger)
+//!   (stored and live); a released task's second `queued` carries none.
 //! - Lifecycle events and their order (`queued`, `started`, `retrying`, `failed`, `cancelled`,
 //!   `completed`), and `task.queued` / `task.started` / `task.completed` / `task.cancelled`
 //!   audit rows with the acting user, IP and user agent where the port carries them.
@@ -99,6 +101,7 @@ where
     cancel_requested_wins_over_a_retry_or_a_failure_not_a_completion(make().await).await;
     concurrency_limit_per_agent(make().await).await;
     events_are_numbered_without_gaps(make().await).await;
+    the_queued_event_carries_the_trigger(make().await).await;
     live_events_do_not_pin_large_outputs(make().await).await;
     misnumbered_events_change_nothing(make().await).await;
     references_must_exist(make().await).await;

@@ -52,6 +52,7 @@ pub fn task(agent: &str, user: &str) -> NewTask {
         concurrency_limit: 1000,
         timeout: Duration::from_secs(30),
         traceparent: None,
+        trigger: None,
         audit: Vec::new(),
     }
 }

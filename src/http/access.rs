@@ -4,6 +4,7 @@
 //! host's `TaskAccessPolicy` allows; anyone else is told it does not exist, and the platform
 //! audits the attempt (`task.access_denied`).
 
+use capecontrol_core::events::{TaskEventKind, TriggerSource};
 use capecontrol_core::runtime::{Platform, TaskEvents};
 use capecontrol_core::store::{AuditEvent, AuditFilter, TaskFilter, TaskRecord};
 use capecontrol_core::{Principal, Result};
@@ -43,6 +44,16 @@ impl<'a> Tasks<'a> {
         task: &TaskRecord,
     ) -> Result<Vec<capecontrol_core::agent::StepRecord>> {
         self.platform.store().steps(task.id).await
+    }
+
+    /// What started a task `by` was allowed to read (see [`Tasks::get`]): the trigger its
+    /// first event, `queued`, names (`None`: submitted directly).
+    pub(crate) async fn trigger(&self, task: &TaskRecord) -> Result<Option<TriggerSource>> {
+        let events = self.platform.store().events(task.id, 0).await?;
+        Ok(events.into_iter().next().and_then(|e| match e.kind {
+            TaskEventKind::Queued { trigger } => trigger,
+            _ => None,
+        }))
     }
 
     /// The tasks `by` may see that match `filter` (a user's own; an admin's `filter` as given).

@@ -44,7 +44,7 @@ impl Modify for Bearer {
         ops::healthz, ops::readyz, ops::audit, ops::create_key, ops::revoke_key,
         hooks::emit, hooks::deliver, hooks::webhook_secret, hooks::schedules,
     ),
-    components(schemas(crate::http::Problem)),
+    components(schemas(crate::http::Problem, capecontrol_core::events::TriggerSource)),
     modifiers(&Bearer)
 )]
 struct Doc;

@@ -355,14 +355,17 @@ pub(crate) struct EventsQuery {
 /// The task's events as Server-Sent Events: `id:` the event's sequence number, `event:` its
 /// kind, `data:` the event as JSON; replayed after `Last-Event-ID` (or `?after=`), then live,
 /// keep-alive comments while idle, closed after the terminal event. A store error ends the
-/// stream with an `event: error` whose data is a problem object.
+/// stream with an `event: error` whose data is a problem object. The first event, `queued`,
+/// names what started a triggered task in `kind.trigger` (a `TriggerSource`: the event and its
+/// id, the schedule and its instant, or the webhook path and delivery id); a submitted task's is
+/// `{"type": "queued"}`.
 #[utoipa::path(
     get,
     path = "/api/agents/tasks/{task_id}/events",
     tag = "tasks",
     params(("task_id" = String, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
-        (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON (`queued` carries `kind.trigger`, a TriggerSource, when a trigger started the task)", content_type = "text/event-stream", body = String),
         Reads
     ),
     security(("bearer" = []))

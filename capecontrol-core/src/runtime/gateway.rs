@@ -281,6 +281,7 @@ impl SubmitEndpoint for Enqueue {
             .and_then(|t| t.timeout)
             .unwrap_or(config.timeout)
             .clamp(1, Config::MAX_TIMEOUT);
+        let trigger = sub.request.trigger().cloned();
         self.0
             .enqueue(NewTask {
                 id: sub.task_id,
@@ -296,6 +297,7 @@ impl SubmitEndpoint for Enqueue {
                 concurrency_limit: config.concurrent_tasks.max(1),
                 timeout: Duration::from_secs(u64::from(timeout)),
                 traceparent: sub.request.traceparent,
+                trigger,
                 audit: sub.audit,
             })
             .await

@@ -431,6 +431,7 @@ mod tests {
                 concurrency_limit: 10,
                 timeout: Duration::from_secs(5),
                 traceparent: None,
+                trigger: None,
                 audit: Vec::new(),
             })
             .await

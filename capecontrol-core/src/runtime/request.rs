@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::events::TriggerSource;
 use crate::policy::Principal;
 
 /// A request to run a task.
@@ -27,6 +28,10 @@ pub struct TaskRequest {
     /// task, carried into its attempts' spans and container agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// What started the task, when a trigger did (set by the platform's triggers only: it is
+    /// never read from a serialized request, so an API caller cannot claim one).
+    #[serde(skip)]
+    trigger: Option<TriggerSource>,
 }
 
 impl TaskRequest {
@@ -46,7 +51,19 @@ impl TaskRequest {
             idempotency_key: None,
             run_at: None,
             traceparent: None,
+            trigger: None,
         }
+    }
+
+    /// What started the task, when a trigger did (the `trigger` of its `queued` event).
+    pub fn trigger(&self) -> Option<&TriggerSource> {
+        self.trigger.as_ref()
+    }
+
+    /// Marks the request as started by `source` (the triggers' `fire`).
+    pub(crate) fn triggered_by(mut self, source: TriggerSource) -> Self {
+        self.trigger = Some(source);
+        self
     }
 
     /// Sets the priority.

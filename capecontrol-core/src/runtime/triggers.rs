@@ -26,7 +26,8 @@
 //! enqueue): `event:<event id>`, `schedule:<installation>:<cron>@<instant>`,
 //! `webhook:<delivery id>`. However many nodes fire the same instant or receive the same event,
 //! one task exists. Each fire also writes a `task.triggered` audit event, in the enqueue's
-//! transaction, naming its source ([`TriggerSource`]).
+//! transaction, naming its source ([`TriggerSource`]); the task's first event, `queued`, names it too
+//! ([`TaskEventKind::Queued`](crate::events::TaskEventKind::Queued)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::policy::{Principal, Scope};
 use crate::store::{InstallationRecord, NewAuditEvent};
+
+pub use crate::events::TriggerSource;
 
 /// The scope a non-admin principal needs to emit events.
 pub const EMIT_SCOPE: &str = "events:emit";
@@ -86,45 +89,6 @@ impl Default for TriggerConfig {
             misfire: MisfirePolicy::FireOnce,
             misfire_grace: Duration::from_secs(60),
             webhook_tolerance: Duration::from_secs(300),
-        }
-    }
-}
-
-/// What started a triggered task (the payload of its `task.triggered` audit event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TriggerSource {
-    /// An emitted event.
-    Event {
-        /// The event's name (`user.onboard`).
-        event: String,
-        /// The event's id.
-        event_id: String,
-    },
-    /// A schedule instant.
-    Schedule {
-        /// The cron expression.
-        schedule: String,
-        /// The instant, UTC.
-        instant: DateTime<Utc>,
-        /// Earlier instants of a missed window this fire stands for.
-        missed: u32,
-    },
-    /// A webhook delivery.
-    Webhook {
-        /// The manifest's webhook path that matched.
-        path: String,
-        /// The delivery id.
-        delivery_id: String,
-    },
-}
-
-impl TriggerSource {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Event { .. } => "event",
-            Self::Schedule { .. } => "schedule",
-            Self::Webhook { .. } => "webhook",
         }
     }
 }
@@ -336,7 +300,8 @@ pub(crate) async fn fire(
                 input,
                 principal.clone(),
             )
-            .idempotency_key(key);
+            .idempotency_key(key)
+            .triggered_by(source.clone());
             let triggered = NewAuditEvent::by(
                 &principal,
                 "task.triggered",

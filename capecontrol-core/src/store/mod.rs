@@ -79,7 +79,7 @@ use uuid::Uuid;
 
 use crate::agent::StepRecord;
 use crate::error::{Error, FieldError, Result};
-use crate::events::TaskEvent;
+use crate::events::{TaskEvent, TriggerSource};
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
 
@@ -333,6 +333,9 @@ pub struct NewTask {
     pub timeout: Duration,
     /// The W3C `traceparent` of the submitting request.
     pub traceparent: Option<String>,
+    /// What started the task, when a trigger did: its `queued` event carries it
+    /// ([`TaskEventKind::Queued`](crate::events::TaskEventKind::Queued)).
+    pub trigger: Option<TriggerSource>,
     /// Extra audit events written in the same transaction (policy decisions, say).
     pub audit: Vec<NewAuditEvent>,
 }

@@ -110,6 +110,112 @@ pub async fn events_are_numbered_without_gaps(store: Arc<dyn Store>) {
     );
 }
 
+/// The `queued` event names the trigger that started the task ([`NewTask::trigger`]), as stored
+/// and as broadcast; a task enqueued without one has a bare `{"type": "queued"}`; an idempotent
+/// re-enqueue with another trigger changes nothing; a released task's second `queued` carries
+/// none.
+pub async fn the_queued_event_carries_the_trigger(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let mut live = store.subscribe();
+    let instant = Utc::now().trunc_subsecs(0);
+    let schedule = TriggerSource::Schedule {
+        schedule: "0 */6 * * *".into(),
+        instant,
+        missed: 2,
+    };
+    let triggered = NewTask {
+        idempotency_key: Some(unique("schedule")),
+        trigger: Some(schedule.clone()),
+        ..new_task(&agent)
+    };
+    let id = store.enqueue(triggered.clone()).await.unwrap().task.id;
+    let plain = store.enqueue(new_task(&agent)).await.unwrap().task.id;
+    let webhook = TriggerSource::Webhook {
+        path: "/payments/{id}".into(),
+        delivery_id: "d-1".into(),
+    };
+    let hooked = store
+        .enqueue(NewTask {
+            trigger: Some(webhook.clone()),
+            ..new_task(&agent)
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+
+    let queued = |trigger: Option<TriggerSource>| TaskEventKind::Queued { trigger };
+    let stored = store.events(id, 0).await.unwrap();
+    assert_eq!(seqs(&stored), [1]);
+    assert_eq!(stored[0].kind, queued(Some(schedule.clone())));
+    assert_eq!(
+        serde_json::to_value(&stored[0].kind).unwrap(),
+        json!({"type": "queued", "trigger": {"kind": "schedule", "schedule": "0 */6 * * *",
+               "instant": instant, "missed": 2}})
+    );
+    assert_eq!(
+        store.events(hooked, 0).await.unwrap()[0].kind,
+        queued(Some(webhook.clone()))
+    );
+    let bare = store.events(plain, 0).await.unwrap();
+    assert_eq!(bare[0].kind, queued(None));
+    assert_eq!(
+        serde_json::to_value(&bare[0].kind).unwrap(),
+        json!({"type": "queued"})
+    );
+
+    // The same key again, with another trigger: the first task and its event, unchanged.
+    let again = store
+        .enqueue(NewTask {
+            id: Uuid::new_v4(),
+            trigger: Some(webhook),
+            ..triggered
+        })
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.task.id, id);
+    assert_eq!(store.events(id, 0).await.unwrap(), stored);
+
+    // Subscribers got the trigger with the event.
+    let mut heard: Vec<TaskEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while heard.len() < 2 {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(e)) if (e.task_id == id || e.task_id == plain) && e.seq == 1 => heard.push(e),
+            Ok(Ok(_)) => {}
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => panic!("subscription closed: {e}"),
+            Err(_) => panic!("timed out waiting for the queued events; heard {heard:?}"),
+        }
+    }
+    for e in &heard {
+        let expected = if e.task_id == id {
+            queued(Some(schedule.clone()))
+        } else {
+            queued(None)
+        };
+        assert_eq!(e.kind, expected);
+    }
+
+    // Released (claimed, then given back): the second `queued` names no trigger.
+    let c = store
+        .claim(&claim_request("w1", &agent, 3))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.task.id == id)
+        .expect("the triggered task is claimed");
+    store
+        .release(&c.lease, Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    let after = store.events(id, 0).await.unwrap();
+    assert_eq!(kinds(&after), ["queued", "started", "queued"]);
+    assert_eq!(after[0].kind, queued(Some(schedule)));
+    assert_eq!(after[2].kind, queued(None));
+}
+
 /// A fenced write whose events do not continue the task's sequence is a conflict (a gap inside
 /// the batch, or another task's event, a validation error) and writes nothing: no event, no
 /// step, no state change.

@@ -10,7 +10,7 @@ pub(super) use uuid::Uuid;
 
 pub(super) use capecontrol_core::agent::StepRecord;
 pub(super) use capecontrol_core::error::{Error, ErrorCategory};
-pub(super) use capecontrol_core::events::{TaskEvent, TaskEventKind};
+pub(super) use capecontrol_core::events::{TaskEvent, TaskEventKind, TriggerSource};
 pub(super) use capecontrol_core::policy::Principal;
 pub(super) use capecontrol_core::state::{AgentStatus, RunStatus, TaskStatus, VersionStatus};
 pub(super) use capecontrol_core::store::{
@@ -87,6 +87,7 @@ pub(crate) fn new_task(agent: &str) -> NewTask {
         concurrency_limit: 100,
         timeout: Duration::from_secs(30),
         traceparent: Some(TRACEPARENT.into()),
+        trigger: None,
         audit: Vec::new(),
     }
 }

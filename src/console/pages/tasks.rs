@@ -182,6 +182,8 @@ struct TaskPage {
     attempts: u32,
     max_attempts: u32,
     created: String,
+    /// What started the task (a trigger, from its `queued` event); empty when submitted.
+    started_by: String,
     input: String,
     output: String,
     error: String,
@@ -205,10 +207,11 @@ pub(crate) async fn task(
         let tasks = Tasks::new(&state.api.platform, &v.by);
         let task = tasks.get(id).await?;
         let steps = tasks.steps(&task).await?;
-        Ok::<_, Error>((task, steps))
+        let trigger = tasks.trigger(&task).await?;
+        Ok::<_, Error>((task, steps, trigger))
     }
     .await;
-    let (t, steps) = match result {
+    let (t, steps, trigger) = match result {
         Ok(r) => r,
         Err(e) => return v.fail(&e),
     };
@@ -223,6 +226,7 @@ pub(crate) async fn task(
         attempts: t.attempts,
         max_attempts: t.max_attempts,
         created: when(t.created_at),
+        started_by: trigger.map(|t| t.to_string()).unwrap_or_default(),
         input: pretty(&t.input),
         output: t.output.as_ref().map(pretty).unwrap_or_default(),
         error: t.error.map(|e| e.to_string()).unwrap_or_default(),

@@ -20,8 +20,20 @@
   };
   var terminal = { completed: true, failed: true, cancelled: true };
 
+  // What started a triggered task (the `trigger` of its `queued` event).
+  function startedBy(t) {
+    switch (t.kind) {
+      case "event": return "by event " + t.event + " (id " + t.event_id + ")";
+      case "schedule": return "by schedule " + t.schedule + " at " + t.instant +
+        (t.missed ? ", standing for " + t.missed + " missed" : "");
+      case "webhook": return "by webhook " + t.path + " (delivery " + t.delivery_id + ")";
+      default: return "by a trigger";
+    }
+  }
+
   function describe(kind, data) {
     switch (kind) {
+      case "queued": return data.trigger ? "queued \u2014 " + startedBy(data.trigger) : "queued";
       case "started": return "attempt " + data.attempt + " started";
       case "step_started": return "step " + data.step + " \u201c" + data.name + "\u201d started";
       case "step_completed": return "step " + data.step + " \u201c" + data.name + "\u201d completed";

@@ -66,7 +66,10 @@ impl QueueStore for MemoryStore {
             events: Vec::new(),
             indexed: Indexed::None,
         };
-        let event = lifecycle_event(&mut entry, TaskEventKind::Queued, now);
+        let kind = TaskEventKind::Queued {
+            trigger: task.trigger,
+        };
+        let event = lifecycle_event(&mut entry, kind, now);
         // The caller's audit (the policy decision that let the task in) comes first.
         for extra in task.audit {
             state.append_audit(extra_audit(&record, extra), now);
@@ -344,7 +347,7 @@ impl QueueStore for MemoryStore {
             // Not a state-machine transition: the claim is undone, the attempt not counted.
             entry.record.status = TaskStatus::Queued;
             entry.record.attempts = entry.record.attempts.saturating_sub(1);
-            (TaskEventKind::Queued, "task.released")
+            (TaskEventKind::Queued { trigger: None }, "task.released")
         };
         clear_lease(entry);
         sent.push(lifecycle_event(entry, kind, now));

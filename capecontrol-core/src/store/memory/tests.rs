@@ -58,6 +58,7 @@ fn task(agent: &str) -> NewTask {
         concurrency_limit: 10,
         timeout: Duration::from_secs(1),
         traceparent: None,
+        trigger: None,
         audit: Vec::new(),
     }
 }
