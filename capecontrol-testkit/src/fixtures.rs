@@ -53,6 +53,7 @@ pub fn task(agent: &str, user: &str) -> NewTask {
         timeout: Duration::from_secs(30),
         traceparent: None,
         audit: Vec::new(),
+        parent_id: None,
     }
 }
 

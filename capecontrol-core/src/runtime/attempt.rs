@@ -29,10 +29,12 @@ use super::executor::{Executor, Invocation};
 use super::host::PlatformHost;
 use super::middleware::{ExecuteEndpoint, ExecuteNext, Execution};
 use super::node::{Node, Running};
+use super::waits;
 use crate::agent::TaskContext;
 use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
+use crate::state::TaskStatus;
 use crate::store::{Claimed, Outcome, TaskRecord};
 
 /// The end of the execute chain: the executor chosen for the attempt, its output capped at
@@ -141,7 +143,8 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             Arc::clone(&task),
             last_seq,
         )
-        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2),
+        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2)
+        .submitting(Arc::clone(node)),
     );
     // Heart-beaten from here until the last write returned (the guard is dropped last).
     node.running_insert(
@@ -289,10 +292,21 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         }
         End::Suspended => {
             node.breakers.record_neutral(&key);
-            if let Err(e) = host.suspend_now().await {
-                tracing::warn!(%task_id, error = %e, "could not suspend the task");
+            match host.suspend_now().await {
+                // Its children may all have ended already: woken at once, not at the sweep.
+                Ok(t) if t.status == TaskStatus::Waiting => {
+                    waits::join_ready(node, Some(task_id)).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%task_id, error = %e, "could not suspend the task"),
             }
         }
+    }
+    // A child that ended here wakes its waiting parent at once (else the sweep does).
+    if let Some(parent) = task.parent_id
+        && !node.kill.is_cancelled()
+    {
+        waits::join_ready(node, Some(parent)).await;
     }
     publish_breaker(node, &task);
 }
