@@ -17,19 +17,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Squares numbers, one child task per number.
-#[derive(Agent)]
+#[derive(Debug, Agent)]
 #[agent(name = "Squares", version = "1.0.0")]
 pub struct Squares;
 
 /// A number.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct Number {
     /// The number.
     pub n: u64,
 }
 
 /// How far to count.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct Upto {
     /// The last number.
     pub upto: u64,
@@ -111,8 +111,9 @@ pub async fn run(
     Ok((parent, children))
 }
 
+/// Runs the example for 1..=20 and prints what the parent and its children did.
 #[tokio::main]
-async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let (parent, children) = run(20).await?;
     println!("parent {}: {}", parent.id, parent.status);
     let report: Report = serde_json::from_value(parent.output.unwrap_or_default())?;

@@ -3,7 +3,7 @@
 
 #[allow(dead_code)]
 #[path = "../examples/children.rs"]
-mod children_example;
+pub mod children_example;
 
 use capecontrol::TaskStatus;
 use children_example::Report;
@@ -19,7 +19,7 @@ async fn the_parent_joins_its_twenty_children_and_sees_the_failed_one() {
         Report {
             sum,
             children: 20,
-            failed: vec!["Validation: 13 is unlucky".into()],
+            failed: vec!["Validation: invalid input; /n: 13 is unlucky".into()],
         }
     );
     assert_eq!(children.len(), 20);
