@@ -33,3 +33,8 @@ async fn a_child_failure_is_a_typed_value() {
 async fn cancelling_a_parent_cancels_its_children() {
     children::cancelling_a_parent_cancels_its_children(shared(), fast_config()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_spawned_while_the_cancel_travels_is_cancelled() {
+    children::a_child_spawned_while_the_cancel_travels_is_cancelled(shared(), fast_config()).await;
+}

@@ -44,4 +44,6 @@ scenarios! {
     each_child_is_spawned_once_across_a_crash_of_the_parents_node => spawn_once_across_a_crash(100);
     a_child_failure_is_a_typed_value => a_child_failure_is_a_typed_value();
     cancelling_a_parent_cancels_its_children => cancelling_a_parent_cancels_its_children();
+    a_child_spawned_while_the_cancel_travels_is_cancelled =>
+        a_child_spawned_while_the_cancel_travels_is_cancelled();
 }

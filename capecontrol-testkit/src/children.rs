@@ -351,3 +351,85 @@ where
     let err = p.cancel(id, &user()).await.unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Conflict);
 }
+
+/// The agent `canceller`: its task spawns a `family` `nap`, cancels itself through the store
+/// (the cascade cancels that child; the attempt learns of it only at its next heartbeat),
+/// spawns a second `nap` meanwhile, and fails once its cancellation reaches it.
+pub fn canceller(store: Arc<dyn Store>) -> TestAgent {
+    let config = Config {
+        retries: 0,
+        ..Config::default()
+    };
+    agent(manifest("Canceller", config, &[]), move |_, _, cx| {
+        let store = store.clone();
+        Box::pin(async move {
+            let first = cx.spawn("family", "nap", json!({})).await?;
+            store.cancel(cx.task_id(), cx.principal()).await?;
+            let second = cx.spawn("family", "nap", json!({})).await?;
+            cx.cancellation().cancelled().await;
+            Err(Error::conflict(format!(
+                "cancelled after spawning {} and {}",
+                first.id(),
+                second.id()
+            )))
+        })
+    })
+}
+
+/// A child spawned after the store's cancel cascaded (while the cancel travels to the parent's
+/// attempt) is cancelled too once the parent's attempt ends cancelled; the one that existed at
+/// the cancel is cancelled by the cascade (`cascade_from`).
+pub async fn a_child_spawned_while_the_cancel_travels_is_cancelled<F, Fut>(
+    make: F,
+    config: PlatformConfig,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = make().await;
+    let p = platform_with(
+        store.clone(),
+        vec![family(), canceller(store.clone())],
+        config,
+    )
+    .await;
+    install(&store, "family", "alice", &[]).await;
+    install(&store, "canceller", "alice", &[]).await;
+    let id = p
+        .submit(TaskRequest::new("canceller", "run", json!({}), user()))
+        .await
+        .unwrap();
+    until_status(&p, id, TaskStatus::Cancelled).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let children = loop {
+        let children = children_of(&p, id).await;
+        if children.len() == 2 && children.iter().all(|c| c.status.is_final()) {
+            break children;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children not all ended: {:?}",
+            children
+                .iter()
+                .map(|c| (c.created_at, c.status))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut children = children;
+    children.sort_by_key(|c| (c.created_at, c.id));
+    for c in &children {
+        assert_eq!(c.status, TaskStatus::Cancelled, "child {}", c.id);
+    }
+    let cascaded = |audit: &[capecontrol_core::store::AuditEvent]| {
+        audit.iter().any(|a| a.payload["cascade_from"] == json!(id))
+    };
+    let first = p.audit(children[0].id, &user()).await.unwrap();
+    assert!(cascaded(&first), "the first child went with the cascade");
+    let second = p.audit(children[1].id, &user()).await.unwrap();
+    assert!(
+        !cascaded(&second),
+        "the second child was spawned after the cascade: {second:?}"
+    );
+    assert!(second.iter().any(|a| a.event_type == "task.cancelled"));
+}

@@ -35,7 +35,7 @@ use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
 use crate::state::TaskStatus;
-use crate::store::{Claimed, Outcome, TaskRecord};
+use crate::store::{Claimed, MAX_LIST_TASKS, Outcome, TaskFilter, TaskRecord};
 
 /// The end of the execute chain: the executor chosen for the attempt, its output capped at
 /// `max_output` bytes of JSON.
@@ -260,7 +260,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         }
         End::Done(Err(error)) => {
             if cancel_requested(node, task_id).await {
-                finish_cancelled(&host).await;
+                finish_cancelled(node, &host, &task).await;
             } else {
                 // Only the agent's own failures count: a `resource` error (executor or store
                 // trouble) says nothing about the agent version.
@@ -276,7 +276,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             ));
             finish_failed(node, &host, &task, error, true).await;
         }
-        End::Cancelled => finish_cancelled(&host).await,
+        End::Cancelled => finish_cancelled(node, &host, &task).await,
         End::LeaseLost => {
             tracing::warn!(%task_id, "lease lost; the attempt was abandoned");
             node.breakers.record_neutral(&key);
@@ -297,6 +297,8 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
                 Ok(t) if t.status == TaskStatus::Waiting => {
                     waits::join_ready(node, Some(task_id)).await;
                 }
+                // A cancel was requested: the suspend cancelled the task.
+                Ok(t) if t.status == TaskStatus::Cancelled => cancel_children(node, &task).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%task_id, error = %e, "could not suspend the task"),
             }
@@ -364,9 +366,43 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
     })
 }
 
-async fn finish_cancelled(host: &PlatformHost) {
-    if let Err(e) = host.finish(Outcome::Cancelled).await {
-        tracing::warn!(task_id = %host.lease().task_id, error = %e, "could not record the cancellation");
+/// Ends the attempt cancelled; then cancels the task's children that are not final yet: the
+/// store's cancel cascaded to the children that existed then, and this catches one the attempt
+/// spawned while the cancel was on its way to it.
+async fn finish_cancelled(node: &Node, host: &PlatformHost, task: &TaskRecord) {
+    match host.finish(Outcome::Cancelled).await {
+        Ok(t) if t.status == TaskStatus::Cancelled => cancel_children(node, task).await,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(task_id = %host.lease().task_id, error = %e, "could not record the cancellation");
+        }
+    }
+}
+
+/// Cancels the children of `task` that are not final (each cascading to its own), audited as
+/// by the task's principal.
+async fn cancel_children(node: &Node, task: &TaskRecord) {
+    let filter = TaskFilter {
+        parent_id: Some(task.id),
+        limit: Some(MAX_LIST_TASKS),
+        ..TaskFilter::default()
+    };
+    let children = match node.store.list_tasks(&filter).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(task_id = %task.id, error = %e, "could not list a cancelled task's children");
+            return;
+        }
+    };
+    for child in children.iter().filter(|c| !c.status.is_final()) {
+        match node.store.cancel(child.id, &task.principal).await {
+            Ok(_) => node.cancel_running(child.id),
+            // Ended meanwhile.
+            Err(e) if e.category() == ErrorCategory::Conflict => {}
+            Err(e) => {
+                tracing::warn!(task_id = %child.id, error = %e, "could not cancel a child task");
+            }
+        }
     }
 }
 
