@@ -23,8 +23,10 @@ use crate::manifest::{Manifest, TaskDecl, ToolDecl};
 use crate::policy::{Principal, Scope};
 use crate::state::RunStatus;
 
+mod children;
 mod waiting;
 
+pub use children::{Child, ChildOutcome};
 pub use waiting::{Ask, AskOutcome, DEFAULT_ASK_TIMEOUT};
 
 /// A task's declaration as an agent reports it (name, description, input and output schemas).
@@ -148,6 +150,17 @@ pub trait TaskHost: Send + Sync {
         Err(Error::resource(format!(
             "step `{}` waits durably, which needs a platform (this host cannot wait)",
             wait.name
+        )))
+    }
+    /// Submits task `task` of agent `agent` on `input` as a child of the running task, from
+    /// its journal step `step` (see [`TaskContext::spawn`]), and returns the child's id. A
+    /// host that can submit does so as the task's principal, idempotently per (task, step), so
+    /// that a replay of the step returns the same child; the default refuses (a host without a
+    /// platform, such as [`MemoryJournal`], cannot submit).
+    async fn spawn_child(&self, step: u32, agent: &str, task: &str, input: Value) -> Result<Uuid> {
+        let _ = (step, input);
+        Err(Error::resource(format!(
+            "spawning a child task (`{agent}`/`{task}`) needs a platform (this host cannot submit)"
         )))
     }
 }

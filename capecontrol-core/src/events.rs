@@ -179,11 +179,20 @@ pub enum TaskEventKind {
         /// When it wakes.
         until: DateTime<Utc>,
     },
-    /// A waiting task was woken (answered, or its time came) and is queued again.
+    /// The task waits, without a worker, until its child tasks are final
+    /// ([`TaskContext::join`](crate::TaskContext::join)).
+    WaitingForChildren {
+        /// The journal position the children's outcomes fill.
+        step: u32,
+        /// The children waited for.
+        children: Vec<Uuid>,
+    },
+    /// A waiting task was woken (answered, its time came, or its children ended) and is queued
+    /// again.
     Resumed {
         /// The journal position the wake-up filled.
         step: u32,
-        /// Who answered (`None`: the deadline passed).
+        /// Who answered (`None`: the deadline passed, or the children ended).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
@@ -205,6 +214,7 @@ impl TaskEventKind {
             Self::Cancelled => "cancelled",
             Self::WaitingForInput { .. } => "waiting_for_input",
             Self::Sleeping { .. } => "sleeping",
+            Self::WaitingForChildren { .. } => "waiting_for_children",
             Self::Resumed { .. } => "resumed",
         }
     }

@@ -97,6 +97,7 @@ fn task(agent: &str, priority: i32, delayed: bool, limit: u32) -> NewTask {
         traceparent: None,
         trigger: None,
         audit: Vec::new(),
+        parent_id: None,
     }
 }
 

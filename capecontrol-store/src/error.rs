@@ -57,7 +57,7 @@ pub(crate) fn db_agent(agent_id: &str) -> impl Fn(sqlx::Error) -> Error + '_ {
 fn referenced(constraint: &str) -> &'static str {
     if constraint.contains("agent_id") {
         "agent"
-    } else if constraint.contains("task_id") {
+    } else if constraint.contains("task_id") || constraint.contains("parent_id") {
         "task"
     } else {
         "referenced row"

@@ -37,9 +37,9 @@ const ENQUEUE: &str = r#"
 WITH ins AS (
   INSERT INTO tasks (id, user_id, agent_id, version, goal, input, principal, priority, run_at,
                      max_attempts, concurrency_limit, timeout_ms, idempotency_key, status,
-                     last_seq, created_at, traceparent)
+                     last_seq, created_at, traceparent, parent_id)
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()), $10, $11, $12, $13,
-          'queued', 1, clock_timestamp(), $23)
+          'queued', 1, clock_timestamp(), $23, $24)
   ON CONFLICT (user_id, idempotency_key) DO NOTHING
   RETURNING *
 ), ev AS (
@@ -263,15 +263,23 @@ WITH exp AS (
 SELECT t.id, t.status, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
 "#;
 
+/// Cancels `$1` (queued or waiting: at once; running: flagged) and, when it was not final, its
+/// descendants that are not final the same way (`tree` walks `parent_id`), each with its event
+/// and audit row (`cascade_from` naming `$1` for a descendant). Returns every row it changed.
 const CANCEL: &str = r#"
-WITH t AS (
+WITH RECURSIVE tree(id) AS (
+  SELECT id FROM tasks WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
+  UNION
+  SELECT c.id FROM tasks c JOIN tree ON c.parent_id = tree.id
+), t AS (
   UPDATE tasks SET
     status = CASE WHEN status IN ('queued', 'waiting') THEN 'cancelled' ELSE status END,
     completed_at = CASE WHEN status IN ('queued', 'waiting') THEN now() ELSE completed_at END,
     cancel_requested = CASE WHEN status = 'running' THEN true ELSE cancel_requested END,
     last_seq = CASE WHEN status IN ('queued', 'waiting') THEN last_seq + 1 ELSE last_seq END
-  WHERE id = $1 AND status IN ('queued', 'running', 'waiting')
-  RETURNING *
+  FROM tree
+  WHERE tasks.id = tree.id AND tasks.status IN ('queued', 'running', 'waiting')
+  RETURNING tasks.*
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT t.id, t.last_seq, now(), $2::jsonb FROM t WHERE t.status = 'cancelled'
@@ -280,10 +288,11 @@ WITH t AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
   SELECT t.id, t.agent_id, $3::text,
          CASE WHEN t.status = 'cancelled' THEN 'task.cancelled' ELSE 'task.cancel_requested' END,
-         '{}'::jsonb, $4::inet, $5::text
-  FROM t
+         CASE WHEN t.id = $1 THEN '{}'::jsonb ELSE jsonb_build_object('cascade_from', $1::uuid) END,
+         $4::inet, $5::text
+  FROM t ORDER BY (t.id <> $1), t.created_at, t.id
 )
-SELECT t.*, (SELECT to_jsonb(ev) FROM ev) AS event FROM t
+SELECT t.*, (SELECT to_jsonb(e) FROM ev e WHERE e.task_id = t.id) AS event FROM t
 "#;
 
 impl PostgresStore {
@@ -344,6 +353,7 @@ async fn enqueue_on(
         .bind(&a.user_agent)
         .bind(in_tx.then_some(CHANNEL))
         .bind(&task.traceparent)
+        .bind(task.parent_id)
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_agent(&task.agent_id))?;
@@ -878,19 +888,27 @@ impl QueueStore for PostgresStore {
     }
 
     async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
-        let row = sqlx::query(CANCEL)
+        let rows = sqlx::query(CANCEL)
             .bind(task_id)
             .bind(to_json(&TaskEventKind::Cancelled)?)
             .bind(&by.user_id)
             .bind(by.ip_address)
             .bind(&by.user_agent)
-            .fetch_optional(&self.inner.pool)
+            .fetch_all(&self.inner.pool)
             .await
             .map_err(db)?;
-        match row {
-            Some(row) => {
-                let task = rows::task(&row)?;
-                self.announce(event_column(&row)?.into_iter().collect(), false, true);
+        let mut root = None;
+        let mut events = Vec::new();
+        for row in &rows {
+            let task = rows::task(row)?;
+            events.extend(event_column(row)?);
+            if task.id == task_id {
+                root = Some(task);
+            }
+        }
+        match root {
+            Some(task) => {
+                self.announce(events, false, true);
                 Ok(task)
             }
             None => {
@@ -918,12 +936,14 @@ impl QueueStore for PostgresStore {
         sqlx::query(
             "SELECT * FROM tasks WHERE ($1::text IS NULL OR user_id = $1) \
              AND ($2::text IS NULL OR agent_id = $2) AND ($3::text IS NULL OR status = $3) \
+             AND ($5::uuid IS NULL OR parent_id = $5) \
              ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(&filter.user_id)
         .bind(&filter.agent_id)
         .bind(filter.status.map(|s| s.as_str()))
         .bind(limit)
+        .bind(filter.parent_id)
         .fetch_all(&self.inner.pool)
         .await
         .map_err(db)?

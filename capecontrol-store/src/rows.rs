@@ -121,6 +121,7 @@ pub(crate) fn task(row: &PgRow) -> Result<TaskRecord> {
         started_at: get(row, "started_at")?,
         completed_at: get(row, "completed_at")?,
         traceparent: get(row, "traceparent")?,
+        parent_id: get(row, "parent_id")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
     })
 }

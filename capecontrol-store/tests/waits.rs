@@ -38,6 +38,7 @@ cases! {
     deadline_wakes_once_and_an_answer_then_conflicts;
     cancel_a_waiting_task;
     suspend_is_fenced_and_honours_a_requested_cancel;
+    children_join_and_cancel_cascade;
 }
 
 macro_rules! scenarios {

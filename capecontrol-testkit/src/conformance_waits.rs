@@ -13,6 +13,11 @@
 //!   a later answer is a conflict. A wait whose deadline is ahead is not woken.
 //! - Cancelling a waiting task cancels it at once; a suspend of a task whose cancellation was
 //!   requested cancels it.
+//! - Child tasks: a task enqueued with a `parent_id` is listed by that parent (an unknown
+//!   parent is not-found); a parent waiting on children is joinable once they are all final
+//!   (not before), and its wake is audited with the reason `children`. Cancelling a task
+//!   cancels its descendants that are not final (a running one is flagged), each audited with
+//!   `cascade_from`; a final task's cancel is a conflict that leaves its children alone.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -42,6 +47,7 @@ where
     deadline_wakes_once_and_an_answer_then_conflicts(make().await).await;
     cancel_a_waiting_task(make().await).await;
     suspend_is_fenced_and_honours_a_requested_cancel(make().await).await;
+    children_join_and_cancel_cascade(make().await).await;
 }
 
 async fn agent_with_task(store: &Arc<dyn Store>) -> (String, Uuid) {
@@ -413,5 +419,181 @@ pub async fn suspend_is_fenced_and_honours_a_requested_cancel(store: Arc<dyn Sto
     assert_eq!(
         names(&store.events(id, 0).await.unwrap()).last(),
         Some(&"cancelled")
+    );
+}
+
+/// A child of `parent` for `agent`, enqueued; returns its id.
+async fn child(store: &Arc<dyn Store>, agent: &str, parent: Uuid) -> Uuid {
+    let mut t = task(agent, "alice");
+    t.parent_id = Some(parent);
+    let id = t.id;
+    let queued = store.enqueue(t).await.unwrap();
+    assert_eq!(queued.task.parent_id, Some(parent));
+    id
+}
+
+/// Children listed by their parent, joinable once final, woken with the reason `children`;
+/// the cancel cascade over descendants (see the module docs).
+pub async fn children_join_and_cancel_cascade(store: Arc<dyn Store>) {
+    let alice = Principal::new("alice");
+    let (agent, parent) = agent_with_task(&store).await;
+    let c = claim(&store, &agent).await;
+    let mut orphan = task(&agent, "alice");
+    orphan.parent_id = Some(Uuid::new_v4());
+    assert_category(store.enqueue(orphan).await, ErrorCategory::NotFound);
+    let (a, b) = (
+        child(&store, &agent, parent).await,
+        child(&store, &agent, parent).await,
+    );
+    let listed = store
+        .list_tasks(&capecontrol_core::store::TaskFilter {
+            parent_id: Some(parent),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut listed: Vec<Uuid> = listed.iter().map(|t| t.id).collect();
+    listed.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(listed, want);
+    assert_eq!(store.get_task(a).await.unwrap().parent_id, Some(parent));
+
+    let join = Wait {
+        step: 3,
+        name: "join".into(),
+        until: None,
+        on_timeout: Value::Null,
+        waiting_for: WaitFor::Children { ids: vec![a, b] },
+    };
+    store
+        .suspend(&c.lease, suspend(&c, join.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        names(&store.events(parent, 0).await.unwrap()).last(),
+        Some(&"waiting_for_children")
+    ));
+    assert!(store.joinable(None, 100).await.unwrap().is_empty());
+    // One child ends, the other not yet.
+    let ca = claim(&store, &agent).await;
+    assert_eq!(ca.task.id, a);
+    store
+        .finish(
+            &ca.lease,
+            capecontrol_core::store::Finish {
+                outcome: capecontrol_core::store::Outcome::Completed { output: json!(1) },
+                steps: Vec::new(),
+                events: Vec::new(),
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.joinable(Some(parent), 100).await.unwrap().is_empty());
+    store.cancel(b, &alice).await.unwrap();
+    assert_eq!(
+        store.joinable(None, 100).await.unwrap(),
+        vec![(parent, join.clone())]
+    );
+    assert_eq!(
+        store.joinable(Some(parent), 100).await.unwrap(),
+        vec![(parent, join)]
+    );
+    store
+        .wake(Wake {
+            task_id: parent,
+            step: 3,
+            output: json!([]),
+            by: None,
+            audit: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(store.joinable(None, 100).await.unwrap().is_empty());
+    let resumed = store
+        .list_audit(&AuditFilter {
+            task_id: Some(parent),
+            event_type: Some("task.resumed".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].payload["reason"], "children");
+    assert_eq!(resumed[0].payload["kind"], "children");
+
+    // The cascade: a running root with a running child, which has a queued grandchild, and a
+    // queued sibling of that child.
+    let (other, root) = agent_with_task(&store).await;
+    let running = child(&store, &other, root).await;
+    let grandchild = child(&store, &other, running).await;
+    let sibling = child(&store, &other, root).await;
+    let mut req = claim_req("w2", 2, 30_000);
+    req.agents = Some(vec![other.clone()]);
+    let mut claimed: Vec<Uuid> = store
+        .claim(&req)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.task.id)
+        .collect();
+    claimed.sort();
+    let mut oldest = vec![root, running];
+    oldest.sort();
+    assert_eq!(claimed, oldest, "the two oldest are claimed");
+    let t = store.cancel(root, &alice).await.unwrap();
+    assert_eq!(t.status, TaskStatus::Running);
+    assert!(t.cancel_requested);
+    let d = store.get_task(running).await.unwrap();
+    assert_eq!(d.status, TaskStatus::Running);
+    assert!(d.cancel_requested, "a running descendant is flagged");
+    for id in [grandchild, sibling] {
+        assert_eq!(
+            store.get_task(id).await.unwrap().status,
+            TaskStatus::Cancelled,
+            "a queued descendant is cancelled at once"
+        );
+        assert_eq!(
+            names(&store.events(id, 0).await.unwrap()),
+            ["queued", "cancelled"]
+        );
+    }
+    for id in [running, grandchild, sibling] {
+        let rows = store
+            .list_audit(&AuditFilter {
+                task_id: Some(id),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        let cascaded: Vec<_> = rows
+            .iter()
+            .filter(|r| r.payload["cascade_from"] == json!(root))
+            .collect();
+        assert_eq!(cascaded.len(), 1, "{rows:?}");
+        assert_eq!(cascaded[0].user_id.as_deref(), Some("alice"));
+    }
+
+    // A final parent: its cancel is a conflict, its queued child stays queued.
+    let (third, done) = agent_with_task(&store).await;
+    let cd = claim(&store, &third).await;
+    let kid = child(&store, &third, done).await;
+    store
+        .finish(
+            &cd.lease,
+            capecontrol_core::store::Finish {
+                outcome: capecontrol_core::store::Outcome::Completed { output: json!(1) },
+                steps: Vec::new(),
+                events: Vec::new(),
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_category(store.cancel(done, &alice).await, ErrorCategory::Conflict);
+    assert_eq!(
+        store.get_task(kid).await.unwrap().status,
+        TaskStatus::Queued
     );
 }

@@ -54,6 +54,7 @@ pub fn task(agent: &str, user: &str) -> NewTask {
         traceparent: None,
         trigger: None,
         audit: Vec::new(),
+        parent_id: None,
     }
 }
 

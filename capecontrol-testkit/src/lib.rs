@@ -9,10 +9,12 @@
 //! - [`conformance_triggers`]: the trigger store's cases, run by `conformance::run_all`.
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
+//! - [`children`]: runtime scenarios of child tasks (`cx.spawn`, `cx.join`), on both stores.
 //! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
 //!   user and its installation, a task's events.
 
 pub mod checks;
+pub mod children;
 pub mod conformance;
 pub mod conformance_live;
 pub mod conformance_queue;

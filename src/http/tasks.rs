@@ -227,6 +227,7 @@ pub(crate) async fn list(
         user_id: q.user,
         agent_id: q.agent,
         status: q.status,
+        parent_id: None,
         limit: Some(q.offset.saturating_add(q.limit)),
     };
     let tasks = Tasks::new(&state.platform, &by).list(filter).await?;

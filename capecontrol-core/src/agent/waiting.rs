@@ -205,7 +205,7 @@ impl TaskContext {
 
     /// The journaled value of the wait's step, or (first time) suspends the task: the host
     /// ends the attempt and this future never completes.
-    async fn wait_step(&self, wait: Wait) -> Result<Value> {
+    pub(super) async fn wait_step(&self, wait: Wait) -> Result<Value> {
         if let Some(record) = self.completed.get(&wait.step) {
             if record.name != wait.name {
                 return Err(Error::agent(format!(

@@ -29,11 +29,13 @@ use super::executor::{Executor, Invocation};
 use super::host::PlatformHost;
 use super::middleware::{ExecuteEndpoint, ExecuteNext, Execution};
 use super::node::{Node, Running};
+use super::waits;
 use crate::agent::TaskContext;
 use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
-use crate::store::{Claimed, Outcome, TaskRecord};
+use crate::state::TaskStatus;
+use crate::store::{Claimed, MAX_LIST_TASKS, Outcome, TaskFilter, TaskRecord};
 
 /// The end of the execute chain: the executor chosen for the attempt, its output capped at
 /// `max_output` bytes of JSON.
@@ -141,7 +143,8 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             Arc::clone(&task),
             last_seq,
         )
-        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2),
+        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2)
+        .submitting(Arc::clone(node)),
     );
     // Heart-beaten from here until the last write returned (the guard is dropped last).
     node.running_insert(
@@ -257,7 +260,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         }
         End::Done(Err(error)) => {
             if cancel_requested(node, task_id).await {
-                finish_cancelled(&host).await;
+                finish_cancelled(node, &host, &task).await;
             } else {
                 // Only the agent's own failures count: a `resource` error (executor or store
                 // trouble) says nothing about the agent version.
@@ -273,7 +276,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             ));
             finish_failed(node, &host, &task, error, true).await;
         }
-        End::Cancelled => finish_cancelled(&host).await,
+        End::Cancelled => finish_cancelled(node, &host, &task).await,
         End::LeaseLost => {
             tracing::warn!(%task_id, "lease lost; the attempt was abandoned");
             node.breakers.record_neutral(&key);
@@ -289,10 +292,23 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         }
         End::Suspended => {
             node.breakers.record_neutral(&key);
-            if let Err(e) = host.suspend_now().await {
-                tracing::warn!(%task_id, error = %e, "could not suspend the task");
+            match host.suspend_now().await {
+                // Its children may all have ended already: woken at once, not at the sweep.
+                Ok(t) if t.status == TaskStatus::Waiting => {
+                    waits::join_ready(node, Some(task_id)).await;
+                }
+                // A cancel was requested: the suspend cancelled the task.
+                Ok(t) if t.status == TaskStatus::Cancelled => cancel_children(node, &task).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%task_id, error = %e, "could not suspend the task"),
             }
         }
+    }
+    // A child that ended here wakes its waiting parent at once (else the sweep does).
+    if let Some(parent) = task.parent_id
+        && !node.kill.is_cancelled()
+    {
+        waits::join_ready(node, Some(parent)).await;
     }
     publish_breaker(node, &task);
 }
@@ -350,9 +366,43 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
     })
 }
 
-async fn finish_cancelled(host: &PlatformHost) {
-    if let Err(e) = host.finish(Outcome::Cancelled).await {
-        tracing::warn!(task_id = %host.lease().task_id, error = %e, "could not record the cancellation");
+/// Ends the attempt cancelled; then cancels the task's children that are not final yet: the
+/// store's cancel cascaded to the children that existed then, and this catches one the attempt
+/// spawned while the cancel was on its way to it.
+async fn finish_cancelled(node: &Node, host: &PlatformHost, task: &TaskRecord) {
+    match host.finish(Outcome::Cancelled).await {
+        Ok(t) if t.status == TaskStatus::Cancelled => cancel_children(node, task).await,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(task_id = %host.lease().task_id, error = %e, "could not record the cancellation");
+        }
+    }
+}
+
+/// Cancels the children of `task` that are not final (each cascading to its own), audited as
+/// by the task's principal.
+async fn cancel_children(node: &Node, task: &TaskRecord) {
+    let filter = TaskFilter {
+        parent_id: Some(task.id),
+        limit: Some(MAX_LIST_TASKS),
+        ..TaskFilter::default()
+    };
+    let children = match node.store.list_tasks(&filter).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(task_id = %task.id, error = %e, "could not list a cancelled task's children");
+            return;
+        }
+    };
+    for child in children.iter().filter(|c| !c.status.is_final()) {
+        match node.store.cancel(child.id, &task.principal).await {
+            Ok(_) => node.cancel_running(child.id),
+            // Ended meanwhile.
+            Err(e) if e.category() == ErrorCategory::Conflict => {}
+            Err(e) => {
+                tracing::warn!(task_id = %child.id, error = %e, "could not cancel a child task");
+            }
+        }
     }
 }
 

@@ -62,6 +62,17 @@ impl Gateway {
         request: TaskRequest,
         extra_audit: Vec<NewAuditEvent>,
     ) -> Result<Uuid> {
+        self.submit_linked(node, request, None, extra_audit).await
+    }
+
+    /// [`Gateway::submit_with`] of a child task of `parent_id` (when given).
+    pub(crate) async fn submit_linked(
+        &self,
+        node: &Node,
+        request: TaskRequest,
+        parent_id: Option<Uuid>,
+        extra_audit: Vec<NewAuditEvent>,
+    ) -> Result<Uuid> {
         let store = &node.store;
         let principal = request.principal.clone();
         if let Some(t) = &request.traceparent {
@@ -107,6 +118,7 @@ impl Gateway {
                 .chain(extra_audit.into_iter().map(|e| e.task(task_id)))
                 .collect(),
             request,
+            parent_id,
         };
         let endpoint = Enqueue(Arc::clone(store));
         let rejection = Rejection::default();
@@ -299,6 +311,7 @@ impl SubmitEndpoint for Enqueue {
                 traceparent: sub.request.traceparent,
                 trigger,
                 audit: sub.audit,
+                parent_id: sub.parent_id,
             })
             .await
     }

@@ -25,6 +25,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
+use super::node::Node;
+use super::request::TaskRequest;
 use crate::agent::{StepRecord, TaskHost, ToolCall};
 use crate::error::{Error, Result};
 use crate::events::{TaskEvent, TaskEventKind};
@@ -67,6 +71,8 @@ pub(crate) struct PlatformHost {
     retry_for: Duration,
     /// The durable wait the task asked for (see the `wait` module).
     wait: wait::Suspension,
+    /// The node whose gateway submits the task's children (`None`: the task cannot spawn).
+    node: Option<Arc<Node>>,
 }
 
 mod wait;
@@ -89,7 +95,14 @@ impl PlatformHost {
             kill: CancellationToken::new(),
             retry_for: Duration::from_secs(60),
             wait: wait::Suspension::default(),
+            node: None,
         }
+    }
+
+    /// Lets the task spawn children through `node`'s gateway.
+    pub(crate) fn submitting(mut self, node: Arc<Node>) -> Self {
+        self.node = Some(node);
+        self
     }
 
     /// Stops repeating writes when `lost` (the lease is gone) or `kill` (the node is dropped)
@@ -385,6 +398,27 @@ impl TaskHost for PlatformHost {
     async fn suspend(&self, wait: crate::store::Wait) -> Result<()> {
         self.request_suspend(wait)
     }
+
+    async fn spawn_child(&self, step: u32, agent: &str, task: &str, input: Value) -> Result<Uuid> {
+        let Some(node) = &self.node else {
+            return Err(Error::resource(format!(
+                "spawning a child task (`{agent}`/`{task}`) needs a platform node"
+            )));
+        };
+        let parent = &self.task;
+        let mut request = TaskRequest::new(agent, task, input, parent.principal.clone())
+            .idempotency_key(format!("child:{}:{step}", parent.id));
+        request.traceparent = parent.traceparent.clone();
+        let spawned = NewAuditEvent::by(
+            &parent.principal,
+            "task.spawned",
+            json!({ "parent_id": parent.id, "parent_agent": parent.agent_id, "step": step,
+                    "task": task }),
+        );
+        node.gateway
+            .submit_linked(node, request, Some(parent.id), vec![spawned])
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -418,7 +452,7 @@ mod tests {
             .unwrap();
         store
             .enqueue(NewTask {
-                id: uuid::Uuid::new_v4(),
+                id: Uuid::new_v4(),
                 agent_id: "a".into(),
                 version: "1.0.0".into(),
                 task: "t".into(),
@@ -433,6 +467,7 @@ mod tests {
                 traceparent: None,
                 trigger: None,
                 audit: Vec::new(),
+                parent_id: None,
             })
             .await
             .unwrap();

@@ -12,6 +12,7 @@ use super::breaker::CircuitBreakers;
 use super::completions::Completions;
 use super::config::PlatformConfig;
 use super::executor::Executor;
+use super::gateway::Gateway;
 use super::middleware::Middleware;
 use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::Manifest;
@@ -46,6 +47,8 @@ pub(crate) struct Node {
     pub(crate) kill: CancellationToken,
     /// The tasks waited for here (see [`Completions`]).
     pub(crate) completions: Arc<Completions>,
+    /// The way in of every submission made here (the platform's and its tasks' children).
+    pub(crate) gateway: Gateway,
 }
 
 impl Node {
@@ -68,6 +71,7 @@ impl Node {
             release: CancellationToken::new(),
             kill: CancellationToken::new(),
             completions: Arc::default(),
+            gateway: Gateway::default(),
         }
     }
 

@@ -28,7 +28,6 @@ use crate::store::{
 /// [`Platform::builder`](super::builder::PlatformBuilder).
 pub struct Platform {
     node: Arc<Node>,
-    gateway: Gateway,
     registry: Registry,
     access: Arc<dyn TaskAccessPolicy>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -81,7 +80,6 @@ impl Platform {
         }
         Self {
             node,
-            gateway: Gateway::default(),
             registry,
             access,
             tasks: Mutex::new(tasks),
@@ -90,7 +88,7 @@ impl Platform {
 
     /// The node and the gateway (for the triggers' module).
     pub(crate) fn parts(&self) -> (&Node, &Gateway) {
-        (&self.node, &self.gateway)
+        (&self.node, &self.node.gateway)
     }
 
     /// The registry (agents, versions, marketplace, installs) over the platform's store.
@@ -111,7 +109,7 @@ impl Platform {
     /// Submits a task through the gateway: policy, middleware, enqueue. Returns the task's id
     /// (an existing task's id when the idempotency key was seen before).
     pub async fn submit(&self, request: TaskRequest) -> Result<Uuid> {
-        self.gateway.submit(&self.node, request).await
+        self.node.gateway.submit(&self.node, request).await
     }
 
     /// The task's current record, if `by` may read it (see [`access`](super::access)).
@@ -119,8 +117,10 @@ impl Platform {
         self.authorize(task_id, by, TaskAction::Get).await
     }
 
-    /// Cancels a task, if `by` may: a queued one at once, a running one by signalling its
-    /// attempt (on this node directly, on another through its next heartbeat).
+    /// Cancels a task, if `by` may: a queued or waiting one at once, a running one by
+    /// signalling its attempt (on this node directly, on another through its next heartbeat).
+    /// Its child tasks that are not final (and theirs, recursively) are cancelled with it, in
+    /// the same store write, each audited (`cascade_from` naming this task).
     pub async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
         self.authorize(task_id, by, TaskAction::Cancel).await?;
         self.trusted().cancel_as(task_id, by).await

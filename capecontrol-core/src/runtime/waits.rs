@@ -1,14 +1,18 @@
 //! The node's side of durable waits: the sweeper loop, which wakes waits whose deadline passed
-//! (timers and question timeouts) every `poll_interval` and sets the `task_waiting` gauge, and
-//! the check of an answer against its question's schema.
+//! (timers and question timeouts) and joins whose children all ended every `poll_interval` and
+//! sets the `task_waiting` gauge, and the check of an answer against its question's schema.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::node::Node;
-use crate::error::{Error, FieldError, Result};
+use crate::agent::ChildOutcome;
+use crate::error::{Error, ErrorCategory, FieldError, Result};
+use crate::store::{MAX_LIST_TASKS, Store, TaskFilter, TaskRecord, WaitFor, Wake};
 use crate::validate::join_pointer;
 
 /// The largest answer, serialized, in bytes.
@@ -26,7 +30,11 @@ pub(crate) async fn sweeper(node: Arc<Node>) {
     }
 }
 
-/// Wakes the waits whose deadline passed and sets the `task_waiting` gauge.
+/// Parents a sweep wakes at most.
+const JOIN_BATCH: usize = 500;
+
+/// Wakes the waits whose deadline passed and the joins whose children ended, and sets the
+/// `task_waiting` gauge.
 pub(crate) async fn sweep(node: &Node) {
     match node.store.wake_due().await {
         Ok(ids) if !ids.is_empty() => {
@@ -35,9 +43,77 @@ pub(crate) async fn sweep(node: &Node) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "the wait sweep failed"),
     }
+    join_ready(node, None).await;
     if let Ok(n) = node.store.waiting_count().await {
         metrics::gauge!("task_waiting").set(n as f64);
     }
+}
+
+/// Wakes the parents waiting on children that have all ended (only `parent`, when given) with
+/// the children's outcomes, in the order of the wait. A parent woken meanwhile by another node
+/// (a conflict) is skipped; errors are logged (the next sweep tries again).
+pub(crate) async fn join_ready(node: &Node, parent: Option<Uuid>) {
+    let ready = match node.store.joinable(parent, JOIN_BATCH).await {
+        Ok(ready) => ready,
+        Err(e) => {
+            tracing::warn!(error = %e, "the join sweep failed");
+            return;
+        }
+    };
+    for (task_id, wait) in ready {
+        let WaitFor::Children { ids } = &wait.waiting_for else {
+            continue;
+        };
+        let outcomes = match outcomes(node.store.as_ref(), task_id, ids).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(%task_id, error = %e, "could not read the children of a join");
+                continue;
+            }
+        };
+        let wake = Wake {
+            task_id,
+            step: wait.step,
+            output: json!(outcomes),
+            by: None,
+            audit: Vec::new(),
+        };
+        match node.store.wake(wake).await {
+            Ok(_) => tracing::debug!(%task_id, children = ids.len(), "joined"),
+            Err(e) if e.category() == ErrorCategory::Conflict => {}
+            Err(e) => tracing::warn!(%task_id, error = %e, "could not wake a joined task"),
+        }
+    }
+}
+
+/// The outcomes of `ids`, children of `parent`: read in one listing where it holds them all,
+/// one by one otherwise.
+async fn outcomes(store: &dyn Store, parent: Uuid, ids: &[Uuid]) -> Result<Vec<ChildOutcome>> {
+    let listed = store
+        .list_tasks(&TaskFilter {
+            parent_id: Some(parent),
+            limit: Some(MAX_LIST_TASKS),
+            ..TaskFilter::default()
+        })
+        .await?;
+    let by_id: HashMap<Uuid, TaskRecord> = listed.into_iter().map(|t| (t.id, t)).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let outcome = match by_id.get(id) {
+            Some(t) => ChildOutcome::of(t),
+            None => match store.get_task(*id).await {
+                Ok(t) => ChildOutcome::of(&t),
+                Err(e) if e.category() == ErrorCategory::NotFound => {
+                    Some(ChildOutcome::missing(*id))
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        out.push(
+            outcome.ok_or_else(|| Error::conflict(format!("child task {id} is not final yet")))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Checks `answer` against the question's `schema`: a validation error naming each field at

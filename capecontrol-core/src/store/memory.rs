@@ -127,6 +127,8 @@ struct State {
     keys: BTreeMap<(u64, String), ApiKeyRecord>,
     /// The waits of waiting tasks (see [`super::WaitStore`]).
     waits: HashMap<Uuid, super::Wait>,
+    /// The children of each task that spawned some, in spawn order.
+    children: HashMap<Uuid, Vec<Uuid>>,
     /// Schedule cursors, webhook secrets and delivery ids.
     triggers: triggers::TriggerState,
 }

@@ -27,10 +27,13 @@
 //!   (`reason: "lease_expired"`, the attempt and the worker).
 //! - [`QueueStore::release`] puts a running task back as `queued` without counting the attempt
 //!   (a `queued` event, a `task.released` audit event).
-//! - [`QueueStore::cancel`] cancels a queued task at once; for a running task it sets a flag
-//!   that the holder of the lease learns from its next heartbeat. A task whose cancellation was
-//!   requested is cancelled (a `cancelled` event, a `task.cancelled` audit event), never
-//!   requeued, when it is released or reclaimed.
+//! - [`QueueStore::cancel`] cancels a queued (or waiting) task at once; for a running task it
+//!   sets a flag that the holder of the lease learns from its next heartbeat. A task whose
+//!   cancellation was requested is cancelled (a `cancelled` event, a `task.cancelled` audit
+//!   event), never requeued, when it is released or reclaimed. The cancel cascades, in the same
+//!   transaction, to every descendant that is not final (children, their children, …: tasks
+//!   linked by [`NewTask::parent_id`]), each with its own event and audit row (payload
+//!   `cascade_from`: the cancelled ancestor).
 //!
 //! # Events and audit
 //!
@@ -338,6 +341,10 @@ pub struct NewTask {
     pub trigger: Option<TriggerSource>,
     /// Extra audit events written in the same transaction (policy decisions, say).
     pub audit: Vec<NewAuditEvent>,
+    /// The task that spawned this one ([`TaskContext::spawn`](crate::TaskContext::spawn)):
+    /// cancelling it cancels this task too. It must exist (else not-found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
 }
 
 /// The longest idempotency key a task may carry, in bytes.
@@ -463,6 +470,9 @@ pub struct TaskRecord {
     pub completed_at: Option<DateTime<Utc>>,
     /// The W3C `traceparent` of the submitting request.
     pub traceparent: Option<String>,
+    /// The task that spawned this one, if a task did ([`NewTask::parent_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Uuid>,
     /// Created at.
     pub created_at: DateTime<Utc>,
 }
@@ -580,6 +590,9 @@ pub struct TaskFilter {
     pub agent_id: Option<String>,
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
+    /// Only the children of this task (the tasks it spawned).
+    #[serde(default)]
+    pub parent_id: Option<Uuid>,
     /// At most this many, newest first (`None`: 100; larger values are capped to
     /// [`MAX_LIST_TASKS`]).
     pub limit: Option<usize>,
@@ -616,7 +629,8 @@ pub trait QueueStore: Send + Sync {
     /// Requeues (or fails, when no attempt is left) the running tasks whose lease expired on
     /// the store's clock; returns their ids.
     async fn reclaim_expired(&self) -> Result<Vec<Uuid>>;
-    /// Cancels a queued task at once, or flags a running one; a final task is a conflict.
+    /// Cancels a queued or waiting task at once, or flags a running one, and its descendants
+    /// that are not final the same way (see the module docs); a final task is a conflict.
     async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord>;
     /// One task.
     async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord>;

@@ -13,6 +13,11 @@
 //! next attempt replays the journal: the waiting call returns the value at its position. A
 //! wake of a task that is not waiting on that step is a conflict and changes nothing, so of an
 //! answer and a deadline racing, exactly one wins.
+//!
+//! A wait on child tasks ([`WaitFor::Children`]) has no deadline: [`WaitStore::joinable`]
+//! finds the waiting parents whose children are all final, and the runtime wakes each with the
+//! children's outcomes (the sweeper every `poll_interval`, and at once when a child finishes on
+//! a node).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -41,6 +46,12 @@ pub enum WaitFor {
     },
     /// A durable timer (`sleep`, `sleep_until`): only the deadline wakes it.
     Timer,
+    /// Child tasks ([`TaskContext::join`](crate::TaskContext::join)): woken once every one of
+    /// them is final (completed, failed for good or cancelled).
+    Children {
+        /// The children, in the order their outcomes are returned.
+        ids: Vec<Uuid>,
+    },
 }
 
 /// The wait of a `waiting` task.
@@ -72,14 +83,29 @@ impl Wait {
                 step: self.step,
                 until: self.until.unwrap_or(DateTime::<Utc>::MAX_UTC),
             },
+            WaitFor::Children { ids } => TaskEventKind::WaitingForChildren {
+                step: self.step,
+                children: ids.clone(),
+            },
         }
     }
 
-    /// The kind's name, as in audit payloads (`input`, `timer`).
+    /// The kind's name, as in audit payloads (`input`, `timer`, `children`).
     pub fn kind(&self) -> &'static str {
         match self.waiting_for {
             WaitFor::Input { .. } => "input",
             WaitFor::Timer => "timer",
+            WaitFor::Children { .. } => "children",
+        }
+    }
+
+    /// Why a wake-up of this wait happened, as the `reason` of its `task.resumed` audit row:
+    /// `answered` (a wake by someone), `children` (the children are final) or `deadline`.
+    pub fn wake_reason(&self, by_someone: bool) -> &'static str {
+        match (&self.waiting_for, by_someone) {
+            (_, true) => "answered",
+            (WaitFor::Children { .. }, false) => "children",
+            (_, false) => "deadline",
         }
     }
 }
@@ -130,4 +156,9 @@ pub trait WaitStore: Send + Sync {
     async fn wake_due(&self) -> Result<Vec<Uuid>>;
     /// Waiting tasks (the `task_waiting` gauge).
     async fn waiting_count(&self) -> Result<u64>;
+    /// Tasks waiting on [`WaitFor::Children`] whose children are all final, with their waits:
+    /// at most `limit`, or only `task_id` when given (the caller wakes them with
+    /// [`WaitStore::wake`], the value being the children's outcomes). A child that no longer
+    /// exists counts as final.
+    async fn joinable(&self, task_id: Option<Uuid>, limit: usize) -> Result<Vec<(Uuid, Wait)>>;
 }

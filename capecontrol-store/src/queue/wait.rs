@@ -168,7 +168,7 @@ async fn wake_in(
         .execute(&mut *conn)
         .await
         .map_err(db)?;
-    let reason = if by.is_some() { "answered" } else { "deadline" };
+    let reason = wait.wake_reason(by.is_some());
     let mut all = vec![NewAuditEvent {
         user_id: Some(by.unwrap_or_else(|| task.user_id.clone())),
         event_type: "task.resumed".into(),
@@ -359,5 +359,32 @@ impl WaitStore for PostgresStore {
             .await
             .map_err(db)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn joinable(&self, task_id: Option<Uuid>, limit: usize) -> Result<Vec<(Uuid, Wait)>> {
+        let rows = sqlx::query(
+            "SELECT w.task_id, w.wait FROM task_waits w JOIN tasks t ON t.id = w.task_id \
+             WHERE (w.wait->'waiting_for'->>'kind') = 'children' AND t.status = 'waiting' \
+               AND ($1::uuid IS NULL OR w.task_id = $1) \
+               AND NOT EXISTS ( \
+                 SELECT 1 FROM jsonb_array_elements_text(w.wait->'waiting_for'->'ids') AS c(id) \
+                 JOIN tasks ch ON ch.id = c.id::uuid \
+                 WHERE ch.status NOT IN ('completed', 'failed', 'cancelled')) \
+             LIMIT $2",
+        )
+        .bind(task_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let id: Uuid = row.try_get("task_id").map_err(db)?;
+                let wait: Value = row.try_get("wait").map_err(db)?;
+                let wait: Wait =
+                    serde_json::from_value(wait).map_err(|e| crate::error::corrupt("wait", e))?;
+                Ok((id, wait))
+            })
+            .collect()
     }
 }

@@ -89,6 +89,7 @@ pub(crate) fn new_task(agent: &str) -> NewTask {
         traceparent: Some(TRACEPARENT.into()),
         trigger: None,
         audit: Vec::new(),
+        parent_id: None,
     }
 }
 

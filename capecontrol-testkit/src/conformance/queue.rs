@@ -55,6 +55,7 @@ pub async fn enqueue_and_idempotency(store: Arc<dyn Store>) {
             agent_id: Some(agent.clone()),
             user_id: Some("user-2".into()),
             status: Some(TaskStatus::Queued),
+            parent_id: None,
             limit: Some(10),
         })
         .await

@@ -127,6 +127,7 @@ pub(crate) async fn tasks(
             user_id: None,
             agent_id: None,
             status,
+            parent_id: None,
             limit: Some(offset + PAGE + 1),
         };
         let tasks = Tasks::new(&state.api.platform, &v.by).list(filter).await?;

@@ -44,6 +44,9 @@ pub struct Submission {
     pub task: Option<TaskDecl>,
     /// Audit events to write together with the enqueue.
     pub audit: Vec<NewAuditEvent>,
+    /// The task that spawns this one ([`TaskContext::spawn`](crate::TaskContext::spawn)), if
+    /// a task does.
+    pub parent_id: Option<Uuid>,
 }
 
 /// One attempt on its way to the executor.

@@ -38,7 +38,7 @@ impl Platform {
             WaitFor::Input { answerers, .. } => {
                 !by.user_id.is_empty() && answerers.contains(&by.user_id)
             }
-            WaitFor::Timer => false,
+            WaitFor::Timer | WaitFor::Children { .. } => false,
         });
         if !(owns_or_admin(by, &task)
             || named
@@ -62,6 +62,11 @@ impl Platform {
                 WaitFor::Timer => {
                     return Err(Error::conflict(format!(
                         "task {task_id} is sleeping, not waiting for an answer"
+                    )));
+                }
+                WaitFor::Children { .. } => {
+                    return Err(Error::conflict(format!(
+                        "task {task_id} waits for its child tasks, not for an answer"
                     )));
                 }
             },

@@ -27,6 +27,11 @@ impl QueueStore for MemoryStore {
         if !state.agents.contains_key(&task.agent_id) {
             return Err(Error::not_found("agent", &task.agent_id));
         }
+        if let Some(parent) = task.parent_id
+            && !state.tasks.contains_key(&parent)
+        {
+            return Err(Error::not_found("task", parent.to_string()));
+        }
         for extra in &task.audit {
             state.check_audit_refs(extra, Some(task.id))?;
         }
@@ -55,6 +60,7 @@ impl QueueStore for MemoryStore {
             started_at: None,
             completed_at: None,
             traceparent: task.traceparent,
+            parent_id: task.parent_id,
             created_at: now,
         };
         let order = state.next();
@@ -84,6 +90,9 @@ impl QueueStore for MemoryStore {
         state.append_audit(queued, now);
         if let Some(key) = &record.idempotency_key {
             state.idempotency.insert((user_id, key.clone()), record.id);
+        }
+        if let Some(parent) = record.parent_id {
+            state.children.entry(parent).or_default().push(record.id);
         }
         state.tasks.insert(record.id, entry);
         state.sync(record.id, now);
@@ -439,33 +448,34 @@ impl QueueStore for MemoryStore {
     async fn cancel(&self, task_id: Uuid, by: &Principal) -> Result<TaskRecord> {
         let now = self.now();
         let mut state = self.lock();
-        let entry = state
+        let status = state
             .tasks
-            .get_mut(&task_id)
+            .get(&task_id)
+            .map(|t| t.record.status)
             .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        if status.is_final() {
+            return Err(Error::conflict(format!(
+                "task {task_id} is {status} and cannot be cancelled"
+            )));
+        }
         let mut sent = Vec::new();
-        let event_type = match entry.record.status {
-            TaskStatus::Queued | TaskStatus::Waiting => {
-                move_task(&mut entry.record, TaskStatus::Cancelled)?;
-                entry.record.completed_at = Some(now);
-                sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
-                "task.cancelled"
+        let record = cancel_one(&mut state, task_id, by, json!({}), now, &mut sent)?;
+        // The cascade: every descendant that is not final, breadth first.
+        let mut frontier = vec![task_id];
+        while let Some(parent) = frontier.pop() {
+            let children = state.children.get(&parent).cloned().unwrap_or_default();
+            for child in children {
+                frontier.push(child);
+                if state
+                    .tasks
+                    .get(&child)
+                    .is_some_and(|t| !t.record.status.is_final())
+                {
+                    let payload = json!({ "cascade_from": task_id });
+                    cancel_one(&mut state, child, by, payload, now, &mut sent)?;
+                }
             }
-            TaskStatus::Running => {
-                entry.record.cancel_requested = true;
-                "task.cancel_requested"
-            }
-            other => {
-                return Err(Error::conflict(format!(
-                    "task {task_id} is {other} and cannot be cancelled"
-                )));
-            }
-        };
-        let record = entry.record.clone();
-        state.sync(task_id, now);
-        let mut audit = NewAuditEvent::by(by, event_type, json!({})).task(task_id);
-        audit.agent_id = Some(record.agent_id.clone());
-        state.append_audit(audit, now);
+        }
         self.send_events(sent);
         Ok(record)
     }
@@ -496,6 +506,11 @@ impl QueueStore for MemoryStore {
                     .is_none_or(|a| &t.record.agent_id == a)
             })
             .filter(|t| filter.status.is_none_or(|s| t.record.status == s))
+            .filter(|t| {
+                filter
+                    .parent_id
+                    .is_none_or(|p| t.record.parent_id == Some(p))
+            })
             .collect();
         out.sort_by(|a, b| {
             b.record
@@ -545,4 +560,44 @@ impl QueueStore for MemoryStore {
         let n = state.ready_len + state.delayed.len();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
+}
+
+/// Cancels the task `task_id`, which is not final: a queued or waiting one at once (a
+/// `cancelled` event into `sent`, a `task.cancelled` audit row), a running one by its flag (a
+/// `task.cancel_requested` audit row); `payload` is the audit row's.
+fn cancel_one(
+    state: &mut State,
+    task_id: Uuid,
+    by: &Principal,
+    payload: serde_json::Value,
+    now: DateTime<Utc>,
+    sent: &mut Vec<TaskEvent>,
+) -> Result<TaskRecord> {
+    let entry = state
+        .tasks
+        .get_mut(&task_id)
+        .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+    let event_type = match entry.record.status {
+        TaskStatus::Queued | TaskStatus::Waiting => {
+            move_task(&mut entry.record, TaskStatus::Cancelled)?;
+            entry.record.completed_at = Some(now);
+            sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
+            "task.cancelled"
+        }
+        TaskStatus::Running => {
+            entry.record.cancel_requested = true;
+            "task.cancel_requested"
+        }
+        other => {
+            return Err(Error::conflict(format!(
+                "task {task_id} is {other} and cannot be cancelled"
+            )));
+        }
+    };
+    let record = entry.record.clone();
+    state.sync(task_id, now);
+    let mut audit = NewAuditEvent::by(by, event_type, payload).task(task_id);
+    audit.agent_id = Some(record.agent_id.clone());
+    state.append_audit(audit, now);
+    Ok(record)
 }

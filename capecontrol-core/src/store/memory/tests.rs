@@ -60,6 +60,7 @@ fn task(agent: &str) -> NewTask {
         traceparent: None,
         trigger: None,
         audit: Vec::new(),
+        parent_id: None,
     }
 }
 

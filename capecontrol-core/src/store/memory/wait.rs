@@ -14,7 +14,7 @@ use crate::agent::StepRecord;
 use crate::error::{Error, Result};
 use crate::events::TaskEventKind;
 use crate::state::RunStatus;
-use crate::store::{Lease, Suspend, TaskRecord, Wait, WaitStore, Wake};
+use crate::store::{Lease, Suspend, TaskRecord, Wait, WaitFor, WaitStore, Wake};
 
 /// Completes the waited-on step with `output`, queues the task, writes its `resumed` event and
 /// `task.resumed` audit row. The caller checked that the task waits on that step.
@@ -55,7 +55,7 @@ fn wake_one(
     let record = entry.record.clone();
     state.waits.remove(&task_id);
     state.sync(task_id, now);
-    let reason = if by.is_some() { "answered" } else { "deadline" };
+    let reason = wait.wake_reason(by.is_some());
     let mut audit = task_audit(
         &record,
         "task.resumed",
@@ -209,5 +209,40 @@ impl WaitStore for MemoryStore {
             })
             .count();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
+    }
+
+    async fn joinable(&self, task_id: Option<Uuid>, limit: usize) -> Result<Vec<(Uuid, Wait)>> {
+        let state = self.lock();
+        let ready = |id: &Uuid, wait: &Wait| {
+            let WaitFor::Children { ids } = &wait.waiting_for else {
+                return false;
+            };
+            state
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.record.status == TaskStatus::Waiting)
+                && ids.iter().all(|c| {
+                    state
+                        .tasks
+                        .get(c)
+                        .is_none_or(|t| t.record.status.is_final())
+                })
+        };
+        Ok(match task_id {
+            Some(id) => state
+                .waits
+                .get(&id)
+                .filter(|w| ready(&id, w))
+                .map(|w| (id, w.clone()))
+                .into_iter()
+                .collect(),
+            None => state
+                .waits
+                .iter()
+                .filter(|(id, w)| ready(id, w))
+                .take(limit)
+                .map(|(id, w)| (*id, w.clone()))
+                .collect(),
+        })
     }
 }
