@@ -176,6 +176,8 @@ struct Shared {
     principal: Principal,
     granted: Vec<Scope>,
     settings: Value,
+    /// How long `ask_user` waits unless the question says otherwise.
+    ask_timeout: Duration,
 }
 
 /// What a task receives: its identity, the principal, the installation's grants and settings,
@@ -226,6 +228,13 @@ impl TaskContextBuilder {
     /// The agent version.
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.shared.version = version.into();
+        self
+    }
+    /// How long [`TaskContext::ask_user`] waits for an answer unless the question sets its own
+    /// timeout: the manifest's `config.ask_timeout` on a platform, else
+    /// [`DEFAULT_ASK_TIMEOUT`].
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.shared.ask_timeout = timeout;
         self
     }
     /// The W3C `traceparent` the task was submitted under (see [`crate::trace`]).
@@ -284,6 +293,7 @@ impl TaskContext {
                 principal: Principal::default(),
                 granted: Vec::new(),
                 settings: Value::Object(Default::default()),
+                ask_timeout: DEFAULT_ASK_TIMEOUT,
             },
             completed: Vec::new(),
             cancel: CancellationToken::new(),

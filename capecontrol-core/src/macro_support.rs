@@ -54,6 +54,7 @@ pub fn config(
     memory_limit: Option<&str>,
     cpu_limit: Option<&str>,
     concurrent_tasks: Option<u32>,
+    ask_timeout: Option<u32>,
 ) -> Config {
     let defaults = Config::default();
     Config {
@@ -62,6 +63,7 @@ pub fn config(
         memory_limit: memory_limit.map(str::to_owned),
         cpu_limit: cpu_limit.map(str::to_owned),
         concurrent_tasks: concurrent_tasks.unwrap_or(defaults.concurrent_tasks),
+        ask_timeout,
     }
 }
 

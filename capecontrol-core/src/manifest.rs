@@ -174,6 +174,12 @@ pub struct Config {
     #[serde(default = "Config::default_concurrent_tasks")]
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub concurrent_tasks: u32,
+    /// How long a question asked with `ask_user` waits for its answer unless the question
+    /// says otherwise, in seconds (1..=2,592,000, 30 days; default 86,400, one day). The
+    /// wait holds no worker: this is wall-clock time, not part of `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2_592_000))]
+    pub ask_timeout: Option<u32>,
 }
 
 impl Config {
@@ -187,6 +193,8 @@ impl Config {
     pub const MAX_RETRIES: u32 = capecontrol_rules::MAX_RETRIES;
     /// Default `concurrent_tasks`.
     pub const DEFAULT_CONCURRENT_TASKS: u32 = 5;
+    /// Largest `ask_timeout`: 30 days, in seconds.
+    pub const MAX_ASK_TIMEOUT: u32 = capecontrol_rules::MAX_ASK_TIMEOUT;
     /// Smallest `memory_limit`, in bytes (6 MB).
     pub const MIN_MEMORY_BYTES: u64 = capecontrol_rules::MIN_MEMORY_BYTES;
 
@@ -209,6 +217,7 @@ impl Default for Config {
             memory_limit: None,
             cpu_limit: None,
             concurrent_tasks: Self::DEFAULT_CONCURRENT_TASKS,
+            ask_timeout: None,
         }
     }
 }

@@ -25,6 +25,11 @@ async fn ask_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_manifest_sets_the_default_question_timeout() {
+    waits::the_manifest_sets_the_default_question_timeout(shared(), fast_config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sleep_survives_a_restart() {
     waits::sleep_survives_a_restart(shared(), fast_config(), 2000).await;
 }

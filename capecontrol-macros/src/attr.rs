@@ -141,6 +141,7 @@ pub(crate) struct AgentAttrs {
     pub(crate) memory_limit: Option<LitStr>,
     pub(crate) cpu_limit: Option<LitStr>,
     pub(crate) concurrent_tasks: Option<LitInt>,
+    pub(crate) ask_timeout: Option<LitInt>,
     pub(crate) events: Vec<LitStr>,
     pub(crate) schedules: Vec<LitStr>,
     pub(crate) webhooks: Vec<LitStr>,
@@ -168,6 +169,7 @@ const AGENT_KEYS: &[&str] = &[
     "memory_limit",
     "cpu_limit",
     "concurrent_tasks",
+    "ask_timeout",
     "triggers",
     "ui",
     "container",
@@ -214,6 +216,7 @@ impl AgentAttrs {
             "timeout" => self.timeout = Some(lit_int(meta)?),
             "retries" => self.retries = Some(lit_int(meta)?),
             "concurrent_tasks" => self.concurrent_tasks = Some(lit_int(meta)?),
+            "ask_timeout" => self.ask_timeout = Some(lit_int(meta)?),
             "memory_limit" => self.memory_limit = Some(lit_str(meta)?),
             "cpu_limit" => self.cpu_limit = Some(lit_str(meta)?),
             "triggers" => {

@@ -48,10 +48,11 @@ pub(crate) fn agent(agent: &Agent, errors: &mut Errors) {
     for lit in &a.data_access {
         errors.check(lit, valid::label("data_access entry", &lit.value()));
     }
-    let ints: [(_, IntCheck); 3] = [
+    let ints: [(_, IntCheck); 4] = [
         (&a.timeout, valid::timeout),
         (&a.retries, valid::retries),
         (&a.concurrent_tasks, valid::concurrent_tasks),
+        (&a.ask_timeout, valid::ask_timeout),
     ];
     for (lit, check) in ints {
         if let Some(lit) = lit {

@@ -102,6 +102,7 @@ fn metadata_body(agent: &Agent, p: &TokenStream) -> TokenStream {
         || a.memory_limit.is_some()
         || a.cpu_limit.is_some()
         || a.concurrent_tasks.is_some()
+        || a.ask_timeout.is_some()
     {
         let (t, r, c) = (
             opt_u32(int_value(a.timeout.as_ref())),
@@ -112,8 +113,11 @@ fn metadata_body(agent: &Agent, p: &TokenStream) -> TokenStream {
             opt_str(a.memory_limit.as_ref()),
             opt_str(a.cpu_limit.as_ref()),
         );
+        let ask = opt_u32(int_value(a.ask_timeout.as_ref()));
         sets.push(quote!(
-            __m.config = ::core::option::Option::Some(#p::__private::config(#t, #r, #m, #cpu, #c));
+            __m.config = ::core::option::Option::Some(
+                #p::__private::config(#t, #r, #m, #cpu, #c, #ask)
+            );
         ));
     }
     if !a.scopes.is_empty() || !a.roles.is_empty() || !a.data_access.is_empty() {

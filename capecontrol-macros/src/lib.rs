@@ -35,7 +35,7 @@ mod valid;
 ///
 /// Keys (each at most once): `name`, `version` (SemVer), `description` (default: the type's
 /// doc comment), `category`, `placement`, `scopes(..)`, `roles(..)`, `data_access(..)`,
-/// `timeout`, `retries`, `memory_limit`, `cpu_limit`, `concurrent_tasks`,
+/// `timeout`, `retries`, `memory_limit`, `cpu_limit`, `concurrent_tasks`, `ask_timeout`,
 /// `triggers(events(..), schedules(..), webhooks(..))`,
 /// `ui(icon = .., color = .., description_short = .., settings = Type)`,
 /// `container(image = .., command(..))`, `crate = path`.

@@ -119,6 +119,17 @@ pub(crate) fn retries(n: u64) -> Result<u32, String> {
     }
 }
 
+/// `ask_timeout` in seconds: 1..=2,592,000 (30 days).
+pub(crate) fn ask_timeout(n: u64) -> Result<u32, String> {
+    match u32::try_from(n) {
+        Ok(t) if capecontrol_rules::ask_timeout(n) => Ok(t),
+        _ => Err(format!(
+            "ask_timeout must be between 1 and {} seconds, found {n}",
+            capecontrol_rules::MAX_ASK_TIMEOUT
+        )),
+    }
+}
+
 /// `concurrent_tasks`: at least 1.
 pub(crate) fn concurrent_tasks(n: u64) -> Result<u32, String> {
     match u32::try_from(n) {
@@ -258,6 +269,8 @@ mod tests {
             "schedule `0 9 * *` must be a 5-field cron expression (minute hour day month weekday), found 4 fields"
         );
         assert!(timeout(0).is_err() && timeout(301).is_err() && timeout(300).is_ok());
+        assert!(ask_timeout(0).is_err() && ask_timeout(1).is_ok());
+        assert!(ask_timeout(2_592_000).is_ok() && ask_timeout(2_592_001).is_err());
         assert!(retries(11).is_err() && retries(10).is_ok());
         assert!(cpu_limit("0.0").is_err() && cpu_limit("2").is_ok());
         assert!(name(&"x".repeat(65)).is_err() && name(" ").is_err());

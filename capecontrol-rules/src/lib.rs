@@ -31,6 +31,9 @@ pub const DEFAULT_TIMEOUT: u32 = 30;
 pub const MAX_TIMEOUT: u32 = 300;
 /// Largest `config.retries`.
 pub const MAX_RETRIES: u32 = 10;
+/// Largest `config.ask_timeout`, in seconds (30 days): how long a question asked with
+/// `ask_user` waits for an answer by default.
+pub const MAX_ASK_TIMEOUT: u32 = 30 * 24 * 60 * 60;
 /// Smallest `config.memory_limit`, in bytes (6 MB).
 pub const MIN_MEMORY_BYTES: u64 = 6_000_000;
 
@@ -159,6 +162,11 @@ pub fn color(s: &str) -> bool {
 /// A `timeout` in seconds: `1..=MAX_TIMEOUT`.
 pub fn timeout(n: u64) -> bool {
     (1..=u64::from(MAX_TIMEOUT)).contains(&n)
+}
+
+/// An `ask_timeout` in seconds: `1..=MAX_ASK_TIMEOUT`.
+pub fn ask_timeout(n: u64) -> bool {
+    (1..=u64::from(MAX_ASK_TIMEOUT)).contains(&n)
 }
 
 /// A `retries` count: at most [`MAX_RETRIES`].

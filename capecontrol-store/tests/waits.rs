@@ -65,6 +65,8 @@ macro_rules! scenarios {
 scenarios! {
     platform_ask_is_answered_on_another_node => ask_is_answered_on_another_node();
     platform_ask_times_out => ask_times_out();
+    platform_the_manifest_sets_the_default_question_timeout =>
+        the_manifest_sets_the_default_question_timeout();
     platform_sleep_survives_a_restart => sleep_survives_a_restart(2000);
     platform_cancel_a_waiting_task => cancel_a_waiting_task();
 }

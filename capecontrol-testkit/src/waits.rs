@@ -37,37 +37,39 @@ pub fn approval_schema() -> Value {
 /// `ms` durably; task `quick` returns at once. `before` counts runs of the step before the
 /// question.
 pub fn waiter(before: Arc<AtomicU32>) -> TestAgent {
-    agent(
-        manifest("Waiter", Config::default(), &[]),
-        move |name, input, cx| {
-            let before = before.clone();
-            Box::pin(async move {
-                match name {
-                    "ask" => {
-                        let n: u32 = cx
-                            .step("before", async move {
-                                Ok::<_, Error>(before.fetch_add(1, Ordering::SeqCst) + 1)
-                            })
-                            .await?;
-                        let mut ask = cx
-                            .ask_user("Approve the payment?", approval_schema())
-                            .answerers(["bob"]);
-                        if let Some(ms) = input["timeout_ms"].as_u64() {
-                            ask = ask.timeout(Duration::from_millis(ms));
-                        }
-                        let outcome = ask.await?;
-                        Ok(json!({"before": n, "outcome": outcome}))
+    waiter_with(before, Config::default())
+}
+
+/// [`waiter`] with the manifest's `config` (e.g. its `ask_timeout`).
+pub fn waiter_with(before: Arc<AtomicU32>, config: Config) -> TestAgent {
+    agent(manifest("Waiter", config, &[]), move |name, input, cx| {
+        let before = before.clone();
+        Box::pin(async move {
+            match name {
+                "ask" => {
+                    let n: u32 = cx
+                        .step("before", async move {
+                            Ok::<_, Error>(before.fetch_add(1, Ordering::SeqCst) + 1)
+                        })
+                        .await?;
+                    let mut ask = cx
+                        .ask_user("Approve the payment?", approval_schema())
+                        .answerers(["bob"]);
+                    if let Some(ms) = input["timeout_ms"].as_u64() {
+                        ask = ask.timeout(Duration::from_millis(ms));
                     }
-                    "sleep" => {
-                        let ms = input["ms"].as_u64().unwrap_or(0);
-                        cx.sleep(Duration::from_millis(ms)).await?;
-                        Ok(json!({"slept_ms": ms}))
-                    }
-                    _ => Ok(json!("quick")),
+                    let outcome = ask.await?;
+                    Ok(json!({"before": n, "outcome": outcome}))
                 }
-            })
-        },
-    )
+                "sleep" => {
+                    let ms = input["ms"].as_u64().unwrap_or(0);
+                    cx.sleep(Duration::from_millis(ms)).await?;
+                    Ok(json!({"slept_ms": ms}))
+                }
+                _ => Ok(json!("quick")),
+            }
+        })
+    })
 }
 
 /// A node over a store from `make`, running [`waiter`] with `config`; the agent installed for
@@ -344,4 +346,80 @@ where
         .await
         .unwrap_err();
     assert_eq!(err.category(), ErrorCategory::Conflict);
+}
+
+/// The question's wait per the `waiting_for_input` event of task `id`: (asked at, until).
+async fn asked(
+    store: &Arc<dyn Store>,
+    id: Uuid,
+) -> (
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+) {
+    store
+        .events(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|e| match e.kind {
+            TaskEventKind::WaitingForInput { until, .. } => Some((e.at, until)),
+            _ => None,
+        })
+        .expect("a waiting_for_input event")
+}
+
+/// The manifest's `config.ask_timeout` (1 s here) is how long a question without its own
+/// timeout waits: the task resumes with `TimedOut`. A question's own timeout wins over it.
+pub async fn the_manifest_sets_the_default_question_timeout<F, Fut>(make: F, config: PlatformConfig)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let store = make().await;
+    let short = Config {
+        ask_timeout: Some(1),
+        ..Config::default()
+    };
+    let p = platform_with(
+        store.clone(),
+        vec![waiter_with(Arc::new(AtomicU32::new(0)), short)],
+        config,
+    )
+    .await;
+    install(&store, "waiter", "alice", &[]).await;
+
+    let id = p
+        .submit(TaskRequest::new("waiter", "ask", json!({}), user()))
+        .await
+        .unwrap();
+    let t = done(&p, id).await;
+    assert_eq!(t.status, TaskStatus::Completed, "{:?}", t.error);
+    assert_eq!(
+        t.output.unwrap()["outcome"],
+        json!({"outcome": "timed_out"})
+    );
+    let (at, until) = asked(&store, id).await;
+    let waited = (until.expect("a deadline") - at).num_milliseconds();
+    assert!(
+        (900..=1500).contains(&waited),
+        "the question waits the manifest's 1 s, not {waited} ms"
+    );
+
+    let id = p
+        .submit(TaskRequest::new(
+            "waiter",
+            "ask",
+            json!({"timeout_ms": 600_000}),
+            user(),
+        ))
+        .await
+        .unwrap();
+    until_status(&p, id, TaskStatus::Waiting).await;
+    let (at, until) = asked(&store, id).await;
+    let waited = (until.expect("a deadline") - at).num_seconds();
+    assert!(
+        (599..=601).contains(&waited),
+        "the question's own 600 s win, not {waited} s"
+    );
+    p.cancel(id, &user()).await.unwrap();
 }

@@ -173,7 +173,7 @@ impl TaskContext {
             step: self.next_step.fetch_add(1, Ordering::SeqCst),
             prompt: prompt.into(),
             schema,
-            timeout: Some(DEFAULT_ASK_TIMEOUT),
+            timeout: Some(self.shared.ask_timeout),
             answerers: Vec::new(),
         }
     }

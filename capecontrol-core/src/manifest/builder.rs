@@ -124,6 +124,12 @@ impl ManifestBuilder {
         self
     }
 
+    /// `config.ask_timeout`, in seconds: how long `ask_user` waits by default.
+    pub fn ask_timeout(mut self, seconds: u32) -> Self {
+        self.config_mut().ask_timeout = Some(seconds);
+        self
+    }
+
     /// `config.concurrent_tasks`.
     pub fn concurrent_tasks(mut self, n: u32) -> Self {
         self.config_mut().concurrent_tasks = n;

@@ -196,6 +196,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         .agent_id(task.agent_id.clone())
         .version(task.version.clone())
         .traceparent(task.traceparent.clone())
+        .ask_timeout(ask_timeout(&prepared.manifest))
         .granted(prepared.granted)
         .settings(prepared.settings)
         .completed_steps(steps)
@@ -311,6 +312,18 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
         waits::join_ready(node, Some(parent)).await;
     }
     publish_breaker(node, &task);
+}
+
+/// How long `ask_user` waits by default in this agent: its manifest's `config.ask_timeout`,
+/// else [`crate::agent::DEFAULT_ASK_TIMEOUT`].
+fn ask_timeout(manifest: &Manifest) -> Duration {
+    manifest
+        .config
+        .as_ref()
+        .and_then(|c| c.ask_timeout)
+        .map_or(crate::agent::DEFAULT_ASK_TIMEOUT, |s| {
+            Duration::from_secs(u64::from(s))
+        })
 }
 
 async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {

@@ -335,6 +335,30 @@ fn config_timeout_retries_concurrency() {
 }
 
 #[test]
+fn config_ask_timeout() {
+    ok("/config/ask_timeout", &json!(1));
+    ok("/config/ask_timeout", &json!(2_592_000));
+    bad(
+        "/config/ask_timeout",
+        &json!(0),
+        "/config/ask_timeout: must be at least 1",
+    );
+    bad(
+        "/config/ask_timeout",
+        &json!(2_592_001),
+        "/config/ask_timeout: must be at most 2592000",
+    );
+    bad(
+        "/config/ask_timeout",
+        &json!("1h"),
+        "/config/ask_timeout: must be an integer",
+    );
+    let m = validate_manifest(&with("/config", json!({"ask_timeout": 3600}))).unwrap();
+    assert_eq!(m.config().ask_timeout, Some(3600));
+    assert_eq!(crate::manifest::Config::MAX_ASK_TIMEOUT, 2_592_000);
+}
+
+#[test]
 fn config_memory_and_cpu() {
     for ok_mem in [
         "6MB", "512MB", "1GB", "6MiB", "6000KB", "6000000B", "1.5GB", "0.5GiB",

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     memory_limit = "1GiB",
     cpu_limit = "2",
     concurrent_tasks = 1,
+    ask_timeout = 3600,
     triggers(events("file.created"), schedules("*/15 8-18 * JAN-MAR MON-FRI"), webhooks("/hooks/{id}")),
     ui(icon = "📁", color = "#abc", description_short = "Files", settings = Settings),
     container(image = "example/everything:1.0.0", command("/bin/agent", "--serve")),
