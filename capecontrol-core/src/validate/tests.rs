@@ -351,7 +351,7 @@ fn config_ask_timeout() {
     bad(
         "/config/ask_timeout",
         &json!("1h"),
-        "/config/ask_timeout: must be an integer",
+        "/config/ask_timeout: must be an integer or null",
     );
     let m = validate_manifest(&with("/config", json!({"ask_timeout": 3600}))).unwrap();
     assert_eq!(m.config().ask_timeout, Some(3600));
