@@ -26,13 +26,14 @@ use crate::state::VersionStatus;
 use crate::store::{Enqueued, NewAuditEvent, NewTask, Store};
 use crate::trace::Traceparent;
 
-/// What the gateway resolved for (agent, user): the installed version and its grants.
-#[derive(Clone)]
+/// What the gateway resolved for (agent, user): the installed version, its grants and the
+/// scopes its manifest requires (parsed once, shared by every submission the cache serves).
 struct Resolved {
     version: String,
     status: VersionStatus,
     manifest: Arc<Manifest>,
     granted: Vec<Scope>,
+    required: Vec<Scope>,
 }
 
 /// A denial: the error returned to the caller and the reason written to the audit row.
@@ -42,7 +43,7 @@ type Denied = (Error, String);
 #[derive(Default)]
 pub(crate) struct Gateway {
     /// Resolved submissions (installation, version, manifest) by (agent, user).
-    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Resolved)>>,
+    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Arc<Resolved>)>>,
     /// Agent ids by the id or slug they were asked for.
     agent_ids: Mutex<HashMap<String, String>>,
 }
@@ -156,7 +157,7 @@ impl Gateway {
                 "version not published".into(),
             ));
         }
-        let manifest = resolved.manifest;
+        let manifest = &resolved.manifest;
         let permissions = manifest.permissions();
         if !request.principal.has_any_role(&permissions.required_roles) {
             return Err((
@@ -167,12 +168,7 @@ impl Gateway {
                 "role".into(),
             ));
         }
-        let required: Vec<Scope> = permissions
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let missing = missing_scopes(&resolved.granted, &required);
+        let missing = missing_scopes(&resolved.granted, &resolved.required);
         if !missing.is_empty() {
             return Err((
                 Error::permission(missing.iter().map(ToString::to_string)),
@@ -186,7 +182,7 @@ impl Gateway {
                 "task".into(),
             ));
         }
-        Ok((resolved.version, manifest, task))
+        Ok((resolved.version.clone(), Arc::clone(manifest), task))
     }
 
     /// The id of the agent named by `id_or_slug` (an agent's id and slug never change, so this
@@ -217,7 +213,7 @@ impl Gateway {
         node: &Node,
         agent_id: &str,
         user_id: &str,
-    ) -> std::result::Result<Resolved, Denied> {
+    ) -> std::result::Result<Arc<Resolved>, Denied> {
         let ttl = node.config.policy_cache_ttl;
         let key = (agent_id.to_owned(), user_id.to_owned());
         if !ttl.is_zero()
@@ -246,7 +242,13 @@ impl Gateway {
             .manifest(agent_id, &installation.version)
             .await
             .map_err(|e| (e, "manifest".into()))?;
-        let resolved = Resolved {
+        let required = manifest
+            .permissions()
+            .scopes
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let resolved = Arc::new(Resolved {
             version: installation.version,
             status: record.status,
             manifest,
@@ -255,14 +257,15 @@ impl Gateway {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
-        };
+            required,
+        });
         if !ttl.is_zero()
             && let Ok(mut cache) = self.policy_cache.lock()
         {
             if cache.len() > 10_000 {
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
             }
-            cache.insert(key, (tokio::time::Instant::now(), resolved.clone()));
+            cache.insert(key, (tokio::time::Instant::now(), Arc::clone(&resolved)));
         }
         Ok(resolved)
     }
