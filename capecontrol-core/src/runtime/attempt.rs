@@ -319,9 +319,10 @@ fn publish_breaker(node: &Node, task: &TaskRecord) {
 /// of the user's installation, read again at every attempt and checked again as the gateway
 /// did ([`checks::recheck`]): installed, version not archived, grants covering the scopes.
 async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
-    let version = node
+    // The status only: the manifest comes from the node's cache, not copied from the store.
+    let status = node
         .store
-        .get_version(&task.agent_id, &task.version)
+        .version_status(&task.agent_id, &task.version)
         .await?;
     let manifest = node.manifest(&task.agent_id, &task.version).await?;
     let executor = node
@@ -337,7 +338,8 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
         })?;
     let installation = node.installation(&task.agent_id, &task.user_id).await?;
     let granted = checks::recheck(
-        &version,
+        &task.version,
+        status,
         &manifest,
         &installation,
         node.config.finish_archived_versions,
