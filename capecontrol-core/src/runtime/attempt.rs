@@ -183,7 +183,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             left.as_millis()
         ));
         finish_failed(node, &host, &task, error, false).await;
-        publish_breaker(node, &task);
+        publish_breaker(node, &task, &key);
         return;
     }
 
@@ -294,7 +294,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             }
         }
     }
-    publish_breaker(node, &task);
+    publish_breaker(node, &task, &key);
 }
 
 async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
@@ -305,14 +305,14 @@ async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
         .unwrap_or(false)
 }
 
-fn publish_breaker(node: &Node, task: &TaskRecord) {
-    let key = CircuitBreakers::key(&task.agent_id, &task.version);
+/// Sets the gauge of the breaker `key` (the task's agent version).
+fn publish_breaker(node: &Node, task: &TaskRecord, key: &str) {
     metrics::gauge!(
         "agent_circuit_breaker_state",
         "agent" => task.agent_id.clone(),
         "version" => task.version.clone()
     )
-    .set(node.breakers.state(&key).as_gauge());
+    .set(node.breakers.state(key).as_gauge());
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings
