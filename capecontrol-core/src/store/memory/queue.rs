@@ -82,7 +82,7 @@ impl QueueStore for MemoryStore {
         if let Some(key) = &record.idempotency_key {
             state.idempotency.insert((user_id, key.clone()), record.id);
         }
-        state.tasks.insert(record.id, entry);
+        state.tasks.insert(record.id, Box::new(entry));
         state.sync(record.id, now);
         self.send_events([event]);
         drop(state);
@@ -143,8 +143,8 @@ impl QueueStore for MemoryStore {
             }
         }
         drop(cursors);
-        let mut claimed = Vec::new();
-        let mut sent = Vec::new();
+        let mut claimed = Vec::with_capacity(due.len());
+        let mut sent = Vec::with_capacity(due.len());
         let expires_at = now + to_chrono(request.lease);
         for id in due {
             let Some(entry) = state.tasks.get_mut(&id) else {
@@ -480,6 +480,7 @@ impl QueueStore for MemoryStore {
         let mut out: Vec<&TaskEntry> = state
             .tasks
             .values()
+            .map(|t| &**t)
             .filter(|t| {
                 filter
                     .user_id
