@@ -36,6 +36,9 @@ struct Resolved {
     required: Vec<Scope>,
 }
 
+/// A cached resolution and when it was made.
+type Cached = (tokio::time::Instant, Arc<Resolved>);
+
 /// A denial: the error returned to the caller and the reason written to the audit row.
 type Denied = (Error, String);
 
@@ -43,7 +46,7 @@ type Denied = (Error, String);
 #[derive(Default)]
 pub(crate) struct Gateway {
     /// Resolved submissions (installation, version, manifest) by (agent, user).
-    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Arc<Resolved>)>>,
+    policy_cache: Mutex<HashMap<(String, String), Cached>>,
     /// Agent ids by the id or slug they were asked for.
     agent_ids: Mutex<HashMap<String, String>>,
 }

@@ -25,11 +25,14 @@ use super::{ExecuteNext, Execution, Middleware, Submission, SubmitNext};
 use crate::error::Result;
 use crate::store::Enqueued;
 
+/// Successes and attempts per version of one agent.
+type VersionTotals = HashMap<String, (u64, u64)>;
+
 /// Records the §10.1 metrics.
 #[derive(Debug, Default)]
 pub struct PerformanceMonitor {
     /// Successes and attempts by agent, then version.
-    totals: Mutex<HashMap<String, HashMap<String, (u64, u64)>>>,
+    totals: Mutex<HashMap<String, VersionTotals>>,
 }
 
 impl PerformanceMonitor {
