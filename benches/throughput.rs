@@ -201,6 +201,28 @@ async fn run_baseline(n: usize) -> Duration {
 
 const N: usize = 2_000;
 
+/// CPU time used so far by every thread of this process (Linux: the sum of the threads'
+/// `schedstat` run times; `None` elsewhere). Unlike wall-clock time it does not grow when
+/// other processes share the cores, so the CPU ratio below holds on a busy machine.
+fn cpu_time() -> Option<Duration> {
+    let mut ns = 0u64;
+    for thread in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(thread.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// Runs `f` and returns its result and the CPU time the process used meanwhile.
+fn with_cpu<T>(f: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = cpu_time();
+    let out = f();
+    let used = cpu_time()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    (out, used)
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -256,12 +278,15 @@ fn bench(c: &mut Criterion) {
         v.sort();
         v[v.len() / 2]
     };
-    let base = median((0..rounds).map(|_| rt.block_on(run_baseline(N))).collect());
-    let zero = median(
-        (0..rounds)
-            .map(|_| rt.block_on(run_platform(&platform, &store, N, 0)))
-            .collect(),
-    );
+    let (base, base_cpu) =
+        with_cpu(|| median((0..rounds).map(|_| rt.block_on(run_baseline(N))).collect()));
+    let (zero, zero_cpu) = with_cpu(|| {
+        median(
+            (0..rounds)
+                .map(|_| rt.block_on(run_platform(&platform, &store, N, 0)))
+                .collect(),
+        )
+    });
     let waited = median(
         (0..rounds)
             .map(|_| rt.block_on(run_platform_wait(&platform, N)))
@@ -295,6 +320,17 @@ fn bench(c: &mut Criterion) {
         wait_us / base_us,
         watch_us / base_us,
     );
+    // CPU time per task (all rounds), which other load on the machine does not inflate.
+    if let (Some(base_cpu), Some(zero_cpu)) = (base_cpu, zero_cpu) {
+        let rounds_n = rounds * N;
+        let base_cpu_us = per_task(base_cpu, rounds_n);
+        let zero_cpu_us = per_task(zero_cpu, rounds_n);
+        println!(
+            "summary (cpu): baseline {base_cpu_us:.2} us/task, platform {zero_cpu_us:.2} us/task \
+             (ratio {:.1}x)",
+            zero_cpu_us / base_cpu_us
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -16,8 +16,10 @@
 //! The chain is keyless: it proves that the trail was not changed *without recomputing every
 //! later hash*; keep the [`ChainHead`] (or a later row's hash) somewhere else to pin it.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{Number, Value, json};
+use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
@@ -98,23 +100,54 @@ impl ChainReport {
 }
 
 /// The canonical form of a row (see the module docs).
+///
+/// Written field by field straight into the text (no intermediate JSON value, so that no field
+/// or payload is copied): the same text as rendering the `json!` array of the module docs.
 pub fn canonical(event: &AuditEvent) -> String {
-    let array = json!([
-        event.seq,
-        event.prev_hash,
+    let mut out = String::with_capacity(256);
+    // Writing into a `String` cannot fail.
+    let _ = write!(out, "[{}, ", event.seq);
+    write_string(&event.prev_hash, &mut out);
+    let _ = write!(
+        out,
+        ", {}, {}, ",
         event.id,
-        event.created_at.timestamp_micros(),
-        event.task_id.map(|t| t.to_string()),
-        event.agent_id,
-        event.user_id,
-        event.event_type,
-        event.payload,
-        event.ip_address.map(|ip| ip.to_string()),
-        event.user_agent,
-    ]);
-    let mut out = String::new();
-    write_jsonb(&array, &mut out);
+        event.created_at.timestamp_micros()
+    );
+    match event.task_id {
+        Some(t) => {
+            let _ = write!(out, "\"{t}\"");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(", ");
+    write_opt_string(event.agent_id.as_deref(), &mut out);
+    out.push_str(", ");
+    write_opt_string(event.user_id.as_deref(), &mut out);
+    out.push_str(", ");
+    write_string(&event.event_type, &mut out);
+    out.push_str(", ");
+    write_jsonb(&event.payload, &mut out);
+    out.push_str(", ");
+    match event.ip_address {
+        Some(ip) => {
+            // An address's text needs no escaping.
+            let _ = write!(out, "\"{ip}\"");
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(", ");
+    write_opt_string(event.user_agent.as_deref(), &mut out);
+    out.push(']');
     out
+}
+
+/// A string, or `null`.
+fn write_opt_string(s: Option<&str>, out: &mut String) {
+    match s {
+        Some(s) => write_string(s, out),
+        None => out.push_str("null"),
+    }
 }
 
 /// The hash of a row: SHA-256 of its [`canonical`] form, in lowercase hex.
@@ -285,24 +318,34 @@ fn write_jsonb(value: &Value, out: &mut String) {
     }
 }
 
-/// PostgreSQL's `escape_json`.
+/// PostgreSQL's `escape_json`: copies runs of characters that need no escape at once.
 fn write_string(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        // Every byte of a multi-byte character is >= 0x80: never escaped, never split.
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 => {
+                out.push_str(&s[run..i]);
+                let _ = write!(out, "\\u{:04x}", b);
+                run = i + 1;
+                continue;
             }
-            c => out.push(c),
-        }
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        out.push_str(escaped);
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -310,11 +353,10 @@ fn write_string(s: &str, out: &mut String) {
 /// as they are, floats in plain decimal (`1e-7` → `0.0000001`, `1e20` → `100000000000000000000`)
 /// with the scale the text had (`100.0` stays `100.0`).
 fn write_number(n: &Number, out: &mut String) {
-    let text = n.to_string();
     if n.is_f64() {
-        out.push_str(&plain_decimal(&text));
+        out.push_str(&plain_decimal(&n.to_string()));
     } else {
-        out.push_str(&text);
+        let _ = write!(out, "{n}");
     }
 }
 
@@ -370,6 +412,8 @@ fn plain_decimal(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -380,6 +424,60 @@ mod tests {
         assert_eq!(plain_decimal("1.5e20"), "150000000000000000000");
         assert_eq!(plain_decimal("-2.25e1"), "-22.5");
         assert_eq!(plain_decimal("100.0"), "100.0");
+    }
+
+    /// The canonical form as first written: the `json!` array of the module docs, rendered.
+    fn canonical_via_value(event: &AuditEvent) -> String {
+        let array = json!([
+            event.seq,
+            event.prev_hash,
+            event.id,
+            event.created_at.timestamp_micros(),
+            event.task_id.map(|t| t.to_string()),
+            event.agent_id,
+            event.user_id,
+            event.event_type,
+            event.payload,
+            event.ip_address.map(|ip| ip.to_string()),
+            event.user_agent,
+        ]);
+        let mut out = String::new();
+        write_jsonb(&array, &mut out);
+        out
+    }
+
+    #[test]
+    fn the_canonical_form_is_the_rendered_json_array() {
+        let full = AuditEvent {
+            id: 42,
+            task_id: Some(uuid::Uuid::now_v7()),
+            agent_id: Some("agent-\"q\"\\".into()),
+            user_id: Some("ünïcode\u{1}\u{1f}\u{7f}/é".into()),
+            event_type: "task.queued".into(),
+            payload: json!({"zz": [1, -2, 1.5e-7, "a\tb\r\n\u{8}\u{c}"], "a": null, "bb": {"y": true}}),
+            ip_address: Some("2001:db8::1".parse().unwrap()),
+            user_agent: Some("curl/8 \"x\"".into()),
+            created_at: chrono::Utc::now(),
+            seq: u64::MAX,
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        };
+        assert_eq!(canonical(&full), canonical_via_value(&full));
+        let sparse = AuditEvent {
+            id: -1,
+            task_id: None,
+            agent_id: None,
+            user_id: None,
+            event_type: String::new(),
+            payload: json!("just a string"),
+            ip_address: Some("10.0.0.1".parse().unwrap()),
+            user_agent: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            seq: 1,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        assert_eq!(canonical(&sparse), canonical_via_value(&sparse));
     }
 
     #[test]

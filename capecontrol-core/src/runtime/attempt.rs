@@ -186,7 +186,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
             left.as_millis()
         ));
         finish_failed(node, &host, &task, error, false).await;
-        publish_breaker(node, &task);
+        publish_breaker(node, &task, &key);
         return;
     }
 
@@ -311,7 +311,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
     {
         waits::join_ready(node, Some(parent)).await;
     }
-    publish_breaker(node, &task);
+    publish_breaker(node, &task, &key);
 }
 
 /// How long `ask_user` waits by default in this agent: its manifest's `config.ask_timeout`,
@@ -334,23 +334,24 @@ async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
         .unwrap_or(false)
 }
 
-fn publish_breaker(node: &Node, task: &TaskRecord) {
-    let key = CircuitBreakers::key(&task.agent_id, &task.version);
+/// Sets the gauge of the breaker `key` (the task's agent version).
+fn publish_breaker(node: &Node, task: &TaskRecord, key: &str) {
     metrics::gauge!(
         "agent_circuit_breaker_state",
         "agent" => task.agent_id.clone(),
         "version" => task.version.clone()
     )
-    .set(node.breakers.state(&key).as_gauge());
+    .set(node.breakers.state(key).as_gauge());
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings
 /// of the user's installation, read again at every attempt and checked again as the gateway
 /// did ([`checks::recheck`]): installed, version not archived, grants covering the scopes.
 async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
-    let version = node
+    // The status only: the manifest comes from the node's cache, not copied from the store.
+    let status = node
         .store
-        .get_version(&task.agent_id, &task.version)
+        .version_status(&task.agent_id, &task.version)
         .await?;
     let manifest = node.manifest(&task.agent_id, &task.version).await?;
     let executor = node
@@ -366,7 +367,8 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
         })?;
     let installation = node.installation(&task.agent_id, &task.user_id).await?;
     let granted = checks::recheck(
-        &version,
+        &task.version,
+        status,
         &manifest,
         &installation,
         node.config.finish_archived_versions,

@@ -12,22 +12,24 @@ use crate::error::{Error, FieldError, Result};
 use crate::manifest::Manifest;
 use crate::policy::{Scope, missing_scopes};
 use crate::state::VersionStatus;
-use crate::store::{InstallationRecord, VersionRecord};
+use crate::store::InstallationRecord;
 
 /// The gateway's checks, made again by the worker when an attempt starts: the installation
 /// exists (the caller looked it up), the task's version is not archived (unless
 /// `finish_archived` lets queued tasks of archived versions finish), and the installation's
 /// grants still cover every scope the manifest requires. Returns the granted scopes.
+/// `version` is the task's version (its agent is the installation's) and `status` its status.
 pub(crate) fn recheck(
-    version: &VersionRecord,
+    version: &str,
+    status: VersionStatus,
     manifest: &Manifest,
     installation: &InstallationRecord,
     finish_archived: bool,
 ) -> Result<Vec<Scope>> {
-    if version.status == VersionStatus::Archived && !finish_archived {
+    if status == VersionStatus::Archived && !finish_archived {
         return Err(Error::conflict(format!(
-            "version {} of `{}` was archived after the task was queued; it no longer runs",
-            version.version, version.agent_id
+            "version {version} of `{}` was archived after the task was queued; it no longer runs",
+            installation.agent_id
         )));
     }
     let granted: Vec<Scope> = installation

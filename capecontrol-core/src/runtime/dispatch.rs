@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
 use super::attempt;
 use super::node::Node;
@@ -31,6 +31,10 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                 Err(_) => break,
             }
         }
+        // One claim answers every wake-up sent so far (each enqueue sends one, after its
+        // commit): drop the ones queued, so that a burst of submissions is claimed in batches
+        // rather than one claim per wake-up.
+        drain(&mut wakeups);
         let request = ClaimRequest {
             worker: node.node_id.clone(),
             limit: permits.len(),
@@ -71,6 +75,17 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
             _ = wakeups.recv() => {}
             () = tokio::time::sleep(node.config.poll_interval) => {}
             () = node.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Drops the wake-ups already queued (a lagging receiver skips ahead; nothing is lost that the
+/// next claim does not see).
+fn drain(wakeups: &mut broadcast::Receiver<()>) {
+    loop {
+        match wakeups.try_recv() {
+            Ok(()) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+            Err(_) => return,
         }
     }
 }

@@ -26,14 +26,18 @@ use crate::state::VersionStatus;
 use crate::store::{Enqueued, NewAuditEvent, NewTask, Store};
 use crate::trace::Traceparent;
 
-/// What the gateway resolved for (agent, user): the installed version and its grants.
-#[derive(Clone)]
+/// What the gateway resolved for (agent, user): the installed version, its grants and the
+/// scopes its manifest requires (parsed once, shared by every submission the cache serves).
 struct Resolved {
     version: String,
     status: VersionStatus,
     manifest: Arc<Manifest>,
     granted: Vec<Scope>,
+    required: Vec<Scope>,
 }
+
+/// A cached resolution and when it was made.
+type Cached = (tokio::time::Instant, Arc<Resolved>);
 
 /// A denial: the error returned to the caller and the reason written to the audit row.
 type Denied = (Error, String);
@@ -42,7 +46,7 @@ type Denied = (Error, String);
 #[derive(Default)]
 pub(crate) struct Gateway {
     /// Resolved submissions (installation, version, manifest) by (agent, user).
-    policy_cache: Mutex<HashMap<(String, String), (tokio::time::Instant, Resolved)>>,
+    policy_cache: Mutex<HashMap<(String, String), Cached>>,
     /// Agent ids by the id or slug they were asked for.
     agent_ids: Mutex<HashMap<String, String>>,
 }
@@ -168,7 +172,7 @@ impl Gateway {
                 "version not published".into(),
             ));
         }
-        let manifest = resolved.manifest;
+        let manifest = &resolved.manifest;
         let permissions = manifest.permissions();
         if !request.principal.has_any_role(&permissions.required_roles) {
             return Err((
@@ -179,12 +183,7 @@ impl Gateway {
                 "role".into(),
             ));
         }
-        let required: Vec<Scope> = permissions
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let missing = missing_scopes(&resolved.granted, &required);
+        let missing = missing_scopes(&resolved.granted, &resolved.required);
         if !missing.is_empty() {
             return Err((
                 Error::permission(missing.iter().map(ToString::to_string)),
@@ -198,7 +197,7 @@ impl Gateway {
                 "task".into(),
             ));
         }
-        Ok((resolved.version, manifest, task))
+        Ok((resolved.version.clone(), Arc::clone(manifest), task))
     }
 
     /// The id of the agent named by `id_or_slug` (an agent's id and slug never change, so this
@@ -229,7 +228,7 @@ impl Gateway {
         node: &Node,
         agent_id: &str,
         user_id: &str,
-    ) -> std::result::Result<Resolved, Denied> {
+    ) -> std::result::Result<Arc<Resolved>, Denied> {
         let ttl = node.config.policy_cache_ttl;
         let key = (agent_id.to_owned(), user_id.to_owned());
         if !ttl.is_zero()
@@ -258,7 +257,13 @@ impl Gateway {
             .manifest(agent_id, &installation.version)
             .await
             .map_err(|e| (e, "manifest".into()))?;
-        let resolved = Resolved {
+        let required = manifest
+            .permissions()
+            .scopes
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let resolved = Arc::new(Resolved {
             version: installation.version,
             status: record.status,
             manifest,
@@ -267,14 +272,15 @@ impl Gateway {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
-        };
+            required,
+        });
         if !ttl.is_zero()
             && let Ok(mut cache) = self.policy_cache.lock()
         {
             if cache.len() > 10_000 {
                 cache.retain(|_, (at, _)| at.elapsed() < ttl);
             }
-            cache.insert(key, (tokio::time::Instant::now(), resolved.clone()));
+            cache.insert(key, (tokio::time::Instant::now(), Arc::clone(&resolved)));
         }
         Ok(resolved)
     }

@@ -103,7 +103,8 @@ struct State {
     /// Per agent id, versions in insertion order.
     versions: HashMap<String, Vec<(u64, VersionRecord)>>,
     installations: BTreeMap<(String, String), InstallationRecord>,
-    tasks: HashMap<Uuid, TaskEntry>,
+    /// Boxed: growing the map moves pointers, not whole entries.
+    tasks: HashMap<Uuid, Box<TaskEntry>>,
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
     audit: Vec<AuditEvent>,

@@ -272,6 +272,12 @@ pub trait RegistryStore: Send + Sync {
     async fn insert_version(&self, version: VersionRecord) -> Result<VersionRecord>;
     /// One version of an agent.
     async fn get_version(&self, agent_id: &str, version: &str) -> Result<VersionRecord>;
+    /// The status of one version of an agent (unknown → not-found, as
+    /// [`get_version`](Self::get_version)): what a worker checks at each attempt. The default
+    /// reads the whole version; a store may answer without copying its manifest.
+    async fn version_status(&self, agent_id: &str, version: &str) -> Result<VersionStatus> {
+        self.get_version(agent_id, version).await.map(|v| v.status)
+    }
     /// All versions of an agent, oldest first.
     async fn list_versions(&self, agent_id: &str) -> Result<Vec<VersionRecord>>;
     /// Publishes `version` (it must be `draft`) and archives the previously published version,

@@ -15,7 +15,7 @@
 //! registry counts `marketplace_discovery_rate`; ratings set `user_satisfaction_score`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -25,10 +25,14 @@ use super::{ExecuteNext, Execution, Middleware, Submission, SubmitNext};
 use crate::error::Result;
 use crate::store::Enqueued;
 
+/// Successes and attempts per version of one agent.
+type VersionTotals = HashMap<String, (u64, u64)>;
+
 /// Records the §10.1 metrics.
 #[derive(Debug, Default)]
 pub struct PerformanceMonitor {
-    totals: Mutex<HashMap<String, (u64, u64)>>,
+    /// Successes and attempts by agent, then version.
+    totals: Mutex<HashMap<String, VersionTotals>>,
 }
 
 impl PerformanceMonitor {
@@ -55,8 +59,9 @@ impl Middleware for PerformanceMonitor {
     }
 
     async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {
-        let agent = exec.invocation.agent_id.clone();
-        let version = exec.invocation.version.clone();
+        // Shared label values: each series below takes a reference, not a copy of the strings.
+        let agent: Arc<str> = Arc::from(exec.invocation.agent_id.as_str());
+        let version: Arc<str> = Arc::from(exec.invocation.version.as_str());
         let concurrent = metrics::gauge!(
             "agent_concurrent_tasks",
             "agent" => agent.clone(),
@@ -88,7 +93,19 @@ impl Middleware for PerformanceMonitor {
             let Ok(mut totals) = self.totals.lock() else {
                 return result;
             };
-            let entry = totals.entry(format!("{agent}@{version}")).or_insert((0, 0));
+            // Looked up by reference: keys are allocated once per agent version, not per attempt.
+            if !totals
+                .get(&*agent)
+                .is_some_and(|v| v.contains_key(&*version))
+            {
+                totals
+                    .entry(agent.to_string())
+                    .or_default()
+                    .insert(version.to_string(), (0, 0));
+            }
+            let Some(entry) = totals.get_mut(&*agent).and_then(|v| v.get_mut(&*version)) else {
+                return result;
+            };
             entry.1 += 1;
             if result.is_ok() {
                 entry.0 += 1;

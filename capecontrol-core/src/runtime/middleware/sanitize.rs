@@ -89,6 +89,43 @@ impl InputSanitization {
                 ),
             ));
         }
+        if self.has_problem(input) {
+            return Err(self.problems(input));
+        }
+        if let Some((key, schema)) = schema {
+            self.check_schema(input, key, schema)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `input` breaks the depth or control-character rules: a walk that allocates no
+    /// pointers, so that valid input (the common case) costs no more than one stack.
+    fn has_problem(&self, input: &Value) -> bool {
+        let bad_text = |s: &str| self.config.reject_control_chars && s.chars().any(is_bad_control);
+        // Iterative walk: no recursion, so no stack overflow on deep input.
+        let mut stack: Vec<(&Value, usize)> = vec![(input, 1)];
+        while let Some((value, depth)) = stack.pop() {
+            match value {
+                Value::Array(_) | Value::Object(_) if depth > self.config.max_depth => return true,
+                Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
+                Value::Object(map) => {
+                    for (key, item) in map {
+                        if bad_text(key) {
+                            return true;
+                        }
+                        stack.push((item, depth + 1));
+                    }
+                }
+                Value::String(s) if bad_text(s) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Every depth and control-character problem of `input`, each at its field's pointer
+    /// (called once [`has_problem`](Self::has_problem) found one).
+    fn problems(&self, input: &Value) -> Error {
         let mut errors = Vec::new();
         // Iterative walk: no recursion, so no stack overflow on deep input.
         let mut stack: Vec<(String, &Value, usize)> = vec![(String::new(), input, 1)];
@@ -128,32 +165,31 @@ impl InputSanitization {
                 _ => {}
             }
         }
-        if !errors.is_empty() {
-            errors.sort();
-            return Err(Error::validation("invalid input", errors));
-        }
-        if let Some((key, schema)) = schema {
-            let validator = self.validator(key, schema)?;
-            let errors: Vec<FieldError> = validator
-                .iter_errors(input)
-                .map(|e| {
-                    let mut pointer = e.instance_path().to_string();
-                    if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
-                    {
-                        if let Some(name) = property.as_str() {
-                            pointer = join_pointer(&pointer, name);
-                        }
-                        return FieldError::new(pointer, "is required");
+        errors.sort();
+        Error::validation("invalid input", errors)
+    }
+
+    /// Checks `input` against the task's `schema` (compiled once per `key`).
+    fn check_schema(&self, input: &Value, key: &str, schema: &Value) -> Result<()> {
+        let validator = self.validator(key, schema)?;
+        let errors: Vec<FieldError> = validator
+            .iter_errors(input)
+            .map(|e| {
+                let mut pointer = e.instance_path().to_string();
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                    if let Some(name) = property.as_str() {
+                        pointer = join_pointer(&pointer, name);
                     }
-                    FieldError::new(pointer, e.to_string())
-                })
-                .collect();
-            if !errors.is_empty() {
-                return Err(Error::validation(
-                    "input does not match the task's schema",
-                    errors,
-                ));
-            }
+                    return FieldError::new(pointer, "is required");
+                }
+                FieldError::new(pointer, e.to_string())
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::validation(
+                "input does not match the task's schema",
+                errors,
+            ));
         }
         Ok(())
     }
@@ -182,9 +218,14 @@ impl Middleware for InputSanitization {
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
-        let key = format!("{}@{}#{}", sub.agent_id, sub.version, sub.request.task);
-        let schema = sub.task.as_ref().and_then(|t| t.input_schema.as_ref());
-        self.check(&sub.request.input, schema.map(|s| (key.as_str(), s)))?;
+        // The validator's cache key is built only for a task that has a schema.
+        match sub.task.as_ref().and_then(|t| t.input_schema.as_ref()) {
+            Some(schema) => {
+                let key = format!("{}@{}#{}", sub.agent_id, sub.version, sub.request.task);
+                self.check(&sub.request.input, Some((key.as_str(), schema)))?;
+            }
+            None => self.check(&sub.request.input, None)?,
+        }
         next.run(sub).await
     }
 }

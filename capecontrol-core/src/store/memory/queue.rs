@@ -94,7 +94,7 @@ impl QueueStore for MemoryStore {
         if let Some(parent) = record.parent_id {
             state.children.entry(parent).or_default().push(record.id);
         }
-        state.tasks.insert(record.id, entry);
+        state.tasks.insert(record.id, Box::new(entry));
         state.sync(record.id, now);
         self.send_events([event]);
         drop(state);
@@ -155,8 +155,8 @@ impl QueueStore for MemoryStore {
             }
         }
         drop(cursors);
-        let mut claimed = Vec::new();
-        let mut sent = Vec::new();
+        let mut claimed = Vec::with_capacity(due.len());
+        let mut sent = Vec::with_capacity(due.len());
         let expires_at = now + to_chrono(request.lease);
         for id in due {
             let Some(entry) = state.tasks.get_mut(&id) else {
@@ -493,6 +493,7 @@ impl QueueStore for MemoryStore {
         let mut out: Vec<&TaskEntry> = state
             .tasks
             .values()
+            .map(|t| &**t)
             .filter(|t| {
                 filter
                     .user_id

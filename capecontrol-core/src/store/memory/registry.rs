@@ -123,6 +123,16 @@ impl RegistryStore for MemoryStore {
             .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))
     }
 
+    async fn version_status(&self, agent_id: &str, version: &str) -> Result<VersionStatus> {
+        let state = self.lock();
+        state
+            .versions
+            .get(agent_id)
+            .and_then(|l| l.iter().find(|(_, v)| v.version == version))
+            .map(|(_, v)| v.status)
+            .ok_or_else(|| Error::not_found("agent version", format!("{agent_id}@{version}")))
+    }
+
     async fn list_versions(&self, agent_id: &str) -> Result<Vec<VersionRecord>> {
         let state = self.lock();
         let mut list: Vec<(u64, VersionRecord)> =
