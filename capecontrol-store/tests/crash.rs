@@ -164,7 +164,11 @@ fn app_name(node: &str) -> String {
 fn spawn_worker(url: &str, node: &str) -> Worker {
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}application_name={}", app_name(node));
-    spawn_test_process("worker_process", &[(URL_ENV, &url), (NODE_ENV, node)], false)
+    spawn_test_process(
+        "worker_process",
+        &[(URL_ENV, &url), (NODE_ENV, node)],
+        false,
+    )
 }
 
 async fn db_now(pool: &PgPool) -> DateTime<Utc> {
