@@ -80,10 +80,16 @@ impl fmt::Debug for PostgresStoreOptions {
 
 impl PostgresStoreOptions {
     /// Options for the primary at `connect` (10 connections at most, none kept idle, 10 s to
-    /// acquire one, no replica, 4096 buffered live events, LISTEN on).
+    /// acquire one, no replica, 4096 buffered live events, LISTEN on). The main pool's
+    /// connections carry `connect`'s `application_name` (a URL's `?application_name=`), else
+    /// `capecontrol`.
     pub fn new(connect: PgConnectOptions) -> Self {
+        let name = connect
+            .get_application_name()
+            .unwrap_or("capecontrol")
+            .to_owned();
         Self {
-            primary: connect.application_name("capecontrol"),
+            primary: connect.application_name(&name),
             max_connections: 10,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
