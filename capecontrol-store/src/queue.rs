@@ -74,11 +74,16 @@ RETURNING lease_expires_at, cancel_requested
 "#;
 
 /// Every lease of a node in one statement: the live ones renewed, each reporting a requested
-/// cancel; a lease missing from the result is lost.
+/// cancel; a lease missing from the result is lost. The rows are locked in id order first, as
+/// the batched completer's statements lock theirs, so that two statements updating several
+/// tasks each cannot deadlock.
 const HEARTBEAT_MANY: &str = r#"
+WITH lk AS MATERIALIZED (
+  SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+)
 UPDATE tasks t SET lease_expires_at = now() + $3 * interval '1 millisecond'
-FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
-WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
+FROM lk JOIN unnest($1::uuid[], $2::uuid[]) AS l(id, token) ON l.id = lk.id
+WHERE t.id = lk.id AND t.lease_token = l.token AND t.status = 'running'
 RETURNING t.id, t.lease_expires_at, t.cancel_requested
 "#;
 

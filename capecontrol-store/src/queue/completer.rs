@@ -9,6 +9,11 @@
 //! is no timer: whatever queued while a batch was in flight goes out as soon as it returns.
 //! The queue holds [`QUEUE`] writes at most: past that, writers wait (back-pressure).
 //!
+//! Every statement that updates several task rows (these two, and `HEARTBEAT_MANY`) locks
+//! them in id order first (`SELECT … ORDER BY id FOR NO KEY UPDATE`), so that a batch and a
+//! node's heartbeat cannot deadlock (the loser would wait for `deadlock_timeout`, a lease could
+//! expire meanwhile).
+//!
 //! Each caller learns its own result: its row (committed), no row (fenced out: the caller
 //! tells an applied repeat from a lost lease, as the inline path does), a transient error (the
 //! outcome of the whole batch is unknown: every caller's host repeats its write, recognised as
@@ -198,9 +203,20 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<Uuid, PgRow>> {
             Write::Finish(f) => finishes.push(f),
         }
     }
+    // In id order, as the statements lock the task rows (see `HEARTBEAT_MANY`).
+    journals.sort_by_key(|j| j.task_id);
+    finishes.sort_by_key(|f| f.task_id);
     let mut rows = HashMap::with_capacity(jobs.len());
     if !journals.is_empty() && !finishes.is_empty() {
         let mut tx = pool.begin().await.map_err(db)?;
+        // Two statements: their rows are locked in one id order first (see the module docs).
+        let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.write.task_id()).collect();
+        ids.sort_unstable();
+        sqlx::query(LOCK)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         journal_many(&mut tx, &journals, &mut rows).await?;
         finish_many(&mut tx, &finishes, &mut rows).await?;
         tx.commit().await.map_err(db)?;
@@ -289,14 +305,19 @@ fn first_and_count(ev: &EventColumns) -> (i64, i32) {
     )
 }
 
+/// Locks the rows of a batch's tasks in id order (before two statements in one transaction).
+const LOCK: &str = "SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE";
+
 /// Journal writes of several tasks: what `JOURNAL` does for one, for each.
 const JOURNAL_MANY: &str = r#"
 WITH w AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[])
     AS w(w_id, w_token, w_first, w_count)
+), lk AS MATERIALIZED (
+  SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 ), t AS (
   UPDATE tasks SET last_seq = last_seq + w.w_count
-  FROM w
+  FROM w JOIN lk ON lk.id = w.w_id
   WHERE tasks.id = w.w_id AND tasks.lease_token = w.w_token AND tasks.status = 'running'
     AND (w.w_count = 0 OR w.w_first = tasks.last_seq + 1)
   RETURNING tasks.id, tasks.agent_id
@@ -378,6 +399,8 @@ WITH w AS (
                        $12::jsonb[])
     AS w(w_id, w_token, w_first, w_count, w_status, w_output, w_error, w_message, w_retry_at,
          w_kind, w_audit_type, w_audit_payload)
+), lk AS MATERIALIZED (
+  SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
 ), t AS (
   UPDATE tasks SET
     status = CASE WHEN cancel_requested AND w.w_status IN ('queued', 'failed') THEN 'cancelled'
@@ -391,7 +414,7 @@ WITH w AS (
     lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
     last_seq = last_seq + w.w_count + 1,
     finished_token = w.w_token
-  FROM w
+  FROM w JOIN lk ON lk.id = w.w_id
   WHERE tasks.id = w.w_id AND tasks.lease_token = w.w_token AND tasks.status = 'running'
     AND (w.w_count = 0 OR w.w_first = tasks.last_seq + 1)
   RETURNING tasks.*, w.w_retry_at, w.w_kind, w.w_audit_type, w.w_audit_payload
