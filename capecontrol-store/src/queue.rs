@@ -5,7 +5,9 @@
 //! function, `capecontrol_claim`, for up to `limit` tasks), heartbeat 1 (`heartbeat_many`: 1 for
 //! all the leases of a node), journal 1, finish 1 and release 1 (with any
 //! number of step rows), reclaim 1 per
-//! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
+//! 500 expired leases, cancel 1, publish 0; with batched writes (the default, see the
+//! `completer` module), journal writes and finishes of many tasks share one statement per kind
+//! and one commit. A fenced write that matches no lease takes one more
 //! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
 //! which the store then announces (see the `notify` module).
 
@@ -852,13 +854,13 @@ impl QueueStore for PostgresStore {
     }
 
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
-        let cols = JournalCols {
+        let cols = Box::new(JournalCols {
             task_id: lease.task_id,
             token: lease.token,
             ev: EventColumns::new(lease.task_id, &write.events)?,
             step: StepColumns::new(write.step.as_ref())?,
             audit: AuditColumns::from_events(&write.audit),
-        };
+        });
         let (cols, matched) = match self.send(lease, Write::Journal(cols)).await? {
             Sent::Written(Write::Journal(cols), row) => (cols, row.is_some()),
             Sent::Alone(Write::Journal(cols)) => {
@@ -879,14 +881,14 @@ impl QueueStore for PostgresStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
-        let cols = FinishCols {
+        let cols = Box::new(FinishCols {
             task_id: lease.task_id,
             token: lease.token,
             ev: EventColumns::new(lease.task_id, &finish.events)?,
             steps: StepsColumns::new(&finish.steps)?,
             audit: AuditColumns::from_events(&finish.audit),
             params: finish_params(&finish.outcome)?,
-        };
+        });
         let (cols, row) = match self.send(lease, Write::Finish(cols)).await? {
             Sent::Written(Write::Finish(cols), row) => (cols, row),
             Sent::Alone(Write::Finish(cols)) => {

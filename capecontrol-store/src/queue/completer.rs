@@ -75,8 +75,8 @@ pub(crate) struct FinishCols {
 
 /// A write handed to the completer.
 pub(crate) enum Write {
-    Journal(JournalCols),
-    Finish(FinishCols),
+    Journal(Box<JournalCols>),
+    Finish(Box<FinishCols>),
 }
 
 impl Write {
@@ -199,8 +199,8 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<Uuid, PgRow>> {
     let mut finishes = Vec::new();
     for job in jobs {
         match &job.write {
-            Write::Journal(j) => journals.push(j),
-            Write::Finish(f) => finishes.push(f),
+            Write::Journal(j) => journals.push(&**j),
+            Write::Finish(f) => finishes.push(&**f),
         }
     }
     // In id order, as the statements lock the task rows (see `HEARTBEAT_MANY`).
