@@ -467,6 +467,7 @@ impl PostgresStore {
         }
         self.inner.pool.close().await;
         self.inner.read.close().await;
+        self.inner.heartbeat.close().await;
     }
 }
 
