@@ -1,28 +1,45 @@
-//! CapeControl on `PostgresStore` against apalis-postgres 1.0, on the same PostgreSQL database
-//! and durability settings, in one run.
+//! CapeControl on `PostgresStore` against apalis-postgres 1.0, on the same PostgreSQL server
+//! and durability settings, in one run: four systems side by side, each round on a fresh
+//! database of the same server.
 //!
 //! ```sh
 //! eval "$(scripts/pg.sh start)"      # or any server: DATABASE_URL may CREATE DATABASE
 //! cargo bench -p capecontrol-store --bench vs_apalis
+//! BENCH_N=5000 BENCH_DRAIN_WORKERS=4,16,64 BENCH_RATES=200,1000 \
+//!   cargo bench -p capecontrol-store --bench vs_apalis
 //! ```
 //!
-//! The same trivial job on both: read an index, add one. CapeControl runs it as a task with one
-//! durable step (`cx.step`), so the task row, the step row, the events and the audit trail are
-//! all persisted; apalis runs it as a job (its row locked, then acknowledged with the result).
-//! apalis is tuned: a fetch batch of 100, a 10 ms poll interval. Both run the same number of
-//! jobs at once. Three measurements:
+//! The systems: `cc-inline` (CapeControl, every write its own statement and commit:
+//! `batch_writes(false)`), `cc-batched` (the batched completer: `batch_writes(true)`), `apalis`
+//! (tuned: a fetch batch of 100, a 10 ms poll interval) and `apalis-listen` (the same plus its
+//! LISTEN/NOTIFY pubsub, `with_pubsub()`, polling kept).
 //!
-//! 1. throughput: `N` tasks enqueued first, then the time until the last completion committed;
-//! 2. latency at a fixed offered rate (open loop: submissions leave on a schedule, whatever the
-//!    system does): submit → start and submit → done, p50/p99/max;
+//! The same trivial job on all: read an index, add one. CapeControl runs it as a task with one
+//! durable step (`cx.step`; `BENCH_MULTI_STEPS` steps in the multi-step round), so the task row,
+//! the step rows, the events and the audit trail are all persisted; apalis runs it as a job (its
+//! row locked, then acknowledged with the result). Measurements:
+//!
+//! 1. drain: `N` tasks enqueued first, then the time until the last completion committed, at
+//!    each worker count of `BENCH_DRAIN_WORKERS` (CapeControl's workers; apalis' concurrency only
+//!    with `BENCH_APALIS_LIMIT=1`, else every fetched job at once);
+//! 2. latency at each fixed offered rate of `BENCH_RATES` (open loop: submissions leave on a
+//!    schedule, whatever the system does): submit → start and submit → done, p50/p99/max, and
+//!    stalls (starts later than 1 s after their submission);
 //! 3. commits per task while enqueuing and while draining (`pg_stat_database.xact_commit`, every
-//!    transaction, reads included) and WAL flushes (`pg_stat_wal.wal_sync`, cluster-wide).
+//!    transaction, reads included), WAL flushes (`pg_stat_wal.wal_sync`, cluster-wide), and CPU
+//!    seconds per 1,000 tasks of this process and of the PostgreSQL server (`/proc`: the
+//!    postmaster with its reaped backends, plus its live children; a local server only);
+//! 4. multi-step: `BENCH_MULTI_N` tasks of `BENCH_MULTI_STEPS` steps drained by CapeControl
+//!    (commits per step; apalis has no steps).
 //!
-//! Environment (defaults in brackets): `BENCH_N` [2000], `BENCH_WORKERS` [16], `BENCH_BATCH`
-//! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_SECS` [10], `BENCH_POOL`
-//! connections per pool [20]. Without `DATABASE_URL`, `cargo bench` fails and `cargo test`
-//! (which runs this binary without `--bench`) skips it loudly; with one, `cargo test` runs a
-//! small smoke round.
+//! Environment (defaults in brackets): `BENCH_N` [2000], `BENCH_WORKERS` [16] (latency and
+//! multi-step rounds), `BENCH_DRAIN_WORKERS` [BENCH_WORKERS] (comma-separated), `BENCH_BATCH`
+//! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_RATES` [BENCH_RATE]
+//! (comma-separated), `BENCH_SECS` [10], `BENCH_POOL` connections per pool [20],
+//! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
+//! [cc-inline,cc-batched,apalis,apalis-listen]. Without `DATABASE_URL`, `cargo bench` fails and
+//! `cargo test` (which runs this binary without `--bench`) skips it loudly; with one, `cargo
+//! test` runs a small smoke round.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -64,6 +81,70 @@ struct Settings {
     secs: u64,
     pool: u32,
     apalis_limit: bool,
+    drain_workers: Vec<usize>,
+    rates: Vec<u64>,
+    multi_steps: usize,
+    multi_n: usize,
+    systems: Vec<System>,
+    /// Steps per CapeControl task in the round running now.
+    steps: usize,
+    /// The system of the round running now.
+    system: System,
+}
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    CcInline,
+    CcBatched,
+    Apalis,
+    ApalisListen,
+}
+
+impl System {
+    const ALL: [System; 4] = [
+        System::CcInline,
+        System::CcBatched,
+        System::Apalis,
+        System::ApalisListen,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            System::CcInline => "cc-inline",
+            System::CcBatched => "cc-batched",
+            System::Apalis => "apalis",
+            System::ApalisListen => "apalis-listen",
+        }
+    }
+
+    fn is_cc(self) -> bool {
+        matches!(self, System::CcInline | System::CcBatched)
+    }
+}
+
+impl FromStr for System {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        System::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown system {s}"))
+    }
+}
+
+fn env_list<T: FromStr>(name: &str, default: Vec<T>) -> Vec<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v}: {x} is not a valid value"))
+            })
+            .collect(),
+        Err(_) => default,
+    }
 }
 
 fn env_or<T: FromStr>(name: &str, default: T) -> T {
@@ -77,15 +158,24 @@ fn env_or<T: FromStr>(name: &str, default: T) -> T {
 
 impl Settings {
     fn from_env() -> Self {
+        let workers = env_or("BENCH_WORKERS", 16);
+        let rate = env_or("BENCH_RATE", 100);
         Self {
             n: env_or("BENCH_N", 2_000),
-            workers: env_or("BENCH_WORKERS", 16),
+            workers,
             batch: env_or("BENCH_BATCH", 100),
             poll: Duration::from_millis(env_or("BENCH_POLL_MS", 10)),
-            rate: env_or("BENCH_RATE", 100),
+            rate,
             secs: env_or("BENCH_SECS", 10),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
+            drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
+            rates: env_list("BENCH_RATES", vec![rate]),
+            multi_steps: env_or("BENCH_MULTI_STEPS", 10),
+            multi_n: env_or("BENCH_MULTI_N", 1_000),
+            systems: env_list("BENCH_SYSTEMS", System::ALL.to_vec()),
+            steps: 1,
+            system: System::CcBatched,
         }
     }
 
@@ -96,6 +186,9 @@ impl Settings {
         Self {
             n: 40,
             secs: 0,
+            rates: Vec::new(),
+            multi_n: 20,
+            multi_steps: 3,
             ..Self::from_env()
         }
     }
@@ -191,12 +284,65 @@ struct Db {
     admin_options: PgConnectOptions,
     name: String,
     options: PgConnectOptions,
+    /// The server's postmaster, when it runs on this machine.
+    postmaster: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     commits: i64,
     wal_syncs: i64,
+    /// CPU seconds of this process and of the PostgreSQL server (NaN: not readable).
+    cpu_self: f64,
+    cpu_pg: f64,
+}
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// The fields of `/proc/<pid>/stat` after the command name (the state is field 0 here).
+fn proc_stat(pid: &str) -> Option<Vec<u64>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 2..)?;
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// CPU seconds of this process so far.
+fn cpu_self() -> f64 {
+    proc_stat("self").map_or(f64::NAN, |f| (f[11] + f[12]) as f64 / TICKS)
+}
+
+/// CPU seconds of a local PostgreSQL server so far: the postmaster, its reaped children
+/// (every backend that exited) and its live children.
+fn cpu_pg(postmaster: Option<u32>) -> f64 {
+    let Some(pm) = postmaster else {
+        return f64::NAN;
+    };
+    let Some(f) = proc_stat(&pm.to_string()) else {
+        return f64::NAN;
+    };
+    let mut ticks = f[11] + f[12] + f[13] + f[14];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some(c) = proc_stat(pid)
+                && c[1] == u64::from(pm)
+            {
+                ticks += c[11] + c[12];
+            }
+        }
+    }
+    ticks as f64 / TICKS
 }
 
 impl Db {
@@ -213,11 +359,17 @@ impl Db {
             .await
             .expect("CREATE DATABASE (DATABASE_URL needs the right to)");
         let options = admin_options.clone().database(&name);
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut admin)
+            .await
+            .expect("pg_backend_pid");
+        let postmaster = proc_stat(&backend.to_string()).and_then(|f| u32::try_from(f[1]).ok());
         Self {
             admin,
             admin_options,
             name,
             options,
+            postmaster,
         }
     }
 
@@ -266,7 +418,12 @@ impl Db {
             .fetch_one(&mut self.admin)
             .await
             .unwrap_or(-1);
-        Counters { commits, wal_syncs }
+        Counters {
+            commits,
+            wal_syncs,
+            cpu_self: cpu_self(),
+            cpu_pg: cpu_pg(self.postmaster),
+        }
     }
 
     async fn pool(&self, size: u32) -> PgPool {
@@ -301,11 +458,13 @@ impl Db {
     }
 }
 
-/// Commits and WAL flushes of a phase, per task.
+/// Commits, WAL flushes and CPU seconds of a phase, per task.
 #[derive(Debug, Clone, Copy, Default)]
 struct PerTask {
     commits: f64,
     wal_syncs: f64,
+    cpu_self: f64,
+    cpu_pg: f64,
 }
 
 fn per_task(before: Counters, after: Counters, n: usize) -> PerTask {
@@ -316,6 +475,8 @@ fn per_task(before: Counters, after: Counters, n: usize) -> PerTask {
         } else {
             (after.wal_syncs - before.wal_syncs) as f64 / n as f64
         },
+        cpu_self: (after.cpu_self - before.cpu_self) / n as f64,
+        cpu_pg: (after.cpu_pg - before.cpu_pg) / n as f64,
     }
 }
 
@@ -337,11 +498,15 @@ impl AgentBase for Trivial {
 
     async fn run_task(&self, _name: &str, input: Value, cx: &TaskContext) -> Result<Value> {
         let i = usize::try_from(input["i"].as_u64().unwrap_or(0)).unwrap_or(0);
+        let steps = input["steps"].as_u64().unwrap_or(1);
         let m = marks();
         m.start(i);
-        let v = cx
-            .step("work", async move { Ok::<_, Error>(work(i)) })
-            .await?;
+        let mut v = 0;
+        for k in 0..steps {
+            v = cx
+                .step(&format!("work-{k}"), async move { Ok::<_, Error>(work(i)) })
+                .await?;
+        }
         m.handle(i);
         Ok(json!(v))
     }
@@ -360,6 +525,7 @@ async fn cc_store(db: &Db, s: &Settings) -> Arc<PostgresStore> {
         .event_capacity(1 << 20)
         .listen(false)
         .notify(false)
+        .batch_writes(s.system == System::CcBatched)
         .connect()
         .await
         .expect("PostgresStore");
@@ -385,8 +551,13 @@ async fn cc_platform(store: Arc<PostgresStore>, s: &Settings, workers: bool) -> 
     Arc::new(builder.build().await.expect("platform"))
 }
 
-fn cc_request(i: usize) -> TaskRequest {
-    TaskRequest::new("trivial", "add", json!({ "i": i }), Principal::new(CC_USER))
+fn cc_request(i: usize, steps: usize) -> TaskRequest {
+    TaskRequest::new(
+        "trivial",
+        "add",
+        json!({ "i": i, "steps": steps }),
+        Principal::new(CC_USER),
+    )
 }
 
 async fn cc_setup(db: &Db, s: &Settings) {
@@ -420,7 +591,7 @@ fn cc_completions(
 }
 
 /// Submits `n` tasks, `concurrency` at a time.
-async fn cc_enqueue(platform: &Arc<Platform>, n: usize, concurrency: usize) {
+async fn cc_enqueue(platform: &Arc<Platform>, n: usize, concurrency: usize, steps: usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for _ in 0..concurrency {
@@ -431,7 +602,7 @@ async fn cc_enqueue(platform: &Arc<Platform>, n: usize, concurrency: usize) {
                 if i >= n {
                     return;
                 }
-                platform.submit(cc_request(i)).await.expect("submit");
+                platform.submit(cc_request(i, steps)).await.expect("submit");
             }
         }));
     }
@@ -456,7 +627,7 @@ async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
     {
         let store = cc_store(db, s).await;
         let platform = cc_platform(Arc::clone(&store), s, false).await;
-        cc_enqueue(&platform, n, s.workers).await;
+        cc_enqueue(&platform, n, s.workers, s.steps).await;
         store.close().await;
     }
     let c1 = db.counters().await;
@@ -504,7 +675,17 @@ async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
         let (platform, m, ids) = (Arc::clone(&platform), Arc::clone(&m), Arc::clone(&ids));
         async move {
             m.submitted[i].store(now_ns(), Ordering::SeqCst);
-            let id = platform.submit(cc_request(i)).await.expect("submit");
+            // As a client would: a submission refused transiently (an overloaded pool) is
+            // repeated; its latency counts from the first try.
+            let id = loop {
+                match platform.submit(cc_request(i, 1)).await {
+                    Ok(id) => break id,
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("submit: {e}"),
+                }
+            };
             ids.lock().expect("ids").insert(id, i);
         }
     })
@@ -552,7 +733,8 @@ async fn apalis_setup(db: &Db) {
     pool.close().await;
 }
 
-/// Runs an apalis worker on `queue` until the returned context is stopped.
+/// Runs an apalis worker on `queue` until the returned context is stopped; `apalis-listen`
+/// adds apalis' LISTEN/NOTIFY pubsub (`with_pubsub()`) to the same polling.
 ///
 /// Without a concurrency limit by default (every job of a fetched batch at once);
 /// `BENCH_APALIS_LIMIT=1` adds `.concurrency(workers)`. Seen here, with and without the limit:
@@ -565,28 +747,40 @@ fn apalis_worker(
     name: &str,
     s: &Settings,
 ) -> (WorkerContext, tokio::task::JoinHandle<()>) {
-    let backend =
-        apalis_storage(pool, queue, s).poll_with_strategy(Strategy::new().interval(s.poll));
     let ctx = WorkerContext::new(name);
-    let handle = if s.apalis_limit {
-        let worker = WorkerBuilder::new(&ctx)
-            .backend(backend)
-            .concurrency(s.workers)
-            .build(apalis_handler);
-        tokio::spawn(async move {
-            if let Err(e) = worker.run().await {
-                panic!("apalis worker: {e}");
+    macro_rules! spawn {
+        ($backend:expr) => {
+            if s.apalis_limit {
+                let worker = WorkerBuilder::new(&ctx)
+                    .backend($backend)
+                    .concurrency(s.workers)
+                    .build(apalis_handler);
+                tokio::spawn(async move {
+                    if let Err(e) = worker.run().await {
+                        panic!("apalis worker: {e}");
+                    }
+                })
+            } else {
+                let worker = WorkerBuilder::new(&ctx)
+                    .backend($backend)
+                    .build(apalis_handler);
+                tokio::spawn(async move {
+                    if let Err(e) = worker.run().await {
+                        panic!("apalis worker: {e}");
+                    }
+                })
             }
-        })
+        };
+    }
+    let strategy = Strategy::new().interval(s.poll);
+    let handle = if s.system == System::ApalisListen {
+        spawn!(
+            apalis_storage(pool, queue, s)
+                .with_pubsub()
+                .poll_with_strategy(strategy)
+        )
     } else {
-        let worker = WorkerBuilder::new(&ctx)
-            .backend(backend)
-            .build(apalis_handler);
-        tokio::spawn(async move {
-            if let Err(e) = worker.run().await {
-                panic!("apalis worker: {e}");
-            }
-        })
+        spawn!(apalis_storage(pool, queue, s).poll_with_strategy(strategy))
     };
     (ctx, handle)
 }
@@ -734,6 +928,8 @@ struct Latency {
     start: Dist,
     handled: Dist,
     committed: Option<Dist>,
+    /// Starts later than 1 s after their submission.
+    stalls: usize,
 }
 
 impl Latency {
@@ -750,7 +946,14 @@ impl Latency {
                     .collect(),
             )
         };
+        let stalls = (0..m.submitted.len())
+            .filter(|&i| {
+                let from = m.submitted[i].load(Ordering::SeqCst);
+                m.started[i].load(Ordering::SeqCst).saturating_sub(from) > 1_000_000_000
+            })
+            .count();
         Self {
+            stalls,
             start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
             handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
             committed: committed.map(|c| ms(&|i| c[i])),
@@ -759,7 +962,80 @@ impl Latency {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Report
+// Rounds and report
+
+/// A drain round of every system (CapeControl only when `steps > 1`), each on a fresh database.
+async fn drain_round(
+    url: &str,
+    base: &Settings,
+    n: usize,
+    workers: usize,
+    steps: usize,
+) -> Vec<(System, Throughput)> {
+    let mut out = Vec::new();
+    for &system in &base.systems {
+        if steps > 1 && !system.is_cc() {
+            continue;
+        }
+        let s = Settings {
+            n,
+            workers,
+            steps,
+            system,
+            ..base.clone()
+        };
+        eprintln!(
+            "vs_apalis: drain, {} ({n} tasks of {steps} step(s), {workers} workers)…",
+            system.name()
+        );
+        let mut db = Db::create(url).await;
+        let t = if system.is_cc() {
+            cc_setup(&db, &s).await;
+            cc_throughput(&mut db, &s).await
+        } else {
+            apalis_setup(&db).await;
+            apalis_throughput(&mut db, &s).await
+        };
+        db.drop().await;
+        out.push((system, t));
+    }
+    out
+}
+
+/// A latency round of every system at `rate`, each on a fresh database, with the commits per
+/// task of the whole round (submissions included).
+async fn latency_round(url: &str, base: &Settings, rate: u64) -> Vec<(System, Latency, PerTask)> {
+    let mut out = Vec::new();
+    for &system in &base.systems {
+        let s = Settings {
+            rate,
+            system,
+            ..base.clone()
+        };
+        eprintln!(
+            "vs_apalis: latency, {} ({rate}/s for {} s)…",
+            system.name(),
+            s.secs
+        );
+        let mut db = Db::create(url).await;
+        if system.is_cc() {
+            cc_setup(&db, &s).await;
+        } else {
+            apalis_setup(&db).await;
+        }
+        let c0 = db.counters().await;
+        let l = if system.is_cc() {
+            cc_latency(&mut db, &s).await
+        } else {
+            apalis_latency(&mut db, &s).await
+        };
+        let c1 = db.counters().await;
+        db.drop().await;
+        let n = usize::try_from(rate * s.secs).unwrap_or(usize::MAX).max(1);
+        out.push((system, l, per_task(c0, c1, n)));
+    }
+    out
+}
 
 fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 || !a.is_finite() || !b.is_finite() {
@@ -769,17 +1045,173 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn row(what: &str, cc: f64, ap: f64, unit: &str) {
-    println!(
-        "  {what:<44} {cc:>12.2} {ap:>12.2}  {r:>8}  {unit}",
-        r = ratio(cc, ap)
-    );
+/// The systems of a table and the ratios it shows (cc-batched ÷ each other system present).
+struct Table {
+    systems: Vec<System>,
+    against: Vec<System>,
 }
 
-fn dist_rows(what: &str, cc: Dist, ap: Dist) {
-    row(&format!("{what} p50"), cc.p50, ap.p50, "ms");
-    row(&format!("{what} p99"), cc.p99, ap.p99, "ms");
-    row(&format!("{what} max"), cc.max, ap.max, "ms");
+impl Table {
+    fn new(title: &str, systems: Vec<System>) -> Self {
+        let against: Vec<System> = if systems.contains(&System::CcBatched) {
+            [System::Apalis, System::ApalisListen, System::CcInline]
+                .into_iter()
+                .filter(|x| systems.contains(x))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        println!();
+        println!("{title}");
+        let mut head = format!("  {:<40}", "");
+        for x in &systems {
+            head += &format!(" {:>13}", x.name());
+        }
+        for x in &against {
+            head += &format!(" {:>13}", format!("b/{}", x.name()));
+        }
+        println!("{head}");
+        Self { systems, against }
+    }
+
+    fn line(&self, what: &str, unit: &str, values: &[f64]) {
+        let mut l = format!("  {what:<40}");
+        for v in values {
+            if v.is_finite() {
+                l += &format!(" {v:>13.3}");
+            } else {
+                l += &format!(" {:>13}", "-");
+            }
+        }
+        let of = |x: System| {
+            self.systems
+                .iter()
+                .position(|&y| y == x)
+                .map_or(f64::NAN, |i| values[i])
+        };
+        for &x in &self.against {
+            l += &format!(" {:>13}", ratio(of(System::CcBatched), of(x)));
+        }
+        println!("{l}  {unit}");
+    }
+}
+
+fn print_drain(title: &str, n: usize, steps: usize, round: &[(System, Throughput)]) {
+    let t = Table::new(title, round.iter().map(|(x, _)| *x).collect());
+    let col = |f: &dyn Fn(&Throughput) -> f64| round.iter().map(|(_, r)| f(r)).collect::<Vec<_>>();
+    let per_step = steps as f64;
+    t.line(
+        "drain throughput",
+        "tasks/s",
+        &col(&|r| n as f64 / r.drain_time.as_secs_f64()),
+    );
+    t.line(
+        "drain: all handlers returned",
+        "ms",
+        &col(&|r| r.handled_time.as_secs_f64() * 1e3),
+    );
+    t.line(
+        "commits per task, enqueue",
+        "xact_commit/task",
+        &col(&|r| r.enqueue.commits),
+    );
+    t.line(
+        "commits per task, drain",
+        "xact_commit/task",
+        &col(&|r| r.drain.commits),
+    );
+    if steps > 1 {
+        t.line(
+            "commits per step, drain",
+            "xact_commit/step",
+            &col(&|r| r.drain.commits / per_step),
+        );
+    }
+    t.line(
+        "WAL flushes per task, enqueue",
+        "wal_sync/task",
+        &col(&|r| r.enqueue.wal_syncs),
+    );
+    t.line(
+        "WAL flushes per task, drain",
+        "wal_sync/task",
+        &col(&|r| r.drain.wal_syncs),
+    );
+    t.line(
+        "CPU per 1,000 tasks, drain: this process",
+        "s",
+        &col(&|r| r.drain.cpu_self * 1e3),
+    );
+    t.line(
+        "CPU per 1,000 tasks, drain: PostgreSQL",
+        "s",
+        &col(&|r| r.drain.cpu_pg * 1e3),
+    );
+    t.line(
+        "CPU per 1,000 tasks, enqueue: both",
+        "s",
+        &col(&|r| (r.enqueue.cpu_self + r.enqueue.cpu_pg) * 1e3),
+    );
+    t.line(
+        "steps / audit rows / events per task (cc)",
+        "",
+        &col(&|r| r.steps_per_task),
+    );
+    t.line("  audit rows per task", "", &col(&|r| r.audit_per_task));
+    t.line("  events per task", "", &col(&|r| r.events_per_task));
+}
+
+fn print_latency(title: &str, round: &[(System, Latency, PerTask)]) {
+    let t = Table::new(title, round.iter().map(|(x, _, _)| *x).collect());
+    let col = |f: &dyn Fn(&Latency) -> f64| round.iter().map(|(_, l, _)| f(l)).collect::<Vec<_>>();
+    t.line("submit -> start p50", "ms", &col(&|l| l.start.p50));
+    t.line("submit -> start p99", "ms", &col(&|l| l.start.p99));
+    t.line("submit -> start max", "ms", &col(&|l| l.start.max));
+    t.line(
+        "submit -> handler returned p50",
+        "ms",
+        &col(&|l| l.handled.p50),
+    );
+    t.line(
+        "submit -> handler returned p99",
+        "ms",
+        &col(&|l| l.handled.p99),
+    );
+    t.line(
+        "submit -> handler returned max",
+        "ms",
+        &col(&|l| l.handled.max),
+    );
+    let done = |f: fn(&Dist) -> f64| col(&|l| l.committed.as_ref().map_or(f64::NAN, f));
+    t.line("submit -> completion committed p50", "ms", &done(|d| d.p50));
+    t.line("submit -> completion committed p99", "ms", &done(|d| d.p99));
+    t.line("submit -> completion committed max", "ms", &done(|d| d.max));
+    t.line(
+        "stalls (start > 1 s after submit)",
+        "tasks",
+        &col(&|l| l.stalls as f64),
+    );
+    let per = |f: fn(&PerTask) -> f64| round.iter().map(|(_, _, p)| f(p)).collect::<Vec<_>>();
+    t.line(
+        "commits per task (submit + run)",
+        "xact_commit/task",
+        &per(|p| p.commits),
+    );
+    t.line(
+        "WAL flushes per task (submit + run)",
+        "wal_sync/task",
+        &per(|p| p.wal_syncs),
+    );
+    t.line(
+        "CPU per 1,000 tasks: this process",
+        "s",
+        &per(|p| p.cpu_self * 1e3),
+    );
+    t.line(
+        "CPU per 1,000 tasks: PostgreSQL",
+        "s",
+        &per(|p| p.cpu_pg * 1e3),
+    );
 }
 
 async fn run(url: &str, s: &Settings) {
@@ -791,125 +1223,77 @@ async fn run(url: &str, s: &Settings) {
         "full_page_writes",
         "wal_sync_method",
         "commit_delay",
+        "shared_buffers",
+        "max_wal_size",
         "default_transaction_isolation",
     ];
     let mut shown = Vec::new();
     for name in settings {
         shown.push(format!("{name}={}", db.show(name).await));
     }
-    cc_setup(&db, s).await;
-    apalis_setup(&db).await;
-
-    eprintln!("vs_apalis: throughput, CapeControl ({} tasks)…", s.n);
-    let cc_t = cc_throughput(&mut db, s).await;
-    eprintln!("vs_apalis: throughput, apalis ({} jobs)…", s.n);
-    let ap_t = apalis_throughput(&mut db, s).await;
-    eprintln!(
-        "vs_apalis: latency, CapeControl ({}/s for {} s)…",
-        s.rate, s.secs
-    );
-    let cc_l = cc_latency(&mut db, s).await;
-    eprintln!(
-        "vs_apalis: latency, apalis ({}/s for {} s)…",
-        s.rate, s.secs
-    );
-    let ap_l = apalis_latency(&mut db, s).await;
+    let local = db.postmaster.is_some();
     db.drop().await;
 
-    let tps = |t: &Throughput| s.n as f64 / t.drain_time.as_secs_f64();
     println!();
-    println!("CapeControl (PostgresStore) vs apalis-postgres 1.0, same database, one run");
+    println!("CapeControl (PostgresStore) vs apalis-postgres 1.0, same server, one run");
     println!(
-        "  settings: N={} workers={} (apalis: {}) batch={} poll={} ms \
-         pool={} conns; latency: {} tasks/s for {} s (open loop)",
+        "  settings: N={} workers (latency, multi-step)={} apalis: {} batch={} poll={} ms \
+         pool={} conns; latency rounds {} s each (open loop)",
         s.n,
         s.workers,
         if s.apalis_limit {
-            format!("concurrency({})", s.workers)
+            "concurrency(workers)".to_string()
         } else {
             "no concurrency limit".to_string()
         },
         s.batch,
         s.poll.as_millis(),
         s.pool,
-        s.rate,
         s.secs
     );
     println!("  server: {}", shown.join(" "));
     println!(
-        "  CapeControl: task + 1 durable step + events + audit persisted; single node \
-         (listen/notify off); apalis: lock_tasks, persist_results (defaults)"
+        "  CapeControl: task + step(s) + events + audit persisted; single node (listen/notify \
+         off); apalis: lock_tasks, persist_results (defaults). Ratio columns: cc-batched ÷ \
+         the named system. Each table is printed when its round is over."
     );
-    println!(
-        "  {:<44} {:>12} {:>12}  {:>8}",
-        "", "capecontrol", "apalis", "cc/apalis"
-    );
-    row("drain throughput", tps(&cc_t), tps(&ap_t), "tasks/s");
-    row(
-        "drain: all handlers returned",
-        cc_t.handled_time.as_secs_f64() * 1e3,
-        ap_t.handled_time.as_secs_f64() * 1e3,
-        "ms",
-    );
-    row(
-        "drain: all completions committed",
-        cc_t.drain_time.as_secs_f64() * 1e3,
-        ap_t.drain_time.as_secs_f64() * 1e3,
-        "ms",
-    );
-    row(
-        "commits per task, enqueue",
-        cc_t.enqueue.commits,
-        ap_t.enqueue.commits,
-        "xact_commit/task",
-    );
-    row(
-        "commits per task, drain",
-        cc_t.drain.commits,
-        ap_t.drain.commits,
-        "xact_commit/task",
-    );
-    row(
-        "WAL flushes per task, enqueue",
-        cc_t.enqueue.wal_syncs,
-        ap_t.enqueue.wal_syncs,
-        "wal_sync/task",
-    );
-    row(
-        "WAL flushes per task, drain",
-        cc_t.drain.wal_syncs,
-        ap_t.drain.wal_syncs,
-        "wal_sync/task",
-    );
-    println!(
-        "  {:<44} {:>12.2} {:>12}  (apalis has no step journal)",
-        "steps per task", cc_t.steps_per_task, "-"
-    );
-    println!(
-        "  {:<44} {:>12.2} {:>12}",
-        "audit rows / events per task (CapeControl)",
-        cc_t.audit_per_task,
-        format!("{:.2}", cc_t.events_per_task)
-    );
-    dist_rows("submit -> start", cc_l.start, ap_l.start);
-    dist_rows("submit -> handler returned", cc_l.handled, ap_l.handled);
-    if let Some(c) = cc_l.committed {
-        println!(
-            "  {:<44} {:>12.2} {:>12}  (apalis acknowledges in batches; not observed)",
-            "submit -> completion committed p50 (cc)", c.p50, "-"
-        );
-        println!(
-            "  {:<44} {:>12.2} {:>12}",
-            "submit -> completion committed p99 (cc)", c.p99, "-"
-        );
-        println!(
-            "  {:<44} {:>12.2} {:>12}",
-            "submit -> completion committed max (cc)", c.max, "-"
+    if !local {
+        println!("  (PostgreSQL CPU not measured: the server does not run on this machine)");
+    }
+    for &w in &s.drain_workers {
+        let round = drain_round(url, s, s.n, w, 1).await;
+        print_drain(
+            &format!("drain: {} one-step tasks, {w} workers", s.n),
+            s.n,
+            1,
+            &round,
         );
     }
+    if s.multi_steps > 0 {
+        let round = drain_round(url, s, s.multi_n, s.workers, s.multi_steps).await;
+        print_drain(
+            &format!(
+                "drain: {} tasks of {} steps, {} workers",
+                s.multi_n, s.multi_steps, s.workers
+            ),
+            s.multi_n,
+            s.multi_steps,
+            &round,
+        );
+    }
+    if s.secs > 0 {
+        for &rate in &s.rates {
+            let round = latency_round(url, s, rate).await;
+            print_latency(
+                &format!("latency: {rate} tasks/s offered for {} s", s.secs),
+                &round,
+            );
+        }
+    }
+    println!();
     println!(
         "  xact_commit counts every transaction of the database, reads included; wal_sync is \
-         cluster-wide (WAL writer included)."
+         cluster-wide (WAL writer included); CPU from /proc (USER_HZ ticks)."
     );
 }
 

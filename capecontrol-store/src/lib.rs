@@ -15,7 +15,10 @@
 //!   where `(id, lease_token, status = 'running')` still match; every other write of the
 //!   statement (events, step row, audit rows) joins that CTE, so a lost lease writes nothing.
 //! - **One round trip, one commit** per operation: enqueue, claim (a batch), heartbeat,
-//!   journal (step row + events + audit), finish, release, cancel.
+//!   journal (step row + events + audit), finish, release, cancel. With
+//!   [`PostgresStoreOptions::batch_writes`] (the default), the journal writes and finishes of
+//!   all the store's attempts share them: one writer commits whatever queued while its
+//!   previous batch was in flight, one statement per kind of write.
 //! - **Events across nodes**: each write returns the events it inserted; once it committed, the
 //!   store broadcasts them to local [`subscribe`]rs and [`wakeups`] listeners, and a notifier
 //!   task sends them to the other nodes by `NOTIFY` on [`CHANNEL`], in batches, outside the

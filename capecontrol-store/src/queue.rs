@@ -5,7 +5,9 @@
 //! function, `capecontrol_claim`, for up to `limit` tasks), heartbeat 1 (`heartbeat_many`: 1 for
 //! all the leases of a node), journal 1, finish 1 and release 1 (with any
 //! number of step rows), reclaim 1 per
-//! 500 expired leases, cancel 1, publish 0. A fenced write that matches no lease takes one more
+//! 500 expired leases, cancel 1, publish 0; with batched writes (the default, see the
+//! `completer` module), journal writes and finishes of many tasks share one statement per kind
+//! and one commit. A fenced write that matches no lease takes one more
 //! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
 //! which the store then announces (see the `notify` module).
 
@@ -20,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use crate::error::{db, db_agent};
@@ -28,7 +30,10 @@ use crate::notify::CHANNEL;
 use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
 use crate::store::PostgresStore;
 
+pub(crate) mod completer;
 mod wait;
+
+use completer::{FinishCols, FinishParams, Job, JournalCols, Write};
 
 /// Expired leases reclaimed per statement.
 const RECLAIM_BATCH: i64 = 500;
@@ -71,11 +76,16 @@ RETURNING lease_expires_at, cancel_requested
 "#;
 
 /// Every lease of a node in one statement: the live ones renewed, each reporting a requested
-/// cancel; a lease missing from the result is lost.
+/// cancel; a lease missing from the result is lost. The rows are locked in id order first, as
+/// the batched completer's statements lock theirs, so that two statements updating several
+/// tasks each cannot deadlock.
 const HEARTBEAT_MANY: &str = r#"
+WITH lk AS MATERIALIZED (
+  SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+)
 UPDATE tasks t SET lease_expires_at = now() + $3 * interval '1 millisecond'
-FROM unnest($1::uuid[], $2::uuid[]) AS l(id, token)
-WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
+FROM lk JOIN unnest($1::uuid[], $2::uuid[]) AS l(id, token) ON l.id = lk.id
+WHERE t.id = lk.id AND t.lease_token = l.token AND t.status = 'running'
 RETURNING t.id, t.lease_expires_at, t.cancel_requested
 "#;
 
@@ -430,7 +440,7 @@ fn claimed(row: &PgRow) -> Result<Claimed> {
 }
 
 /// A step record as bind values (`runs.state` holds its name and output).
-struct StepColumns {
+pub(crate) struct StepColumns {
     step: Option<i32>,
     state: Option<Value>,
     status: Option<&'static str>,
@@ -467,7 +477,7 @@ impl StepColumns {
 
 /// Step records as array bind values, for `unnest` (one per step number: the last wins).
 #[derive(Default)]
-struct StepsColumns {
+pub(crate) struct StepsColumns {
     step: Vec<i32>,
     state: Vec<Value>,
     status: Vec<&'static str>,
@@ -557,15 +567,186 @@ SELECT status, output, error, lease_token, finished_token, last_seq,
 FROM tasks WHERE id = $1
 "#;
 
+/// A write as the completer left it: written in a batch (with the row it returned, `None`
+/// when fenced out), or to be written alone with the single-task statement (no completer, or
+/// its batch failed deterministically).
+enum Sent {
+    Written(Write, Option<PgRow>),
+    Alone(Write),
+}
+
+/// The completer answered with another kind of write than it was given (a bug).
+fn mixed_up() -> Error {
+    crate::error::corrupt("completer reply", "a write came back as another kind")
+}
+
+/// The per-outcome values of a finish.
+fn finish_params(outcome: &Outcome) -> Result<FinishParams> {
+    let failed =
+        |error: &Error| json!({ "error": error.to_string(), "category": error.category() });
+    let (status, output, error, retry_at, kind, audit_type, audit_payload) = match outcome {
+        Outcome::Completed { output } => (
+            "completed",
+            Some(output.clone()),
+            None,
+            None,
+            TaskEventKind::Completed {
+                output: output.clone(),
+            },
+            "task.completed",
+            json!({}),
+        ),
+        Outcome::Failed {
+            error,
+            retry_at: Some(at),
+        } => (
+            "queued",
+            None,
+            Some(error),
+            Some(*at),
+            TaskEventKind::Retrying {
+                attempt: 0,
+                delay_ms: 0,
+                error: error.clone(),
+            },
+            "task.retrying",
+            failed(error),
+        ),
+        Outcome::Failed {
+            error,
+            retry_at: None,
+        } => (
+            "failed",
+            None,
+            Some(error),
+            None,
+            TaskEventKind::Failed {
+                error: error.clone(),
+            },
+            "task.failed",
+            failed(error),
+        ),
+        Outcome::Cancelled => (
+            "cancelled",
+            None,
+            None,
+            None,
+            TaskEventKind::Cancelled,
+            "task.cancelled",
+            json!({}),
+        ),
+    };
+    Ok(FinishParams {
+        status,
+        output,
+        error: error.map(to_json).transpose()?,
+        error_message: error.map(|e| e.to_string()),
+        retry_at,
+        kind: to_json(&kind)?,
+        audit_type,
+        audit_payload,
+    })
+}
+
 impl PostgresStore {
+    /// Remembers that a fenced write under `lease` has an unknown outcome.
+    fn mark_uncertain(&self, lease: &Lease) {
+        if let Ok(mut u) = self.inner.uncertain.lock() {
+            u.insert(lease.token);
+        }
+    }
+
+    /// Hands `write` to the completer and waits for its answer; without a completer, gives it
+    /// back to be written alone. A transient failure of its batch is the caller's error (the
+    /// write may have committed: a repeat is checked for having been applied).
+    async fn send(&self, lease: &Lease, write: Write) -> Result<Sent> {
+        let Some(completer) = &self.inner.completer else {
+            return Ok(Sent::Alone(write));
+        };
+        let (reply, answer) = oneshot::channel();
+        completer
+            .send(Job { write, reply })
+            .await
+            .map_err(|_| Error::resource("the store's completer has stopped (store closed)"))?;
+        let Ok(reply) = answer.await else {
+            self.mark_uncertain(lease);
+            return Err(Error::transient(
+                "the store's completer stopped during a write",
+            ));
+        };
+        match reply.outcome {
+            completer::Outcome::Written(row) => Ok(Sent::Written(reply.write, row)),
+            completer::Outcome::Alone => Ok(Sent::Alone(reply.write)),
+            completer::Outcome::Failed(e) => {
+                self.mark_uncertain(lease);
+                Err(e)
+            }
+        }
+    }
+
+    /// A journal write with the single-task statement: whether it matched the lease.
+    async fn journal_alone(&self, lease: &Lease, c: &JournalCols) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(JOURNAL)
+            .bind(c.task_id)
+            .bind(c.token)
+            .bind(&c.ev.seq)
+            .bind(&c.ev.at)
+            .bind(&c.ev.kind)
+            .bind(c.step.step)
+            .bind(&c.step.state)
+            .bind(c.step.status)
+            .bind(c.step.started_at)
+            .bind(c.step.finished_at)
+            .bind(&c.step.error)
+            .bind(&c.audit.task_id)
+            .bind(&c.audit.agent_id)
+            .bind(&c.audit.user_id)
+            .bind(&c.audit.event_type)
+            .bind(&c.audit.payload)
+            .bind(&c.audit.ip_address)
+            .bind(&c.audit.user_agent)
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(self.write_failed(lease))?;
+        Ok(n > 0)
+    }
+
+    /// A finish with the single-task statement: the task row, or `None` when fenced out.
+    async fn finish_alone(&self, lease: &Lease, c: &FinishCols) -> Result<Option<PgRow>> {
+        let p = &c.params;
+        let query = sqlx::query(FINISH)
+            .bind(c.task_id)
+            .bind(c.token)
+            .bind(&c.ev.seq)
+            .bind(&c.ev.at)
+            .bind(&c.ev.kind)
+            .bind(p.status)
+            .bind(&p.output)
+            .bind(&p.error)
+            .bind(&p.error_message)
+            .bind(p.retry_at)
+            .bind(&p.kind)
+            .bind(p.audit_type)
+            .bind(&p.audit_payload)
+            .bind(&c.audit.task_id)
+            .bind(&c.audit.agent_id)
+            .bind(&c.audit.user_id)
+            .bind(&c.audit.event_type)
+            .bind(&c.audit.payload)
+            .bind(&c.audit.ip_address)
+            .bind(&c.audit.user_agent);
+        c.steps
+            .bind(query)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(self.write_failed(lease))
+    }
     /// Maps a fenced write's database error, remembering the lease when its outcome is unknown.
     fn write_failed<'a>(&'a self, lease: &'a Lease) -> impl Fn(sqlx::Error) -> Error + 'a {
         move |e| {
             let e = db(e);
-            if e.is_transient()
-                && let Ok(mut u) = self.inner.uncertain.lock()
-            {
-                u.insert(lease.token);
+            if e.is_transient() {
+                self.mark_uncertain(lease);
             }
             e
         }
@@ -685,33 +866,24 @@ impl QueueStore for PostgresStore {
     }
 
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
-        let ev = EventColumns::new(lease.task_id, &write.events)?;
-        let st = StepColumns::new(write.step.as_ref())?;
-        let a = AuditColumns::from_events(&write.audit);
-        let n: i64 = sqlx::query_scalar(JOURNAL)
-            .bind(lease.task_id)
-            .bind(lease.token)
-            .bind(&ev.seq)
-            .bind(&ev.at)
-            .bind(&ev.kind)
-            .bind(st.step)
-            .bind(&st.state)
-            .bind(st.status)
-            .bind(st.started_at)
-            .bind(st.finished_at)
-            .bind(&st.error)
-            .bind(&a.task_id)
-            .bind(&a.agent_id)
-            .bind(&a.user_id)
-            .bind(&a.event_type)
-            .bind(&a.payload)
-            .bind(&a.ip_address)
-            .bind(&a.user_agent)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(self.write_failed(lease))?;
-        if n == 0 {
-            if let Fenced::Failed(e) = self.fence_failed(lease, &ev, WriteKind::Journal).await {
+        let cols = Box::new(JournalCols {
+            task_id: lease.task_id,
+            token: lease.token,
+            ev: EventColumns::new(lease.task_id, &write.events)?,
+            step: StepColumns::new(write.step.as_ref())?,
+            audit: AuditColumns::from_events(&write.audit),
+        });
+        let (cols, matched) = match self.send(lease, Write::Journal(cols)).await? {
+            Sent::Written(Write::Journal(cols), row) => (cols, row.is_some()),
+            Sent::Alone(Write::Journal(cols)) => {
+                let matched = self.journal_alone(lease, &cols).await?;
+                (cols, matched)
+            }
+            _ => return Err(mixed_up()),
+        };
+        if !matched {
+            if let Fenced::Failed(e) = self.fence_failed(lease, &cols.ev, WriteKind::Journal).await
+            {
                 return Err(e);
             }
             tracing::info!(task_id = %lease.task_id, "a repeated journal write had committed already");
@@ -721,91 +893,25 @@ impl QueueStore for PostgresStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
-        let ev = EventColumns::new(lease.task_id, &finish.events)?;
-        let st = StepsColumns::new(&finish.steps)?;
-        let a = AuditColumns::from_events(&finish.audit);
-        let (status, output, error, retry_at, kind, audit_type, audit_payload) =
-            match &finish.outcome {
-                Outcome::Completed { output } => (
-                    "completed",
-                    Some(output.clone()),
-                    None,
-                    None,
-                    TaskEventKind::Completed {
-                        output: output.clone(),
-                    },
-                    "task.completed",
-                    json!({}),
-                ),
-                Outcome::Failed {
-                    error,
-                    retry_at: Some(at),
-                } => (
-                    "queued",
-                    None,
-                    Some(error.clone()),
-                    Some(*at),
-                    TaskEventKind::Retrying {
-                        attempt: 0,
-                        delay_ms: 0,
-                        error: error.clone(),
-                    },
-                    "task.retrying",
-                    json!({ "error": error.to_string(), "category": error.category() }),
-                ),
-                Outcome::Failed {
-                    error,
-                    retry_at: None,
-                } => (
-                    "failed",
-                    None,
-                    Some(error.clone()),
-                    None,
-                    TaskEventKind::Failed {
-                        error: error.clone(),
-                    },
-                    "task.failed",
-                    json!({ "error": error.to_string(), "category": error.category() }),
-                ),
-                Outcome::Cancelled => (
-                    "cancelled",
-                    None,
-                    None,
-                    None,
-                    TaskEventKind::Cancelled,
-                    "task.cancelled",
-                    json!({}),
-                ),
-            };
-        let query = sqlx::query(FINISH)
-            .bind(lease.task_id)
-            .bind(lease.token)
-            .bind(&ev.seq)
-            .bind(&ev.at)
-            .bind(&ev.kind)
-            .bind(status)
-            .bind(output)
-            .bind(error.as_ref().map(to_json).transpose()?)
-            .bind(error.as_ref().map(|e| e.to_string()))
-            .bind(retry_at)
-            .bind(to_json(&kind)?)
-            .bind(audit_type)
-            .bind(audit_payload)
-            .bind(&a.task_id)
-            .bind(&a.agent_id)
-            .bind(&a.user_id)
-            .bind(&a.event_type)
-            .bind(&a.payload)
-            .bind(&a.ip_address)
-            .bind(&a.user_agent);
-        let row = st
-            .bind(query)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(self.write_failed(lease))?;
+        let cols = Box::new(FinishCols {
+            task_id: lease.task_id,
+            token: lease.token,
+            ev: EventColumns::new(lease.task_id, &finish.events)?,
+            steps: StepsColumns::new(&finish.steps)?,
+            audit: AuditColumns::from_events(&finish.audit),
+            params: finish_params(&finish.outcome)?,
+        });
+        let (cols, row) = match self.send(lease, Write::Finish(cols)).await? {
+            Sent::Written(Write::Finish(cols), row) => (cols, row),
+            Sent::Alone(Write::Finish(cols)) => {
+                let row = self.finish_alone(lease, &cols).await?;
+                (cols, row)
+            }
+            _ => return Err(mixed_up()),
+        };
         let Some(row) = row else {
             return match self
-                .fence_failed(lease, &ev, WriteKind::Finish(&finish.outcome))
+                .fence_failed(lease, &cols.ev, WriteKind::Finish(&finish.outcome))
                 .await
             {
                 Fenced::Applied => {

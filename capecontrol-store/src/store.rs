@@ -47,6 +47,7 @@ pub struct PostgresStoreOptions {
     notify: bool,
     notify_window: Duration,
     ping_idle_after: Duration,
+    batch_writes: bool,
 }
 
 impl fmt::Debug for PostgresStoreOptions {
@@ -72,6 +73,7 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("notify", &self.notify)
             .field("notify_window", &self.notify_window)
             .field("ping_idle_after", &self.ping_idle_after)
+            .field("batch_writes", &self.batch_writes)
             .finish()
     }
 }
@@ -102,6 +104,7 @@ impl PostgresStoreOptions {
             notify: true,
             notify_window: Duration::from_millis(1),
             ping_idle_after: Duration::from_secs(10),
+            batch_writes: true,
         }
     }
 
@@ -195,6 +198,23 @@ impl PostgresStoreOptions {
         self
     }
 
+    /// Whether the journal writes and finishes of all this store's attempts go through one
+    /// writer that batches them (default: yes). The writer takes every write queued while its
+    /// previous batch was in flight (up to 256, one per task; no timer: a lone write goes out at
+    /// once) and commits them together: one statement per kind of write, one commit per batch,
+    /// instead of one per write. Past 1,024 queued writes, writers wait (back-pressure). Each
+    /// attempt learns its own result (committed, fenced out, or a transient error of the whole
+    /// batch, which its host repeats); a batch that fails deterministically is split in halves
+    /// down to single writes, so a bad write fails alone. A write returns only once committed,
+    /// so a completed step is durable before the next one starts, as without batching; what
+    /// batching adds is the time a write waits for the batch in flight (a crash then loses it
+    /// uncommitted, as it would an inline write not yet sent). Off: one statement and one commit
+    /// per write, from the attempt's own task.
+    pub fn batch_writes(mut self, on: bool) -> Self {
+        self.batch_writes = on;
+        self
+    }
+
     /// Connects (see [`PostgresStore::connect_with`]).
     pub async fn connect(self) -> Result<PostgresStore> {
         PostgresStore::connect_with(self).await
@@ -265,6 +285,8 @@ pub(crate) struct Inner {
     /// unknown, so a repeat that matches no lease is checked for having been applied. Only
     /// these: a write repeated after a known outcome is fenced as before.
     pub(crate) uncertain: std::sync::Mutex<std::collections::HashSet<Uuid>>,
+    /// The batched completer's queue (`None`: every write is made by its caller alone).
+    pub(crate) completer: Option<mpsc::Sender<crate::queue::completer::Job>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -372,6 +394,13 @@ impl PostgresStore {
                 options.notify_window,
             )));
         }
+        let completer = if options.batch_writes {
+            let (tx, rx) = mpsc::channel(crate::queue::completer::QUEUE);
+            tasks.push(tokio::spawn(crate::queue::completer::run(pool.clone(), rx)));
+            Some(tx)
+        } else {
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -383,6 +412,7 @@ impl PostgresStore {
                 wakeups,
                 notifier: options.notify.then_some(notifier),
                 uncertain: std::sync::Mutex::default(),
+                completer,
                 tasks,
             }),
         })
@@ -458,6 +488,7 @@ impl PostgresStore {
         }
         self.inner.pool.close().await;
         self.inner.read.close().await;
+        self.inner.heartbeat.close().await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The core store conformance suite on [`PostgresStore`]: each case on a fresh database (one
 //! test per case, so that they run in parallel and fail by name), the whole suite through
-//! `run_all` (so that a case added to the suite runs here too), and the cases again on one
-//! shared database.
+//! `run_all` (so that a case added to the suite runs here too), the cases again on one shared
+//! database, and the whole suite once more with batched writes off (`batch_writes(false)`).
 
 mod common;
 
@@ -107,4 +107,41 @@ async fn the_cases_also_pass_on_one_shared_database() {
     conformance::concurrent_claimers_never_share_a_task(shared, 16, 200).await;
     store.close().await;
     db.drop().await;
+}
+
+/// The whole suite again with every write made inline, by its caller alone
+/// (`batch_writes(false)`): both completers pass it.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_all_with_inline_writes() {
+    TestDb::create().await.drop().await;
+    let made: Arc<Mutex<Vec<(TestDb, PostgresStore)>>> = Arc::default();
+    let factory = {
+        let made = made.clone();
+        move || {
+            let made = made.clone();
+            async move {
+                let db = TestDb::create().await;
+                let store = db
+                    .store_options()
+                    .batch_writes(false)
+                    .connect()
+                    .await
+                    .expect("connect");
+                store.migrate().await.expect("migrate");
+                made.lock().unwrap().push((db, store.clone()));
+                Arc::new(store) as Arc<dyn Store>
+            }
+        }
+    };
+    conformance::run_all(factory).await;
+    let made = std::mem::take(&mut *made.lock().unwrap());
+    assert!(made.len() >= 20, "one fresh database per case");
+    for (db, store) in made {
+        store.close().await;
+        db.drop().await;
+    }
 }
