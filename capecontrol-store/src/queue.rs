@@ -337,7 +337,7 @@ async fn enqueue_on(
         .task(task.id),
     );
     let a = AuditColumns::from_events(&audit);
-    let row = sqlx::query(ENQUEUE)
+    let query = sqlx::query(ENQUEUE)
         .bind(task.id)
         .bind(&task.principal.user_id)
         .bind(&task.agent_id)
@@ -353,14 +353,8 @@ async fn enqueue_on(
         .bind(&task.idempotency_key)
         .bind(to_json(&TaskEventKind::Queued {
             trigger: task.trigger.clone(),
-        })?)
-        .bind(&a.task_id)
-        .bind(&a.agent_id)
-        .bind(&a.user_id)
-        .bind(&a.event_type)
-        .bind(&a.payload)
-        .bind(&a.ip_address)
-        .bind(&a.user_agent)
+        })?);
+    let row = bind_audit(query, &a)
         .bind(in_tx.then_some(CHANNEL))
         .bind(&task.traceparent)
         .bind(task.parent_id)
@@ -518,6 +512,19 @@ impl StepsColumns {
 
 /// A runtime query on PostgreSQL.
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the seven audit columns (task, agent, user, type, payload, IP, user agent), in the
+/// order every statement that inserts audit rows from arrays takes them.
+pub(crate) fn bind_audit<'q>(query: PgQuery<'q>, a: &'q AuditColumns) -> PgQuery<'q> {
+    query
+        .bind(&a.task_id)
+        .bind(&a.agent_id)
+        .bind(&a.user_id)
+        .bind(&a.event_type)
+        .bind(&a.payload)
+        .bind(&a.ip_address)
+        .bind(&a.user_agent)
+}
 
 /// Why a fenced write matched nothing.
 enum Fenced {
@@ -727,16 +734,9 @@ impl PostgresStore {
             .bind(p.retry_at)
             .bind(&p.kind)
             .bind(p.audit_type)
-            .bind(&p.audit_payload)
-            .bind(&c.audit.task_id)
-            .bind(&c.audit.agent_id)
-            .bind(&c.audit.user_id)
-            .bind(&c.audit.event_type)
-            .bind(&c.audit.payload)
-            .bind(&c.audit.ip_address)
-            .bind(&c.audit.user_agent);
+            .bind(&p.audit_payload);
         c.steps
-            .bind(query)
+            .bind(bind_audit(query, &c.audit))
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(self.write_failed(lease))

@@ -31,7 +31,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{StepColumns, StepsColumns};
+use super::{StepColumns, StepsColumns, bind_audit};
 use crate::error::db;
 use crate::rows::{AuditColumns, EventColumns};
 
@@ -540,16 +540,4 @@ async fn finish_many(
         rows.insert(row.try_get("id").map_err(db)?, row);
     }
     Ok(())
-}
-
-/// Binds the seven audit columns, in the order the statements take them.
-fn bind_audit<'q>(query: super::PgQuery<'q>, a: &'q AuditColumns) -> super::PgQuery<'q> {
-    query
-        .bind(&a.task_id)
-        .bind(&a.agent_id)
-        .bind(&a.user_id)
-        .bind(&a.event_type)
-        .bind(&a.payload)
-        .bind(&a.ip_address)
-        .bind(&a.user_agent)
 }

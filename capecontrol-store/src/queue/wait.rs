@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::StepsColumns;
+use super::{StepsColumns, bind_audit};
 use crate::error::db;
 use crate::rows::{self, AuditColumns, EventColumns, to_json};
 use crate::store::PostgresStore;
@@ -59,16 +59,7 @@ async fn insert_audit(
         return Ok(());
     }
     let a = AuditColumns::from_events(audit);
-    sqlx::query(INSERT_AUDIT)
-        .bind(task_id)
-        .bind(agent_id)
-        .bind(&a.task_id)
-        .bind(&a.agent_id)
-        .bind(&a.user_id)
-        .bind(&a.event_type)
-        .bind(&a.payload)
-        .bind(&a.ip_address)
-        .bind(&a.user_agent)
+    bind_audit(sqlx::query(INSERT_AUDIT).bind(task_id).bind(agent_id), &a)
         .execute(&mut *conn)
         .await
         .map_err(db)?;
