@@ -63,6 +63,11 @@ cases! {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_all_with_a_fresh_database_per_case() {
+    run_all_on_fresh_databases(true).await;
+}
+
+/// `run_all` with a fresh database (and store, `batch_writes` as given) per case.
+async fn run_all_on_fresh_databases(batch_writes: bool) {
     // Fail without a server (saying how to run the test), as every PostgreSQL test does.
     TestDb::create().await.drop().await;
     let made: Arc<Mutex<Vec<(TestDb, PostgresStore)>>> = Arc::default();
@@ -72,7 +77,13 @@ async fn run_all_with_a_fresh_database_per_case() {
             let made = made.clone();
             async move {
                 let db = TestDb::create().await;
-                let store = db.store().await;
+                let store = db
+                    .store_options()
+                    .batch_writes(batch_writes)
+                    .connect()
+                    .await
+                    .expect("connect");
+                store.migrate().await.expect("migrate");
                 made.lock().unwrap().push((db, store.clone()));
                 Arc::new(store) as Arc<dyn Store>
             }
@@ -117,31 +128,5 @@ async fn the_cases_also_pass_on_one_shared_database() {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_all_with_inline_writes() {
-    TestDb::create().await.drop().await;
-    let made: Arc<Mutex<Vec<(TestDb, PostgresStore)>>> = Arc::default();
-    let factory = {
-        let made = made.clone();
-        move || {
-            let made = made.clone();
-            async move {
-                let db = TestDb::create().await;
-                let store = db
-                    .store_options()
-                    .batch_writes(false)
-                    .connect()
-                    .await
-                    .expect("connect");
-                store.migrate().await.expect("migrate");
-                made.lock().unwrap().push((db, store.clone()));
-                Arc::new(store) as Arc<dyn Store>
-            }
-        }
-    };
-    conformance::run_all(factory).await;
-    let made = std::mem::take(&mut *made.lock().unwrap());
-    assert!(made.len() >= 20, "one fresh database per case");
-    for (db, store) in made {
-        store.close().await;
-        db.drop().await;
-    }
+    run_all_on_fresh_databases(false).await;
 }

@@ -16,18 +16,10 @@ use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
 use capecontrol_core::store::Store;
 use capecontrol_core::{Error, ErrorCategory, TaskStatus};
 use capecontrol_testkit::runtime::{self as testkit, TestAgent, agent, events_within, user};
-use common::TestDb;
+use common::{TestDb, fast_config};
 use serde_json::json;
 use tokio_stream::StreamExt;
 use uuid::Uuid;
-
-/// The test kit's fast configuration, polling every 50 ms (PostgreSQL round trips).
-fn fast_config() -> PlatformConfig {
-    PlatformConfig {
-        poll_interval: Duration::from_millis(50),
-        ..testkit::fast_config()
-    }
-}
 
 /// Version 1.0.0 of `name` with `config` and no scopes.
 fn manifest(name: &str, config: Config) -> Manifest {

@@ -5,19 +5,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use capecontrol_core::runtime::PlatformConfig;
-use capecontrol_core::store::Store;
-use capecontrol_testkit::{conformance_waits, runtime as testkit, waits};
-
-/// The test kit's fast configuration, polling every 50 ms (PostgreSQL round trips).
-fn fast_config() -> PlatformConfig {
-    PlatformConfig {
-        poll_interval: Duration::from_millis(50),
-        ..testkit::fast_config()
-    }
-}
+use capecontrol_testkit::{conformance_waits, waits};
 
 macro_rules! cases {
     ($($case:ident;)*) => {$(
@@ -41,28 +30,8 @@ cases! {
     children_join_and_cancel_cascade;
 }
 
-macro_rules! scenarios {
-    ($($name:ident => $scenario:ident($($arg:expr),*);)*) => {$(
-        #[cfg_attr(capecontrol_skip_services, ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL")]
-        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn $name() {
-            let db = Arc::new(test_db!());
-            let nodes = {
-                let db = db.clone();
-                move || {
-                    let db = db.clone();
-                    async move { Arc::new(db.store().await) as Arc<dyn Store> }
-                }
-            };
-            waits::$scenario(nodes, fast_config() $(, $arg)*).await;
-            if let Ok(db) = Arc::try_unwrap(db) {
-                db.drop().await;
-            }
-        }
-    )*};
-}
-
-scenarios! {
+node_scenarios! {
+    waits;
     platform_ask_is_answered_on_another_node => ask_is_answered_on_another_node();
     platform_ask_times_out => ask_times_out();
     platform_the_manifest_sets_the_default_question_timeout =>

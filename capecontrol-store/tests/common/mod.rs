@@ -146,3 +146,39 @@ pub async fn unfinished(pool: &PgPool) -> i64 {
     .await
     .unwrap()
 }
+
+/// The test kit's fast platform configuration, polling every 50 ms (PostgreSQL round trips).
+pub fn fast_config() -> capecontrol_core::runtime::PlatformConfig {
+    capecontrol_core::runtime::PlatformConfig {
+        poll_interval: std::time::Duration::from_millis(50),
+        ..capecontrol_testkit::runtime::fast_config()
+    }
+}
+
+/// One test per runtime scenario of the test kit's module `$module`: the scenario gets a
+/// factory of nodes' stores (each a new `PostgresStore` on one fresh database) and
+/// [`fast_config`]; the database is dropped afterwards.
+#[macro_export]
+macro_rules! node_scenarios {
+    ($module:ident; $($name:ident => $scenario:ident($($arg:expr),*);)*) => {$(
+        #[cfg_attr(capecontrol_skip_services, ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let db = ::std::sync::Arc::new(test_db!());
+            let nodes = {
+                let db = db.clone();
+                move || {
+                    let db = db.clone();
+                    async move {
+                        ::std::sync::Arc::new(db.store().await)
+                            as ::std::sync::Arc<dyn capecontrol_core::store::Store>
+                    }
+                }
+            };
+            $module::$scenario(nodes, common::fast_config() $(, $arg)*).await;
+            if let Ok(db) = ::std::sync::Arc::try_unwrap(db) {
+                db.drop().await;
+            }
+        }
+    )*};
+}
