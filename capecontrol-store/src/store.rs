@@ -48,6 +48,7 @@ pub struct PostgresStoreOptions {
     notify_window: Duration,
     ping_idle_after: Duration,
     batch_writes: bool,
+    audit_seal_interval: Duration,
 }
 
 impl fmt::Debug for PostgresStoreOptions {
@@ -74,6 +75,7 @@ impl fmt::Debug for PostgresStoreOptions {
             .field("notify_window", &self.notify_window)
             .field("ping_idle_after", &self.ping_idle_after)
             .field("batch_writes", &self.batch_writes)
+            .field("audit_seal_interval", &self.audit_seal_interval)
             .finish()
     }
 }
@@ -105,6 +107,7 @@ impl PostgresStoreOptions {
             notify_window: Duration::from_millis(1),
             ping_idle_after: Duration::from_secs(10),
             batch_writes: true,
+            audit_seal_interval: Duration::from_millis(200),
         }
     }
 
@@ -212,6 +215,17 @@ impl PostgresStoreOptions {
     /// per write, from the attempt's own task.
     pub fn batch_writes(mut self, on: bool) -> Self {
         self.batch_writes = on;
+        self
+    }
+
+    /// How often this store seals the audit rows committed since its last round into the
+    /// chain (default 200 ms; at least 10 ms). Writes never wait for the chain: an insert only
+    /// marks its row pending, and the sealer chains the pending rows of every node in batches
+    /// (one node at a time holds the chain's head). Every read of the trail or its head seals
+    /// first, so a reader always sees the rows committed before its read in the chain; this
+    /// interval bounds how long a row committed without a reader waits for its place.
+    pub fn audit_seal_interval(mut self, interval: Duration) -> Self {
+        self.audit_seal_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -394,6 +408,10 @@ impl PostgresStore {
                 options.notify_window,
             )));
         }
+        tasks.push(tokio::spawn(crate::audit::sealer(
+            pool.clone(),
+            options.audit_seal_interval,
+        )));
         let completer = if options.batch_writes {
             let (tx, rx) = mpsc::channel(crate::queue::completer::QUEUE);
             tasks.push(tokio::spawn(crate::queue::completer::run(pool.clone(), rx)));

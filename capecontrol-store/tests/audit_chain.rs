@@ -195,6 +195,90 @@ async fn a_row_inserted_out_of_band_is_named() {
     done(db, store).await;
 }
 
+/// Writes never wait for the chain: a row committed by a host's own transaction is pending (no
+/// place yet, and not out of band) until a seal; every read of the trail seals first, and a
+/// store's background sealer seals without any read within its interval.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test]
+async fn rows_are_sealed_after_their_commit_by_the_sealer_or_the_next_read() {
+    let db = TestDb::create().await;
+    // Its background sealer does not run during the test: only reads seal.
+    let store = db
+        .store_options()
+        .audit_seal_interval(std::time::Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let place = |id: i64| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_as::<_, (Option<i64>, bool)>(
+                "SELECT seq, pending FROM audit_events WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let insert = |event: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_events (event_type) VALUES ($1) RETURNING id",
+            )
+            .bind(event)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+    };
+    let first = insert("host.first").await;
+    assert_eq!(place(first).await, (None, true), "pending after its commit");
+    let report = verify_chain(&store).await.unwrap();
+    assert!(
+        report.is_intact(),
+        "a pending row is not out of band: {report:?}"
+    );
+    assert_eq!(place(first).await, (Some(1), false), "sealed by the read");
+
+    let second = insert("host.second").await;
+    let listed = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| (e.id, e.seq)).collect::<Vec<_>>(),
+        [(first, 1), (second, 2)],
+        "a listing seals first"
+    );
+
+    // A store with a short interval seals without any read.
+    let sealer = db
+        .store_options()
+        .audit_seal_interval(std::time::Duration::from_millis(20))
+        .connect()
+        .await
+        .unwrap();
+    let third = insert("host.third").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while place(third).await != (Some(3), false) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sealer did not seal the row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.audit_head().await.unwrap().seq, 3);
+    assert!(verify_chain(&store).await.unwrap().is_intact());
+    sealer.close().await;
+    done(db, store).await;
+}
+
 /// 2,000 rows appended by 16 concurrent writers, through `append_audit` and through the
 /// queue's own statements (enqueue): the chain has every row once, gap-free, and verifies.
 #[cfg_attr(
