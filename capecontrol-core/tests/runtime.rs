@@ -850,3 +850,109 @@ async fn a_rejected_submission_is_audited_without_the_submitted_values() {
         );
     }
 }
+
+/// An agent that takes `ms` per task and counts the tasks it runs at once.
+fn timed_agent(
+    name: &str,
+    ms: u64,
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+) -> capecontrol_testkit::runtime::TestAgent {
+    agent(manifest(name, Config::default(), &[]), move |_, _, _| {
+        let (now, most) = (now.clone(), most.clone());
+        Box::pin(async move {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(json!(null))
+        })
+    })
+}
+
+/// `claim_prefetch`: a task claimed beyond the free slots is leased (`running`) while the one
+/// worker is busy, does not run before a slot frees, and keeps its lease while it waits longer
+/// than the lease (heartbeats renew it): it runs once, at its first attempt.
+#[tokio::test]
+async fn a_prefetched_task_waits_for_a_slot_with_its_lease_renewed() {
+    let store = memory();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let config = PlatformConfig {
+        workers: 1,
+        claim_batch: 1,
+        claim_prefetch: 1,
+        lease: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let p = platform_with(
+        store.clone(),
+        vec![timed_agent("Prefetched", 900, now.clone(), most.clone())],
+        config,
+    )
+    .await;
+    install(&store, "prefetched", "alice", &[]).await;
+    let request = || TaskRequest::new("prefetched", "run", json!({}), user());
+    let first = p.submit(request()).await.unwrap();
+    let second = p.submit(request()).await.unwrap();
+    // While the first runs, the second is claimed and waits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (a, b) = (
+            store.get_task(first).await.unwrap(),
+            store.get_task(second).await.unwrap(),
+        );
+        if a.status == TaskStatus::Running && b.status == TaskStatus::Running {
+            assert_eq!(now.load(Ordering::SeqCst), 1, "one worker: one task runs");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second task was not prefetched: {:?} / {:?}",
+            a.status,
+            b.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in [first, second] {
+        let done = p.wait(id, &user()).await.unwrap();
+        assert_eq!(done.status, TaskStatus::Completed);
+        assert_eq!(done.attempts, 1, "its lease was never lost");
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+}
+
+/// A graceful shutdown hands a prefetched task back with the running ones: queued again, its
+/// attempt not counted.
+#[tokio::test]
+async fn shutdown_hands_a_prefetched_task_back() {
+    let store = memory();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let config = PlatformConfig {
+        workers: 1,
+        claim_batch: 1,
+        claim_prefetch: 1,
+        ..fast_config()
+    };
+    let p = platform_with(
+        store.clone(),
+        vec![timed_agent("Handed", 60_000, now.clone(), most)],
+        config,
+    )
+    .await;
+    install(&store, "handed", "alice", &[]).await;
+    let request = || TaskRequest::new("handed", "run", json!({}), user());
+    let first = p.submit(request()).await.unwrap();
+    let second = p.submit(request()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
+        assert!(tokio::time::Instant::now() < deadline, "not prefetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(now.load(Ordering::SeqCst), 1);
+    p.shutdown(Duration::from_millis(50)).await;
+    for id in [first, second] {
+        let t = store.get_task(id).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Queued, "handed back");
+        assert_eq!(t.attempts, 0, "a released attempt does not count");
+    }
+}

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! The systems: `cc-inline` (CapeControl, every write its own statement and commit:
-//! `batch_writes(false)`), `cc-batched` (the batched completer: `batch_writes(true)`), `apalis`
+//! `batch_writes(false)`), `cc-batched` (the batched completer: `batch_writes(true)`),
+//! `cc-prefetch` (the same, claiming as many tasks beyond its free slots as it has workers:
+//! `claim_prefetch`), `apalis`
 //! (tuned: a fetch batch of 100, a 10 ms poll interval) and `apalis-listen` (the same plus its
 //! LISTEN/NOTIFY pubsub, `with_pubsub()`, polling kept).
 //!
@@ -37,7 +39,7 @@
 //! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_RATES` [BENCH_RATE]
 //! (comma-separated), `BENCH_SECS` [10], `BENCH_POOL` connections per pool [20],
 //! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
-//! [cc-inline,cc-batched,apalis,apalis-listen]. Without `DATABASE_URL`, `cargo bench` fails and
+//! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen]. Without `DATABASE_URL`, `cargo bench` fails and
 //! `cargo test` (which runs this binary without `--bench`) skips it loudly; with one, `cargo
 //! test` runs a small smoke round.
 
@@ -97,14 +99,16 @@ struct Settings {
 enum System {
     CcInline,
     CcBatched,
+    CcPrefetch,
     Apalis,
     ApalisListen,
 }
 
 impl System {
-    const ALL: [System; 4] = [
+    const ALL: [System; 5] = [
         System::CcInline,
         System::CcBatched,
+        System::CcPrefetch,
         System::Apalis,
         System::ApalisListen,
     ];
@@ -113,13 +117,17 @@ impl System {
         match self {
             System::CcInline => "cc-inline",
             System::CcBatched => "cc-batched",
+            System::CcPrefetch => "cc-prefetch",
             System::Apalis => "apalis",
             System::ApalisListen => "apalis-listen",
         }
     }
 
     fn is_cc(self) -> bool {
-        matches!(self, System::CcInline | System::CcBatched)
+        matches!(
+            self,
+            System::CcInline | System::CcBatched | System::CcPrefetch
+        )
     }
 }
 
@@ -525,7 +533,7 @@ async fn cc_store(db: &Db, s: &Settings) -> Arc<PostgresStore> {
         .event_capacity(1 << 20)
         .listen(false)
         .notify(false)
-        .batch_writes(s.system == System::CcBatched)
+        .batch_writes(s.system != System::CcInline)
         .connect()
         .await
         .expect("PostgresStore");
@@ -539,6 +547,12 @@ async fn cc_platform(store: Arc<PostgresStore>, s: &Settings, workers: bool) -> 
         .config(PlatformConfig {
             workers: s.workers,
             claim_batch: s.batch,
+            // cc-prefetch: as many tasks claimed beyond the free slots as there are workers.
+            claim_prefetch: if s.system == System::CcPrefetch {
+                s.workers
+            } else {
+                0
+            },
             poll_interval: s.poll,
             ..PlatformConfig::default()
         })

@@ -67,7 +67,18 @@ SELECT ins.*, (SELECT to_jsonb(ev) FROM ev) AS event, (SELECT count(*) FROM nt) 
 FROM ins
 "#;
 
-const CLAIM: &str = "SELECT (c.task).*, c.steps FROM capecontrol_claim($1, $2, $3, $4) AS c";
+/// The claim, with the registry rows each attempt checks (its version's status, its
+/// installation) read in the same statement: no reads of its own per attempt.
+const CLAIM: &str = r#"
+SELECT (c.task).*, c.steps,
+       CASE WHEN v.agent_id IS NOT NULL THEN COALESCE(v.status, 'draft') END
+         AS catalog_version_status,
+       to_jsonb(i) AS catalog_installation
+FROM capecontrol_claim($1, $2, $3, $4) WITH ORDINALITY AS c(task, steps, n)
+LEFT JOIN agent_versions v ON v.agent_id = (c.task).agent_id AND v.version = (c.task).version
+LEFT JOIN installations i ON i.agent_id = (c.task).agent_id AND i.user_id = (c.task).user_id
+ORDER BY c.n
+"#;
 
 const HEARTBEAT: &str = r#"
 UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 millisecond'
@@ -429,6 +440,7 @@ fn claimed(row: &PgRow) -> Result<Claimed> {
         },
         steps: rows::steps(steps)?,
         last_seq: u64::try_from(last_seq).unwrap_or(0),
+        catalog: Some(rows::claimed_catalog(row)?),
         task,
     })
 }

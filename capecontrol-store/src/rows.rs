@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
 use capecontrol_core::store::{
-    AgentRecord, AuditEvent, InstallationRecord, NewAuditEvent, TaskRecord, VersionRecord,
+    AgentRecord, AuditEvent, ClaimedCatalog, InstallationRecord, NewAuditEvent, TaskRecord,
+    VersionRecord,
 };
 use capecontrol_core::{Error, Principal, Result, StepRecord};
 use chrono::{DateTime, Utc};
@@ -63,6 +64,23 @@ pub(crate) fn agent(row: &PgRow) -> Result<AgentRecord> {
         owner: get(row, "owner")?,
         created_at: get::<Option<DateTime<Utc>>>(row, "created_at")?.unwrap_or_else(epoch),
         updated_at: get::<Option<DateTime<Utc>>>(row, "updated_at")?.unwrap_or_else(epoch),
+    })
+}
+
+/// The registry rows a claim read with its task (see the queue's `CLAIM`).
+pub(crate) fn claimed_catalog(row: &PgRow) -> Result<ClaimedCatalog> {
+    let status: Option<String> = get(row, "catalog_version_status")?;
+    let installation: Option<Value> = get(row, "catalog_installation")?;
+    Ok(ClaimedCatalog {
+        version_status: status
+            .as_deref()
+            .map(|s| parse("version status", s))
+            .transpose()?,
+        installation: installation
+            .map(serde_json::from_value::<InstallationRecord>)
+            .transpose()
+            // Not the decoder's message: it may quote a value, and settings hold secrets.
+            .map_err(|_| corrupt("installation", "a claimed installation does not decode"))?,
     })
 }
 

@@ -90,6 +90,7 @@ where
     catalog_filters_sort_and_pages(make().await).await;
     enqueue_and_idempotency(make().await).await;
     claim_by_priority_age_and_run_at(make().await).await;
+    the_claim_reads_the_attempt_s_catalog(make().await).await;
     heartbeat_extends_the_lease(make().await).await;
     fencing_after_lease_loss(make().await).await;
     reclaim_fails_when_no_attempt_is_left(make().await).await;

@@ -13,12 +13,14 @@
 use std::panic::AssertUnwindSafe;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::FutureExt;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -35,7 +37,7 @@ use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
 use crate::state::TaskStatus;
-use crate::store::{Claimed, MAX_LIST_TASKS, Outcome, TaskFilter, TaskRecord};
+use crate::store::{Claimed, ClaimedCatalog, MAX_LIST_TASKS, Outcome, TaskFilter, TaskRecord};
 
 /// The end of the execute chain: the executor chosen for the attempt, its output capped at
 /// `max_output` bytes of JSON.
@@ -88,6 +90,28 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The worker slot of an attempt: held from the claim, or (a prefetched task) to wait for.
+pub(crate) enum Slot {
+    /// A free slot was taken for it before the claim.
+    Held(OwnedSemaphorePermit),
+    /// Claimed beyond the free slots: waits for one, leased and heartbeaten meanwhile.
+    Wait {
+        slots: Arc<Semaphore>,
+        /// The dispatcher's count of prefetched attempts waiting, decremented when this one
+        /// stops waiting.
+        waiting: Arc<AtomicUsize>,
+    },
+}
+
+/// Decrements the count of waiting prefetched attempts however the wait ends.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What an attempt needs besides the claimed task.
 struct Prepared {
     manifest: Arc<Manifest>,
@@ -99,7 +123,7 @@ struct Prepared {
 /// Runs one claimed task to its outcome, inside a `tracing` span `attempt` naming the task,
 /// agent, version, attempt and executor, and the trace id of the submitting request's
 /// `traceparent` when it had one. Steps and tool calls open child spans of it.
-pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
+pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     let span = tracing::info_span!(
         "attempt",
         task_id = %claimed.task.id,
@@ -120,15 +144,16 @@ pub(crate) async fn run(node: &Arc<Node>, claimed: Claimed) {
         // An exporter that knows remote parents makes the attempt a child of the request's span.
         crate::trace::link_remote_parent(&span, &t);
     }
-    run_attempt(node, claimed).instrument(span).await;
+    run_attempt(node, claimed, slot).instrument(span).await;
 }
 
-async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
+async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     let Claimed {
         task,
         lease,
         steps,
         last_seq,
+        catalog,
     } = claimed;
     // Shared by the host, the execution and this function: cloned once, not per use.
     let task = Arc::new(task);
@@ -157,11 +182,41 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed) {
     );
     let _registered = Registered { node, task_id };
 
+    // A prefetched task waits for a worker slot, its lease renewed meanwhile; what would end a
+    // running attempt ends the wait the same way.
+    let _permit = match slot {
+        Slot::Held(permit) => permit,
+        Slot::Wait { slots, waiting } => {
+            let _waiting = Waiting(waiting);
+            let end = tokio::select! {
+                p = slots.acquire_owned() => match p {
+                    Ok(p) => Ok(p),
+                    Err(_) => Err(End::Killed),
+                },
+                () = cancel.cancelled() => Err(End::Cancelled),
+                () = lost.cancelled() => Err(End::LeaseLost),
+                () = node.release.cancelled() => Err(End::Released),
+                () = node.kill.cancelled() => Err(End::Killed),
+            };
+            match end {
+                Ok(p) => p,
+                Err(End::Cancelled) => return finish_cancelled(node, &host, &task).await,
+                Err(End::Released) => {
+                    if let Err(e) = host.release().await {
+                        tracing::warn!(%task_id, error = %e, "could not release the lease");
+                    }
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+
     // Reads repeated on transient store errors (a lost connection must not cost an attempt).
     let mut delay = Duration::from_millis(50);
     let mut tries = 0;
     let prepared = loop {
-        match prepare(node, &task).await {
+        match prepare(node, &task, catalog.as_ref()).await {
             Err(e) if e.is_transient() && tries < PREPARE_TRIES && !node.kill.is_cancelled() => {
                 tracing::warn!(%task_id, error = %e, "transient store error preparing the attempt");
                 tokio::time::sleep(delay).await;
@@ -347,12 +402,25 @@ fn publish_breaker(node: &Node, task: &TaskRecord, key: &str) {
 /// The manifest of the task's version, the executor that runs it, and the grants and settings
 /// of the user's installation, read again at every attempt and checked again as the gateway
 /// did ([`checks::recheck`]): installed, version not archived, grants covering the scopes.
-async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
+async fn prepare(
+    node: &Node,
+    task: &TaskRecord,
+    catalog: Option<&ClaimedCatalog>,
+) -> Result<Prepared> {
     // The status only: the manifest comes from the node's cache, not copied from the store.
-    let status = node
-        .store
-        .version_status(&task.agent_id, &task.version)
-        .await?;
+    let status = match catalog {
+        Some(c) => c.version_status.ok_or_else(|| {
+            Error::not_found(
+                "agent version",
+                format!("{}@{}", task.agent_id, task.version),
+            )
+        })?,
+        None => {
+            node.store
+                .version_status(&task.agent_id, &task.version)
+                .await?
+        }
+    };
     let manifest = node.manifest(&task.agent_id, &task.version).await?;
     let executor = node
         .executors
@@ -365,7 +433,13 @@ async fn prepare(node: &Node, task: &TaskRecord) -> Result<Prepared> {
                 format!("for agent {}@{}", task.agent_id, task.version),
             )
         })?;
-    let installation = node.installation(&task.agent_id, &task.user_id).await?;
+    let installation = match catalog {
+        Some(c) => c
+            .installation
+            .clone()
+            .ok_or_else(|| super::node::not_installed(&task.agent_id, &task.user_id))?,
+        None => node.installation(&task.agent_id, &task.user_id).await?,
+    };
     let granted = checks::recheck(
         &task.version,
         status,

@@ -109,6 +109,7 @@ impl PlatformBuilder {
     pub fn workers(mut self, workers: usize) -> Self {
         self.config.workers = workers.max(1);
         self.config.claim_batch = self.config.claim_batch.min(self.config.workers).max(1);
+        self.config.claim_prefetch = self.config.claim_prefetch.min(self.config.workers);
         self
     }
 

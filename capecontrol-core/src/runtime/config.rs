@@ -14,6 +14,13 @@ pub struct PlatformConfig {
     pub workers: usize,
     /// Tasks claimed in one round trip at most.
     pub claim_batch: usize,
+    /// Tasks claimed beyond the free worker slots, at most (default 0, at most `workers`). A
+    /// prefetched task is leased, heartbeaten and counted against its agent's concurrency
+    /// limit while it waits for a slot; it starts as soon as one frees, without waiting for
+    /// the next claim's round trip, and claims grow by as many tasks (fewer claims per task on
+    /// a busy queue). The price: a task submitted later with a higher priority runs after the
+    /// tasks already prefetched, and another node cannot take a prefetched task.
+    pub claim_prefetch: usize,
     /// Lease length; heartbeats renew it every third of it.
     pub lease: Duration,
     /// How often an idle dispatcher polls besides wake-ups.
@@ -52,6 +59,7 @@ impl Default for PlatformConfig {
         Self {
             workers: 16,
             claim_batch: 16,
+            claim_prefetch: 0,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             backoff_base: Duration::from_secs(1),

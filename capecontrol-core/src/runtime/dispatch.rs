@@ -1,19 +1,25 @@
-//! The dispatcher: claims as many due tasks as there are free worker slots, by priority, and
-//! starts an attempt for each; it waits for the store's wake-ups or polls when idle.
+//! The dispatcher: claims as many due tasks as there are free worker slots (plus
+//! `claim_prefetch` more, which wait for a slot), by priority, and starts an attempt for each;
+//! it waits for the store's wake-ups or polls when idle.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
-use super::attempt;
+use super::attempt::{self, Slot};
 use super::node::Node;
 use crate::store::ClaimRequest;
 
 /// The dispatcher: claims as many tasks as there are free worker slots and spawns them.
 pub(crate) async fn dispatch(node: Arc<Node>) {
     let slots = Arc::new(Semaphore::new(node.config.workers));
+    let prefetch = node.config.claim_prefetch.min(node.config.workers);
+    // Prefetched attempts waiting for a slot now (they queue for it before the dispatcher does:
+    // tokio's semaphore is fair, so they start first).
+    let waiting = Arc::new(AtomicUsize::new(0));
     let mut wakeups = node.store.wakeups();
     loop {
         if node.stop.is_cancelled() {
@@ -37,21 +43,30 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
         drain(&mut wakeups);
         let request = ClaimRequest {
             worker: node.node_id.clone(),
-            limit: permits.len(),
+            limit: permits.len() + prefetch.saturating_sub(waiting.load(Ordering::Relaxed)),
             lease: node.config.lease,
             agents: node.config.only_agents.clone(),
         };
         match node.store.claim(&request).await {
             Ok(claimed) if !claimed.is_empty() => {
                 for c in claimed {
-                    let Some(permit) = permits.pop() else { break };
+                    let slot = match permits.pop() {
+                        Some(permit) => Slot::Held(permit),
+                        None => {
+                            waiting.fetch_add(1, Ordering::Relaxed);
+                            Slot::Wait {
+                                slots: Arc::clone(&slots),
+                                waiting: Arc::clone(&waiting),
+                            }
+                        }
+                    };
                     let node = Arc::clone(&node);
                     tokio::spawn(async move {
                         let task_id = c.task.id;
                         // A panic outside the execute chain (which catches its own) must not
                         // go unnoticed; the attempt's guard has unregistered it, so its lease
                         // expires and the task is reclaimed.
-                        if let Err(payload) = AssertUnwindSafe(attempt::run(&node, c))
+                        if let Err(payload) = AssertUnwindSafe(attempt::run(&node, c, slot))
                             .catch_unwind()
                             .await
                         {
@@ -61,7 +76,6 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                                 "an attempt panicked outside the agent; its lease will expire"
                             );
                         }
-                        drop(permit);
                     });
                 }
                 drop(permits);

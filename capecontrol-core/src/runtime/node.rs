@@ -146,10 +146,15 @@ impl Node {
             .get_installation(agent_id, user_id)
             .await
             .map_err(|e| match e.category() {
-                ErrorCategory::NotFound => Error::forbidden(format!(
-                    "agent `{agent_id}` is not installed for user `{user_id}`"
-                )),
+                ErrorCategory::NotFound => not_installed(agent_id, user_id),
                 _ => e,
             })
     }
+}
+
+/// Not installed: a permission error (403).
+pub(crate) fn not_installed(agent_id: &str, user_id: &str) -> Error {
+    Error::forbidden(format!(
+        "agent `{agent_id}` is not installed for user `{user_id}`"
+    ))
 }

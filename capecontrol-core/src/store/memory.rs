@@ -40,9 +40,9 @@ use uuid::Uuid;
 
 use super::{
     AgentFilter, AgentPatch, AgentRecord, ApiKeyRecord, AuditEvent, AuditFilter, AuditStore,
-    CatalogEntry, CatalogQuery, CatalogSort, ClaimRequest, Claimed, Enqueued, Finish, Heartbeat,
-    InstallationRecord, JournalWrite, KeyStore, Lease, NewAuditEvent, NewTask, Outcome, Page,
-    QueueStore, RegistryStore, TaskFilter, TaskRecord, VersionRecord, lease_lost,
+    CatalogEntry, CatalogQuery, CatalogSort, ClaimRequest, Claimed, ClaimedCatalog, Enqueued,
+    Finish, Heartbeat, InstallationRecord, JournalWrite, KeyStore, Lease, NewAuditEvent, NewTask,
+    Outcome, Page, QueueStore, RegistryStore, TaskFilter, TaskRecord, VersionRecord, lease_lost,
 };
 use crate::agent::StepRecord;
 use crate::error::{Error, Result};
@@ -159,6 +159,21 @@ impl TaskEntry {
 }
 
 impl State {
+    /// The registry rows the attempt of `task` checks (see [`ClaimedCatalog`]).
+    fn claimed_catalog(&self, task: &TaskRecord) -> ClaimedCatalog {
+        ClaimedCatalog {
+            version_status: self
+                .versions
+                .get(&task.agent_id)
+                .and_then(|l| l.iter().find(|(_, v)| v.version == task.version))
+                .map(|(_, v)| v.status),
+            installation: self
+                .installations
+                .get(&(task.agent_id.clone(), task.user_id.clone()))
+                .cloned(),
+        }
+    }
+
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter

@@ -530,6 +530,20 @@ pub struct Claimed {
     /// The task's last event number (the `started` event the claim wrote): the worker numbers
     /// its own events after it.
     pub last_seq: u64,
+    /// What the attempt checks before it runs, read by the claim itself (`None`: the worker
+    /// reads it with [`RegistryStore::version_status`] and
+    /// [`RegistryStore::get_installation`], two more round trips per attempt).
+    pub catalog: Option<ClaimedCatalog>,
+}
+
+/// The registry rows an attempt checks, read with its claim: as current as reading them right
+/// after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedCatalog {
+    /// The status of the task's agent version (`None`: the version is not in the registry).
+    pub version_status: Option<VersionStatus>,
+    /// The installation of the task's agent for its user (`None`: not installed).
+    pub installation: Option<InstallationRecord>,
 }
 
 /// What a heartbeat learns.

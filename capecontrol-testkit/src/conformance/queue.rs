@@ -413,3 +413,49 @@ pub async fn concurrent_claimers_never_share_a_task(
         .unwrap();
     assert!(left.is_empty());
 }
+
+/// A claim reads the attempt's registry rows with the task (`Claimed::catalog`), as
+/// `version_status` and `get_installation` answer at that moment: the version's status, the
+/// user's installation, and `None` for one that does not exist (uninstalled after the
+/// submission: the attempt's checks then refuse it as they would after reading it). The
+/// contract lets a store leave the catalog out (the worker then reads it); both stores of this
+/// workspace read it, and this case holds them to it.
+pub async fn the_claim_reads_the_attempt_s_catalog(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let now = Utc::now();
+    let installed = store
+        .upsert_installation(InstallationRecord {
+            id: Uuid::new_v4(),
+            agent_id: agent.clone(),
+            user_id: "user-1".into(),
+            version: "1.0.0".into(),
+            granted_scopes: vec!["chat:send".into()],
+            settings: json!({ "token": "s3cret", "n": 2 }),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    store.enqueue(new_task(&agent)).await.unwrap();
+    let c = claim_one(&store, "w1", &agent).await;
+    let catalog = c.catalog.expect("the claim reads the catalog");
+    assert_eq!(catalog.version_status, Some(VersionStatus::Published));
+    assert_eq!(catalog.installation.as_ref(), Some(&installed));
+
+    // Not installed, and the version archived: both absent or as the registry says.
+    store.delete_installation(&agent, "user-1").await.unwrap();
+    store
+        .set_version_status(
+            &agent,
+            "1.0.0",
+            VersionStatus::Published,
+            VersionStatus::Archived,
+        )
+        .await
+        .unwrap();
+    store.enqueue(new_task(&agent)).await.unwrap();
+    let c = claim_one(&store, "w1", &agent).await;
+    let catalog = c.catalog.expect("the claim reads the catalog");
+    assert_eq!(catalog.version_status, Some(VersionStatus::Archived));
+    assert_eq!(catalog.installation, None);
+}

@@ -194,9 +194,14 @@ impl QueueStore for MemoryStore {
                 steps: entry.steps.values().cloned().collect(),
                 last_seq: entry.last_seq(),
                 task: entry.record.clone(),
+                catalog: None,
             });
             state.append_audit(audit, now);
             state.sync(id, now);
+            // The attempt's registry checks, from the same state: no second lock per attempt.
+            if let Some(c) = claimed.last_mut() {
+                c.catalog = Some(state.claimed_catalog(&c.task));
+            }
         }
         self.send_events(sent);
         Ok(claimed)
