@@ -870,30 +870,49 @@ fn timed_agent(
     })
 }
 
+/// One worker prefetching one task, running an agent `name` that takes `ms` per task, with two
+/// tasks submitted: the platform, the two ids, and the agent's (running now, most at once).
+async fn one_worker_one_prefetched(
+    store: &Arc<dyn Store>,
+    name: &str,
+    ms: u64,
+    lease: Duration,
+) -> (
+    Platform,
+    [uuid::Uuid; 2],
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+) {
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let config = PlatformConfig {
+        workers: 1,
+        claim_batch: 1,
+        claim_prefetch: 1,
+        lease,
+        ..fast_config()
+    };
+    let p = platform_with(
+        store.clone(),
+        vec![timed_agent(name, ms, now.clone(), most.clone())],
+        config,
+    )
+    .await;
+    let id = name.to_lowercase();
+    install(store, &id, "alice", &[]).await;
+    let request = || TaskRequest::new(id.clone(), "run", json!({}), user());
+    let first = p.submit(request()).await.unwrap();
+    let second = p.submit(request()).await.unwrap();
+    (p, [first, second], now, most)
+}
+
 /// `claim_prefetch`: a task claimed beyond the free slots is leased (`running`) while the one
 /// worker is busy, does not run before a slot frees, and keeps its lease while it waits longer
 /// than the lease (heartbeats renew it): it runs once, at its first attempt.
 #[tokio::test]
 async fn a_prefetched_task_waits_for_a_slot_with_its_lease_renewed() {
     let store = memory();
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let config = PlatformConfig {
-        workers: 1,
-        claim_batch: 1,
-        claim_prefetch: 1,
-        lease: Duration::from_millis(300),
-        ..fast_config()
-    };
-    let p = platform_with(
-        store.clone(),
-        vec![timed_agent("Prefetched", 900, now.clone(), most.clone())],
-        config,
-    )
-    .await;
-    install(&store, "prefetched", "alice", &[]).await;
-    let request = || TaskRequest::new("prefetched", "run", json!({}), user());
-    let first = p.submit(request()).await.unwrap();
-    let second = p.submit(request()).await.unwrap();
+    let (p, [first, second], now, most) =
+        one_worker_one_prefetched(&store, "Prefetched", 900, Duration::from_millis(300)).await;
     // While the first runs, the second is claimed and waits.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -926,23 +945,8 @@ async fn a_prefetched_task_waits_for_a_slot_with_its_lease_renewed() {
 #[tokio::test]
 async fn shutdown_hands_a_prefetched_task_back() {
     let store = memory();
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let config = PlatformConfig {
-        workers: 1,
-        claim_batch: 1,
-        claim_prefetch: 1,
-        ..fast_config()
-    };
-    let p = platform_with(
-        store.clone(),
-        vec![timed_agent("Handed", 60_000, now.clone(), most)],
-        config,
-    )
-    .await;
-    install(&store, "handed", "alice", &[]).await;
-    let request = || TaskRequest::new("handed", "run", json!({}), user());
-    let first = p.submit(request()).await.unwrap();
-    let second = p.submit(request()).await.unwrap();
+    let (p, [first, second], now, _) =
+        one_worker_one_prefetched(&store, "Handed", 60_000, fast_config().lease).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while store.get_task(second).await.unwrap().status != TaskStatus::Running {
         assert!(tokio::time::Instant::now() < deadline, "not prefetched");
