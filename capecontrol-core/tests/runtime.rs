@@ -960,3 +960,34 @@ async fn shutdown_hands_a_prefetched_task_back() {
         assert_eq!(t.attempts, 0, "a released attempt does not count");
     }
 }
+
+/// A prefetched task checks its installation when it gets its slot, not when it was claimed:
+/// uninstalled while it waited, it fails with a permission error and never runs.
+#[tokio::test]
+async fn a_prefetched_task_uninstalled_while_it_waits_does_not_run() {
+    let store = memory();
+    let (p, [first, second], now, most) =
+        one_worker_one_prefetched(&store, "Revoked", 600, fast_config().lease).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
+        assert!(tokio::time::Instant::now() < deadline, "not prefetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(now.load(Ordering::SeqCst), 1, "only the first runs");
+    store.delete_installation("revoked", "alice").await.unwrap();
+    let done = p.wait(first, &user()).await.unwrap();
+    assert_eq!(
+        done.status,
+        TaskStatus::Completed,
+        "the running one finishes"
+    );
+    let refused = p.wait(second, &user()).await.unwrap();
+    assert_eq!(refused.status, TaskStatus::Failed);
+    assert_eq!(
+        refused.error.as_ref().map(Error::category),
+        Some(ErrorCategory::Permission),
+        "{:?}",
+        refused.error
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 1, "the second never ran");
+}

@@ -153,7 +153,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         lease,
         steps,
         last_seq,
-        catalog,
+        mut catalog,
     } = claimed;
     // Shared by the host, the execution and this function: cloned once, not per use.
     let task = Arc::new(task);
@@ -199,7 +199,11 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
                 () = node.kill.cancelled() => Err(End::Killed),
             };
             match end {
-                Ok(p) => p,
+                Ok(p) => {
+                    // Read when the task was claimed, maybe long ago: read afresh instead.
+                    catalog = None;
+                    p
+                }
                 Err(End::Cancelled) => return finish_cancelled(node, &host, &task).await,
                 Err(End::Released) => {
                     if let Err(e) = host.release().await {

@@ -19,7 +19,9 @@ pub struct PlatformConfig {
     /// limit while it waits for a slot; it starts as soon as one frees, without waiting for
     /// the next claim's round trip, and claims grow by as many tasks (fewer claims per task on
     /// a busy queue). The price: a task submitted later with a higher priority runs after the
-    /// tasks already prefetched, and another node cannot take a prefetched task.
+    /// tasks already prefetched, and another node cannot take a prefetched task. A prefetched
+    /// attempt reads its version's status and installation when it gets its slot, not from
+    /// the claim (they may have changed while it waited).
     pub claim_prefetch: usize,
     /// Lease length; heartbeats renew it every third of it.
     pub lease: Duration,
