@@ -82,6 +82,11 @@ impl Server {
                 .await
                 .unwrap(),
         );
+        Self::serve(platform, config).await
+    }
+
+    /// The API of `platform`, with keys for root (admin), alice and bob.
+    async fn serve(platform: Arc<Platform>, config: HttpConfig) -> Self {
         let keys = ApiKeys::new(platform.store().clone());
         let root = Principal::new("test-setup");
         let key = |user: &'static str, roles: &'static [&'static str]| {
@@ -1213,4 +1218,53 @@ async fn the_openapi_document_types_every_response() {
             .any(|p| p["name"] == "owner"),
         "the owner filter is documented"
     );
+}
+
+/// A child task names its parent (`parent_id`), and `?parent=` lists the tasks a task spawned,
+/// only the caller's own.
+#[tokio::test]
+async fn a_child_task_names_its_parent_and_is_listed_under_it() {
+    let store: Arc<dyn capecontrol::store::Store> = Arc::new(MemoryStore::new());
+    let platform =
+        capecontrol_testkit::children::node(store, capecontrol_testkit::runtime::fast_config())
+            .await;
+    let s = Server::serve(Arc::new(platform), HttpConfig::default()).await;
+    let (st, v) = s
+        .post(
+            "/api/agents/family/tasks",
+            &s.alice,
+            json!({"task": "fan", "input": {"n": 3}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let parent: uuid::Uuid = v["task_id"].as_str().unwrap().parse().unwrap();
+    let done = s.platform.trusted().wait(parent).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+
+    let (st, v) = s
+        .get(&format!("/api/agents/tasks?parent={parent}"), &s.alice)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{v}");
+    assert!(items.iter().all(|t| t["parent_id"] == json!(parent)), "{v}");
+    assert!(items.iter().all(|t| t["task"] == json!("square")), "{v}");
+    let child = items[0]["id"].as_str().unwrap();
+    let (_, one) = s.get(&format!("/api/agents/tasks/{child}"), &s.alice).await;
+    assert_eq!(one["parent_id"], json!(parent));
+    let (_, top) = s
+        .get(&format!("/api/agents/tasks/{parent}"), &s.alice)
+        .await;
+    assert_eq!(
+        top["parent_id"],
+        Value::Null,
+        "a submitted task has no parent"
+    );
+
+    // Bob sees none of alice's children.
+    let (st, v) = s
+        .get(&format!("/api/agents/tasks?parent={parent}"), &s.bob)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["items"], json!([]), "{v}");
 }

@@ -90,6 +90,9 @@ pub struct TaskView {
     pub completed_at: Option<DateTime<Utc>>,
     /// Created at.
     pub created_at: DateTime<Utc>,
+    /// The task that spawned this one (`cx.spawn`), if any.
+    #[serde(default)]
+    pub parent_id: Option<Uuid>,
     /// The journaled steps (only on `GET /api/agents/tasks/{task_id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
@@ -116,6 +119,7 @@ impl TaskView {
             started_at: t.started_at,
             completed_at: t.completed_at,
             created_at: t.created_at,
+            parent_id: t.parent_id,
             steps,
         }
     }
@@ -174,6 +178,9 @@ pub(crate) struct ListTasks {
     agent: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// Only the children of this task (the tasks it spawned).
+    #[serde(default)]
+    parent: Option<Uuid>,
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
@@ -227,7 +234,7 @@ pub(crate) async fn list(
         user_id: q.user,
         agent_id: q.agent,
         status: q.status,
-        parent_id: None,
+        parent_id: q.parent,
         limit: Some(q.offset.saturating_add(q.limit)),
     };
     let tasks = Tasks::new(&state.platform, &by).list(filter).await?;
