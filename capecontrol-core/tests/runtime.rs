@@ -871,7 +871,8 @@ fn timed_agent(
 }
 
 /// One worker prefetching one task, running an agent `name` that takes `ms` per task, with two
-/// tasks submitted: the platform, the two ids, and the agent's (running now, most at once).
+/// tasks submitted, returned once the second is prefetched: the platform, the two ids, and the
+/// agent's (running now, most at once).
 async fn one_worker_one_prefetched(
     store: &Arc<dyn Store>,
     name: &str,
@@ -902,6 +903,15 @@ async fn one_worker_one_prefetched(
     let request = || TaskRequest::new(id.clone(), "run", json!({}), user());
     let first = p.submit(request()).await.unwrap();
     let second = p.submit(request()).await.unwrap();
+    // The second is claimed (prefetched) while the first holds the one slot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second task was not prefetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     (p, [first, second], now, most)
 }
 
@@ -914,24 +924,11 @@ async fn a_prefetched_task_waits_for_a_slot_with_its_lease_renewed() {
     let (p, [first, second], now, most) =
         one_worker_one_prefetched(&store, "Prefetched", 900, Duration::from_millis(300)).await;
     // While the first runs, the second is claimed and waits.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let (a, b) = (
-            store.get_task(first).await.unwrap(),
-            store.get_task(second).await.unwrap(),
-        );
-        if a.status == TaskStatus::Running && b.status == TaskStatus::Running {
-            assert_eq!(now.load(Ordering::SeqCst), 1, "one worker: one task runs");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second task was not prefetched: {:?} / {:?}",
-            a.status,
-            b.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(
+        store.get_task(first).await.unwrap().status,
+        TaskStatus::Running
+    );
+    assert_eq!(now.load(Ordering::SeqCst), 1, "one worker: one task runs");
     for id in [first, second] {
         let done = p.wait(id, &user()).await.unwrap();
         assert_eq!(done.status, TaskStatus::Completed);
@@ -947,11 +944,6 @@ async fn shutdown_hands_a_prefetched_task_back() {
     let store = memory();
     let (p, [first, second], now, _) =
         one_worker_one_prefetched(&store, "Handed", 60_000, fast_config().lease).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
-        assert!(tokio::time::Instant::now() < deadline, "not prefetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(now.load(Ordering::SeqCst), 1);
     p.shutdown(Duration::from_millis(50)).await;
     for id in [first, second] {
@@ -968,11 +960,6 @@ async fn a_prefetched_task_uninstalled_while_it_waits_does_not_run() {
     let store = memory();
     let (p, [first, second], now, most) =
         one_worker_one_prefetched(&store, "Revoked", 600, fast_config().lease).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
-        assert!(tokio::time::Instant::now() < deadline, "not prefetched");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(now.load(Ordering::SeqCst), 1, "only the first runs");
     store.delete_installation("revoked", "alice").await.unwrap();
     let done = p.wait(first, &user()).await.unwrap();
