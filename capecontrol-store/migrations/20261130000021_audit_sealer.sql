@@ -14,9 +14,11 @@
 -- background (every `audit_seal_interval`), and before every read of the trail or its head, so
 -- that a reader sees every row committed before its read sealed, as before.
 --
--- What the chain proves is unchanged: a sealed row edited, deleted, or inserted out of band
--- (past the trigger, say with `session_replication_role = replica`, or with a forged place) is
--- named by `verify_chain`. A row inserted through the trigger is sealed, even when its inserter
+-- What the chain proves is unchanged for sealed rows: a sealed row edited, deleted, or inserted
+-- out of band (past the trigger, say with `session_replication_role = replica`, or with a
+-- forged place) is named by `verify_chain`. What is new is a window: between its commit and its
+-- seal (at most `audit_seal_interval`, or until the next read), a row can be changed or deleted
+-- in the database directly without a trace; the deferred trigger sealed it at its commit. A row inserted through the trigger is sealed, even when its inserter
 -- dies right after its commit (any node's sealer seals it). A pending row is not out of band:
 -- `list_audit`'s `unchained` filter returns only the rows that are neither sealed nor pending.
 -- The chain's order is the sealing order (by id among the rows pending at once), no longer the
