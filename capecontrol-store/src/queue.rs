@@ -193,7 +193,11 @@ WITH t AS (
 )
 SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
        (t.status = 'queued'
-        OR EXISTS (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'))
+        -- Whether the agent has a queued task, read from the newest end of its queue: the
+        -- claimed (dead) index entries gather at the oldest end until a vacuum, and an EXISTS
+        -- would walk them all (its ORDER BY is dropped; a scalar subquery keeps it).
+        OR (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'
+            ORDER BY q.run_at DESC LIMIT 1) IS NOT NULL)
          AS wake
 FROM t
 "#;
