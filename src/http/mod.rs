@@ -71,7 +71,11 @@ pub use self::problem::{ApiResult, PROBLEM_JSON, Problem};
 pub use self::tasks::{MAX_IDEMPOTENCY_KEY, MAX_OFFSET, RatingView, Submitted, TaskView};
 // What the web console (feature `console`) reuses of the API's own checks.
 #[cfg(feature = "console")]
-pub(crate) use self::{access::Tasks, extract::client, tasks::check_page};
+pub(crate) use self::{
+    access::Tasks,
+    extract::client,
+    tasks::{check_page, event_stream},
+};
 
 /// The role that may create and revoke API keys and see every task and audit row.
 pub const ADMIN_ROLE: &str = "admin";

@@ -1,6 +1,7 @@
 //! Task routes: submit, list, get, cancel and the event stream (Server-Sent Events).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use capecontrol_core::agent::StepRecord;
-use capecontrol_core::runtime::TaskRequest;
+use capecontrol_core::runtime::{TaskEvents, TaskRequest};
 use capecontrol_core::store::{TaskFilter, TaskRecord};
 use capecontrol_core::{Error, FieldError, TaskStatus};
 use chrono::{DateTime, Utc};
@@ -402,6 +403,13 @@ pub(crate) async fn events(
     let events = Tasks::new(&state.platform, &by)
         .watch_from(id, after)
         .await?;
+    Ok(event_stream(events, state.config.keep_alive))
+}
+
+/// A task's events as a server-sent event stream (the API's and the console's): `id:` the
+/// event's `seq` (for `Last-Event-ID`), `event:` its kind, the event as JSON data; an error of
+/// the watch as an `error` event holding its problem; a comment every `keep_alive`.
+pub(crate) fn event_stream(events: TaskEvents, keep_alive: Duration) -> Response {
     let stream = events.map(|event| {
         let sse = match event {
             Ok(event) => Event::default()
@@ -414,6 +422,7 @@ pub(crate) async fn events(
         };
         Ok::<Event, Infallible>(sse.unwrap_or_else(|_| Event::default().comment("unserializable")))
     });
-    let keep_alive = KeepAlive::new().interval(state.config.keep_alive);
-    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response()
 }

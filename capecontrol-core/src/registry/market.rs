@@ -44,16 +44,7 @@ impl Registry {
             }
             None => None,
         };
-        let versions = versions
-            .into_iter()
-            .map(|v| VersionSummary {
-                version: v.version,
-                status: v.status,
-                changelog: v.changelog,
-                published_at: v.published_at,
-                created_at: v.created_at,
-            })
-            .collect();
+        let versions = versions.into_iter().map(VersionSummary::from).collect();
         Ok(AgentDetail {
             agent,
             published,

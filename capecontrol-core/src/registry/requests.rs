@@ -195,6 +195,19 @@ pub struct VersionSummary {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<VersionRecord> for VersionSummary {
+    /// A stored version without its manifest.
+    fn from(v: VersionRecord) -> Self {
+        Self {
+            version: v.version,
+            status: v.status,
+            changelog: v.changelog,
+            published_at: v.published_at,
+            created_at: v.created_at,
+        }
+    }
+}
+
 /// The marketplace's detail view of an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -28,14 +28,9 @@ pub(crate) async fn admin_agents(State(state): State<Console>, v: Viewer) -> Res
             let versions = registry.versions(&a.id).await?;
             out.push(AdminAgent {
                 versions: versions
-                    .iter()
+                    .into_iter()
                     .rev()
-                    .map(|r| VersionRow {
-                        version: r.version.clone(),
-                        status: r.status.to_string(),
-                        changelog: r.changelog.clone().unwrap_or_default(),
-                        published: r.published_at.map(when).unwrap_or_default(),
-                    })
+                    .map(|r| VersionRow::of(&VersionSummary::from(r)))
                     .collect(),
                 id: a.id,
                 name: a.name,

@@ -136,6 +136,18 @@ pub(super) struct VersionRow {
     pub(super) published: String,
 }
 
+impl VersionRow {
+    /// A version as the agent page and the admin's agent list show it.
+    pub(super) fn of(r: &VersionSummary) -> Self {
+        Self {
+            version: r.version.clone(),
+            status: r.status.to_string(),
+            changelog: r.changelog.clone().unwrap_or_default(),
+            published: r.published_at.map(when).unwrap_or_default(),
+        }
+    }
+}
+
 struct TaskLink {
     name: String,
     description: String,
@@ -232,17 +244,7 @@ pub(crate) async fn agent(
             })
             .collect(),
         roles,
-        versions: detail
-            .versions
-            .iter()
-            .rev()
-            .map(|r| VersionRow {
-                version: r.version.clone(),
-                status: r.status.to_string(),
-                changelog: r.changelog.clone().unwrap_or_default(),
-                published: r.published_at.map(when).unwrap_or_default(),
-            })
-            .collect(),
+        versions: detail.versions.iter().rev().map(VersionRow::of).collect(),
         installed: installation.map(|i| i.version),
         settings,
         tasks,

@@ -23,16 +23,14 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, RawQuery, 
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use capecontrol_core::manifest::TaskDecl;
-use capecontrol_core::registry::InstallRequest;
+use capecontrol_core::registry::{InstallRequest, VersionSummary};
 use capecontrol_core::runtime::TaskRequest;
 use capecontrol_core::store::{
     AgentFilter, AuditFilter, CatalogQuery, CatalogSort, NewAuditEvent, TaskFilter,
 };
 use capecontrol_core::{Error, ErrorCategory, Manifest, Principal, TaskStatus};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -41,7 +39,9 @@ use super::forms::{self, Field, scope_words};
 use super::session::{
     CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE, cookie, same_token, set_cookie, token,
 };
-use crate::http::{AuthError, CreatedKey, Problem, Tasks, check_page, client, hash_key, is_admin};
+use crate::http::{
+    AuthError, CreatedKey, Tasks, check_page, client, event_stream, hash_key, is_admin,
+};
 
 /// Rows per page of the marketplace, task and audit lists.
 pub(crate) const PAGE: usize = 20;

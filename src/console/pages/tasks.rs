@@ -293,18 +293,5 @@ pub(crate) async fn events(
         Ok(e) => e,
         Err(e) => return v.fail(&e),
     };
-    let stream = events.map(|event| {
-        let sse = match event {
-            Ok(event) => Event::default()
-                .id(event.seq.to_string())
-                .event(event.kind.name())
-                .json_data(&event),
-            Err(error) => Event::default()
-                .event("error")
-                .json_data(Problem::from(error)),
-        };
-        Ok::<Event, Infallible>(sse.unwrap_or_else(|_| Event::default().comment("unserializable")))
-    });
-    let keep_alive = KeepAlive::new().interval(state.api.config.keep_alive);
-    Sse::new(stream).keep_alive(keep_alive).into_response()
+    event_stream(events, state.api.config.keep_alive)
 }
