@@ -12,8 +12,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use capecontrol_core::error::ErrorCategory;
-use capecontrol_core::store::{ClaimRequest, Finish, NewTask, Outcome, Store};
+use capecontrol_core::store::{ClaimRequest, NewTask, Store};
 
+use crate::conformance::completed;
 use crate::fixtures;
 
 /// Runs this module's cases, each on a fresh store from `make`.
@@ -62,15 +63,6 @@ fn claim(agents: &[&str], limit: usize) -> ClaimRequest {
     }
 }
 
-fn completed() -> Finish {
-    Finish {
-        outcome: Outcome::Completed { output: json!(1) },
-        steps: Vec::new(),
-        events: Vec::new(),
-        audit: Vec::new(),
-    }
-}
-
 /// `heartbeat_many` answers per lease, in order: a live lease renewed (and a requested cancel
 /// reported), a finished task's lease and a stale token lost.
 pub async fn heartbeat_many_renews_live_leases_and_reports_lost_ones(store: Arc<dyn Store>) {
@@ -88,7 +80,10 @@ pub async fn heartbeat_many_renews_live_leases_and_reports_lost_ones(store: Arc<
         )
         .await
         .unwrap();
-    store.finish(&finished.lease, completed()).await.unwrap();
+    store
+        .finish(&finished.lease, completed(json!(1)))
+        .await
+        .unwrap();
     let mut stale = live.lease.clone();
     stale.token = Uuid::new_v4();
     let leases = [

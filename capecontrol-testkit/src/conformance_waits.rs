@@ -479,15 +479,7 @@ pub async fn children_join_and_cancel_cascade(store: Arc<dyn Store>) {
     let ca = claim(&store, &agent).await;
     assert_eq!(ca.task.id, a);
     store
-        .finish(
-            &ca.lease,
-            capecontrol_core::store::Finish {
-                outcome: capecontrol_core::store::Outcome::Completed { output: json!(1) },
-                steps: Vec::new(),
-                events: Vec::new(),
-                audit: Vec::new(),
-            },
-        )
+        .finish(&ca.lease, crate::conformance::completed(json!(1)))
         .await
         .unwrap();
     assert!(store.joinable(Some(parent), 100).await.unwrap().is_empty());
@@ -580,15 +572,7 @@ pub async fn children_join_and_cancel_cascade(store: Arc<dyn Store>) {
     let cd = claim(&store, &third).await;
     let kid = child(&store, &third, done).await;
     store
-        .finish(
-            &cd.lease,
-            capecontrol_core::store::Finish {
-                outcome: capecontrol_core::store::Outcome::Completed { output: json!(1) },
-                steps: Vec::new(),
-                events: Vec::new(),
-                audit: Vec::new(),
-            },
-        )
+        .finish(&cd.lease, crate::conformance::completed(json!(1)))
         .await
         .unwrap();
     assert_category(store.cancel(done, &alice).await, ErrorCategory::Conflict);
