@@ -229,6 +229,30 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let (platform, store) = rt.block_on(setup());
+    // `BENCH_PROFILE_SECS=10`: only submit-and-drain zero-step tasks for that long and stop, for
+    // a profiler to see the platform's path and nothing else.
+    if let Some(secs) = std::env::var("BENCH_PROFILE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        let until = Instant::now() + Duration::from_secs_f64(secs);
+        let mut rounds = 0;
+        let (wall, cpu) = with_cpu(|| {
+            let mut wall = Duration::ZERO;
+            while Instant::now() < until {
+                wall += rt.block_on(run_platform(&platform, &store, N, 0));
+                rounds += 1;
+            }
+            wall
+        });
+        let n = (rounds * N) as f64;
+        println!(
+            "profiled {rounds} rounds of {N} zero-step tasks: {:.2} us/task wall, {} us/task cpu",
+            wall.as_secs_f64() * 1e6 / n,
+            cpu.map_or("?".into(), |c| format!("{:.2}", c.as_secs_f64() * 1e6 / n)),
+        );
+        return;
+    }
 
     let mut group = c.benchmark_group("end_to_end");
     group.throughput(criterion::Throughput::Elements(N as u64));

@@ -95,6 +95,9 @@ impl Default for MemoryStore {
     }
 }
 
+/// How many audit rows may wait to be chained before an append chains them.
+const SEAL_BATCH: usize = 256;
+
 #[derive(Default)]
 struct State {
     /// Insertion counter: the tie-breaker of every "by age" order.
@@ -107,8 +110,12 @@ struct State {
     tasks: HashMap<Uuid, Box<TaskEntry>>,
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
+    /// The audit trail in insertion order: `audit[..sealed]` chained, the rest waiting for
+    /// [`State::seal_audit`].
     audit: Vec<AuditEvent>,
-    /// The end of the audit chain.
+    /// How many rows at the start of `audit` are chained.
+    sealed: usize,
+    /// The end of the audit chain (of the sealed rows).
     audit_head: crate::audit::ChainHead,
     /// Ratings by task: the score and the task's (agent, version).
     ratings: HashMap<Uuid, (u8, String, String)>,
@@ -179,9 +186,14 @@ impl State {
         self.counter
     }
 
-    fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) -> &AuditEvent {
+    /// Appends an audit row, not chained yet: the rows are chained in order by
+    /// [`State::seal_audit`], before any read of the trail or its head and whenever
+    /// [`SEAL_BATCH`] rows are waiting, so that the hashing is done outside the operations that
+    /// write the rows (a submission writes two, an attempt two more) and in one pass. Nothing
+    /// outside this process can change the rows meanwhile, and every read sees them chained.
+    fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) {
         let id = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
-        let stored = AuditEvent {
+        self.audit.push(AuditEvent {
             id,
             task_id: event.task_id,
             agent_id: event.agent_id,
@@ -194,11 +206,18 @@ impl State {
             seq: 0,
             prev_hash: String::new(),
             hash: String::new(),
-        };
-        let mut stored = stored;
-        self.audit_head = crate::audit::seal(&mut stored, &self.audit_head);
-        self.audit.push(stored);
-        &self.audit[self.audit.len() - 1]
+        });
+        if self.audit.len() - self.sealed >= SEAL_BATCH {
+            self.seal_audit();
+        }
+    }
+
+    /// Chains the rows appended since the last seal, in order.
+    fn seal_audit(&mut self) {
+        for row in &mut self.audit[self.sealed..] {
+            self.audit_head = crate::audit::seal(row, &self.audit_head);
+        }
+        self.sealed = self.audit.len();
     }
 
     /// Not-found unless the agent and task an audit event refers to exist (`new_task`: a task

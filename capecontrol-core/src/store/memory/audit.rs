@@ -8,11 +8,14 @@ impl AuditStore for MemoryStore {
         let now = self.now();
         let mut state = self.lock();
         state.check_audit_refs(&event, None)?;
-        Ok(state.append_audit(event, now).clone())
+        state.append_audit(event, now);
+        state.seal_audit();
+        Ok(state.audit[state.audit.len() - 1].clone())
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.seal_audit();
         Ok(state
             .audit
             .iter()
@@ -43,6 +46,8 @@ impl AuditStore for MemoryStore {
     }
 
     async fn audit_head(&self) -> Result<crate::audit::ChainHead> {
-        Ok(self.lock().audit_head.clone())
+        let mut state = self.lock();
+        state.seal_audit();
+        Ok(state.audit_head.clone())
     }
 }

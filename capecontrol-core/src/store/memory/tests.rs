@@ -254,3 +254,64 @@ async fn enqueue_rejects_bad_limits_and_duplicate_ids() {
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     assert!(format!("{store:?}").contains("tasks: 1"));
 }
+
+/// Audit rows are chained in batches, after the operations that write them: whatever the
+/// number of rows waiting (none, fewer than a batch, exactly a batch, more), every read of the
+/// trail or its head sees them all chained, in insertion order, and the chain verifies.
+#[tokio::test]
+async fn audit_rows_are_chained_by_the_batch_or_the_next_read() {
+    use crate::audit::{GENESIS, verify_chain};
+    let store = MemoryStore::new();
+    with_agent(&store);
+    assert_eq!(store.audit_head().await.unwrap().seq, 0);
+    let mut written = 0u64;
+    // Each enqueue writes one row (`task.queued`).
+    for waiting in [
+        1,
+        SEAL_BATCH - 1,
+        SEAL_BATCH,
+        SEAL_BATCH + 1,
+        2 * SEAL_BATCH + 3,
+    ] {
+        for _ in 0..waiting {
+            store.enqueue(task("a")).await.unwrap();
+        }
+        written += waiting as u64;
+        {
+            // What the writes left: whole batches chained, the rest waiting, none lost.
+            let state = store.lock();
+            assert_eq!(state.audit.len() as u64, written);
+            assert!(state.audit.len() - state.sealed < SEAL_BATCH);
+            assert!(state.audit[state.sealed..].iter().all(|r| r.seq == 0));
+        }
+        let head = store.audit_head().await.unwrap();
+        assert_eq!(head.seq, written, "after {waiting} more rows");
+        let report = verify_chain(&store).await.unwrap();
+        assert_eq!(report.first_bad, None, "after {waiting} more rows");
+        assert_eq!(report.rows, written);
+    }
+    // Rows are chained in the order they were written, each linked to the one before.
+    let page = store
+        .list_audit(&AuditFilter {
+            limit: Some(10),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].prev_hash, GENESIS);
+    for (i, pair) in page.windows(2).enumerate() {
+        assert_eq!((pair[0].id, pair[0].seq), (i as i64 + 1, i as u64 + 1));
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    // `append_audit` returns its row in its place, chained after the waiting ones.
+    store.enqueue(task("a")).await.unwrap();
+    let row = store
+        .append_audit(NewAuditEvent {
+            event_type: "hello".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(row.seq, written + 2);
+    assert_eq!(store.audit_head().await.unwrap().hash, row.hash);
+}
