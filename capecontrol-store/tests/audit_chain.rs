@@ -279,6 +279,56 @@ async fn rows_are_sealed_after_their_commit_by_the_sealer_or_the_next_read() {
     done(db, store).await;
 }
 
+/// Ids are taken at insert and commits come in any order: a row whose transaction commits
+/// after rows with higher ids were sealed is sealed by the next read, after them (the sealer
+/// looks for the first pending id afresh on every call).
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test]
+async fn a_row_committed_late_is_sealed_after_the_rows_sealed_before_it() {
+    let db = TestDb::create().await;
+    let store = db
+        .store_options()
+        .audit_seal_interval(std::time::Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let insert = "INSERT INTO audit_events (event_type) VALUES ($1) RETURNING id";
+    let mut slow = store.pool().begin().await.unwrap();
+    let late: i64 = sqlx::query_scalar(insert)
+        .bind("host.slow")
+        .fetch_one(&mut *slow)
+        .await
+        .unwrap();
+    let early: i64 = sqlx::query_scalar(insert)
+        .bind("host.fast")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(late < early);
+    let places = |rows: Vec<capecontrol_core::store::AuditEvent>| {
+        rows.iter().map(|e| (e.id, e.seq)).collect::<Vec<_>>()
+    };
+    let listed = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        places(listed),
+        [(early, 1)],
+        "an uncommitted row is not read"
+    );
+    slow.commit().await.unwrap();
+    let listed = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        places(listed),
+        [(early, 1), (late, 2)],
+        "the row committed late is sealed by the next read"
+    );
+    assert!(verify_chain(&store).await.unwrap().is_intact());
+    done(db, store).await;
+}
+
 /// 2,000 rows appended by 16 concurrent writers, through `append_audit` and through the
 /// queue's own statements (enqueue): the chain has every row once, gap-free, and verifies.
 #[cfg_attr(
