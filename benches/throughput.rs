@@ -3,6 +3,10 @@
 //!
 //! `cargo bench --bench throughput` prints, besides criterion's report, one summary line:
 //! the ratio, the per-task overhead and the per-step overhead in microseconds.
+//!
+//! `BENCH_PROFILE_SECS=10 cargo bench --no-default-features --bench throughput` runs only the
+//! submit-and-drain loop of zero-step tasks for that long and prints its wall and CPU time per
+//! task: a target for a profiler (`perf record --call-graph dwarf`) without the other rounds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
