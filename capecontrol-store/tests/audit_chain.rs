@@ -38,6 +38,20 @@ async fn chain_of(n: usize) -> (TestDb, PostgresStore, Vec<i64>) {
     (db, store, ids)
 }
 
+/// A fresh database and a migrated store whose background sealer does not run during a test
+/// (only reads seal).
+async fn store_sealed_by_reads() -> (TestDb, PostgresStore) {
+    let db = TestDb::create().await;
+    let store = db
+        .store_options()
+        .audit_seal_interval(std::time::Duration::from_secs(3600))
+        .connect()
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (db, store)
+}
+
 async fn done(db: TestDb, store: PostgresStore) {
     store.close().await;
     db.drop().await;
@@ -204,15 +218,7 @@ async fn a_row_inserted_out_of_band_is_named() {
 )]
 #[tokio::test]
 async fn rows_are_sealed_after_their_commit_by_the_sealer_or_the_next_read() {
-    let db = TestDb::create().await;
-    // Its background sealer does not run during the test: only reads seal.
-    let store = db
-        .store_options()
-        .audit_seal_interval(std::time::Duration::from_secs(3600))
-        .connect()
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (db, store) = store_sealed_by_reads().await;
     let place = |id: i64| {
         let pool = store.pool().clone();
         async move {
@@ -288,14 +294,7 @@ async fn rows_are_sealed_after_their_commit_by_the_sealer_or_the_next_read() {
 )]
 #[tokio::test]
 async fn a_row_committed_late_is_sealed_after_the_rows_sealed_before_it() {
-    let db = TestDb::create().await;
-    let store = db
-        .store_options()
-        .audit_seal_interval(std::time::Duration::from_secs(3600))
-        .connect()
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (db, store) = store_sealed_by_reads().await;
     let insert = "INSERT INTO audit_events (event_type) VALUES ($1) RETURNING id";
     let mut slow = store.pool().begin().await.unwrap();
     let late: i64 = sqlx::query_scalar(insert)
