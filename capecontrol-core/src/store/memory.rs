@@ -188,9 +188,10 @@ impl State {
 
     /// Appends an audit row, not chained yet: the rows are chained in order by
     /// [`State::seal_audit`], before any read of the trail or its head and whenever
-    /// [`SEAL_BATCH`] rows are waiting, so that the hashing is done outside the operations that
-    /// write the rows (a submission writes two, an attempt two more) and in one pass. Nothing
-    /// outside this process can change the rows meanwhile, and every read sees them chained.
+    /// [`SEAL_BATCH`] rows are waiting, so that most of the writes that add rows (a submission
+    /// adds two, an attempt two more) hash nothing and the rows are hashed a batch at a time.
+    /// Nothing outside this process can change the rows meanwhile, and every read sees them
+    /// chained.
     fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) {
         let id = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
         self.audit.push(AuditEvent {
