@@ -30,6 +30,22 @@ use crate::notify::CHANNEL;
 use crate::rows::{self, AuditColumns, EventColumns, millis, to_json};
 use crate::store::PostgresStore;
 
+/// The end of a finish statement (`FINISH`, the completer's `FINISH_MANY`), over its finished
+/// rows `t`: `wake`, whether a dispatcher should claim again — the task went back to the queue,
+/// or its agent has another queued task, read from the newest end of the agent's queue (the
+/// claimed, not yet vacuumed index entries gather at the oldest end, and an `EXISTS` would walk
+/// them all: its `ORDER BY` is dropped, a scalar subquery keeps it).
+macro_rules! wake_hint {
+    () => {
+        r#"       (t.status = 'queued'
+        OR (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'
+            ORDER BY q.run_at DESC LIMIT 1) IS NOT NULL)
+         AS wake
+FROM t
+"#
+    };
+}
+
 pub(crate) mod completer;
 mod wait;
 
@@ -135,7 +151,8 @@ SELECT count(*) FROM t
 
 /// The end of an attempt. A cancel requested while the task ran turns a retry or a failure
 /// into `cancelled` (status, event and audit row alike); a completion stays a completion.
-const FINISH: &str = r#"
+const FINISH: &str = concat!(
+    r#"
 WITH t AS (
   UPDATE tasks SET
     status = CASE WHEN cancel_requested AND $6::text IN ('queued', 'failed') THEN 'cancelled'
@@ -192,15 +209,9 @@ WITH t AS (
     error_details = EXCLUDED.error_details
 )
 SELECT t.*, (SELECT to_jsonb(own) FROM own) AS event,
-       (t.status = 'queued'
-        -- Whether the agent has a queued task, read from the newest end of its queue: the
-        -- claimed (dead) index entries gather at the oldest end until a vacuum, and an EXISTS
-        -- would walk them all (its ORDER BY is dropped; a scalar subquery keeps it).
-        OR (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'
-            ORDER BY q.run_at DESC LIMIT 1) IS NOT NULL)
-         AS wake
-FROM t
-"#;
+"#,
+    wake_hint!()
+);
 
 const RELEASE: &str = r#"
 WITH t AS (

@@ -392,7 +392,8 @@ async fn journal_many(
 
 /// Finishes of several tasks: what `FINISH` does for one, for each (the per-outcome values
 /// are columns of `w`, returned with each updated task).
-const FINISH_MANY: &str = r#"
+const FINISH_MANY: &str = concat!(
+    r#"
 WITH w AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $5::text[], $6::jsonb[],
                        $7::jsonb[], $8::text[], $9::timestamptz[], $10::jsonb[], $11::text[],
@@ -462,15 +463,9 @@ WITH w AS (
     error_details = EXCLUDED.error_details
 )
 SELECT t.*, (SELECT to_jsonb(own) FROM own WHERE own.task_id = t.id) AS event,
-       (t.status = 'queued'
-        -- Whether the agent has a queued task, read from the newest end of its queue: the
-        -- claimed (dead) index entries gather at the oldest end until a vacuum, and an EXISTS
-        -- would walk them all (its ORDER BY is dropped; a scalar subquery keeps it).
-        OR (SELECT 1 FROM tasks q WHERE q.agent_id = t.agent_id AND q.status = 'queued'
-            ORDER BY q.run_at DESC LIMIT 1) IS NOT NULL)
-         AS wake
-FROM t
-"#;
+"#,
+    wake_hint!()
+);
 
 async fn finish_many(
     conn: &mut PgConnection,
