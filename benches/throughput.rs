@@ -7,6 +7,8 @@
 //! `BENCH_PROFILE_SECS=10 cargo bench --no-default-features --bench throughput` runs only the
 //! submit-and-drain loop of zero-step tasks for that long and prints its wall and CPU time per
 //! task: a target for a profiler (`perf record --call-graph dwarf`) without the other rounds.
+//! `BENCH_PROFILE_ROUNDS=5` runs that many rounds instead, for an instruction count
+//! (`valgrind --tool=callgrind`) that repeats exactly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,15 +237,20 @@ fn bench(c: &mut Criterion) {
     let (platform, store) = rt.block_on(setup());
     // `BENCH_PROFILE_SECS=10`: only submit-and-drain zero-step tasks for that long and stop, for
     // a profiler to see the platform's path and nothing else.
-    if let Some(secs) = std::env::var("BENCH_PROFILE_SECS")
+    // `BENCH_PROFILE_ROUNDS=N` instead: exactly N rounds (for an instruction count, which
+    // `valgrind --tool=callgrind` repeats exactly whatever else the machine does).
+    let profile_secs = std::env::var("BENCH_PROFILE_SECS")
         .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-    {
-        let until = Instant::now() + Duration::from_secs_f64(secs);
+        .and_then(|s| s.parse::<f64>().ok());
+    let profile_rounds = std::env::var("BENCH_PROFILE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok());
+    if profile_secs.is_some() || profile_rounds.is_some() {
+        let until = Instant::now() + Duration::from_secs_f64(profile_secs.unwrap_or(0.0));
         let mut rounds = 0;
         let (wall, cpu) = with_cpu(|| {
             let mut wall = Duration::ZERO;
-            while Instant::now() < until {
+            while profile_rounds.map_or(Instant::now() < until, |n| rounds < n) {
                 wall += rt.block_on(run_platform(&platform, &store, N, 0));
                 rounds += 1;
             }
