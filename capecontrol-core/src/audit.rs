@@ -104,10 +104,16 @@ impl ChainReport {
 /// Written field by field straight into the text (no intermediate JSON value, so that no field
 /// or payload is copied): the same text as rendering the `json!` array of the module docs.
 pub fn canonical(event: &AuditEvent) -> String {
+    canonical_linked(event, &event.prev_hash)
+}
+
+/// The canonical form of `event` linked to the row hashed `prev_hash` (whatever its own
+/// `prev_hash` field holds).
+pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
     let mut out = String::with_capacity(256);
     // Writing into a `String` cannot fail.
     let _ = write!(out, "[{}, ", event.seq);
-    write_string(&event.prev_hash, &mut out);
+    write_string(prev_hash, &mut out);
     let _ = write!(
         out,
         ", {}, {}, ",

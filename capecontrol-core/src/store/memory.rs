@@ -73,6 +73,12 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// ```
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Batches of audit rows handed over by the state's writers, in order, for the sealer.
+    handoff: Mutex<Vec<Vec<AuditEvent>>>,
+    /// The chained audit trail. Never locked by a writer that holds `state`, so a sealer at
+    /// work holds up no queue operation: a writer that finds it busy leaves its batch in
+    /// `handoff`, for the sealer at work or the next one (every read seals what is waiting).
+    trail: Mutex<trail::Trail>,
     clock: Clock,
     events: broadcast::Sender<TaskEvent>,
     wakeups: broadcast::Sender<()>,
@@ -84,7 +90,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("agents", &state.agents.len())
             .field("tasks", &state.tasks.len())
-            .field("audit_events", &state.audit.len())
+            .field("audit_events", &state.audit_len)
             .finish_non_exhaustive()
     }
 }
@@ -110,13 +116,12 @@ struct State {
     tasks: HashMap<Uuid, Box<TaskEntry>>,
     /// (user, key) → task.
     idempotency: HashMap<(String, String), Uuid>,
-    /// The audit trail in insertion order: `audit[..sealed]` chained, the rest waiting for
-    /// [`State::seal_audit`].
-    audit: Vec<AuditEvent>,
-    /// How many rows at the start of `audit` are chained.
-    sealed: usize,
-    /// The end of the audit chain (of the sealed rows).
-    audit_head: crate::audit::ChainHead,
+    /// Audit rows appended in all (the last one's id).
+    audit_len: usize,
+    /// Audit rows appended and not chained yet, in order (fewer than [`SEAL_BATCH`]).
+    audit_pending: Vec<AuditEvent>,
+    /// Full batches of audit rows, to hand to the sealer when the lock is released.
+    audit_full: Vec<Vec<AuditEvent>>,
     /// Ratings by task: the score and the task's (agent, version).
     ratings: HashMap<Uuid, (u8, String, String)>,
     /// Queued tasks that were due when last indexed, per agent, by priority (highest first),
@@ -139,6 +144,45 @@ struct State {
     children: HashMap<Uuid, Vec<Uuid>>,
     /// Schedule cursors, webhook secrets and delivery ids.
     triggers: triggers::TriggerState,
+}
+
+/// The locked state of a [`MemoryStore`]. Released, it hands the full batches of audit rows
+/// its holder appended to the sealer, and chains them if no other thread is chaining.
+struct StateGuard<'a> {
+    guard: Option<MutexGuard<'a, State>>,
+    store: &'a MemoryStore,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("held until dropped"))
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard
+            .as_deref_mut()
+            .unwrap_or_else(|| unreachable!("held until dropped"))
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        if guard.audit_full.is_empty() {
+            return;
+        }
+        // Handed off before the lock is released: batches reach the sealer in order.
+        self.store.hand_off(&mut guard, false);
+        drop(guard);
+        self.store.seal(false);
+    }
 }
 
 /// Where a task is indexed (kept in step with its status by [`State::sync`]).
@@ -186,15 +230,16 @@ impl State {
         self.counter
     }
 
-    /// Appends an audit row, not chained yet: the rows are chained in order by
-    /// [`State::seal_audit`], before any read of the trail or its head and whenever
-    /// [`SEAL_BATCH`] rows are waiting, so that most of the writes that add rows (a submission
-    /// adds two, an attempt two more) hash nothing and the rows are hashed a batch at a time.
-    /// Nothing outside this process can change the rows meanwhile, and every read sees them
-    /// chained.
+    /// Appends an audit row, not chained yet. The rows are chained in order by the store's
+    /// sealer ([`MemoryStore::seal`]), outside this state's lock: a batch of [`SEAL_BATCH`]
+    /// rows is handed to it as the write that filled the batch releases the lock, and every read
+    /// of the trail or its head hands it what is waiting and waits for it. So the writes that
+    /// add rows (a submission adds two, an attempt two more) hash nothing while they hold the
+    /// lock, and every read sees the rows chained.
     fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) {
-        let id = i64::try_from(self.audit.len()).unwrap_or(i64::MAX - 1) + 1;
-        self.audit.push(AuditEvent {
+        self.audit_len += 1;
+        let id = i64::try_from(self.audit_len).unwrap_or(i64::MAX);
+        self.audit_pending.push(AuditEvent {
             id,
             task_id: event.task_id,
             agent_id: event.agent_id,
@@ -208,17 +253,10 @@ impl State {
             prev_hash: String::new(),
             hash: String::new(),
         });
-        if self.audit.len() - self.sealed >= SEAL_BATCH {
-            self.seal_audit();
+        if self.audit_pending.len() >= SEAL_BATCH {
+            let batch = std::mem::replace(&mut self.audit_pending, Vec::with_capacity(SEAL_BATCH));
+            self.audit_full.push(batch);
         }
-    }
-
-    /// Chains the rows appended since the last seal, in order.
-    fn seal_audit(&mut self) {
-        for row in &mut self.audit[self.sealed..] {
-            self.audit_head = crate::audit::seal(row, &self.audit_head);
-        }
-        self.sealed = self.audit.len();
     }
 
     /// Not-found unless the agent and task an audit event refers to exist (`new_task`: a task
@@ -479,6 +517,8 @@ impl MemoryStore {
         let (wakeups, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
             state: Mutex::new(State::default()),
+            handoff: Mutex::new(Vec::new()),
+            trail: Mutex::new(trail::Trail::default()),
             clock,
             events,
             wakeups,
@@ -495,10 +535,63 @@ impl MemoryStore {
         micros((self.clock)())
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> StateGuard<'_> {
         // A panic while holding the lock cannot leave the state half-written in a way later
         // calls would misread more than the panic itself did: keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        StateGuard {
+            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+            store: self,
+        }
+    }
+
+    /// Hands the full batches of audit rows (and with `all`, the rows of the batch being
+    /// filled) to the sealer; called with the state locked, so batches arrive in order.
+    fn hand_off(&self, state: &mut State, all: bool) {
+        let partial = all && !state.audit_pending.is_empty();
+        if state.audit_full.is_empty() && !partial {
+            return;
+        }
+        let mut handoff = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        handoff.append(&mut state.audit_full);
+        if partial {
+            handoff.push(std::mem::take(&mut state.audit_pending));
+        }
+    }
+
+    /// Chains the batches handed off so far, in order: waiting for the trail when `wait`, else
+    /// only if no other thread is chaining (which then chains these too, or the next sealer
+    /// does).
+    fn seal(&self, wait: bool) -> Option<MutexGuard<'_, trail::Trail>> {
+        let mut trail = if wait {
+            self.trail.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.trail.try_lock() {
+                Ok(t) => t,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        };
+        loop {
+            let batches =
+                std::mem::take(&mut *self.handoff.lock().unwrap_or_else(|e| e.into_inner()));
+            if batches.is_empty() {
+                return Some(trail);
+            }
+            for batch in batches {
+                trail.seal(batch);
+            }
+        }
+    }
+
+    /// The trail with every row appended so far chained (for the reads of the trail).
+    fn sealed_trail(&self) -> MutexGuard<'_, trail::Trail> {
+        {
+            let mut state = self.lock();
+            let state = &mut *state;
+            self.hand_off(state, true);
+        }
+        self.seal(true)
+            .unwrap_or_else(|| unreachable!("a waiting seal returns the trail"))
     }
 
     fn send_events(&self, events: impl IntoIterator<Item = TaskEvent>) {
@@ -521,3 +614,4 @@ mod ratings;
 mod registry;
 #[cfg(test)]
 mod tests;
+mod trail;

@@ -280,9 +280,12 @@ async fn audit_rows_are_chained_by_the_batch_or_the_next_read() {
         {
             // What the writes left: whole batches chained, the rest waiting, none lost.
             let state = store.lock();
-            assert_eq!(state.audit.len() as u64, written);
-            assert!(state.audit.len() - state.sealed < SEAL_BATCH);
-            assert!(state.audit[state.sealed..].iter().all(|r| r.seq == 0));
+            assert_eq!(state.audit_len as u64, written);
+            assert!(state.audit_pending.len() < SEAL_BATCH);
+            assert!(state.audit_full.is_empty());
+            assert!(state.audit_pending.iter().all(|r| r.seq == 0));
+            let chained = store.trail.lock().unwrap().len();
+            assert_eq!(chained + state.audit_pending.len(), state.audit_len);
         }
         let head = store.audit_head().await.unwrap();
         assert_eq!(head.seq, written, "after {waiting} more rows");
