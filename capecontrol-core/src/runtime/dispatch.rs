@@ -61,7 +61,10 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                         }
                     };
                     let node = Arc::clone(&node);
-                    tokio::spawn(async move {
+                    // Boxed: an attempt's future is large (about 7 KB), and tokio moves the
+                    // future it spawns by value, into its task cell and again when the task
+                    // ends; a box moves as a pointer.
+                    tokio::spawn(Box::pin(async move {
                         let task_id = c.task.id;
                         // A panic outside the execute chain (which catches its own) must not
                         // go unnoticed; the attempt's guard has unregistered it, so its lease
@@ -76,7 +79,7 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                                 "an attempt panicked outside the agent; its lease will expire"
                             );
                         }
-                    });
+                    }));
                 }
                 drop(permits);
                 continue;
