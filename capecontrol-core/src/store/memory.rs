@@ -191,7 +191,7 @@ enum Indexed {
     None,
     Ready(Reverse<i32>, u64),
     Delayed(DateTime<Utc>, u64),
-    Running(String),
+    Running,
 }
 
 struct TaskEntry {
@@ -289,46 +289,47 @@ impl State {
     }
 
     /// Brings the queue indexes in step with the task's status, due time and priority. Every
-    /// operation that changes a task calls it for that task.
+    /// operation that changes a task calls it for that task. (A task's agent never changes:
+    /// its id is read from the record, and copied only into an index that lacks it.)
     fn sync(&mut self, id: Uuid, now: DateTime<Utc>) {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
         let r = &entry.record;
-        let agent_id = r.agent_id.clone();
         let new = match r.status {
             TaskStatus::Queued if r.run_at <= now => {
                 Indexed::Ready(Reverse(r.priority), entry.order)
             }
             TaskStatus::Queued => Indexed::Delayed(r.run_at, entry.order),
-            TaskStatus::Running => Indexed::Running(r.agent_id.clone()),
+            TaskStatus::Running => Indexed::Running,
             _ => Indexed::None,
         };
         if entry.indexed == new {
             return;
         }
         let old = std::mem::replace(&mut entry.indexed, new.clone());
+        let agent_id = entry.record.agent_id.as_str();
         match old {
             Indexed::None => {}
             Indexed::Ready(p, o) => {
-                if let Some(set) = self.ready.get_mut(&agent_id) {
+                if let Some(set) = self.ready.get_mut(agent_id) {
                     if set.remove(&(p, o, id)) {
                         self.ready_len -= 1;
                     }
                     if set.is_empty() {
-                        self.ready.remove(&agent_id);
+                        self.ready.remove(agent_id);
                     }
                 }
             }
             Indexed::Delayed(at, o) => {
                 self.delayed.remove(&(at, o, id));
             }
-            Indexed::Running(agent) => {
+            Indexed::Running => {
                 self.running.remove(&id);
-                if let Some(n) = self.running_by_agent.get_mut(&agent) {
+                if let Some(n) = self.running_by_agent.get_mut(agent_id) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
-                        self.running_by_agent.remove(&agent);
+                        self.running_by_agent.remove(agent_id);
                     }
                 }
             }
@@ -336,16 +337,29 @@ impl State {
         match new {
             Indexed::None => {}
             Indexed::Ready(p, o) => {
-                if self.ready.entry(agent_id).or_default().insert((p, o, id)) {
+                let inserted = match self.ready.get_mut(agent_id) {
+                    Some(set) => set.insert((p, o, id)),
+                    None => self
+                        .ready
+                        .entry(agent_id.to_owned())
+                        .or_default()
+                        .insert((p, o, id)),
+                };
+                if inserted {
                     self.ready_len += 1;
                 }
             }
             Indexed::Delayed(at, o) => {
                 self.delayed.insert((at, o, id));
             }
-            Indexed::Running(agent) => {
+            Indexed::Running => {
                 self.running.insert(id);
-                *self.running_by_agent.entry(agent).or_insert(0) += 1;
+                match self.running_by_agent.get_mut(agent_id) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.running_by_agent.insert(agent_id.to_owned(), 1);
+                    }
+                }
             }
         }
     }
