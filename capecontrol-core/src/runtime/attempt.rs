@@ -120,6 +120,10 @@ struct Prepared {
     settings: Value,
 }
 
+// The ends other than a completion (failures, cancellations, releases, suspensions, waking a
+// parent) are boxed where they are awaited: their futures would otherwise be laid out inside
+// every attempt's future, which the dispatcher allocates and moves whole.
+
 /// Runs one claimed task to its outcome, inside a `tracing` span `attempt` naming the task,
 /// agent, version, attempt and executor, and the trace id of the submitting request's
 /// `traceparent` when it had one. Steps and tool calls open child spans of it.
@@ -204,9 +208,9 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
                     catalog = None;
                     p
                 }
-                Err(End::Cancelled) => return finish_cancelled(node, &host, &task).await,
+                Err(End::Cancelled) => return Box::pin(finish_cancelled(node, &host, &task)).await,
                 Err(End::Released) => {
-                    if let Err(e) = host.release().await {
+                    if let Err(e) = Box::pin(host.release()).await {
                         tracing::warn!(%task_id, error = %e, "could not release the lease");
                     }
                     return;
@@ -233,7 +237,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     let prepared = match prepared {
         Ok(p) => p,
         Err(error) => {
-            finish_failed(node, &host, &task, error, false).await;
+            Box::pin(finish_failed(node, &host, &task, error, false)).await;
             return;
         }
     };
@@ -244,7 +248,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             "circuit breaker open for {key}; retry in {} ms",
             left.as_millis()
         ));
-        finish_failed(node, &host, &task, error, false).await;
+        Box::pin(finish_failed(node, &host, &task, error, false)).await;
         publish_breaker(node, &task, &key);
         return;
     }
@@ -320,12 +324,12 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         }
         End::Done(Err(error)) => {
             if cancel_requested(node, task_id).await {
-                finish_cancelled(node, &host, &task).await;
+                Box::pin(finish_cancelled(node, &host, &task)).await;
             } else {
                 // Only the agent's own failures count: a `resource` error (executor or store
                 // trouble) says nothing about the agent version.
                 let counts = error.category() == ErrorCategory::Agent;
-                finish_failed(node, &host, &task, error, counts).await;
+                Box::pin(finish_failed(node, &host, &task, error, counts)).await;
             }
         }
         End::TimedOut => {
@@ -334,9 +338,9 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
                 timeout.as_secs_f64(),
                 config.timeout
             ));
-            finish_failed(node, &host, &task, error, true).await;
+            Box::pin(finish_failed(node, &host, &task, error, true)).await;
         }
-        End::Cancelled => finish_cancelled(node, &host, &task).await,
+        End::Cancelled => Box::pin(finish_cancelled(node, &host, &task)).await,
         End::LeaseLost => {
             tracing::warn!(%task_id, "lease lost; the attempt was abandoned");
             node.breakers.record_neutral(&key);
@@ -346,19 +350,21 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         }
         End::Released => {
             node.breakers.record_neutral(&key);
-            if let Err(e) = host.release().await {
+            if let Err(e) = Box::pin(host.release()).await {
                 tracing::warn!(%task_id, error = %e, "could not release the lease");
             }
         }
         End::Suspended => {
             node.breakers.record_neutral(&key);
-            match host.suspend_now().await {
+            match Box::pin(host.suspend_now()).await {
                 // Its children may all have ended already: woken at once, not at the sweep.
                 Ok(t) if t.status == TaskStatus::Waiting => {
-                    waits::join_ready(node, Some(task_id)).await;
+                    Box::pin(waits::join_ready(node, Some(task_id))).await;
                 }
                 // A cancel was requested: the suspend cancelled the task.
-                Ok(t) if t.status == TaskStatus::Cancelled => cancel_children(node, &task).await,
+                Ok(t) if t.status == TaskStatus::Cancelled => {
+                    Box::pin(cancel_children(node, &task)).await
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%task_id, error = %e, "could not suspend the task"),
             }
@@ -368,7 +374,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     if let Some(parent) = task.parent_id
         && !node.kill.is_cancelled()
     {
-        waits::join_ready(node, Some(parent)).await;
+        Box::pin(waits::join_ready(node, Some(parent))).await;
     }
     publish_breaker(node, &task, &key);
 }
