@@ -112,14 +112,15 @@ pub fn canonical(event: &AuditEvent) -> String {
 pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
     let mut out = String::with_capacity(256);
     // Writing into a `String` cannot fail.
-    let _ = write!(out, "[{}, ", event.seq);
+    out.push('[');
+    push_u64(&mut out, event.seq);
+    out.push_str(", ");
     write_string(prev_hash, &mut out);
-    let _ = write!(
-        out,
-        ", {}, {}, ",
-        event.id,
-        event.created_at.timestamp_micros()
-    );
+    out.push_str(", ");
+    push_i64(&mut out, event.id);
+    out.push_str(", ");
+    push_i64(&mut out, event.created_at.timestamp_micros());
+    out.push_str(", ");
     match event.task_id {
         Some(t) => {
             out.push('"');
@@ -311,18 +312,29 @@ fn write_jsonb(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            // jsonb's key order: shorter keys first, then by bytes. The entries are sorted
+            // where they are (no lookup per key), on the stack for small objects.
+            static NULL: Value = Value::Null;
+            let mut small = [("", &NULL); 8];
+            let mut large = Vec::new();
+            let entries: &mut [(&str, &Value)] = if map.len() <= small.len() {
+                for (slot, (k, v)) in small.iter_mut().zip(map) {
+                    *slot = (k.as_str(), v);
+                }
+                &mut small[..map.len()]
+            } else {
+                large.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
+                &mut large
+            };
+            entries.sort_unstable_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
             out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
+            for (i, (key, v)) in entries.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
                 write_string(key, out);
                 out.push_str(": ");
-                if let Some(v) = map.get(key) {
-                    write_jsonb(v, out);
-                }
+                write_jsonb(v, out);
             }
             out.push('}');
         }
@@ -373,11 +385,39 @@ fn write_string(s: &str, out: &mut String) {
 /// as they are, floats in plain decimal (`1e-7` → `0.0000001`, `1e20` → `100000000000000000000`)
 /// with the scale the text had (`100.0` stays `100.0`).
 fn write_number(n: &Number, out: &mut String) {
-    if n.is_f64() {
-        out.push_str(&plain_decimal(&n.to_string()));
+    if let Some(u) = n.as_u64() {
+        push_u64(out, u);
+    } else if let Some(i) = n.as_i64() {
+        push_i64(out, i);
     } else {
-        let _ = write!(out, "{n}");
+        out.push_str(&plain_decimal(&n.to_string()));
     }
+}
+
+/// Appends `v` in decimal (what `{}` prints, without the formatting machinery).
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // A digit: `v % 10` is below 10.
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[at..] {
+        out.push(char::from(b));
+    }
+}
+
+/// Appends `v` in decimal, with its sign.
+fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
 }
 
 /// `text` (a JSON number) in plain decimal notation, keeping its scale as `numeric` does:
@@ -498,6 +538,51 @@ mod tests {
             hash: String::new(),
         };
         assert_eq!(canonical(&sparse), canonical_via_value(&sparse));
+    }
+
+    #[test]
+    fn integers_print_as_display_does() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            i64::MAX,
+            i64::MIN,
+            -1,
+            -10,
+            -12_345,
+        ] {
+            let mut out = String::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+        for v in [0, 7, 10, u64::MAX, u64::MAX / 10] {
+            let mut out = String::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+    }
+
+    /// Objects of more keys than the stack's room sort as the small ones do; keys of one
+    /// length sort by bytes.
+    #[test]
+    fn large_objects_sort_as_small_ones_do() {
+        let mut map = serde_json::Map::new();
+        for k in [
+            "kk", "b", "ab", "a", "zzz", "é", "aa", "c", "ba", "bb", "", "x1",
+        ] {
+            map.insert(k.to_owned(), json!(k.len()));
+        }
+        let mut out = String::new();
+        write_jsonb(&Value::Object(map), &mut out);
+        assert_eq!(
+            out,
+            r#"{"": 0, "a": 1, "b": 1, "c": 1, "aa": 2, "ab": 2, "ba": 2, "bb": 2, "kk": 2, "x1": 2, "é": 2, "zzz": 3}"#
+        );
     }
 
     #[test]
