@@ -45,8 +45,9 @@ type Denied = (Error, String);
 /// The gateway's caches: resolved installations for `policy_cache_ttl`, agent ids for good.
 #[derive(Default)]
 pub(crate) struct Gateway {
-    /// Resolved submissions (installation, version, manifest) by (agent, user).
-    policy_cache: Mutex<HashMap<(String, String), Cached>>,
+    /// Resolved submissions (installation, version, manifest) by agent, then user (looked up
+    /// by reference: no key is built per submission).
+    policy_cache: Mutex<HashMap<String, HashMap<String, Cached>>>,
     /// Agent ids by the id or slug they were asked for.
     agent_ids: Mutex<HashMap<String, String>>,
 }
@@ -230,13 +231,12 @@ impl Gateway {
         user_id: &str,
     ) -> std::result::Result<Arc<Resolved>, Denied> {
         let ttl = node.config.policy_cache_ttl;
-        let key = (agent_id.to_owned(), user_id.to_owned());
         if !ttl.is_zero()
-            && let Some((at, hit)) = self
-                .policy_cache
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&key).cloned())
+            && let Some((at, hit)) = self.policy_cache.lock().ok().and_then(|c| {
+                c.get(agent_id)
+                    .and_then(|users| users.get(user_id))
+                    .cloned()
+            })
             && at.elapsed() < ttl
         {
             return Ok(hit);
@@ -277,10 +277,16 @@ impl Gateway {
         if !ttl.is_zero()
             && let Ok(mut cache) = self.policy_cache.lock()
         {
-            if cache.len() > 10_000 {
-                cache.retain(|_, (at, _)| at.elapsed() < ttl);
+            if cache.values().map(HashMap::len).sum::<usize>() > 10_000 {
+                for users in cache.values_mut() {
+                    users.retain(|_, (at, _)| at.elapsed() < ttl);
+                }
+                cache.retain(|_, users| !users.is_empty());
             }
-            cache.insert(key, (tokio::time::Instant::now(), Arc::clone(&resolved)));
+            cache.entry(agent_id.to_owned()).or_default().insert(
+                user_id.to_owned(),
+                (tokio::time::Instant::now(), Arc::clone(&resolved)),
+            );
         }
         Ok(resolved)
     }
