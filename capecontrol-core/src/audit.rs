@@ -164,16 +164,19 @@ fn write_opt_string(s: Option<&str>, out: &mut String) {
 
 /// The hash of a row: SHA-256 of its [`canonical`] form, in lowercase hex.
 pub fn row_hash(event: &AuditEvent) -> String {
-    let digest = Sha256::digest(canonical(event).as_bytes());
     let mut hex = String::with_capacity(64);
-    for byte in digest {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
+    push_hex(&Sha256::digest(canonical(event).as_bytes()), &mut hex);
     hex
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Appends `bytes` in lowercase hex (the form of a row's hash).
+pub(crate) fn push_hex(bytes: &[u8], out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+}
 
 /// Sets a new row's place in the chain after `head` and its hash; returns the new head.
 pub fn seal(event: &mut AuditEvent, head: &ChainHead) -> ChainHead {

@@ -23,6 +23,6 @@ impl AuditStore for MemoryStore {
     }
 
     async fn audit_head(&self) -> Result<crate::audit::ChainHead> {
-        Ok(self.sealed_trail().head().clone())
+        Ok(self.sealed_trail().head())
     }
 }

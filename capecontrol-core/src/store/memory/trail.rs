@@ -10,7 +10,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{AuditEvent, AuditFilter};
-use crate::audit::{ChainHead, GENESIS};
+use crate::audit::{ChainHead, GENESIS, push_hex};
 
 /// Rows per chunk of the trail.
 const CHUNK: usize = 4096;
@@ -22,14 +22,13 @@ struct Row {
     hash: [u8; 32],
 }
 
-/// The chained trail: rows in chunks, and the end of the chain.
+/// The chained trail: rows in chunks. Rows are chained from position 1 without gaps, so the
+/// end of the chain is the number of rows and the last row's hash.
 #[derive(Default)]
 pub(super) struct Trail {
     chunks: Vec<Vec<Row>>,
     /// Chained rows.
     sealed: usize,
-    /// The end of the chain.
-    head: ChainHead,
 }
 
 impl Trail {
@@ -40,26 +39,21 @@ impl Trail {
     }
 
     /// The end of the chain.
-    pub(super) fn head(&self) -> &ChainHead {
-        &self.head
+    pub(super) fn head(&self) -> ChainHead {
+        ChainHead {
+            seq: self.sealed as u64,
+            hash: self.prev_hash(self.sealed),
+        }
     }
 
     /// Chains `rows` (appended in this order after the chained ones, their ids following on)
     /// and keeps them.
     pub(super) fn seal(&mut self, rows: Vec<AuditEvent>) {
-        if rows.is_empty() {
-            return;
-        }
-        let mut prev = hex(&match self.last_hash() {
-            Some(h) => h,
-            None => decode(&self.head.hash).unwrap_or([0; 32]),
-        });
-        let mut seq = self.head.seq;
-        let mut hash = [0u8; 32];
+        let mut prev = self.prev_hash(self.sealed);
         for mut event in rows {
-            seq += 1;
-            event.seq = seq;
-            hash = Sha256::digest(crate::audit::canonical_linked(&event, &prev).as_bytes()).into();
+            event.seq = self.sealed as u64 + 1;
+            let hash: [u8; 32] =
+                Sha256::digest(crate::audit::canonical_linked(&event, &prev).as_bytes()).into();
             // The next row's link, written over this one's (no allocation per row).
             prev.clear();
             push_hex(&hash, &mut prev);
@@ -74,8 +68,6 @@ impl Trail {
             }
             self.sealed += 1;
         }
-        debug_assert_eq!(prev, hex(&hash));
-        self.head = ChainHead { seq, hash: prev };
     }
 
     /// The chained row of id `id`, rebuilt (ids are 1, 2, … in the order of the rows).
@@ -121,54 +113,26 @@ impl Trail {
         &self.chunks[i / CHUNK][i % CHUNK]
     }
 
-    fn last_hash(&self) -> Option<[u8; 32]> {
-        self.sealed.checked_sub(1).map(|i| self.row(i).hash)
+    /// The hash the row at index `i` links to: the row before it's, or [`GENESIS`].
+    fn prev_hash(&self, i: usize) -> String {
+        match i.checked_sub(1) {
+            Some(p) => {
+                let mut hex = String::with_capacity(64);
+                push_hex(&self.row(p).hash, &mut hex);
+                hex
+            }
+            None => GENESIS.to_owned(),
+        }
     }
 
     /// The chained row `i`, with its hashes.
     fn event(&self, i: usize) -> AuditEvent {
         let row = self.row(i);
         let mut event = row.event.clone();
-        event.prev_hash = match i.checked_sub(1) {
-            Some(p) => hex(&self.row(p).hash),
-            None => GENESIS.to_owned(),
-        };
-        event.hash = hex(&row.hash);
+        event.prev_hash = self.prev_hash(i);
+        event.hash = self.prev_hash(i + 1);
         event
     }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn push_hex(bytes: &[u8; 32], out: &mut String) {
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    let mut out = String::with_capacity(64);
-    push_hex(bytes, &mut out);
-    out
-}
-
-/// The bytes of a lowercase hex hash.
-fn decode(hex: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (digit(bytes[2 * i])? << 4) | digit(bytes[2 * i + 1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -221,7 +185,8 @@ mod tests {
             }
         }
         trail.seal(batch);
-        assert_eq!(trail.head(), &expected_head);
+        assert_eq!(trail.head(), expected_head);
+        assert_eq!(Trail::default().head(), ChainHead::default());
         assert_eq!(trail.len(), n);
         let all = trail.select(&AuditFilter::default(), usize::MAX);
         assert_eq!(all, expected);
@@ -245,13 +210,5 @@ mod tests {
         assert!(!want.is_empty());
         assert_eq!(after, want);
         assert_eq!(trail.select(&AuditFilter::default(), 3), expected[..3]);
-    }
-
-    #[test]
-    fn hex_decodes_what_it_encodes() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
-        assert_eq!(decode(&hex(&bytes)), Some(bytes));
-        assert_eq!(decode(GENESIS), Some([0; 32]));
-        assert_eq!(decode("zz"), None);
     }
 }
