@@ -469,7 +469,7 @@ fn cli_drives_serve_on_postgresql() {
         let mut conn = PgConnection::connect(&url).await.expect("connect");
         capecontrol::postgres::sqlx::query_scalar(
             "UPDATE audit_events SET payload = '{\"forged\": true}' \
-             WHERE id = (SELECT id FROM audit_events ORDER BY seq LIMIT 1 OFFSET 5) RETURNING id",
+             WHERE id = (SELECT id FROM audit_links ORDER BY seq LIMIT 1 OFFSET 5) RETURNING id",
         )
         .fetch_one(&mut conn)
         .await
