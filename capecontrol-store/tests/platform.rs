@@ -21,6 +21,14 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 use uuid::Uuid;
 
+/// The next value from `rx`, waited for up to 10 s (`None`: none came).
+async fn within(rx: &mut tokio::sync::mpsc::UnboundedReceiver<i64>) -> Option<i64> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Version 1.0.0 of `name` with `config` and no scopes.
 fn manifest(name: &str, config: Config) -> Manifest {
     testkit::manifest(name, config, &[])
@@ -343,6 +351,93 @@ async fn higher_priority_runs_first() {
         "priority, then age"
     );
     worker.shutdown(Duration::from_secs(1)).await;
+    db.drop().await;
+}
+
+/// A worker slot frees when its agent returns, not when the outcome's write commits: with one
+/// worker, a second task starts while the first one's completion is held up in the database
+/// (another session locks its row), and the first stays `running` until that write goes
+/// through. Attempts waiting for their writes are bounded (twice `workers`): with two of them
+/// held up, a third task does not start until they are written; then all three complete.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_slot_frees_before_the_outcome_is_written() {
+    let db = test_db!();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let go = Arc::new([tokio::sync::Notify::new(), tokio::sync::Notify::new()]);
+    let g = go.clone();
+    let quick = agent(manifest("Quick", Config::default()), move |_, input, _| {
+        let n = input["n"].as_i64().unwrap();
+        started_tx.send(n).unwrap();
+        let go = g.clone();
+        Box::pin(async move {
+            if let Some(go) = usize::try_from(n - 1).ok().and_then(|i| go.get(i)) {
+                go.notified().await;
+            }
+            Ok(json!({ "n": n }))
+        })
+    });
+    let store = node(&db).await;
+    let config = PlatformConfig {
+        workers: 1,
+        claim_batch: 1,
+        lease: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let p = platform(store.clone(), vec![quick], config, true).await;
+    install(&store, "quick").await;
+    let pg = db.store().await;
+    let submit = |n: i64| p.submit(TaskRequest::new("quick", "run", json!({ "n": n }), user()));
+    // Holds a task's row: its outcome cannot be written until the transaction rolls back.
+    let lock = |id: Uuid| {
+        let pool = pg.pool().clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        }
+    };
+
+    let first = submit(1).await.unwrap();
+    assert_eq!(within(&mut started).await, Some(1));
+    let first_lock = lock(first).await;
+    go[0].notify_one();
+    let second = submit(2).await.unwrap();
+    assert_eq!(
+        within(&mut started).await,
+        Some(2),
+        "the only worker slot was free while the first outcome waited for its write"
+    );
+    assert_eq!(
+        store.get_task(first).await.unwrap().status,
+        TaskStatus::Running,
+        "not completed before its write commits"
+    );
+    let second_lock = lock(second).await;
+    go[1].notify_one();
+    let third = submit(3).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_millis(1500), started.recv())
+            .await
+            .ok(),
+        None,
+        "two attempts waiting for their writes: no third one starts"
+    );
+    first_lock.rollback().await.unwrap();
+    second_lock.rollback().await.unwrap();
+    assert_eq!(within(&mut started).await, Some(3));
+    for id in [first, second, third] {
+        assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
+    }
+    p.shutdown(Duration::from_secs(1)).await;
+    pg.close().await;
     db.drop().await;
 }
 

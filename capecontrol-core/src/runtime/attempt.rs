@@ -188,7 +188,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
 
     // A prefetched task waits for a worker slot, its lease renewed meanwhile; what would end a
     // running attempt ends the wait the same way.
-    let _permit = match slot {
+    let permit = match slot {
         Slot::Held(permit) => permit,
         Slot::Wait { slots, waiting } => {
             let _waiting = Waiting(waiting);
@@ -314,6 +314,10 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     };
     cancel.cancel();
     drop(run);
+    // The agent is done with its worker slot: the next claim need not wait for this outcome's
+    // write (the completer bounds the outcomes in flight, and the task stays leased and
+    // `running` until its write commits).
+    drop(permit);
 
     match end {
         End::Done(Ok(output)) => {

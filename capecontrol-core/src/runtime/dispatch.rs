@@ -16,6 +16,10 @@ use crate::store::ClaimRequest;
 /// The dispatcher: claims as many tasks as there are free worker slots and spawns them.
 pub(crate) async fn dispatch(node: Arc<Node>) {
     let slots = Arc::new(Semaphore::new(node.config.workers));
+    // A worker slot frees when the agent returns, before the outcome is written; an attempt
+    // holds one of these until it is written, so that attempts whose writes are slow cannot
+    // pile up without bound (at most twice `workers`, prefetched ones included, per node).
+    let flight = Arc::new(Semaphore::new(node.config.workers.saturating_mul(2).max(1)));
     let prefetch = node.config.claim_prefetch.min(node.config.workers);
     // Prefetched attempts waiting for a slot now (they queue for it before the dispatcher does:
     // tokio's semaphore is fair, so they start first).
@@ -37,13 +41,25 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                 Err(_) => break,
             }
         }
+        let wanted = permits.len() + prefetch.saturating_sub(waiting.load(Ordering::Relaxed));
+        let first = tokio::select! {
+            p = Arc::clone(&flight).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            () = node.stop.cancelled() => return,
+        };
+        let mut flights: Vec<OwnedSemaphorePermit> = vec![first];
+        while flights.len() < wanted {
+            match Arc::clone(&flight).try_acquire_owned() {
+                Ok(p) => flights.push(p),
+                Err(_) => break,
+            }
+        }
         // One claim answers every wake-up sent so far (each enqueue sends one, after its
         // commit): drop the ones queued, so that a burst of submissions is claimed in batches
         // rather than one claim per wake-up.
         drain(&mut wakeups);
         let request = ClaimRequest {
             worker: node.node_id.clone(),
-            limit: permits.len() + prefetch.saturating_sub(waiting.load(Ordering::Relaxed)),
+            limit: flights.len(),
             lease: node.config.lease,
             agents: node.config.only_agents.clone(),
         };
@@ -61,10 +77,12 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                         }
                     };
                     let node = Arc::clone(&node);
+                    let in_flight = flights.pop();
                     // Boxed: an attempt's future is large (about 7 KB), and tokio moves the
                     // future it spawns by value, into its task cell and again when the task
                     // ends; a box moves as a pointer.
                     tokio::spawn(Box::pin(async move {
+                        let _in_flight = in_flight;
                         let task_id = c.task.id;
                         // A panic outside the execute chain (which catches its own) must not
                         // go unnoticed; the attempt's guard has unregistered it, so its lease
@@ -82,12 +100,14 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                     }));
                 }
                 drop(permits);
+                drop(flights);
                 continue;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "claim failed"),
         }
         drop(permits);
+        drop(flights);
         tokio::select! {
             _ = wakeups.recv() => {}
             () = tokio::time::sleep(node.config.poll_interval) => {}
