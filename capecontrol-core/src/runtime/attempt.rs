@@ -315,8 +315,8 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     cancel.cancel();
     drop(run);
     // The agent is done with its worker slot: the next claim need not wait for this outcome's
-    // write (the completer bounds the outcomes in flight, and the task stays leased and
-    // `running` until its write commits).
+    // write. The attempt keeps its place among those in flight (the dispatcher's bound) and
+    // its registration (lease, heartbeats, `shutdown`) until the write is done.
     drop(permit);
 
     match end {
