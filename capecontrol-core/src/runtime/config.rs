@@ -13,8 +13,8 @@ pub struct PlatformConfig {
     /// Agents this node runs at once: a worker slot is taken at the claim and freed when the
     /// agent returns. The attempt's outcome is written after (it stays leased and `running`
     /// until then), so a node may have more attempts in flight than `workers` while their
-    /// writes commit: at most twice `workers` (prefetched ones included); past that, the node
-    /// claims nothing until writes are done.
+    /// writes commit: at most twice `workers`, plus the prefetched ones waiting for a slot;
+    /// past that, the node claims nothing until writes are done.
     pub workers: usize,
     /// Tasks claimed in one round trip at most.
     pub claim_batch: usize,

@@ -16,11 +16,18 @@ use crate::store::ClaimRequest;
 /// The dispatcher: claims as many tasks as there are free worker slots and spawns them.
 pub(crate) async fn dispatch(node: Arc<Node>) {
     let slots = Arc::new(Semaphore::new(node.config.workers));
+    let prefetch = node.config.claim_prefetch.min(node.config.workers);
     // A worker slot frees when the agent returns, before the outcome is written; an attempt
     // holds one of these until it is written, so that attempts whose writes are slow cannot
-    // pile up without bound (at most twice `workers`, prefetched ones included, per node).
-    let flight = Arc::new(Semaphore::new(node.config.workers.saturating_mul(2).max(1)));
-    let prefetch = node.config.claim_prefetch.min(node.config.workers);
+    // pile up without bound: per node, at most twice `workers` running or writing, plus the
+    // prefetched ones waiting for a slot.
+    let flight = Arc::new(Semaphore::new(
+        node.config
+            .workers
+            .saturating_mul(2)
+            .saturating_add(prefetch)
+            .max(1),
+    ));
     // Prefetched attempts waiting for a slot now (they queue for it before the dispatcher does:
     // tokio's semaphore is fair, so they start first).
     let waiting = Arc::new(AtomicUsize::new(0));
