@@ -36,30 +36,15 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
         if node.stop.is_cancelled() {
             return;
         }
-        // Wait for one free slot, then take every other free one.
-        let first = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = node.stop.cancelled() => return,
+        // A free worker slot and every other free one (up to a claim's batch), then a place in
+        // flight for each task the claim may bring.
+        let Some(mut permits) = take(&node, &slots, node.config.claim_batch).await else {
+            return;
         };
-        let mut permits: Vec<OwnedSemaphorePermit> = vec![first];
-        while permits.len() < node.config.claim_batch {
-            match Arc::clone(&slots).try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
         let wanted = permits.len() + prefetch.saturating_sub(waiting.load(Ordering::Relaxed));
-        let first = tokio::select! {
-            p = Arc::clone(&flight).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            () = node.stop.cancelled() => return,
+        let Some(mut flights) = take(&node, &flight, wanted).await else {
+            return;
         };
-        let mut flights: Vec<OwnedSemaphorePermit> = vec![first];
-        while flights.len() < wanted {
-            match Arc::clone(&flight).try_acquire_owned() {
-                Ok(p) => flights.push(p),
-                Err(_) => break,
-            }
-        }
         // One claim answers every wake-up sent so far (each enqueue sends one, after its
         // commit): drop the ones queued, so that a burst of submissions is claimed in batches
         // rather than one claim per wake-up.
@@ -121,6 +106,27 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
             () = node.stop.cancelled() => return,
         }
     }
+}
+
+/// Waits for one permit of `semaphore`, then takes the free ones up to `at_most` in all;
+/// `None` when the node stops first.
+async fn take(
+    node: &Node,
+    semaphore: &Arc<Semaphore>,
+    at_most: usize,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        p = Arc::clone(semaphore).acquire_owned() => p.ok()?,
+        () = node.stop.cancelled() => return None,
+    };
+    let mut permits = vec![first];
+    while permits.len() < at_most {
+        match Arc::clone(semaphore).try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    Some(permits)
 }
 
 /// Drops the wake-ups already queued (a lagging receiver skips ahead; nothing is lost that the
