@@ -17,11 +17,22 @@ use crate::error::db;
 use crate::rows;
 use crate::store::PostgresStore;
 
-/// An audit row with its link `l` (none for a row not sealed), as `rows::audit` reads it.
+/// The columns of an audit row `a`, as `rows::audit` reads them before the link's three.
+macro_rules! audit_columns {
+    () => {
+        "a.id, a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip_address, \
+         a.user_agent, a.created_at"
+    };
+}
+
+/// An audit row with its link `l` (none for a row not sealed).
 macro_rules! audit_row {
     () => {
-        "SELECT a.id, a.task_id, a.agent_id, a.user_id, a.event_type, a.payload, a.ip_address, \
-         a.user_agent, a.created_at, l.seq, l.prev_hash, l.hash FROM audit_events a "
+        concat!(
+            "SELECT ",
+            audit_columns!(),
+            ", l.seq, l.prev_hash, l.hash FROM audit_events a "
+        )
     };
 }
 
@@ -175,14 +186,14 @@ async fn seal_batch(pool: &sqlx::PgPool, wait: bool) -> Result<Option<u64>> {
     // A pending id whose row was deleted before its seal has nothing to chain: it only leaves
     // the list. Each row is reached by its primary key (a lateral probe the planner cannot
     // flatten): joined plainly, the planner hashed the batch against a scan of the whole trail.
-    let pending = sqlx::query(
-        "SELECT p.id AS pending_id, a.id, a.task_id, a.agent_id, a.user_id, a.event_type, \
-         a.payload, a.ip_address, a.user_agent, a.created_at, NULL::bigint AS seq, \
-         NULL::text AS prev_hash, NULL::text AS hash \
+    let pending = sqlx::query(concat!(
+        "SELECT p.id AS pending_id, ",
+        audit_columns!(),
+        ", NULL::bigint AS seq, NULL::text AS prev_hash, NULL::text AS hash \
          FROM (SELECT id FROM audit_pending ORDER BY id LIMIT $1) p \
          LEFT JOIN LATERAL (SELECT * FROM audit_events e WHERE e.id = p.id OFFSET 0) a ON true \
-         ORDER BY p.id",
-    )
+         ORDER BY p.id"
+    ))
     .bind(SEAL_BATCH)
     .fetch_all(&mut *tx)
     .await
