@@ -15,37 +15,23 @@ use common::TestDb;
 use serde_json::json;
 
 /// Gives row `id` the hash of what it holds now and of its link's place (a forger's rehash,
-/// with the canonical form `verify_chain` checks).
+/// with the canonical form `verify_chain` checks), the row read back through the store.
 async fn rehash(store: &PostgresStore, id: i64) {
-    let (seq, prev_hash): (i64, String) =
-        sqlx::query_as("SELECT seq, prev_hash FROM audit_links WHERE id = $1")
-            .bind(id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-    let (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent, created_at) =
-        sqlx::query_as::<_, AuditColumns>(
-            "SELECT task_id, agent_id, user_id, event_type, payload, ip_address, user_agent, \
-             created_at FROM audit_events WHERE id = $1",
-        )
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM audit_links WHERE id = $1")
         .bind(id)
         .fetch_one(store.pool())
         .await
         .unwrap();
-    let row = AuditEvent {
-        id,
-        task_id,
-        agent_id,
-        user_id,
-        event_type,
-        payload: payload.unwrap_or_default(),
-        ip_address,
-        user_agent,
-        created_at,
-        seq: u64::try_from(seq).unwrap(),
-        prev_hash,
-        hash: String::new(),
-    };
+    let row = store
+        .list_audit(&AuditFilter {
+            after: Some(u64::try_from(seq - 1).unwrap()),
+            limit: Some(1),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(row.id, id);
     sqlx::query("UPDATE audit_links SET hash = $2 WHERE id = $1")
         .bind(id)
         .bind(row_hash(&row))
@@ -53,17 +39,6 @@ async fn rehash(store: &PostgresStore, id: i64) {
         .await
         .unwrap();
 }
-
-type AuditColumns = (
-    Option<uuid::Uuid>,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<serde_json::Value>,
-    Option<std::net::IpAddr>,
-    Option<String>,
-    chrono::DateTime<chrono::Utc>,
-);
 
 /// A store with `n` audit rows appended, and their ids by `seq` (index 0 is seq 1).
 async fn chain_of(n: usize) -> (TestDb, PostgresStore, Vec<i64>) {
