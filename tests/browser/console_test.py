@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -50,7 +51,10 @@ D = None
 
 
 def wait(seconds=15):
-    return WebDriverWait(D, seconds, poll_frequency=0.1)
+    # The live pages replace elements as events arrive: a poll that found an element just
+    # before it was swapped out polls again instead of failing the wait.
+    return WebDriverWait(D, seconds, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException])
 
 
 def shot(name):
