@@ -54,18 +54,34 @@ use completer::{FinishCols, FinishParams, Job, JournalCols, Write};
 /// Expired leases reclaimed per statement.
 const RECLAIM_BATCH: i64 = 500;
 
+/// The enqueue; with a worker (`$25`), also the claim of the new task by that worker when a
+/// claim would take it now (`capecontrol_may_start`): then the task is inserted `running` under
+/// a new lease, with its `started` event and `task.started` audit row after the `queued` ones,
+/// and the registry rows its attempt checks are read as a claim reads them.
 const ENQUEUE: &str = r#"
-WITH ins AS (
+WITH go AS MATERIALIZED (
+  SELECT CASE WHEN $25::text IS NULL THEN false
+              ELSE capecontrol_may_start($3, $11, $8, $9::timestamptz, $27::text[]) END AS ok
+), ins AS (
   INSERT INTO tasks (id, user_id, agent_id, version, goal, input, principal, priority, run_at,
                      max_attempts, concurrency_limit, timeout_ms, idempotency_key, status,
-                     last_seq, created_at, traceparent, parent_id)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()), $10, $11, $12, $13,
-          'queued', 1, clock_timestamp(), $23, $24)
+                     last_seq, created_at, traceparent, parent_id, attempts, lease_owner,
+                     lease_token, lease_expires_at, started_at)
+  SELECT $1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9::timestamptz, now()), $10, $11, $12, $13,
+         CASE WHEN go.ok THEN 'running' ELSE 'queued' END, CASE WHEN go.ok THEN 2 ELSE 1 END,
+         clock_timestamp(), $23, $24, CASE WHEN go.ok THEN 1 ELSE 0 END,
+         CASE WHEN go.ok THEN $25::text END, CASE WHEN go.ok THEN gen_random_uuid() END,
+         CASE WHEN go.ok THEN now() + $26::bigint * interval '1 millisecond' END,
+         CASE WHEN go.ok THEN now() END
+  FROM go
   ON CONFLICT (user_id, idempotency_key) DO NOTHING
   RETURNING *
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
   SELECT ins.id, 1, now(), $14::jsonb FROM ins
+  UNION ALL
+  SELECT ins.id, 2, now(), jsonb_build_object('type', 'started', 'attempt', 1, 'worker', $25::text)
+  FROM ins WHERE ins.status = 'running'
   RETURNING task_id, seq, at, kind
 ), au AS (
   INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, ip_address, user_agent)
@@ -73,14 +89,26 @@ WITH ins AS (
          a.event_type, a.payload, a.ip, a.ua
   FROM ins, unnest($15::uuid[], $16::text[], $17::text[], $18::text[], $19::jsonb[], $20::inet[],
                    $21::text[]) AS a(task_id, agent_id, user_id, event_type, payload, ip, ua)
+  UNION ALL
+  SELECT ins.id, ins.agent_id, ins.user_id, 'task.started',
+         jsonb_build_object('attempt', 1, 'worker', $25::text), NULL::inet, NULL::text
+  FROM ins WHERE ins.status = 'running'
 ), nt AS (
   -- Inside a caller's transaction only: delivered to every node at that commit.
   SELECT pg_notify($22::text, jsonb_build_object('node', '', 'wake', true,
                                                  'events', jsonb_build_array(to_jsonb(ev)))::text)
   FROM ev WHERE $22::text IS NOT NULL
 )
-SELECT ins.*, (SELECT to_jsonb(ev) FROM ev) AS event, (SELECT count(*) FROM nt) AS notified
+SELECT ins.*, (SELECT to_jsonb(ev) FROM ev WHERE ev.seq = 1) AS event,
+       (SELECT count(*) FROM nt) AS notified, '[]'::jsonb AS steps,
+       CASE WHEN v.agent_id IS NOT NULL THEN COALESCE(v.status, 'draft') END
+         AS catalog_version_status,
+       to_jsonb(i) AS catalog_installation
 FROM ins
+LEFT JOIN agent_versions v
+  ON ins.status = 'running' AND v.agent_id = ins.agent_id AND v.version = ins.version
+LEFT JOIN installations i
+  ON ins.status = 'running' AND i.agent_id = ins.agent_id AND i.user_id = ins.user_id
 "#;
 
 /// The claim, with the registry rows each attempt checks (its version's status, its
@@ -345,17 +373,20 @@ impl PostgresStore {
     /// (`created = false`). Under READ COMMITTED (the default) a concurrent enqueue with the
     /// same key waits for the other transaction and then returns its task.
     pub async fn enqueue_in(&self, conn: &mut PgConnection, task: NewTask) -> Result<Enqueued> {
-        Ok(enqueue_on(conn, task, true).await?.0)
+        Ok(enqueue_on(conn, task, true, None).await?.0)
     }
 }
 
 /// Enqueues on `conn`; with `in_tx`, notifies inside the statement (delivered at the caller's
-/// commit), else returns the `queued` event for the caller to announce after this commit.
+/// commit), else returns the `queued` event for the caller to announce after this commit. With
+/// `start` (never inside a caller's transaction), claims the task for that worker when a claim
+/// would take it now, and returns it claimed.
 async fn enqueue_on(
     conn: &mut PgConnection,
     task: NewTask,
     in_tx: bool,
-) -> Result<(Enqueued, Option<TaskEvent>)> {
+    start: Option<&ClaimRequest>,
+) -> Result<(Enqueued, Option<TaskEvent>, Option<Claimed>)> {
     task.check()?;
     // The caller's audit (the policy decision that let the task in) first, as in `MemoryStore`.
     let mut audit: Vec<NewAuditEvent> = task.audit.clone();
@@ -390,16 +421,31 @@ async fn enqueue_on(
         .bind(in_tx.then_some(CHANNEL))
         .bind(&task.traceparent)
         .bind(task.parent_id)
+        .bind(start.map(|s| &s.worker))
+        .bind(start.map(|s| millis(s.lease)))
+        .bind(start.and_then(|s| s.agents.as_ref()))
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_agent(&task.agent_id))?;
     if let Some(row) = row {
         let event = if in_tx { None } else { event_column(&row)? };
+        let claimed = if start.is_some()
+            && row
+                .try_get::<Option<Uuid>, _>("lease_token")
+                .map_err(db)?
+                .is_some()
+        {
+            Some(claimed(&row)?)
+        } else {
+            None
+        };
         let enqueued = Enqueued {
-            task: rows::task(&row)?,
+            task: claimed
+                .as_ref()
+                .map_or_else(|| rows::task(&row), |c| Ok(c.task.clone()))?,
             created: true,
         };
-        return Ok((enqueued, event));
+        return Ok((enqueued, event, claimed));
     }
     // The key was taken: the conflicting insert has committed (ON CONFLICT waited for it), so
     // this statement's fresh snapshot sees it.
@@ -416,7 +462,7 @@ async fn enqueue_on(
         task: rows::task(&row)?,
         created: false,
     };
-    Ok((enqueued, None))
+    Ok((enqueued, None, None))
 }
 
 /// The event a write returned in its `event` column (`to_jsonb` of a `task_events` row).
@@ -855,12 +901,29 @@ impl PostgresStore {
 impl QueueStore for PostgresStore {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
         let mut conn = self.inner.pool.acquire().await.map_err(db)?;
-        let (enqueued, event) = enqueue_on(&mut conn, task, false).await?;
+        let (enqueued, event, _) = enqueue_on(&mut conn, task, false, None).await?;
         drop(conn);
         if let Some(e) = event {
             self.announce(vec![e], true, true);
         }
         Ok(enqueued)
+    }
+
+    async fn enqueue_claimed(
+        &self,
+        task: NewTask,
+        request: &ClaimRequest,
+    ) -> Result<(Enqueued, Option<Claimed>)> {
+        let mut conn = self.inner.pool.acquire().await.map_err(db)?;
+        let (enqueued, event, claimed) = enqueue_on(&mut conn, task, false, Some(request)).await?;
+        drop(conn);
+        match (&claimed, event) {
+            // Started here: its events are news, but not work for a claim.
+            (Some(c), Some(e)) => self.announce(vec![e, started_event(c)], false, true),
+            (None, Some(e)) => self.announce(vec![e], true, true),
+            (_, None) => {}
+        }
+        Ok((enqueued, claimed))
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {

@@ -57,6 +57,89 @@ cases! {
     concurrent_claimers_never_share_a_task(16, 500);
 }
 
+/// `PostgresStore` claims in the enqueue (the case is not in `run_all`: a store may leave every
+/// task to a claim).
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enqueue_claims_its_task_only_when_a_claim_would() {
+    let db = test_db!();
+    let store = db.store().await;
+    capecontrol_testkit::conformance_queue::an_enqueue_claims_its_task_only_when_a_claim_would(
+        Arc::new(store.clone()),
+    )
+    .await;
+    store.close().await;
+    db.drop().await;
+}
+
+/// While the agent's claim lock is held (a claim, or another enqueue claiming its task), an
+/// enqueue does not wait for it: its task is queued for a claim, and taken by the next one.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enqueue_leaves_its_task_to_a_claim_while_the_agent_lock_is_held() {
+    use capecontrol_core::store::{ClaimRequest, QueueStore, RegistryStore};
+    use capecontrol_testkit::fixtures;
+    let db = test_db!();
+    let store = db.store().await;
+    store.insert_agent(fixtures::agent("locked")).await.unwrap();
+    store
+        .insert_version(fixtures::version("locked", "1.0.0", "chat"))
+        .await
+        .unwrap();
+    let request = ClaimRequest {
+        worker: "w1".into(),
+        limit: 1,
+        lease: std::time::Duration::from_secs(30),
+        agents: None,
+    };
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(1128353861, hashtext('locked'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.enqueue_claimed(fixtures::task("locked", "user-1"), &request),
+    )
+    .await
+    .expect("the enqueue does not wait for the lock")
+    .unwrap();
+    assert!(held.1.is_none(), "left to a claim while the lock is held");
+    assert_eq!(held.0.task.status, capecontrol_core::TaskStatus::Queued);
+    holder.rollback().await.unwrap();
+    let claimed = store.claim(&request).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].task.id, held.0.task.id);
+    // Free again: the next one is claimed in its enqueue.
+    let done = capecontrol_core::store::Finish {
+        outcome: capecontrol_core::store::Outcome::Completed {
+            output: serde_json::json!(1),
+        },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    store.finish(&claimed[0].lease, done).await.unwrap();
+    let (_, next) = store
+        .enqueue_claimed(fixtures::task("locked", "user-1"), &request)
+        .await
+        .unwrap();
+    assert!(
+        next.is_some(),
+        "claimed in its enqueue once the lock is free"
+    );
+    pool.close().await;
+    store.close().await;
+    db.drop().await;
+}
+
 #[cfg_attr(
     capecontrol_skip_services,
     ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"

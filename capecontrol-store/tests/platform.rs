@@ -719,3 +719,12 @@ async fn submitted_on_a_run_on_b_watched_from_c() {
     drop((a, c));
     db.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submission_to_an_idle_node_starts_in_its_enqueue() {
+    let db = test_db!();
+    capecontrol_testkit::runtime::check_a_submission_to_an_idle_node_starts_in_its_enqueue(
+        node(&db).await,
+    )
+    .await;
+}

@@ -12,7 +12,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use capecontrol_core::error::ErrorCategory;
-use capecontrol_core::store::{ClaimRequest, NewTask, Store};
+use capecontrol_core::events::TaskEventKind;
+use capecontrol_core::state::TaskStatus;
+use capecontrol_core::store::{AuditFilter, ClaimRequest, NewTask, Store};
 
 use crate::conformance::completed;
 use crate::fixtures;
@@ -205,4 +207,131 @@ pub async fn delayed_tasks_ahead_of_due_ones_do_not_hide_them(store: Arc<dyn Sto
     let claimed = store.claim(&claim(&[&agent], 2)).await.unwrap();
     let ids: Vec<Uuid> = claimed.iter().map(|c| c.task.id).collect();
     assert_eq!(ids, [due[0]]);
+}
+
+/// For a store that claims in its enqueue (`PostgresStore`; not run by
+/// [`crate::conformance::run_all`], since a store may leave every task to a claim):
+/// `enqueue_claimed` claims the new task in its enqueue exactly when a claim by that worker
+/// would take it now: due, of an allowed agent, nothing due of its agent with at least its
+/// priority queued, the agent under its limit. A claimed task is `running` under a working
+/// lease, with `queued` then `started` events and `task.queued` then `task.started` audit
+/// rows; an unclaimed one is queued as by `enqueue`; an idempotent repeat is never claimed.
+pub async fn an_enqueue_claims_its_task_only_when_a_claim_would(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store, "start-here").await;
+    let other = fresh_agent(&store, "start-other").await;
+    let request = claim(&[&agent], 1);
+
+    // Nothing queued, the agent idle: claimed in the enqueue.
+    let (enqueued, claimed) = store
+        .enqueue_claimed(task(&agent, 0, false, 2), &request)
+        .await
+        .unwrap();
+    let first = claimed.expect("a task a claim would take now is claimed by its enqueue");
+    assert!(enqueued.created);
+    assert_eq!(enqueued.task.id, first.task.id);
+    assert_eq!(first.task.status, TaskStatus::Running);
+    assert_eq!(first.task.attempts, 1);
+    assert_eq!(first.lease.owner, "w1");
+    assert_eq!(first.task.lease_owner.as_deref(), Some("w1"));
+    assert!(first.steps.is_empty());
+    assert_eq!(first.last_seq, 2, "queued is event 1, started event 2");
+    let stored = store.get_task(first.task.id).await.unwrap();
+    assert_eq!(stored.status, TaskStatus::Running);
+    let events = store.events(first.task.id, 0).await.unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(events[0].kind, TaskEventKind::Queued { .. }));
+    assert!(
+        matches!(&events[1].kind, TaskEventKind::Started { attempt: 1, worker } if worker == "w1"),
+        "{events:?}"
+    );
+    let audit = store
+        .list_audit(&AuditFilter {
+            task_id: Some(first.task.id),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
+    assert_eq!(types, ["task.queued", "task.started"]);
+    assert_eq!(audit[1].payload, json!({"attempt": 1, "worker": "w1"}));
+    // The lease is a claim's: it finishes the task, and nothing is left for a claim.
+    assert!(store.claim(&claim(&[&agent], 10)).await.unwrap().is_empty());
+
+    // A second one while the first runs (limit 2); a third finds the agent at its limit.
+    let (_, second) = store
+        .enqueue_claimed(task(&agent, 0, false, 2), &request)
+        .await
+        .unwrap();
+    let second = second.expect("under the limit");
+    let (third, none) = store
+        .enqueue_claimed(task(&agent, 0, false, 2), &request)
+        .await
+        .unwrap();
+    assert!(none.is_none(), "the agent runs as many as its limit");
+    assert_eq!(third.task.status, TaskStatus::Queued);
+    assert_eq!(
+        store.events(third.task.id, 0).await.unwrap().len(),
+        1,
+        "only `queued`"
+    );
+    store
+        .finish(&first.lease, completed(json!(1)))
+        .await
+        .unwrap();
+
+    // Room again, but the third is queued ahead with the same priority: a claim takes it first.
+    let (fourth, none) = store
+        .enqueue_claimed(task(&agent, 0, false, 2), &request)
+        .await
+        .unwrap();
+    assert!(none.is_none(), "a due task of its agent is queued ahead");
+    // A higher priority goes ahead of them, as a claim would take it.
+    let (_, urgent) = store
+        .enqueue_claimed(task(&agent, 5, false, 2), &request)
+        .await
+        .unwrap();
+    let urgent = urgent.expect("nothing of priority 5 is queued");
+    store
+        .finish(&urgent.lease, completed(json!(1)))
+        .await
+        .unwrap();
+    let next = store.claim(&claim(&[&agent], 10)).await.unwrap();
+    let ids: Vec<Uuid> = next.iter().map(|c| c.task.id).collect();
+    assert_eq!(
+        ids,
+        [third.task.id],
+        "the claim takes the older one (limit 2, one runs)"
+    );
+
+    // Not due, not an agent of the worker, or a repeat: queued, not claimed.
+    let (delayed, none) = store
+        .enqueue_claimed(task(&other, 0, true, 10), &claim(&[&other], 1))
+        .await
+        .unwrap();
+    assert!(none.is_none(), "a delayed task waits for its time");
+    assert_eq!(delayed.task.status, TaskStatus::Queued);
+    let (elsewhere, none) = store
+        .enqueue_claimed(task(&other, 0, false, 10), &claim(&[&agent], 1))
+        .await
+        .unwrap();
+    assert!(none.is_none(), "not an agent of this worker");
+    assert_eq!(elsewhere.task.status, TaskStatus::Queued);
+    let mut keyed = task(&other, 0, false, 10);
+    keyed.idempotency_key = Some("start-here-key".into());
+    let (original, _) = store.enqueue(keyed.clone()).await.map(|e| (e, ())).unwrap();
+    keyed.id = Uuid::new_v4();
+    let (repeat, none) = store
+        .enqueue_claimed(keyed, &claim(&[&other], 1))
+        .await
+        .unwrap();
+    assert!(none.is_none(), "an idempotent repeat is never claimed");
+    assert!(!repeat.created);
+    assert_eq!(repeat.task.id, original.task.id);
+    for c in [second].into_iter().chain(next) {
+        store.finish(&c.lease, completed(json!(1))).await.unwrap();
+    }
+    assert_eq!(
+        store.get_task(fourth.task.id).await.unwrap().status,
+        TaskStatus::Queued
+    );
 }

@@ -181,3 +181,89 @@ pub async fn run_within(p: &Platform, agent_id: &str, within: Duration) -> TaskR
         .expect("the task ends in time")
         .unwrap()
 }
+
+/// A task submitted to a node with a free worker slot and nothing left to claim starts in its
+/// enqueue: it runs without a wake-up for the dispatcher's claim (none is sent). A task
+/// submitted while every slot is taken is queued, the dispatcher woken, and it runs once a slot
+/// frees. For any store (core's `tests/runtime.rs` on `MemoryStore`, `capecontrol-store`'s
+/// `tests/platform.rs` on PostgreSQL).
+pub async fn check_a_submission_to_an_idle_node_starts_in_its_enqueue(store: Arc<dyn Store>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let a = {
+        let gate = Arc::clone(&gate);
+        agent(
+            manifest("Gated", Config::default(), &[]),
+            move |_, input, _| {
+                let (gate, started_tx) = (Arc::clone(&gate), started_tx.clone());
+                Box::pin(async move {
+                    let n = input["n"].as_i64().unwrap_or(0);
+                    let _ = started_tx.send(n);
+                    if n > 0 {
+                        gate.acquire().await.expect("gate").forget();
+                    }
+                    Ok(json!(n))
+                })
+            },
+        )
+    };
+    let config = PlatformConfig {
+        workers: 1,
+        claim_batch: 1,
+        // Long polls: a queued task runs only after a wake-up (or a poll long after the test).
+        poll_interval: Duration::from_secs(30),
+        ..fast_config()
+    };
+    let p = platform_with(Arc::clone(&store), vec![a], config).await;
+    install(&store, "gated", "alice", &[]).await;
+    let submit = |n: i64| p.submit(TaskRequest::new("gated", "run", json!({ "n": n }), user()));
+    let alice = user();
+    let within = |id| tokio::time::timeout(Duration::from_secs(20), p.wait(id, &alice));
+    // A first task; then the dispatcher's claims find nothing more.
+    let warm = submit(0).await.unwrap();
+    within(warm).await.expect("in time").unwrap();
+    assert_eq!(started.recv().await, Some(0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut wakeups = store.wakeups();
+    let first = submit(1).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), started.recv()).await,
+        Ok(Some(1)),
+        "the task starts"
+    );
+    assert!(
+        matches!(
+            wakeups.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a task started in its enqueue sends no wake-up for a claim"
+    );
+    let names: Vec<&str> = p
+        .store()
+        .events(first, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(names, ["queued", "started"]);
+
+    // The one slot is taken: the next one is queued and the dispatcher woken.
+    let second = submit(2).await.unwrap();
+    assert_eq!(
+        p.store().get_task(second).await.unwrap().status,
+        capecontrol_core::TaskStatus::Queued
+    );
+    tokio::time::timeout(Duration::from_secs(5), wakeups.recv())
+        .await
+        .expect("a queued task wakes the dispatcher")
+        .expect("wake-up");
+    gate.add_permits(2);
+    for id in [first, second] {
+        let done = within(id).await.expect("in time").unwrap();
+        assert_eq!(done.status, capecontrol_core::TaskStatus::Completed);
+    }
+    assert_eq!(started.recv().await, Some(2));
+    p.shutdown(Duration::from_secs(5)).await;
+}

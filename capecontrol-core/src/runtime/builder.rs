@@ -150,7 +150,7 @@ impl PlatformBuilder {
         middleware.extend(self.custom_middleware);
         let node = Node::new(self.config, store, executors, middleware);
         Ok(Platform::start(
-            Arc::new(node),
+            node,
             registry,
             self.access,
             self.start_workers,

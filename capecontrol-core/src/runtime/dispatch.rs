@@ -4,33 +4,23 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
 use super::attempt::{self, Slot};
 use super::node::Node;
-use crate::store::ClaimRequest;
+use crate::store::{ClaimRequest, Claimed};
 
 /// The dispatcher: claims as many tasks as there are free worker slots and spawns them.
 pub(crate) async fn dispatch(node: Arc<Node>) {
-    let slots = Arc::new(Semaphore::new(node.config.workers));
-    let prefetch = node.config.claim_prefetch.min(node.config.workers);
     // A worker slot frees when the agent returns, before the outcome is written; an attempt
-    // holds one of these until it is written, so that attempts whose writes are slow cannot
-    // pile up without bound: per node, at most twice `workers` running or writing, plus the
-    // prefetched ones waiting for a slot.
-    let flight = Arc::new(Semaphore::new(
-        node.config
-            .workers
-            .saturating_mul(2)
-            .saturating_add(prefetch)
-            .max(1),
-    ));
-    // Prefetched attempts waiting for a slot now (they queue for it before the dispatcher does:
-    // tokio's semaphore is fair, so they start first).
-    let waiting = Arc::new(AtomicUsize::new(0));
+    // holds a place in flight until it is written, so that attempts whose writes are slow
+    // cannot pile up without bound (see `Slots`).
+    let slots = &node.slots;
+    let prefetch = node.config.claim_prefetch.min(node.config.workers);
+    slots.active.store(true, Ordering::Release);
     let mut wakeups = node.store.wakeups();
     loop {
         if node.stop.is_cancelled() {
@@ -38,11 +28,11 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
         }
         // A free worker slot and every other free one (up to a claim's batch), then a place in
         // flight for each task the claim may bring.
-        let Some(mut permits) = take(&node, &slots, node.config.claim_batch).await else {
+        let Some(mut permits) = take(&node, &slots.workers, node.config.claim_batch).await else {
             return;
         };
-        let wanted = permits.len() + prefetch.saturating_sub(waiting.load(Ordering::Relaxed));
-        let Some(mut flights) = take(&node, &flight, wanted).await else {
+        let wanted = permits.len() + prefetch.saturating_sub(slots.waiting.load(Ordering::Relaxed));
+        let Some(mut flights) = take(&node, &slots.flight, wanted).await else {
             return;
         };
         // One claim answers every wake-up sent so far (each enqueue sends one, after its
@@ -55,41 +45,27 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
             lease: node.config.lease,
             agents: node.config.only_agents.clone(),
         };
-        match node.store.claim(&request).await {
+        let result = node.store.claim(&request).await;
+        // Fewer than asked for: nothing due is left for this node, and a task submitted here
+        // may start at once on a free slot until a claim is full again.
+        slots.drained.store(
+            matches!(&result, Ok(claimed) if claimed.len() < request.limit),
+            Ordering::Release,
+        );
+        match result {
             Ok(claimed) if !claimed.is_empty() => {
                 for c in claimed {
                     let slot = match permits.pop() {
                         Some(permit) => Slot::Held(permit),
                         None => {
-                            waiting.fetch_add(1, Ordering::Relaxed);
+                            slots.waiting.fetch_add(1, Ordering::Relaxed);
                             Slot::Wait {
-                                slots: Arc::clone(&slots),
-                                waiting: Arc::clone(&waiting),
+                                slots: Arc::clone(&slots.workers),
+                                waiting: Arc::clone(&slots.waiting),
                             }
                         }
                     };
-                    let node = Arc::clone(&node);
-                    let in_flight = flights.pop();
-                    // Boxed: an attempt's future is large (about 7 KB), and tokio moves the
-                    // future it spawns by value, into its task cell and again when the task
-                    // ends; a box moves as a pointer.
-                    tokio::spawn(Box::pin(async move {
-                        let _in_flight = in_flight;
-                        let task_id = c.task.id;
-                        // A panic outside the execute chain (which catches its own) must not
-                        // go unnoticed; the attempt's guard has unregistered it, so its lease
-                        // expires and the task is reclaimed.
-                        if let Err(payload) = AssertUnwindSafe(attempt::run(&node, c, slot))
-                            .catch_unwind()
-                            .await
-                        {
-                            tracing::error!(
-                                %task_id,
-                                panic = %attempt::panic_message(payload.as_ref()),
-                                "an attempt panicked outside the agent; its lease will expire"
-                            );
-                        }
-                    }));
+                    spawn_attempt(Arc::clone(&node), c, slot, flights.pop());
                 }
                 drop(permits);
                 drop(flights);
@@ -106,6 +82,35 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
             () = node.stop.cancelled() => return,
         }
     }
+}
+
+/// Runs a claimed task's attempt in a task of its own, holding its place in flight until its
+/// outcome is written.
+pub(crate) fn spawn_attempt(
+    node: Arc<Node>,
+    claimed: Claimed,
+    slot: Slot,
+    in_flight: Option<OwnedSemaphorePermit>,
+) {
+    // Boxed: an attempt's future is large (about 7 KB), and tokio moves the future it spawns
+    // by value, into its task cell and again when the task ends; a box moves as a pointer.
+    tokio::spawn(Box::pin(async move {
+        let _in_flight = in_flight;
+        let task_id = claimed.task.id;
+        // A panic outside the execute chain (which catches its own) must not go unnoticed;
+        // the attempt's guard has unregistered it, so its lease expires and the task is
+        // reclaimed.
+        if let Err(payload) = AssertUnwindSafe(attempt::run(&node, claimed, slot))
+            .catch_unwind()
+            .await
+        {
+            tracing::error!(
+                %task_id,
+                panic = %attempt::panic_message(payload.as_ref()),
+                "an attempt panicked outside the agent; its lease will expire"
+            );
+        }
+    }));
 }
 
 /// Waits for one permit of `semaphore`, then takes the free ones up to `at_most` in all;

@@ -14,8 +14,9 @@ use futures::FutureExt;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::attempt::panic_message;
+use super::attempt::{Slot, panic_message};
 use super::breaker::CircuitBreakers;
+use super::dispatch;
 use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext};
 use super::node::Node;
 use super::request::TaskRequest;
@@ -23,7 +24,7 @@ use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest, TaskDecl};
 use crate::policy::{Scope, missing_scopes};
 use crate::state::VersionStatus;
-use crate::store::{Enqueued, NewAuditEvent, NewTask, Store};
+use crate::store::{Enqueued, NewAuditEvent, NewTask};
 use crate::trace::Traceparent;
 
 /// What the gateway resolved for (agent, user): the installed version, its grants and the
@@ -125,7 +126,7 @@ impl Gateway {
             request,
             parent_id,
         };
-        let endpoint = Enqueue(Arc::clone(store));
+        let endpoint = Enqueue(node);
         let rejection = Rejection::default();
         // A panicking middleware is a failed submission (an agent-category error, 500), never
         // an unwinding caller.
@@ -292,11 +293,13 @@ impl Gateway {
     }
 }
 
-/// The end of the submit chain: the enqueue, with the manifest's limits.
-struct Enqueue(Arc<dyn Store>);
+/// The end of the submit chain: the enqueue, with the manifest's limits. A task that may start
+/// on this node at once (a free worker slot, nothing due left to claim) is claimed by its
+/// enqueue and its attempt starts here, without waiting for the dispatcher's claim.
+struct Enqueue<'a>(&'a Node);
 
 #[async_trait]
-impl SubmitEndpoint for Enqueue {
+impl SubmitEndpoint for Enqueue<'_> {
     async fn call(&self, sub: Submission) -> Result<Enqueued> {
         let config = sub.manifest.config();
         let timeout = sub
@@ -306,25 +309,36 @@ impl SubmitEndpoint for Enqueue {
             .unwrap_or(config.timeout)
             .clamp(1, Config::MAX_TIMEOUT);
         let trigger = sub.request.trigger().cloned();
-        self.0
-            .enqueue(NewTask {
-                id: sub.task_id,
-                agent_id: sub.agent_id,
-                version: sub.version,
-                task: sub.request.task,
-                input: sub.request.input,
-                principal: sub.request.principal,
-                priority: sub.request.priority,
-                run_at: sub.request.run_at,
-                idempotency_key: sub.request.idempotency_key,
-                max_attempts: config.retries.min(Config::MAX_RETRIES) + 1,
-                concurrency_limit: config.concurrent_tasks.max(1),
-                timeout: Duration::from_secs(u64::from(timeout)),
-                traceparent: sub.request.traceparent,
-                trigger,
-                audit: sub.audit,
-                parent_id: sub.parent_id,
-            })
-            .await
+        let task = NewTask {
+            id: sub.task_id,
+            agent_id: sub.agent_id,
+            version: sub.version,
+            task: sub.request.task,
+            input: sub.request.input,
+            principal: sub.request.principal,
+            priority: sub.request.priority,
+            run_at: sub.request.run_at,
+            idempotency_key: sub.request.idempotency_key,
+            max_attempts: config.retries.min(Config::MAX_RETRIES) + 1,
+            concurrency_limit: config.concurrent_tasks.max(1),
+            timeout: Duration::from_secs(u64::from(timeout)),
+            traceparent: sub.request.traceparent,
+            trigger,
+            audit: sub.audit,
+            parent_id: sub.parent_id,
+        };
+        let Some(start) = self.0.start_here(&task) else {
+            return self.0.store.enqueue(task).await;
+        };
+        let (enqueued, claimed) = self.0.store.enqueue_claimed(task, &start.request).await?;
+        if let Some(claimed) = claimed {
+            dispatch::spawn_attempt(
+                start.node,
+                claimed,
+                Slot::Held(start.slot),
+                Some(start.flight),
+            );
+        }
+        Ok(enqueued)
     }
 }

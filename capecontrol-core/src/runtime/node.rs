@@ -3,8 +3,10 @@
 //! here, the manifest cache and the stop signals.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -16,7 +18,53 @@ use super::gateway::Gateway;
 use super::middleware::Middleware;
 use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::Manifest;
-use crate::store::{InstallationRecord, Lease, Store};
+use crate::store::{ClaimRequest, InstallationRecord, Lease, NewTask, Store};
+
+/// A node's worker slots, shared by its dispatcher and its gateway (which starts a task
+/// submitted here at once when a slot is free and nothing due is left to claim).
+pub(crate) struct Slots {
+    /// One per worker: taken at the claim, freed when the agent returns.
+    pub(crate) workers: Arc<Semaphore>,
+    /// Attempts running or writing their outcome (plus prefetched ones waiting for a slot):
+    /// twice `workers` plus `claim_prefetch`, so that slow writes hold back claims.
+    pub(crate) flight: Arc<Semaphore>,
+    /// Prefetched attempts waiting for a slot now.
+    pub(crate) waiting: Arc<AtomicUsize>,
+    /// Whether the dispatcher runs (a node built `without_workers` starts nothing).
+    pub(crate) active: AtomicBool,
+    /// Whether the dispatcher's last claim brought fewer tasks than it asked for: nothing due
+    /// was left for this node then, so a task submitted here may start at once without
+    /// passing a task a claim would take first.
+    pub(crate) drained: AtomicBool,
+}
+
+impl Slots {
+    fn new(config: &PlatformConfig) -> Self {
+        let prefetch = config.claim_prefetch.min(config.workers);
+        Self {
+            workers: Arc::new(Semaphore::new(config.workers)),
+            flight: Arc::new(Semaphore::new(
+                config
+                    .workers
+                    .saturating_mul(2)
+                    .saturating_add(prefetch)
+                    .max(1),
+            )),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            active: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A free worker slot and place in flight, taken for a task submitted here, with the claim
+/// that the task's enqueue makes for it.
+pub(crate) struct StartHere {
+    pub(crate) node: Arc<Node>,
+    pub(crate) slot: OwnedSemaphorePermit,
+    pub(crate) flight: OwnedSemaphorePermit,
+    pub(crate) request: ClaimRequest,
+}
 
 /// An attempt running on this node.
 #[derive(Clone)]
@@ -49,6 +97,10 @@ pub(crate) struct Node {
     pub(crate) completions: Arc<Completions>,
     /// The way in of every submission made here (the platform's and its tasks' children).
     pub(crate) gateway: Gateway,
+    /// The worker slots.
+    pub(crate) slots: Slots,
+    /// This node (to start an attempt from a submission).
+    me: Weak<Node>,
 }
 
 impl Node {
@@ -57,9 +109,11 @@ impl Node {
         store: Arc<dyn Store>,
         executors: Vec<Arc<dyn Executor>>,
         middleware: Vec<Arc<dyn Middleware>>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             node_id: config.node_id.clone(),
+            slots: Slots::new(&config),
+            me: me.clone(),
             breakers: CircuitBreakers::new(config.breaker),
             config,
             store,
@@ -72,7 +126,41 @@ impl Node {
             kill: CancellationToken::new(),
             completions: Arc::default(),
             gateway: Gateway::default(),
+        })
+    }
+
+    /// A worker slot for `task`, submitted here, when it may start at once: this node runs
+    /// workers and is not stopping, its dispatcher found nothing more to claim last time, the
+    /// task is due and of an agent this node runs, and a slot and a place in flight are free
+    /// now (never waited for). The store decides the rest in the enqueue
+    /// ([`QueueStore::enqueue_claimed`](crate::store::QueueStore::enqueue_claimed)).
+    pub(crate) fn start_here(&self, task: &NewTask) -> Option<StartHere> {
+        let slots = &self.slots;
+        if !slots.active.load(Ordering::Acquire)
+            || !slots.drained.load(Ordering::Acquire)
+            || self.stop.is_cancelled()
+            || task.run_at.is_some_and(|at| at > chrono::Utc::now())
+            || self
+                .config
+                .only_agents
+                .as_ref()
+                .is_some_and(|only| !only.contains(&task.agent_id))
+        {
+            return None;
         }
+        let slot = Arc::clone(&slots.workers).try_acquire_owned().ok()?;
+        let flight = Arc::clone(&slots.flight).try_acquire_owned().ok()?;
+        Some(StartHere {
+            node: self.me.upgrade()?,
+            slot,
+            flight,
+            request: ClaimRequest {
+                worker: self.node_id.clone(),
+                limit: 1,
+                lease: self.config.lease,
+                agents: self.config.only_agents.clone(),
+            },
+        })
     }
 
     pub(crate) fn running_insert(&self, id: Uuid, running: Running) {

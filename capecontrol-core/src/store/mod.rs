@@ -632,6 +632,32 @@ pub trait QueueStore: Send + Sync {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued>;
     /// Claims due tasks under leases (see the module docs); writes `started` events.
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Enqueues a task and, when a claim by `claim.worker` would take it at once, claims it in
+    /// the same write: a node with a free worker slot starts a task submitted to it without a
+    /// claim's round trip (and, on PostgreSQL, without the claim's commit).
+    ///
+    /// The task is claimed only when it is due (no `run_at` in the future), its agent is one
+    /// of `claim.agents` (when given), no due task of its agent with at least its priority is
+    /// queued (a claim would take that one first), and its agent runs fewer tasks than its
+    /// concurrency limit (counted as a claim counts them). The claimed task has its `queued`
+    /// then its `started` event and its `task.queued` then `task.started` audit rows, as an
+    /// enqueue followed by a claim would have written; it is not announced as new work. An
+    /// idempotent repeat (`created = false`) is never claimed; an unclaimed task is queued
+    /// exactly as by [`enqueue`](QueueStore::enqueue).
+    ///
+    /// A store may always leave the task to a claim instead (`None`), and this default does:
+    /// the enqueue alone. `PostgresStore` claims in the enqueue, which saves the claim's
+    /// statement and commit, unless another claim or such enqueue of the agent holds the
+    /// agent's lock at that moment; `MemoryStore` keeps the default, its claims being a lock
+    /// taken once for a whole batch (claiming each submission on its own measured slower).
+    async fn enqueue_claimed(
+        &self,
+        task: NewTask,
+        claim: &ClaimRequest,
+    ) -> Result<(Enqueued, Option<Claimed>)> {
+        let _ = claim;
+        Ok((self.enqueue(task).await?, None))
+    }
     /// Extends a lease by `extend` from now; reports a requested cancellation.
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat>;
     /// A fenced write of a step, events and audit, in one transaction.
