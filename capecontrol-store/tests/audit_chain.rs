@@ -574,3 +574,79 @@ async fn a_row_deleted_before_its_seal_leaves_no_gap() {
     assert!(verify_chain(&store).await.unwrap().is_intact());
     done(db, store).await;
 }
+
+/// The log rows have no foreign keys (migration `…029`): deleting a task deletes its events and
+/// steps (as the old cascades did) and leaves its audit rows as they were — task id included —
+/// so the chain over them stays intact (the old `ON DELETE SET NULL` rewrote them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_task_deletes_its_events_and_steps_and_keeps_its_audit_rows() {
+    use capecontrol_core::store::{Finish, JournalWrite, Outcome};
+    use capecontrol_testkit::fixtures::{claim_req, register, step, task};
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    register(&store, "finance").await;
+    let id = store
+        .enqueue(task("finance", "alice"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let c = store
+        .claim(&claim_req("w1", 1, 30_000))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .journal(
+            &c.lease,
+            JournalWrite {
+                step: Some(step(1, "one", json!(1))),
+                ..JournalWrite::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish(
+            &c.lease,
+            Finish {
+                outcome: Outcome::Completed { output: json!(1) },
+                steps: Vec::new(),
+                events: Vec::new(),
+                audit: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let count = |table: &'static str| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE task_id = $1"
+            )))
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(count("task_events").await >= 3);
+    assert_eq!(count("runs").await, 1);
+    let audit = count("audit_events").await;
+    assert!(audit >= 3);
+    sqlx::query("DELETE FROM tasks WHERE id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count("task_events").await, 0, "events go with the task");
+    assert_eq!(count("runs").await, 0, "steps go with the task");
+    assert_eq!(
+        count("audit_events").await,
+        audit,
+        "audit rows stay, naming it"
+    );
+    assert!(verify_chain(&store).await.unwrap().is_intact());
+    store.close().await;
+    db.drop().await;
+}
