@@ -884,12 +884,29 @@ async fn one_worker_one_prefetched(
     Arc<AtomicUsize>,
     Arc<AtomicUsize>,
 ) {
+    one_worker_one_prefetched_with(store, name, ms, lease, fast_config().policy_cache_ttl).await
+}
+
+/// [`one_worker_one_prefetched`] with the node's `policy_cache_ttl`.
+async fn one_worker_one_prefetched_with(
+    store: &Arc<dyn Store>,
+    name: &str,
+    ms: u64,
+    lease: Duration,
+    policy_cache_ttl: Duration,
+) -> (
+    Platform,
+    [uuid::Uuid; 2],
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+) {
     let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let config = PlatformConfig {
         workers: 1,
         claim_batch: 1,
         claim_prefetch: 1,
         lease,
+        policy_cache_ttl,
         ..fast_config()
     };
     let p = platform_with(
@@ -953,13 +970,20 @@ async fn shutdown_hands_a_prefetched_task_back() {
     }
 }
 
-/// A prefetched task checks its installation when it gets its slot, not when it was claimed:
+/// A prefetched task that waited for its slot at least `policy_cache_ttl` (here 100 ms, the
+/// wait 600 ms) checks its installation when it gets the slot, not as read with its claim:
 /// uninstalled while it waited, it fails with a permission error and never runs.
 #[tokio::test]
 async fn a_prefetched_task_uninstalled_while_it_waits_does_not_run() {
     let store = memory();
-    let (p, [first, second], now, most) =
-        one_worker_one_prefetched(&store, "Revoked", 600, fast_config().lease).await;
+    let (p, [first, second], now, most) = one_worker_one_prefetched_with(
+        &store,
+        "Revoked",
+        600,
+        fast_config().lease,
+        Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(now.load(Ordering::SeqCst), 1, "only the first runs");
     store.delete_installation("revoked", "alice").await.unwrap();
     let done = p.wait(first, &user()).await.unwrap();
@@ -977,4 +1001,26 @@ async fn a_prefetched_task_uninstalled_while_it_waits_does_not_run() {
         refused.error
     );
     assert_eq!(most.load(Ordering::SeqCst), 1, "the second never ran");
+}
+
+/// A prefetched task that gets its slot sooner than `policy_cache_ttl` (here 60 s, the wait
+/// 300 ms) keeps what its claim read, as the gateway keeps its cache that long: uninstalled
+/// while it waited, it still runs.
+#[tokio::test]
+async fn a_prefetched_task_uses_its_claims_catalog_within_the_policy_cache_ttl() {
+    let store = memory();
+    let (p, [first, second], _, most) = one_worker_one_prefetched_with(
+        &store,
+        "Kept",
+        300,
+        fast_config().lease,
+        Duration::from_secs(60),
+    )
+    .await;
+    store.delete_installation("kept", "alice").await.unwrap();
+    for id in [first, second] {
+        let done = p.wait(id, &user()).await.unwrap();
+        assert_eq!(done.status, TaskStatus::Completed, "{:?}", done.error);
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 1, "one after the other");
 }

@@ -192,6 +192,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         Slot::Held(permit) => permit,
         Slot::Wait { slots, waiting } => {
             let _waiting = Waiting(waiting);
+            let since = tokio::time::Instant::now();
             let end = tokio::select! {
                 p = slots.acquire_owned() => match p {
                     Ok(p) => Ok(p),
@@ -204,8 +205,11 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             };
             match end {
                 Ok(p) => {
-                    // Read when the task was claimed, maybe long ago: read afresh instead.
-                    catalog = None;
+                    // Read when the task was claimed: kept if that is no older than what the
+                    // gateway accepts of its own cache (`policy_cache_ttl`), else read afresh.
+                    if since.elapsed() >= node.config.policy_cache_ttl {
+                        catalog = None;
+                    }
                     p
                 }
                 Err(End::Cancelled) => return Box::pin(finish_cancelled(node, &host, &task)).await,

@@ -27,8 +27,9 @@ pub struct PlatformConfig {
     /// the next claim's round trip, and claims grow by as many tasks (fewer claims per task on
     /// a busy queue). The price: a task submitted later with a higher priority runs after the
     /// tasks already prefetched, and another node cannot take a prefetched task. A prefetched
-    /// attempt reads its version's status and installation when it gets its slot, not from
-    /// the claim (they may have changed while it waited).
+    /// attempt that waited for its slot `policy_cache_ttl` or longer reads its version's status
+    /// and installation again when it gets the slot (they may have changed meanwhile); one
+    /// that waited less uses what its claim read, as the gateway uses its cache that long.
     pub claim_prefetch: usize,
     /// Lease length; heartbeats renew it every third of it.
     pub lease: Duration,
