@@ -182,7 +182,7 @@ pub async fn run_within(p: &Platform, agent_id: &str, within: Duration) -> TaskR
         .unwrap()
 }
 
-/// A task submitted to a node with a free worker slot and nothing left to claim starts in its
+/// A task submitted to a node with a free worker slot, its dispatcher waiting for work, starts in its
 /// enqueue: it runs without a wake-up for the dispatcher's claim (none is sent). A task
 /// submitted while every slot is taken is queued, the dispatcher woken, and it runs once a slot
 /// frees. For any store (core's `tests/runtime.rs` on `MemoryStore`, `capecontrol-store`'s

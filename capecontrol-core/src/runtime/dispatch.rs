@@ -45,14 +45,7 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
             lease: node.config.lease,
             agents: node.config.only_agents.clone(),
         };
-        let result = node.store.claim(&request).await;
-        // Fewer than asked for: nothing due is left for this node, and a task submitted here
-        // may start at once on a free slot until a claim is full again.
-        slots.drained.store(
-            matches!(&result, Ok(claimed) if claimed.len() < request.limit),
-            Ordering::Release,
-        );
-        match result {
+        match node.store.claim(&request).await {
             Ok(claimed) if !claimed.is_empty() => {
                 for c in claimed {
                     let slot = match permits.pop() {
@@ -76,11 +69,16 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
         }
         drop(permits);
         drop(flights);
+        // Nothing to claim: until a wake-up or the next poll, a task submitted here may start
+        // at once on a free slot (its enqueue claims it), without a claim of this node in
+        // flight to pass or to contend with.
+        slots.parked.store(true, Ordering::Release);
         tokio::select! {
             _ = wakeups.recv() => {}
             () = tokio::time::sleep(node.config.poll_interval) => {}
             () = node.stop.cancelled() => return,
         }
+        slots.parked.store(false, Ordering::Release);
     }
 }
 

@@ -294,7 +294,7 @@ impl Gateway {
 }
 
 /// The end of the submit chain: the enqueue, with the manifest's limits. A task that may start
-/// on this node at once (a free worker slot, nothing due left to claim) is claimed by its
+/// on this node at once (a free worker slot, the dispatcher waiting for work) is claimed by its
 /// enqueue and its attempt starts here, without waiting for the dispatcher's claim.
 struct Enqueue<'a>(&'a Node);
 
@@ -330,14 +330,12 @@ impl SubmitEndpoint for Enqueue<'_> {
         let Some(start) = self.0.start_here(&task) else {
             return self.0.store.enqueue(task).await;
         };
-        let (enqueued, claimed) = self.0.store.enqueue_claimed(task, &start.request).await?;
+        let claim = self.0.store.enqueue_claimed(task, &start.request).await;
+        let node = Arc::clone(&start.turn.0);
+        drop(start.turn);
+        let (enqueued, claimed) = claim?;
         if let Some(claimed) = claimed {
-            dispatch::spawn_attempt(
-                start.node,
-                claimed,
-                Slot::Held(start.slot),
-                Some(start.flight),
-            );
+            dispatch::spawn_attempt(node, claimed, Slot::Held(start.slot), Some(start.flight));
         }
         Ok(enqueued)
     }

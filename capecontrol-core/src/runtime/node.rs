@@ -32,10 +32,14 @@ pub(crate) struct Slots {
     pub(crate) waiting: Arc<AtomicUsize>,
     /// Whether the dispatcher runs (a node built `without_workers` starts nothing).
     pub(crate) active: AtomicBool,
-    /// Whether the dispatcher's last claim brought fewer tasks than it asked for: nothing due
-    /// was left for this node then, so a task submitted here may start at once without
-    /// passing a task a claim would take first.
-    pub(crate) drained: AtomicBool,
+    /// Whether the dispatcher waits for a wake-up, its last claim having found nothing: a task
+    /// submitted here may then start at once without passing a task a claim would take first,
+    /// and without its enqueue contending with a claim in flight.
+    pub(crate) parked: AtomicBool,
+    /// Whether a submission's enqueue is claiming its task now: one at a time per node, so
+    /// that a burst of submissions to an idle node goes to the queue and its claims in
+    /// batches rather than each enqueue contending for the agent's lock.
+    pub(crate) starting: AtomicBool,
 }
 
 impl Slots {
@@ -52,7 +56,8 @@ impl Slots {
             )),
             waiting: Arc::new(AtomicUsize::new(0)),
             active: AtomicBool::new(false),
-            drained: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            starting: AtomicBool::new(false),
         }
     }
 }
@@ -60,10 +65,20 @@ impl Slots {
 /// A free worker slot and place in flight, taken for a task submitted here, with the claim
 /// that the task's enqueue makes for it.
 pub(crate) struct StartHere {
-    pub(crate) node: Arc<Node>,
+    /// The node's one turn to claim in an enqueue, given back when dropped.
+    pub(crate) turn: StartTurn,
     pub(crate) slot: OwnedSemaphorePermit,
     pub(crate) flight: OwnedSemaphorePermit,
     pub(crate) request: ClaimRequest,
+}
+
+/// The node's turn to claim a task in its enqueue ([`Slots::starting`]), given back on drop.
+pub(crate) struct StartTurn(pub(crate) Arc<Node>);
+
+impl Drop for StartTurn {
+    fn drop(&mut self) {
+        self.0.slots.starting.store(false, Ordering::Release);
+    }
 }
 
 /// An attempt running on this node.
@@ -130,14 +145,15 @@ impl Node {
     }
 
     /// A worker slot for `task`, submitted here, when it may start at once: this node runs
-    /// workers and is not stopping, its dispatcher found nothing more to claim last time, the
+    /// workers and is not stopping, its dispatcher waits for work (its last claim found none), the
     /// task is due and of an agent this node runs, and a slot and a place in flight are free
-    /// now (never waited for). The store decides the rest in the enqueue
+    /// now (never waited for), and no other submission's enqueue is claiming its task here at
+    /// this moment. The store decides the rest in the enqueue
     /// ([`QueueStore::enqueue_claimed`](crate::store::QueueStore::enqueue_claimed)).
     pub(crate) fn start_here(&self, task: &NewTask) -> Option<StartHere> {
         let slots = &self.slots;
         if !slots.active.load(Ordering::Acquire)
-            || !slots.drained.load(Ordering::Acquire)
+            || !slots.parked.load(Ordering::Acquire)
             || self.stop.is_cancelled()
             || task.run_at.is_some_and(|at| at > chrono::Utc::now())
             || self
@@ -148,10 +164,15 @@ impl Node {
         {
             return None;
         }
+        let node = self.me.upgrade()?;
+        if slots.starting.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let turn = StartTurn(node);
         let slot = Arc::clone(&slots.workers).try_acquire_owned().ok()?;
         let flight = Arc::clone(&slots.flight).try_acquire_owned().ok()?;
         Some(StartHere {
-            node: self.me.upgrade()?,
+            turn,
             slot,
             flight,
             request: ClaimRequest {
