@@ -83,21 +83,12 @@ async fn an_enqueue_claims_its_task_only_when_a_claim_would() {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_enqueue_leaves_its_task_to_a_claim_while_the_agent_lock_is_held() {
-    use capecontrol_core::store::{ClaimRequest, QueueStore, RegistryStore};
+    use capecontrol_core::store::QueueStore;
     use capecontrol_testkit::fixtures;
     let db = test_db!();
     let store = db.store().await;
-    store.insert_agent(fixtures::agent("locked")).await.unwrap();
-    store
-        .insert_version(fixtures::version("locked", "1.0.0", "chat"))
-        .await
-        .unwrap();
-    let request = ClaimRequest {
-        worker: "w1".into(),
-        limit: 1,
-        lease: std::time::Duration::from_secs(30),
-        agents: None,
-    };
+    fixtures::register(&store, "locked").await;
+    let request = fixtures::claim_req("w1", 1, 30_000);
     let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(1128353861, hashtext('locked'))")

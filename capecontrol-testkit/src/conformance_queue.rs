@@ -254,7 +254,7 @@ pub async fn an_enqueue_claims_its_task_only_when_a_claim_would(store: Arc<dyn S
     let types: Vec<&str> = audit.iter().map(|a| a.event_type.as_str()).collect();
     assert_eq!(types, ["task.queued", "task.started"]);
     assert_eq!(audit[1].payload, json!({"attempt": 1, "worker": "w1"}));
-    // The lease is a claim's: it finishes the task, and nothing is left for a claim.
+    // Nothing is left for a claim (its lease finishes it below).
     assert!(store.claim(&claim(&[&agent], 10)).await.unwrap().is_empty());
 
     // A second one while the first runs (limit 2); a third finds the agent at its limit.

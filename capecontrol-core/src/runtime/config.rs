@@ -15,8 +15,8 @@ pub struct PlatformConfig {
     /// until then), so a node may have more attempts in flight than `workers` while their
     /// writes commit: at most twice `workers`, plus the prefetched ones waiting for a slot;
     /// past that, the node claims nothing until writes are done. A task submitted to this
-    /// node while a slot is free and its dispatcher waits for work (its last claim found none) may be claimed
-    /// by its own enqueue and start at once (see
+    /// node while a slot is free and its dispatcher waits for work (its last claim found none)
+    /// may be claimed by its own enqueue and start at once (see
     /// [`QueueStore::enqueue_claimed`](crate::store::QueueStore::enqueue_claimed)).
     pub workers: usize,
     /// Tasks claimed in one round trip at most.

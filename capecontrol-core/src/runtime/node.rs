@@ -21,14 +21,16 @@ use crate::manifest::Manifest;
 use crate::store::{ClaimRequest, InstallationRecord, Lease, NewTask, Store};
 
 /// A node's worker slots, shared by its dispatcher and its gateway (which starts a task
-/// submitted here at once when a slot is free and nothing due is left to claim).
+/// submitted here at once when a slot is free and the dispatcher waits for work).
 pub(crate) struct Slots {
     /// One per worker: taken at the claim, freed when the agent returns.
     pub(crate) workers: Arc<Semaphore>,
     /// Attempts running or writing their outcome (plus prefetched ones waiting for a slot):
     /// twice `workers` plus `claim_prefetch`, so that slow writes hold back claims.
     pub(crate) flight: Arc<Semaphore>,
-    /// Prefetched attempts waiting for a slot now.
+    /// Prefetched attempts waiting for a slot now (they queue for it before the dispatcher
+    /// does: tokio's semaphore is fair, so they start first, and a submission's `try_acquire`
+    /// does not pass them).
     pub(crate) waiting: Arc<AtomicUsize>,
     /// Whether the dispatcher runs (a node built `without_workers` starts nothing).
     pub(crate) active: AtomicBool,
@@ -145,8 +147,8 @@ impl Node {
     }
 
     /// A worker slot for `task`, submitted here, when it may start at once: this node runs
-    /// workers and is not stopping, its dispatcher waits for work (its last claim found none), the
-    /// task is due and of an agent this node runs, and a slot and a place in flight are free
+    /// workers and is not stopping, its dispatcher waits for work (its last claim found none),
+    /// the task is due and of an agent this node runs, a slot and a place in flight are free
     /// now (never waited for), and no other submission's enqueue is claiming its task here at
     /// this moment. The store decides the rest in the enqueue
     /// ([`QueueStore::enqueue_claimed`](crate::store::QueueStore::enqueue_claimed)).
