@@ -55,24 +55,9 @@ cases! {
     enqueue_enforces_the_task_bounds;
     ratings_of_completed_tasks;
     concurrent_claimers_never_share_a_task(16, 500);
-}
-
-/// `PostgresStore` claims in the enqueue (the case is not in `run_all`: a store may leave every
-/// task to a claim).
-#[cfg_attr(
-    capecontrol_skip_services,
-    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_enqueue_claims_its_task_only_when_a_claim_would() {
-    let db = test_db!();
-    let store = db.store().await;
-    capecontrol_testkit::conformance_queue::an_enqueue_claims_its_task_only_when_a_claim_would(
-        Arc::new(store.clone()),
-    )
-    .await;
-    store.close().await;
-    db.drop().await;
+    // Not in `run_all` (a store may leave every task to a claim); `PostgresStore` claims in
+    // the enqueue.
+    an_enqueue_claims_its_task_only_when_a_claim_would;
 }
 
 /// While the agent's claim lock is held (a claim, or another enqueue claiming its task), an

@@ -720,6 +720,10 @@ async fn submitted_on_a_run_on_b_watched_from_c() {
     db.drop().await;
 }
 
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_submission_to_an_idle_node_starts_in_its_enqueue() {
     let db = test_db!();

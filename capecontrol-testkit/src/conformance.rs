@@ -72,6 +72,9 @@ pub use ratings::*;
 pub use registry::*;
 
 pub use crate::conformance_live::live_events_do_not_pin_large_outputs;
+/// Not in [`run_all`]: for a store that claims in its enqueue (a store may leave every task
+/// to a claim).
+pub use crate::conformance_queue::an_enqueue_claims_its_task_only_when_a_claim_would;
 pub use crate::conformance_triggers::trigger_state;
 pub(crate) use helpers::{claim_one, completed, fresh_agent, new_task};
 
