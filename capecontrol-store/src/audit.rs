@@ -238,11 +238,11 @@ async fn seal_batch(pool: &sqlx::PgPool, wait: bool) -> Result<Option<u64>> {
     Ok(Some(u64::try_from(taken.len()).unwrap_or(u64::MAX)))
 }
 
-/// The background sealer of a store: seals the pending rows every `interval` (another node's
-/// sealer holding the head is left to it). An error is logged and the next round tried: before
-/// `migrate`, the tables do not exist yet.
+/// The background sealer of a store: seals the pending rows every `interval`, the first time one
+/// interval after the store connects (another node's sealer holding the head is left to it). An
+/// error is logged and the next round tried: before `migrate`, the tables do not exist yet.
 pub(crate) async fn sealer(pool: sqlx::PgPool, interval: std::time::Duration) {
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
