@@ -359,6 +359,109 @@ async fn higher_priority_runs_first() {
 /// (another session locks its row), and the first stays `running` until that write goes
 /// through. Attempts waiting for their writes are bounded (twice `workers`): with two of them
 /// held up, a third task does not start until they are written; then all three complete.
+/// A task submitted while the idle node's poll is claiming still starts in its own enqueue:
+/// the poll's claim takes one worker slot and leaves the node parked. Here the poll's claim
+/// is held up by another session holding the advisory lock of the agent whose delayed task
+/// came due; the new task starts while that claim waits, and the delayed task runs once the
+/// lock goes.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_submission_during_a_poll_starts_in_its_enqueue() {
+    let db = test_db!();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    let quick = agent(manifest("Quick", Config::default()), move |_, input, _| {
+        let n = input["n"].as_i64().unwrap();
+        started_tx.send(n).unwrap();
+        Box::pin(async move { Ok(json!({ "n": n })) })
+    });
+    let other = agent(manifest("Other", Config::default()), |_, _, _| {
+        Box::pin(async { Ok(json!("other")) })
+    });
+    let store = node(&db).await;
+    let config = PlatformConfig {
+        workers: 2,
+        claim_batch: 2,
+        ..fast_config()
+    };
+    let p = platform(store.clone(), vec![quick, other], config, true).await;
+    install(&store, "quick").await;
+    install(&store, "other").await;
+    let submit = |n: i64| p.submit(TaskRequest::new("quick", "run", json!({ "n": n }), user()));
+    let warm = submit(0).await.unwrap();
+    assert_eq!(within(&mut started).await, Some(0));
+    wait(&p, warm).await;
+
+    // Another session holds the lock that a claim of `other`'s tasks takes; the delayed task
+    // comes due, and the next poll's claim waits for the lock.
+    let pg = db.store().await;
+    let mut blocker = pg.pool().acquire().await.unwrap();
+    let lock = "SELECT pg_advisory_lock(1128353861, hashtext('other'))";
+    sqlx::query(lock).execute(&mut *blocker).await.unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let delayed = p
+        .submit(TaskRequest::new("other", "run", json!({}), user()).run_at(due))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'advisory'",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no poll's claim came to wait for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut wakeups = store.wakeups();
+    let id = submit(1).await.unwrap();
+    assert_eq!(
+        within(&mut started).await,
+        Some(1),
+        "the task starts while the poll's claim waits"
+    );
+    assert!(
+        matches!(
+            wakeups.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "started in its enqueue: no wake-up for a claim"
+    );
+    assert_eq!(
+        store.get_task(delayed).await.unwrap().status,
+        TaskStatus::Queued,
+        "the claim still waits"
+    );
+    sqlx::query("SELECT pg_advisory_unlock(1128353861, hashtext('other'))")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    drop(blocker);
+    for id in [id, delayed] {
+        assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
+    }
+    let names: Vec<&str> = events_of(&p, id)
+        .await
+        .iter()
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(names[..2], ["queued", "started"]);
+    p.shutdown(Duration::from_secs(1)).await;
+    pg.close().await;
+    db.drop().await;
+}
+
 #[cfg_attr(
     capecontrol_skip_services,
     ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"

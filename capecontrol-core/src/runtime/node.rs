@@ -34,9 +34,10 @@ pub(crate) struct Slots {
     pub(crate) waiting: Arc<AtomicUsize>,
     /// Whether the dispatcher runs (a node built `without_workers` starts nothing).
     pub(crate) active: AtomicBool,
-    /// Whether the dispatcher waits for a wake-up, its last claim having found nothing: a task
-    /// submitted here may then start at once without passing a task a claim would take first,
-    /// and without its enqueue contending with a claim in flight.
+    /// Whether the dispatcher waits for a wake-up, its last claim having found nothing (its
+    /// polls' claims of one task included): a task submitted here may then start at once
+    /// without passing a task a claim would take first, and without its enqueue contending
+    /// with a claim that a wake-up started.
     pub(crate) parked: AtomicBool,
     /// Whether a submission's enqueue is claiming its task now: one at a time per node, so
     /// that a burst of submissions to an idle node goes to the queue and its claims in
