@@ -72,7 +72,11 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// # });
 /// ```
 pub struct MemoryStore {
-    state: Mutex<State>,
+    /// The tasks, registry and indexes. `parking_lot`'s lock: the submitter, the dispatcher's
+    /// claims and the attempts' finishes take it for a few microseconds each, and its short
+    /// spin before parking cost less than `std`'s lock here (a zero-step task 5–10 % less wall
+    /// time in `benches/throughput.rs`).
+    state: parking_lot::Mutex<State>,
     /// Batches of audit rows handed over by the state's writers, in order, for the sealer.
     handoff: Mutex<Vec<Vec<AuditEvent>>>,
     /// The chained audit trail. Never locked by a writer that holds `state`, so a sealer at
@@ -149,7 +153,7 @@ struct State {
 /// The locked state of a [`MemoryStore`]. Released, it hands the full batches of audit rows
 /// its holder appended to the sealer, and chains them if no other thread is chaining.
 struct StateGuard<'a> {
-    guard: Option<MutexGuard<'a, State>>,
+    guard: Option<parking_lot::MutexGuard<'a, State>>,
     store: &'a MemoryStore,
 }
 
@@ -530,7 +534,7 @@ impl MemoryStore {
         let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
         let (wakeups, _) = broadcast::channel(CHANNEL_CAPACITY);
         Self {
-            state: Mutex::new(State::default()),
+            state: parking_lot::Mutex::new(State::default()),
             handoff: Mutex::new(Vec::new()),
             trail: Mutex::new(trail::Trail::default()),
             clock,
@@ -551,9 +555,10 @@ impl MemoryStore {
 
     fn lock(&self) -> StateGuard<'_> {
         // A panic while holding the lock cannot leave the state half-written in a way later
-        // calls would misread more than the panic itself did: keep serving.
+        // calls would misread more than the panic itself did: keep serving (the lock is not
+        // poisoned).
         StateGuard {
-            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+            guard: Some(self.state.lock()),
             store: self,
         }
     }
