@@ -223,7 +223,8 @@ impl PostgresStoreOptions {
     /// marks its row pending, and the sealer chains the pending rows of every node in batches
     /// (one node at a time holds the chain's head). Every read of the trail or its head seals
     /// first, so a reader always sees the rows committed before its read in the chain; this
-    /// interval bounds how long a row committed without a reader waits for its place.
+    /// interval bounds how long a row committed without a reader waits for its place. The first
+    /// round comes one interval after the store connects.
     pub fn audit_seal_interval(mut self, interval: Duration) -> Self {
         self.audit_seal_interval = interval.max(Duration::from_millis(10));
         self

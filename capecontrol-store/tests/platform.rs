@@ -354,11 +354,6 @@ async fn higher_priority_runs_first() {
     db.drop().await;
 }
 
-/// A worker slot frees when its agent returns, not when the outcome's write commits: with one
-/// worker, a second task starts while the first one's completion is held up in the database
-/// (another session locks its row), and the first stays `running` until that write goes
-/// through. Attempts waiting for their writes are bounded (twice `workers`): with two of them
-/// held up, a third task does not start until they are written; then all three complete.
 /// A task submitted while the idle node's poll is claiming still starts in its own enqueue:
 /// the poll's claim takes one worker slot and leaves the node parked. Here the poll's claim
 /// is held up by another session holding the advisory lock of the agent whose delayed task
@@ -462,6 +457,11 @@ async fn a_submission_during_a_poll_starts_in_its_enqueue() {
     db.drop().await;
 }
 
+/// A worker slot frees when its agent returns, not when the outcome's write commits: with one
+/// worker, a second task starts while the first one's completion is held up in the database
+/// (another session locks its row), and the first stays `running` until that write goes
+/// through. Attempts waiting for their writes are bounded (twice `workers`): with two of them
+/// held up, a third task does not start until they are written; then all three complete.
 #[cfg_attr(
     capecontrol_skip_services,
     ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
