@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use capecontrol_core::Principal;
 use capecontrol_core::state::{AgentStatus, VersionStatus};
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{
-    AgentRecord, ClaimRequest, Finish, NewTask, Outcome, Store, VersionRecord,
-};
+use capecontrol_core::store::{AgentRecord, ClaimRequest, NewTask, Store, VersionRecord};
 use capecontrol_store::PostgresStore;
 use capecontrol_store::sqlx::postgres::PgConnectOptions;
 use capecontrol_store::sqlx::{self, AssertSqlSafe, ConnectOptions, Executor};
+use capecontrol_testkit::fixtures::completed;
 use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
@@ -178,15 +177,7 @@ async fn probe(store: &Arc<dyn Store>, samples: usize) -> Vec<Duration> {
         assert_eq!(claimed.len(), 1, "the probe is claimed");
         assert_eq!(claimed[0].task.id, id, "only the probe can run");
         store
-            .finish(
-                &claimed[0].lease,
-                Finish {
-                    outcome: Outcome::Completed { output: json!(1) },
-                    steps: Vec::new(),
-                    events: Vec::new(),
-                    audit: Vec::new(),
-                },
-            )
+            .finish(&claimed[0].lease, completed(json!(1)))
             .await
             .expect("finish");
     }

@@ -584,8 +584,8 @@ async fn a_row_deleted_before_its_seal_leaves_no_gap() {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_task_deletes_its_events_and_steps_and_keeps_its_audit_rows() {
-    use capecontrol_core::store::{Finish, JournalWrite, Outcome};
-    use capecontrol_testkit::fixtures::{claim_req, register, step, task};
+    use capecontrol_core::store::JournalWrite;
+    use capecontrol_testkit::fixtures::{claim_req, completed, register, step, task};
     let db = TestDb::create().await;
     let store = db.store().await;
     register(&store, "finance").await;
@@ -610,18 +610,7 @@ async fn deleting_a_task_deletes_its_events_and_steps_and_keeps_its_audit_rows()
         )
         .await
         .unwrap();
-    store
-        .finish(
-            &c.lease,
-            Finish {
-                outcome: Outcome::Completed { output: json!(1) },
-                steps: Vec::new(),
-                events: Vec::new(),
-                audit: Vec::new(),
-            },
-        )
-        .await
-        .unwrap();
+    store.finish(&c.lease, completed(json!(1))).await.unwrap();
     let count = |table: &'static str| {
         let pool = store.pool().clone();
         async move {

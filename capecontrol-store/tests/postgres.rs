@@ -17,7 +17,9 @@ use capecontrol_core::store::{
 use capecontrol_core::{ErrorCategory, TaskStatus};
 use capecontrol_store::PostgresStore;
 use capecontrol_testkit::checks::*;
-use capecontrol_testkit::fixtures::{assert_category, claim_req, ev, register, step, task};
+use capecontrol_testkit::fixtures::{
+    assert_category, claim_req, completed, ev, register, step, task,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -213,17 +215,9 @@ async fn per_agent_concurrency_holds_across_nodes() {
     );
     // A slot frees: the other node is woken, and exactly one more can start, on either node.
     let mut wake = a.wakeups();
-    b.finish(
-        &limited[0].lease,
-        Finish {
-            outcome: Outcome::Completed { output: json!(1) },
-            steps: Vec::new(),
-            events: vec![],
-            audit: vec![],
-        },
-    )
-    .await
-    .unwrap();
+    b.finish(&limited[0].lease, completed(json!(1)))
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), wake.recv())
         .await
         .expect("a wake-up when a slot frees")
@@ -619,17 +613,7 @@ async fn probe_throughput_and_commits_per_task() {
                     )
                     .await
                     .unwrap();
-                    s.finish(
-                        &c.lease,
-                        Finish {
-                            outcome: Outcome::Completed { output: json!(1) },
-                            steps: Vec::new(),
-                            events: vec![],
-                            audit: vec![],
-                        },
-                    )
-                    .await
-                    .unwrap();
+                    s.finish(&c.lease, completed(json!(1))).await.unwrap();
                     done += 1;
                 }
             }

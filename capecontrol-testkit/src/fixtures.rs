@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
-use capecontrol_core::store::{AgentRecord, ClaimRequest, NewTask, RegistryStore, VersionRecord};
+use capecontrol_core::store::{
+    AgentRecord, ClaimRequest, Finish, NewTask, Outcome, RegistryStore, VersionRecord,
+};
 use capecontrol_core::{
     AgentStatus, ErrorCategory, Principal, RunStatus, StepRecord, VersionStatus,
 };
@@ -88,6 +90,16 @@ pub fn step(n: u32, name: &str, output: serde_json::Value) -> StepRecord {
         error: None,
         started_at: Some(Utc::now()),
         finished_at: Some(Utc::now()),
+    }
+}
+
+/// A finish completing the attempt with `output`, nothing else written with it.
+pub fn completed(output: serde_json::Value) -> Finish {
+    Finish {
+        outcome: Outcome::Completed { output },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
     }
 }
 

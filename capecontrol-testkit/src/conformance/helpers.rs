@@ -111,14 +111,7 @@ pub(crate) async fn claim_one(store: &Arc<dyn Store>, worker: &str, agent: &str)
     claimed.remove(0)
 }
 
-pub(crate) fn completed(output: Value) -> Finish {
-    Finish {
-        outcome: Outcome::Completed { output },
-        steps: Vec::new(),
-        events: Vec::new(),
-        audit: Vec::new(),
-    }
-}
+pub(crate) use crate::fixtures::completed;
 
 pub(super) fn assert_category<T: std::fmt::Debug>(r: Result<T, Error>, category: ErrorCategory) {
     match r {
