@@ -26,7 +26,16 @@
 //!    with `BENCH_APALIS_LIMIT=1`, else every fetched job at once);
 //! 2. latency at each fixed offered rate of `BENCH_RATES` (open loop: submissions leave on a
 //!    schedule, whatever the system does): submit → start and submit → done, p50/p99/max, and
-//!    stalls (starts later than 1 s after their submission);
+//!    stalls (starts later than 1 s after their submission). The schedule opens with
+//!    `BENCH_WARMUP_SECS` of submissions at the same rate, right after the system starts: their
+//!    submit → start p99 and max are reported on rows of their own ("first … s"), the other
+//!    rows cover the `BENCH_SECS` after them, and stalls count both. A fresh node's first
+//!    submissions meet new connections, each planning the store's statements afresh (at 200/s
+//!    on 2 cores, CapeControl's first 300–700 ms of submissions took up to 100–470 ms to start,
+//!    1–3 % of a 10 s round, enough to make its p99); the rows apart keep that cost in view
+//!    without letting it stand for the steady state.
+//!    `BENCH_SLOW_MS=<ms>` also prints, per round, the starts slower than that by 100 ms of the
+//!    schedule (a diagnostic);
 //! 3. commits per task while enqueuing and while draining (`pg_stat_database.xact_commit`, every
 //!    transaction, reads included), WAL flushes (`pg_stat_wal.wal_sync`, cluster-wide), and CPU
 //!    seconds per 1,000 tasks of this process and of the PostgreSQL server (`/proc`: the
@@ -37,7 +46,8 @@
 //! Environment (defaults in brackets): `BENCH_N` [2000], `BENCH_WORKERS` [16] (latency and
 //! multi-step rounds), `BENCH_DRAIN_WORKERS` [BENCH_WORKERS] (comma-separated), `BENCH_BATCH`
 //! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_RATES` [BENCH_RATE]
-//! (comma-separated), `BENCH_SECS` [10], `BENCH_POOL` connections per pool [20],
+//! (comma-separated), `BENCH_SECS` [10], `BENCH_WARMUP_SECS` [1], `BENCH_POOL` connections per
+//! pool [20],
 //! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
 //! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen]. Without `DATABASE_URL`, `cargo bench` fails and
 //! `cargo test` (which runs this binary without `--bench`) skips it loudly; with one, `cargo
@@ -81,6 +91,8 @@ struct Settings {
     poll: Duration,
     rate: u64,
     secs: u64,
+    /// Seconds of submissions at the same rate before the measured ones (reported apart).
+    warmup_secs: u64,
     pool: u32,
     apalis_limit: bool,
     drain_workers: Vec<usize>,
@@ -175,6 +187,7 @@ impl Settings {
             poll: Duration::from_millis(env_or("BENCH_POLL_MS", 10)),
             rate,
             secs: env_or("BENCH_SECS", 10),
+            warmup_secs: env_or("BENCH_WARMUP_SECS", 1),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
             drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
@@ -185,6 +198,16 @@ impl Settings {
             steps: 1,
             system: System::CcBatched,
         }
+    }
+
+    /// Submissions of a latency round, warm-up included.
+    fn latency_n(&self) -> usize {
+        usize::try_from(self.rate * (self.secs + self.warmup_secs)).unwrap_or(usize::MAX)
+    }
+
+    /// Submissions of a latency round's warm-up.
+    fn warmup_n(&self) -> usize {
+        usize::try_from(self.rate * self.warmup_secs).unwrap_or(usize::MAX)
     }
 
     /// `cargo test`: a few tasks through the throughput round, to keep the harness working; no
@@ -679,7 +702,7 @@ async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
 
 /// Submits one task every `1/rate` s for `secs` s (open loop), the same platform running them.
 async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
-    let n = (s.rate * s.secs) as usize;
+    let n = s.latency_n();
     let m = set_marks(n);
     let store = cc_store(db, s).await;
     let platform = cc_platform(Arc::clone(&store), s, true).await;
@@ -718,7 +741,7 @@ async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
             committed[i] = at;
         }
     }
-    Latency::from_marks(&m, Some(&committed))
+    Latency::from_marks(&m, Some(&committed), s.warmup_n())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -871,7 +894,7 @@ async fn apalis_throughput(db: &mut Db, s: &Settings) -> Throughput {
 }
 
 async fn apalis_latency(db: &mut Db, s: &Settings) -> Latency {
-    let n = (s.rate * s.secs) as usize;
+    let n = s.latency_n();
     let queue = "bench-latency";
     let m = set_marks(n);
     let pool = db.pool(s.pool).await;
@@ -891,7 +914,7 @@ async fn apalis_latency(db: &mut Db, s: &Settings) -> Latency {
     m.wait_all_handled().await;
     apalis_wait_done(&pool, queue, n).await;
     apalis_stop(ctx, handle, pool).await;
-    Latency::from_marks(&m, None)
+    Latency::from_marks(&m, None, s.warmup_n())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -904,7 +927,7 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let n = (s.rate * s.secs) as usize;
+    let n = s.latency_n();
     let period = Duration::from_secs(1) / u32::try_from(s.rate.max(1)).unwrap_or(u32::MAX);
     let t0 = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut handles = Vec::with_capacity(n);
@@ -939,6 +962,8 @@ impl Dist {
 }
 
 struct Latency {
+    /// Submit → start of the warm-up's submissions.
+    cold_start: Dist,
     start: Dist,
     handled: Dist,
     committed: Option<Dist>,
@@ -947,10 +972,12 @@ struct Latency {
 }
 
 impl Latency {
-    fn from_marks(m: &Marks, committed: Option<&[u64]>) -> Self {
-        let ms = |to: &dyn Fn(usize) -> u64| -> Dist {
+    /// The figures of the submissions after the first `warm` (those of the first `warm` apart).
+    fn from_marks(m: &Marks, committed: Option<&[u64]>, warm: usize) -> Self {
+        let warm = warm.min(m.submitted.len());
+        let dist = |range: std::ops::Range<usize>, to: &dyn Fn(usize) -> u64| -> Dist {
             Dist::of(
-                (0..m.submitted.len())
+                range
                     .map(|i| {
                         let from = m.submitted[i].load(Ordering::SeqCst);
                         let to = to(i);
@@ -960,6 +987,24 @@ impl Latency {
                     .collect(),
             )
         };
+        let ms = |to: &dyn Fn(usize) -> u64| dist(warm..m.submitted.len(), to);
+        if let Ok(slow) = std::env::var("BENCH_SLOW_MS") {
+            let slow: u64 = slow.parse().unwrap_or(20) * 1_000_000;
+            let t0 = m.submitted[0].load(Ordering::SeqCst);
+            let mut by_tenth = std::collections::BTreeMap::new();
+            for i in 0..m.submitted.len() {
+                let from = m.submitted[i].load(Ordering::SeqCst);
+                let d = m.started[i].load(Ordering::SeqCst).saturating_sub(from);
+                if d > slow {
+                    let e = by_tenth
+                        .entry(from.saturating_sub(t0) / 100_000_000)
+                        .or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 = e.1.max(d / 1_000_000);
+                }
+            }
+            eprintln!("slow starts by 100 ms of the run (count, max ms): {by_tenth:?}");
+        }
         let stalls = (0..m.submitted.len())
             .filter(|&i| {
                 let from = m.submitted[i].load(Ordering::SeqCst);
@@ -968,6 +1013,15 @@ impl Latency {
             .count();
         Self {
             stalls,
+            cold_start: if warm == 0 {
+                Dist {
+                    p50: f64::NAN,
+                    p99: f64::NAN,
+                    max: f64::NAN,
+                }
+            } else {
+                dist(0..warm, &|i| m.started[i].load(Ordering::SeqCst))
+            },
             start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
             handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
             committed: committed.map(|c| ms(&|i| c[i])),
@@ -1027,8 +1081,9 @@ async fn latency_round(url: &str, base: &Settings, rate: u64) -> Vec<(System, La
             ..base.clone()
         };
         eprintln!(
-            "vs_apalis: latency, {} ({rate}/s for {} s)…",
+            "vs_apalis: latency, {} ({rate}/s for {} + {} s)…",
             system.name(),
+            s.warmup_secs,
             s.secs
         );
         let mut db = Db::create(url).await;
@@ -1045,8 +1100,7 @@ async fn latency_round(url: &str, base: &Settings, rate: u64) -> Vec<(System, La
         };
         let c1 = db.counters().await;
         db.drop().await;
-        let n = usize::try_from(rate * s.secs).unwrap_or(usize::MAX).max(1);
-        out.push((system, l, per_task(c0, c1, n)));
+        out.push((system, l, per_task(c0, c1, s.latency_n().max(1))));
     }
     out
 }
@@ -1175,12 +1229,22 @@ fn print_drain(title: &str, n: usize, steps: usize, round: &[(System, Throughput
     t.line("  events per task", "", &col(&|r| r.events_per_task));
 }
 
-fn print_latency(title: &str, round: &[(System, Latency, PerTask)]) {
+fn print_latency(title: &str, warmup_secs: u64, round: &[(System, Latency, PerTask)]) {
     let t = Table::new(title, round.iter().map(|(x, _, _)| *x).collect());
     let col = |f: &dyn Fn(&Latency) -> f64| round.iter().map(|(_, l, _)| f(l)).collect::<Vec<_>>();
     t.line("submit -> start p50", "ms", &col(&|l| l.start.p50));
     t.line("submit -> start p99", "ms", &col(&|l| l.start.p99));
     t.line("submit -> start max", "ms", &col(&|l| l.start.max));
+    t.line(
+        &format!("first {} s: submit -> start p99", warmup_secs),
+        "ms",
+        &col(&|l| l.cold_start.p99),
+    );
+    t.line(
+        &format!("first {} s: submit -> start max", warmup_secs),
+        "ms",
+        &col(&|l| l.cold_start.max),
+    );
     t.line(
         "submit -> handler returned p50",
         "ms",
@@ -1299,7 +1363,11 @@ async fn run(url: &str, s: &Settings) {
         for &rate in &s.rates {
             let round = latency_round(url, s, rate).await;
             print_latency(
-                &format!("latency: {rate} tasks/s offered for {} s", s.secs),
+                &format!(
+                    "latency: {rate} tasks/s offered for {} s after {} s of warm-up",
+                    s.secs, s.warmup_secs
+                ),
+                s.warmup_secs,
                 &round,
             );
         }
