@@ -938,8 +938,8 @@ where
     handles
 }
 
-/// p50/p99/max in milliseconds.
-#[derive(Debug, Clone, Copy, Default)]
+/// p50/p99/max in milliseconds (not a number, printed `-`, when there was no sample).
+#[derive(Debug, Clone, Copy)]
 struct Dist {
     p50: f64,
     p99: f64,
@@ -949,7 +949,11 @@ struct Dist {
 impl Dist {
     fn of(mut v: Vec<f64>) -> Self {
         if v.is_empty() {
-            return Self::default();
+            return Self {
+                p50: f64::NAN,
+                p99: f64::NAN,
+                max: f64::NAN,
+            };
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
@@ -1013,15 +1017,7 @@ impl Latency {
             .count();
         Self {
             stalls,
-            cold_start: if warm == 0 {
-                Dist {
-                    p50: f64::NAN,
-                    p99: f64::NAN,
-                    max: f64::NAN,
-                }
-            } else {
-                dist(0..warm, &|i| m.started[i].load(Ordering::SeqCst))
-            },
+            cold_start: dist(0..warm, &|i| m.started[i].load(Ordering::SeqCst)),
             start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
             handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
             committed: committed.map(|c| ms(&|i| c[i])),
