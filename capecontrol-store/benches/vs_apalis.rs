@@ -35,7 +35,13 @@
 //!    1–3 % of a 10 s round, enough to make its p99); the rows apart keep that cost in view
 //!    without letting it stand for the steady state.
 //!    `BENCH_SLOW_MS=<ms>` also prints, per round, the starts slower than that by 100 ms of the
-//!    schedule (a diagnostic);
+//!    schedule (a diagnostic). `BENCH_DISK_PROBE_MS=<ms>` runs a disk probe beside each
+//!    system's latency round: a thread writes 8 KB to a file in the temp dir (`TMPDIR` picks
+//!    the disk: a local server's, to watch the disk its WAL is on) and `fdatasync`s it every
+//!    that many ms; the syncs slower than 10 ms get rows of their own (how many, the slowest),
+//!    and with `BENCH_SLOW_MS` they are printed by 100 ms of the schedule as the slow starts
+//!    are, so that a burst of slow starts can be laid beside the disk's stalls. Off by
+//!    default: the probe's own syncs load the disk a little;
 //! 3. commits per task while enqueuing and while draining (`pg_stat_database.xact_commit`, every
 //!    transaction, reads included), WAL flushes (`pg_stat_wal.wal_sync`, cluster-wide), and CPU
 //!    seconds per 1,000 tasks of this process and of the PostgreSQL server (`/proc`: the
@@ -49,13 +55,14 @@
 //! (comma-separated), `BENCH_SECS` [10], `BENCH_WARMUP_SECS` [1], `BENCH_POOL` connections per
 //! pool [20],
 //! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
-//! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen]. Without `DATABASE_URL`, `cargo bench` fails and
+//! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen], `BENCH_SLOW_MS` [unset],
+//! `BENCH_DISK_PROBE_MS` [0: no probe]. Without `DATABASE_URL`, `cargo bench` fails and
 //! `cargo test` (which runs this binary without `--bench`) skips it loudly; with one, `cargo
 //! test` runs a small smoke round.
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -93,6 +100,8 @@ struct Settings {
     secs: u64,
     /// Seconds of submissions at the same rate before the measured ones (reported apart).
     warmup_secs: u64,
+    /// `BENCH_DISK_PROBE_MS`: the disk probe's period in latency rounds (zero: no probe).
+    disk_probe: Duration,
     pool: u32,
     apalis_limit: bool,
     drain_workers: Vec<usize>,
@@ -188,6 +197,7 @@ impl Settings {
             rate,
             secs: env_or("BENCH_SECS", 10),
             warmup_secs: env_or("BENCH_WARMUP_SECS", 1),
+            disk_probe: Duration::from_millis(env_or("BENCH_DISK_PROBE_MS", 0)),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
             drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
@@ -965,6 +975,66 @@ impl Dist {
     }
 }
 
+/// `BENCH_DISK_PROBE_MS`: a thread writing 8 KB to a file in the temp dir and `fdatasync`ing
+/// it every period while a latency round runs, keeping the syncs slower than [`Self::SLOW`].
+struct DiskProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<SlowSync>>,
+}
+
+/// One of the disk probe's slow syncs: when it began ([`now_ns`]) and how long it took (ns).
+#[derive(Debug, Clone, Copy)]
+struct SlowSync {
+    at: u64,
+    took: u64,
+}
+
+impl DiskProbe {
+    /// A sync slower than this is kept.
+    const SLOW: Duration = Duration::from_millis(10);
+
+    /// A probe syncing every `every`; none when `every` is zero.
+    fn start(every: Duration) -> Option<Self> {
+        use std::os::unix::fs::FileExt;
+        if every.is_zero() {
+            return None;
+        }
+        let path = std::env::temp_dir().join(format!("vs_apalis-disk-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("disk probe: cannot open {}: {e}", path.display()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let page = [0u8; 8192];
+            let mut slow = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let at = now_ns();
+                file.write_all_at(&page, 0).expect("disk probe: write");
+                file.sync_data().expect("disk probe: fdatasync");
+                let took = now_ns() - at;
+                if u128::from(took) > Self::SLOW.as_nanos() {
+                    slow.push(SlowSync { at, took });
+                }
+                std::thread::sleep(every);
+            }
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            slow
+        });
+        Some(Self { stop, thread })
+    }
+
+    /// Stops the probe; its slow syncs.
+    fn finish(self) -> Vec<SlowSync> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("disk probe thread")
+    }
+}
+
 struct Latency {
     /// Submit → start of the warm-up's submissions.
     cold_start: Dist,
@@ -973,6 +1043,11 @@ struct Latency {
     committed: Option<Dist>,
     /// Starts later than 1 s after their submission.
     stalls: usize,
+    /// When the first submission left ([`now_ns`]): the origin of the diagnostics by 100 ms.
+    first_submit: u64,
+    /// The disk probe's syncs slower than [`DiskProbe::SLOW`] during the round, when
+    /// `BENCH_DISK_PROBE_MS` runs one.
+    disk: Option<Vec<SlowSync>>,
 }
 
 impl Latency {
@@ -1017,6 +1092,8 @@ impl Latency {
             .count();
         Self {
             stalls,
+            first_submit: m.submitted.first().map_or(0, |t| t.load(Ordering::SeqCst)),
+            disk: None,
             cold_start: dist(0..warm, &|i| m.started[i].load(Ordering::SeqCst)),
             start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
             handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
@@ -1089,11 +1166,29 @@ async fn latency_round(url: &str, base: &Settings, rate: u64) -> Vec<(System, La
             apalis_setup(&db).await;
         }
         let c0 = db.counters().await;
-        let l = if system.is_cc() {
+        let probe = DiskProbe::start(s.disk_probe);
+        let mut l = if system.is_cc() {
             cc_latency(&mut db, &s).await
         } else {
             apalis_latency(&mut db, &s).await
         };
+        l.disk = probe.map(DiskProbe::finish);
+        if let Some(slow) = &l.disk
+            && std::env::var_os("BENCH_SLOW_MS").is_some()
+        {
+            let mut by_tenth = std::collections::BTreeMap::new();
+            for &SlowSync { at, took } in slow {
+                // Syncs before the first submission (the system starting) count at its slot.
+                let e = by_tenth
+                    .entry(at.saturating_sub(l.first_submit) / 100_000_000)
+                    .or_insert((0, 0));
+                e.0 += 1;
+                e.1 = e.1.max(took / 1_000_000);
+            }
+            eprintln!(
+                "disk probe: syncs over 10 ms by 100 ms of the run (count, max ms): {by_tenth:?}"
+            );
+        }
         let c1 = db.counters().await;
         db.drop().await;
         out.push((system, l, per_task(c0, c1, s.latency_n().max(1))));
@@ -1265,6 +1360,23 @@ fn print_latency(title: &str, warmup_secs: u64, round: &[(System, Latency, PerTa
         "tasks",
         &col(&|l| l.stalls as f64),
     );
+    if round.iter().any(|(_, l, _)| l.disk.is_some()) {
+        let disk = |f: &dyn Fn(&[SlowSync]) -> f64| col(&|l| l.disk.as_deref().map_or(f64::NAN, f));
+        t.line(
+            "disk probe: fdatasync over 10 ms",
+            "syncs",
+            &disk(&|d| d.len() as f64),
+        );
+        t.line(
+            "disk probe: slowest fdatasync over 10 ms",
+            "ms",
+            &disk(&|d| {
+                d.iter()
+                    .map(|d| d.took as f64 / 1e6)
+                    .fold(f64::NAN, f64::max)
+            }),
+        );
+    }
     let per = |f: fn(&PerTask) -> f64| round.iter().map(|(_, _, p)| f(p)).collect::<Vec<_>>();
     t.line(
         "commits per task (submit + run)",
