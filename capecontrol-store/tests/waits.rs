@@ -39,3 +39,110 @@ node_scenarios! {
     platform_sleep_survives_a_restart => sleep_survives_a_restart(2000);
     platform_cancel_a_waiting_task => cancel_a_waiting_task();
 }
+
+/// The wait sweep (every `poll_interval`) reads the waits only while some task waits: with no
+/// task waiting, another session holding `task_waits` locked keeps no sweep waiting for it;
+/// once a task sleeps, a sweep reads the waits (it waits for the lock) and wakes the task when
+/// the lock goes.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
+    use std::time::{Duration, Instant};
+
+    use capecontrol_core::TaskStatus;
+    use capecontrol_core::manifest::Config;
+    use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
+    use capecontrol_core::store::Store;
+    use capecontrol_testkit::runtime::{self as testkit, user};
+    use serde_json::json;
+
+    /// Sessions of this database other than the blocker's waiting for a lock on `task_waits`.
+    async fn sweeps_waiting(pool: &sqlx::PgPool) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND l.relation = 'task_waits'::regclass \
+               AND a.datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
+    let db = test_db!();
+    let node = db.store().await;
+    let store: Arc<dyn Store> = Arc::new(node.clone());
+    let sleeper = testkit::agent(
+        testkit::manifest("Sleeper", Config::default(), &[]),
+        |_, _, cx| {
+            Box::pin(async move {
+                // Long enough that the task still sleeps when the test locks the waits.
+                cx.sleep(Duration::from_secs(1)).await?;
+                Ok(json!("rested"))
+            })
+        },
+    );
+    let config = PlatformConfig {
+        poll_interval: Duration::from_millis(20),
+        ..common::fast_config()
+    };
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(config)
+        .agent(sleeper)
+        .build()
+        .await
+        .unwrap();
+    testkit::install(&store, "sleeper", "alice", &[]).await;
+
+    let pg = db.store().await;
+    let mut blocker = pg.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE task_waits IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // Twenty-five sweeps' worth of time with no task waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sweeps_waiting(pg.pool()).await,
+        0,
+        "a sweep with no task waiting reads no wait"
+    );
+    blocker.commit().await.unwrap();
+
+    // A task that sleeps: now a sweep reads the waits.
+    let id = p
+        .submit(TaskRequest::new("sleeper", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_task(id).await.unwrap().status != TaskStatus::Waiting {
+        assert!(Instant::now() < deadline, "the task never slept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut blocker = pg.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE task_waits IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    while sweeps_waiting(pg.pool()).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no sweep read the waits while a task slept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    blocker.commit().await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), p.wait(id, &user()))
+        .await
+        .expect("the sleeping task is woken once the lock goes")
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.output, Some(json!("rested")));
+    p.shutdown(Duration::from_secs(1)).await;
+    pg.close().await;
+    node.close().await;
+    db.drop().await;
+}

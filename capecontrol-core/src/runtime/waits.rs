@@ -1,6 +1,7 @@
 //! The node's side of durable waits: the sweeper loop, which wakes waits whose deadline passed
 //! (timers and question timeouts) and joins whose children all ended every `poll_interval` and
-//! sets the `task_waiting` gauge, and the check of an answer against its question's schema.
+//! sets the `task_waiting` gauge (reading the waits only while some task waits), and the check
+//! of an answer against its question's schema.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +36,16 @@ const JOIN_BATCH: usize = 500;
 
 /// Wakes the waits whose deadline passed and the joins whose children ended, and sets the
 /// `task_waiting` gauge.
+///
+/// It counts the waiting tasks first: with none, nothing is due and no join is ready, so the
+/// two reads of the waits are skipped (on PostgreSQL, one statement per sweep instead of three
+/// while no task waits, which is most of the time; a task that starts waiting just after the
+/// count is found by the next sweep, as one that came due just after the read always was).
 pub(crate) async fn sweep(node: &Node) {
+    if let Ok(0) = node.store.waiting_count().await {
+        metrics::gauge!("task_waiting").set(0.0);
+        return;
+    }
     match node.store.wake_due().await {
         Ok(ids) if !ids.is_empty() => {
             tracing::info!(count = ids.len(), "woke waiting tasks whose time came");

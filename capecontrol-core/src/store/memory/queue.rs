@@ -601,6 +601,9 @@ fn cancel_one(
         }
     };
     let record = entry.record.clone();
+    // A cancelled waiting task's wait goes with it (a sweep only reads the waits while some
+    // task waits, so it is not there to drop a stale one at its deadline).
+    state.waits.remove(&task_id);
     state.sync(task_id, now);
     let mut audit = NewAuditEvent::by(by, event_type, payload).task(task_id);
     audit.agent_id = Some(record.agent_id.clone());
