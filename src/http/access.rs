@@ -4,6 +4,7 @@
 //! host's `TaskAccessPolicy` allows; anyone else is told it does not exist, and the platform
 //! audits the attempt (`task.access_denied`).
 
+#[cfg(feature = "console")]
 use capecontrol_core::events::{TaskEventKind, TriggerSource};
 use capecontrol_core::runtime::{Platform, TaskEvents};
 use capecontrol_core::store::{AuditEvent, AuditFilter, TaskFilter, TaskRecord};
@@ -47,7 +48,8 @@ impl<'a> Tasks<'a> {
     }
 
     /// What started a task `by` was allowed to read (see [`Tasks::get`]): the trigger its
-    /// first event, `queued`, names (`None`: submitted directly).
+    /// first event, `queued`, names (`None`: submitted directly). Only the console shows it.
+    #[cfg(feature = "console")]
     pub(crate) async fn trigger(&self, task: &TaskRecord) -> Result<Option<TriggerSource>> {
         let events = self.platform.store().events(task.id, 0).await?;
         Ok(events.into_iter().next().and_then(|e| match e.kind {
