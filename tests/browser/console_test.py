@@ -197,9 +197,12 @@ def test_cancel_a_running_task_and_read_its_audit_trail():
     task_id = submit_task(40, 1000)
     wait().until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live-events .event-step_started"))
     D.find_element(By.ID, "cancel").click()
-    wait(30).until(lambda d: d.find_elements(By.ID, "task-status")
-                   and d.find_element(By.ID, "task-status").text == "cancelled"
-                   and not d.find_elements(By.ID, "live"))
+    # The status is read in the page in one script: between finding the element and reading
+    # its text, the live page can replace it, which Chrome reports as an inspector error (a
+    # WebDriverException, not the stale element the wait ignores).
+    wait(30).until(lambda d: d.execute_script(
+        "var e = document.getElementById('task-status'); return e ? e.innerText.trim() : null;"
+    ) == "cancelled" and not d.find_elements(By.ID, "live"))
     assert not D.find_elements(By.ID, "cancel")
     shot("task-cancelled")
     D.find_element(By.ID, "task-audit").click()
