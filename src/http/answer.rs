@@ -28,7 +28,7 @@ pub(crate) struct Answer {
     post,
     path = "/api/agents/tasks/{task_id}/answer",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    params(("task_id" = uuid::Uuid, Path, description = "The task's id (a UUID)")),
     request_body = Answer,
     responses(
         (status = 200, description = "The task, queued again", body = TaskView),

@@ -251,7 +251,7 @@ pub(crate) async fn list(
     get,
     path = "/api/agents/tasks/{task_id}",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)")),
     responses(
         (status = 200, description = "The task with its steps", body = TaskView),
         Reads
@@ -274,7 +274,7 @@ pub(crate) async fn get(
     post,
     path = "/api/agents/tasks/{task_id}/cancel",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)")),
     responses(
         (status = 200, description = "The task", body = TaskView),
         Writes
@@ -325,7 +325,7 @@ pub struct RatingView {
     post,
     path = "/api/agents/tasks/{task_id}/rating",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id (a UUID)")),
+    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)")),
     request_body = Rate,
     responses(
         (status = 200, description = "The rating and its version's mean", body = RatingView),
@@ -372,7 +372,7 @@ pub(crate) struct EventsQuery {
     get,
     path = "/api/agents/tasks/{task_id}/events",
     tag = "tasks",
-    params(("task_id" = String, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
         (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON (`queued` carries `kind.trigger`, a TriggerSource, when a trigger started the task)", content_type = "text/event-stream", body = String),
         Reads
