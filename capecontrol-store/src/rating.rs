@@ -24,7 +24,12 @@ impl RatingStore for PostgresStore {
             .map_err(db)?
             .map(|row| rows::task(&row))
             .transpose()?;
-        check_rating(task.as_ref(), task_id, by, score)?;
+        if let Err(e) = check_rating(task.as_ref(), task_id, by, score) {
+            // Rolled back before answering: dropping `tx` would leave the row share-locked
+            // until the pool takes the connection back.
+            tx.rollback().await.map_err(db)?;
+            return Err(e);
+        }
         let Some(task) = task else {
             return Err(capecontrol_core::Error::not_found(
                 "task",

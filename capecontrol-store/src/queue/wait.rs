@@ -194,7 +194,10 @@ impl WaitStore for PostgresStore {
         let agent_id: Option<String> = row.try_get("agent_id").map_err(db)?;
         let user_id: String = row.try_get("user_id").map_err(db)?;
         if status.as_deref() != Some("running") || token != Some(lease.token) {
-            drop(tx);
+            // Rolled back here, not by dropping `tx`: sqlx would send that rollback only when
+            // the pool takes the connection back, and until then the row stays locked (a
+            // claim, which skips locked rows, would pass the task over).
+            tx.rollback().await.map_err(db)?;
             if finished == Some(lease.token) {
                 // This suspend committed before (a repeated write after an unknown outcome).
                 return self.get_task(lease.task_id).await;
@@ -310,7 +313,9 @@ impl WaitStore for PostgresStore {
         )
         .await?;
         let Some((task, event)) = woke else {
-            drop(tx);
+            // Rolled back before answering, so the task's row is free when the caller hears
+            // of the conflict (see `suspend`).
+            tx.rollback().await.map_err(db)?;
             let task = self.get_task(wake.task_id).await?;
             return Err(Error::conflict(format!(
                 "task {} is {}, not waiting on step {}",
@@ -339,6 +344,8 @@ impl WaitStore for PostgresStore {
                 tx.commit().await.map_err(db)?;
                 self.announce(vec![event], true, true);
                 woken.push(id);
+            } else {
+                tx.rollback().await.map_err(db)?;
             }
         }
         Ok(woken)
