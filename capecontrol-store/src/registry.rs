@@ -142,7 +142,11 @@ impl RegistryStore for PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
+        // A refusal rolls the transaction back before it answers: sqlx rolls a dropped `tx`
+        // back only when the pool takes its connection back, and the agent's row stays locked
+        // until then.
         if agent.is_none() {
+            tx.rollback().await.map_err(db)?;
             return Err(Error::not_found("agent", agent_id));
         }
         let status: Option<Option<String>> = sqlx::query_scalar(
@@ -155,12 +159,14 @@ impl RegistryStore for PostgresStore {
         .map_err(db)?;
         match status {
             None => {
+                tx.rollback().await.map_err(db)?;
                 return Err(Error::not_found(
                     "agent version",
                     format!("{agent_id}@{version}"),
                 ));
             }
             Some(s) if s.as_deref() != Some("draft") => {
+                tx.rollback().await.map_err(db)?;
                 return Err(Error::conflict(format!(
                     "version {agent_id}@{version} is {}, not draft",
                     s.unwrap_or_default()

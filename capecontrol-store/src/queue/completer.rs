@@ -212,13 +212,23 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<Uuid, PgRow>> {
         // Two statements: their rows are locked in one id order first (see the module docs).
         let mut ids: Vec<Uuid> = jobs.iter().map(|j| j.write.task_id()).collect();
         ids.sort_unstable();
-        sqlx::query(LOCK)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        journal_many(&mut tx, &journals, &mut rows).await?;
-        finish_many(&mut tx, &finishes, &mut rows).await?;
+        let written = async {
+            sqlx::query(LOCK)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            journal_many(&mut tx, &journals, &mut rows).await?;
+            finish_many(&mut tx, &finishes, &mut rows).await
+        }
+        .await;
+        if let Err(e) = written {
+            // Rolled back before the batch is written again in halves: a dropped transaction
+            // is rolled back only when the pool takes its connection back, and the halves'
+            // locks would wait for its row locks until then.
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
         tx.commit().await.map_err(db)?;
     } else {
         let mut conn = pool.acquire().await.map_err(db)?;
