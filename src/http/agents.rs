@@ -89,11 +89,18 @@ pub(crate) async fn list(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CreateAgent {
+    /// The display name: 1 to 64 characters, not blank (at least one non-whitespace
+    /// character); its slug is made from it.
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S")]
     name: String,
+    /// A description (free text).
     #[serde(default)]
     description: Option<String>,
+    /// The marketplace category.
     #[serde(default)]
+    #[schema(value_type = Option<capecontrol_core::manifest::Category>)]
     category: Option<String>,
+    /// The agent's id (default: its slug). An id or slug already taken is a 409.
     #[serde(default)]
     id: Option<String>,
 }
@@ -287,14 +294,55 @@ pub(crate) async fn versions(
     Ok(Json(Paged::of(versions, Some(total))))
 }
 
+/// Where the OpenAPI document points for the schema of a manifest: the manifest's JSON Schema
+/// (draft 2020-12), served next to the document at `/api/manifest.schema.json` and checked in
+/// next to it as `schemas/manifest.schema.json`, so the relative reference resolves in both.
+pub(crate) const MANIFEST_SCHEMA_REF: &str = "manifest.schema.json";
+
+/// What a manifest in a request body must satisfy beyond its JSON Schema.
+const MANIFEST_RULES: &str = "An agent manifest: its JSON Schema (`manifest.schema.json`). \
+     The server also applies rules a JSON Schema cannot state (a 400 with every problem at its \
+     pointer): the memory floor, `cpu_limit > 0`, cron expressions that parse, \
+     `ui.settings_schema` being a valid schema, consistent task and tool declarations, size and \
+     depth limits.";
+
+/// A manifest in a request body, documented as a reference to the manifest's JSON Schema
+/// ([`MANIFEST_SCHEMA_REF`]).
+pub(crate) struct ManifestBody;
+
+impl utoipa::PartialSchema for ManifestBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut r = utoipa::openapi::Ref::new(MANIFEST_SCHEMA_REF);
+        r.description = MANIFEST_RULES.to_owned();
+        r.into()
+    }
+}
+
+impl utoipa::ToSchema for ManifestBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Manifest".into()
+    }
+}
+
 /// `POST /api/agents/{id}/versions`.
 #[derive(Debug, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AddVersion {
+    /// The manifest (see `Manifest`). Its `version` may be left out (or blank) when `version`
+    /// is given or is to be suggested.
+    #[schema(value_type = ManifestBody)]
     manifest: Value,
+    /// The version: strict SemVer 2.0.0 (default: the manifest's, else the suggested next
+    /// one). It must equal the manifest's `version` when both are given (else 409) and be
+    /// greater than every existing version (else 409); a JSON Schema cannot compare them. Each
+    /// number must also fit in 64 bits.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-((0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?(\+([0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*))?$"
+    )]
     version: Option<String>,
+    /// Release notes (free text).
     #[serde(default)]
     changelog: Option<String>,
 }
@@ -338,7 +386,7 @@ pub struct Suggested {
     path = "/api/agents/{id}/versions/suggest",
     tag = "versions",
     params(("id" = String, Path, description = "The agent's id or slug")),
-    request_body = Object,
+    request_body(content = ManifestBody, description = "The manifest of the next version; its `version` may be left out (it is ignored)"),
     responses(
         (status = 200, description = "The suggested next version", body = Suggested),
         Writes

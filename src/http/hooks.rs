@@ -32,10 +32,15 @@ pub const SIGNATURE_HEADER: &str = "x-capecontrol-signature";
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Emit {
-    /// The event's name (`user.onboard`).
+    /// The event's name (`user.onboard`): two or more dot-separated segments, each a lowercase
+    /// letter followed by lowercase letters, digits, `_` or `-`.
+    #[schema(pattern = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$")]
     event: String,
-    /// The event's id (default: a fresh one); emitting an id again starts nothing new.
+    /// The event's id (default: a fresh one); emitting an id again starts nothing new. 1 to 128
+    /// bytes of UTF-8: `maxLength` counts characters, so an id of non-ASCII characters may be
+    /// shorter than 128 and still too long (JSON Schema cannot count bytes).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     id: Option<String>,
     /// The payload: the input of the tasks it starts.
     #[serde(default)]

@@ -188,6 +188,10 @@ impl Api {
             .route("/readyz", get(ops::readyz))
             .route("/metrics", get(ops::metrics))
             .route("/api/openapi.json", get(openapi::serve))
+            .route(
+                "/api/manifest.schema.json",
+                get(openapi::serve_manifest_schema),
+            )
             .route("/api/agents", get(agents::list).post(agents::create))
             .route("/api/agents/tasks", get(tasks::list))
             .route("/api/agents/tasks/{task_id}", get(tasks::get))

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document of the API, generated from the route handlers and the request and
 //! response types (utoipa); served at `/api/openapi.json` and checked in as
-//! `schemas/openapi.json` (a test fails when the two drift apart).
+//! `schemas/openapi.json` (a test fails when the two drift apart). The manifests in request
+//! bodies reference the manifest's JSON Schema relative to the document (`manifest.schema.json`),
+//! served at `/api/manifest.schema.json` and checked in as `schemas/manifest.schema.json`.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -64,4 +66,13 @@ pub fn openapi_json() -> String {
 /// `GET /api/openapi.json`.
 pub(crate) async fn serve() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json())
+}
+
+/// `GET /api/manifest.schema.json`: the manifest's JSON Schema, which the OpenAPI document
+/// references (relative to itself) for the manifests in request bodies.
+pub(crate) async fn serve_manifest_schema() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        capecontrol_core::validate::manifest_schema_string(),
+    )
 }

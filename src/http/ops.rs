@@ -218,11 +218,36 @@ async fn admin_only(state: &ApiState, by: &Principal, action: &str) -> ApiResult
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CreateKey {
+    /// The user the key authenticates as: 1 to 255 bytes of UTF-8, not blank (at least one
+    /// non-whitespace character). `maxLength` counts characters, so a non-ASCII user id may be
+    /// shorter than 255 characters and still too long (JSON Schema cannot count bytes).
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     user_id: String,
+    /// Its roles, each 1 to 255 bytes of UTF-8 and not blank (as `user_id`).
     #[serde(default)]
+    #[schema(schema_with = key_roles)]
     roles: Vec<String>,
+    /// A name for the key (may be empty): at most 255 bytes of UTF-8 (as `user_id`).
     #[serde(default)]
+    #[schema(max_length = 255)]
     name: String,
+}
+
+/// The schema of `CreateKey::roles`: strings of 1 to 255 characters, not blank.
+fn key_roles() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .description(Some(
+            "Its roles, each 1 to 255 bytes of UTF-8 and not blank (as `user_id`).",
+        ))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(super::auth::MAX_KEY_FIELD))
+                .pattern(Some(r"\S")),
+        )
+        .build()
 }
 
 #[utoipa::path(

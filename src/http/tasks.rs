@@ -130,7 +130,7 @@ impl TaskView {
     post,
     path = "/api/agents/{id}/tasks",
     tag = "tasks",
-    params(("id" = String, Path, description = "The agent's id or slug"), ("Idempotency-Key" = Option<String>, Header, description = "Submits with the same key return the same task")),
+    params(("id" = String, Path, description = "The agent's id or slug"), ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~]([\t -~]*[!-~])?$", description = "Submits with the same key return the same task. 1 to 255 visible ASCII characters (spaces and tabs allowed inside); anything else is a 400 at `/header/Idempotency-Key`")),
     request_body = Submit,
     responses(
         (status = 202, description = "Accepted", body = Submitted),
@@ -357,6 +357,7 @@ pub(crate) async fn rate(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// Resume after this event sequence number (ignored when `Last-Event-ID` is sent).
     #[serde(default)]
     after: Option<u64>,
 }
@@ -372,7 +373,7 @@ pub(crate) struct EventsQuery {
     get,
     path = "/api/agents/tasks/{task_id}/events",
     tag = "tasks",
-    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    params(("task_id" = Uuid, Path, description = "The task's id (a UUID)"), EventsQuery, ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this event: an event's sequence number (a decimal unsigned 64-bit integer; anything else is a 400 at `/header/Last-Event-ID`); wins over `after`")),
     responses(
         (status = 200, description = "Server-Sent Events: id = sequence number, event = kind, data = the event as JSON (`queued` carries `kind.trigger`, a TriggerSource, when a trigger started the task)", content_type = "text/event-stream", body = String),
         Reads
