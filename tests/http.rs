@@ -1268,3 +1268,183 @@ async fn a_child_task_names_its_parent_and_is_listed_under_it() {
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["items"], json!([]), "{v}");
 }
+
+/// The request constraints of the OpenAPI document are the server's: for each constrained
+/// field, a value its schema accepts is not a validation error (400) and a value it rejects is.
+/// The byte limits are checked with ASCII values (a JSON Schema counts characters).
+#[tokio::test]
+async fn the_openapi_request_constraints_are_the_servers() {
+    let doc: Value = serde_json::from_str(&capecontrol::http::openapi_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let field = |record: &str, name: &str| schemas[record]["properties"][name].clone();
+    let header = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    let valid = |schema: &Value, value: &Value| {
+        jsonschema::validator_for(schema)
+            .unwrap_or_else(|e| panic!("{schema}: {e}"))
+            .is_valid(value)
+    };
+    let blank_and_long = |max: usize| -> Vec<String> {
+        [
+            "", " ", "\t\n", "\u{3000}", "a", " a ", "é", "user.1", "a b",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(["x".repeat(max), "x".repeat(max + 1)])
+        .collect()
+    };
+    let s = Server::start().await;
+    s.install_alice().await;
+    let mut checked = 0;
+
+    // POST /api/events: `event` (a dotted lowercase name), `id` (1 to 128 bytes).
+    let schema = field("Emit", "event");
+    for name in [
+        "payment.completed",
+        "a.b",
+        "a-b_c.d9.e",
+        "a",
+        "A.b",
+        "a..b",
+        "a.",
+        ".a",
+        "1a.b",
+        "a.b c",
+        "a.b\n",
+        "a.b-",
+        "a_.b_",
+    ] {
+        let (st, v) = s
+            .post("/api/events", &s.admin, json!({"event": name}))
+            .await;
+        assert_eq!(
+            st != 400,
+            valid(&schema, &json!(name)),
+            "event {name:?}: {st} {v}"
+        );
+        checked += 1;
+    }
+    let schema = field("Emit", "id");
+    for id in blank_and_long(128) {
+        let body = json!({"event": "schema.check", "id": id});
+        let (st, v) = s.post("/api/events", &s.admin, body).await;
+        assert_eq!(
+            st != 400,
+            valid(&schema, &json!(id)),
+            "event id {id:?}: {st} {v}"
+        );
+        checked += 1;
+    }
+
+    // POST /api/agents: `name` (1 to 64 characters, not blank).
+    let schema = field("CreateAgent", "name");
+    for (i, name) in blank_and_long(64).into_iter().enumerate() {
+        let body = json!({"name": name, "id": format!("schema-check-{i}")});
+        let (st, v) = s.post("/api/agents", &s.admin, body).await;
+        assert_eq!(
+            st != 400,
+            valid(&schema, &json!(name)),
+            "name {name:?}: {st} {v}"
+        );
+        checked += 1;
+    }
+
+    // POST /api/keys: `user_id` and each role (1 to 255 bytes, not blank), `name` (≤ 255).
+    let (user_id, name) = (field("CreateKey", "user_id"), field("CreateKey", "name"));
+    let roles = field("CreateKey", "roles");
+    for value in blank_and_long(255) {
+        for (body, schema, what) in [
+            (json!({"user_id": value}), &user_id, json!(value)),
+            (
+                json!({"user_id": "u", "roles": [value]}),
+                &roles,
+                json!([value]),
+            ),
+            (json!({"user_id": "u", "name": value}), &name, json!(value)),
+        ] {
+            let (st, v) = s.post("/api/keys", &s.admin, body.clone()).await;
+            assert_eq!(st != 400, valid(schema, &what), "{body}: {st} {v}");
+            checked += 1;
+        }
+    }
+
+    // POST /api/agents/{id}/versions: `version` (strict SemVer) when the manifest has none.
+    let schema = field("AddVersion", "version");
+    for (i, version) in [
+        "1.0.0",
+        "0.1.0-rc.1+build.5",
+        "1.2",
+        "v1.2.3",
+        "01.2.3",
+        "1.2.3-",
+        "1.2.3-01",
+        "1.2.3+01",
+        "1.2.3 ",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("schema-version-{i}");
+        let (st, v) = s
+            .post("/api/agents", &s.admin, json!({"name": id, "id": id}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let manifest = json!({"name": "Versioned", "description": "A version check."});
+        let body = json!({"manifest": manifest, "version": version});
+        let (st, v) = s
+            .post(&format!("/api/agents/{id}/versions"), &s.admin, body)
+            .await;
+        assert_eq!(
+            st != 400,
+            valid(&schema, &json!(version)),
+            "version {version:?}: {st} {v}"
+        );
+        checked += 1;
+    }
+
+    // POST /api/agents/{id}/tasks: the `Idempotency-Key` header.
+    let path = "/api/agents/{id}/tasks";
+    let schema = header(path, "post", "Idempotency-Key");
+    for key in ["k", "a b", "a\tb", "~!", &"x".repeat(255), &"x".repeat(256)] {
+        let st = s
+            .http
+            .post(format!("{}/api/agents/echo-agent/tasks", s.url))
+            .bearer_auth(&s.alice)
+            .header("idempotency-key", key)
+            .json(&json!({"task": "echo", "input": {"text": "key"}}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(st != 400, valid(&schema, &json!(key)), "key {key:?}: {st}");
+        checked += 1;
+    }
+    let st = s
+        .http
+        .post(format!("{}/api/agents/echo-agent/tasks", s.url))
+        .bearer_auth(&s.alice)
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .json(&json!({"task": "echo", "input": {"text": "key"}}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, 400, "a non-ASCII key");
+    assert!(!valid(&schema, &json!("café")));
+
+    // GET …/events: `Last-Event-ID` is an unsigned integer.
+    let schema = header("/api/agents/tasks/{task_id}/events", "get", "Last-Event-ID");
+    assert_eq!(schema["type"], "integer", "{schema}");
+    assert_eq!(schema["minimum"], 0, "{schema}");
+    assert!(checked > 80, "{checked} values checked");
+}
