@@ -1047,6 +1047,29 @@ async fn the_openapi_document_is_checked_in_and_served() {
     let (st, _, served) = s.call(Method::GET, "/api/openapi.json", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(served, doc);
+
+    // The manifest schema the document's request bodies reference (relative to the document),
+    // served beside it without a key and the same as the checked-in one.
+    let body = &doc["paths"]["/api/agents/{id}/versions/suggest"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/Manifest");
+    assert_eq!(
+        doc["components"]["schemas"]["Manifest"]["$ref"],
+        "manifest.schema.json"
+    );
+    let (st, _, served) = s
+        .call(Method::GET, "/api/manifest.schema.json", None, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let checked_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/manifest.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, checked_in);
 }
 
 /// `POST …/rating`: the task's user rates a completed task 1–5 (400 at `/score` outside that
