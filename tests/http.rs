@@ -1137,6 +1137,22 @@ async fn a_completed_task_is_rated_and_the_score_is_exported() {
         .find(|l| l.starts_with("user_satisfaction_score{") && l.contains("agent=\"echo-agent\""))
         .unwrap_or_else(|| panic!("no user_satisfaction_score for echo-agent in:\n{text}"));
     assert!(line.ends_with(" 4"), "{line}");
+
+    // The score is an `integer` as JSON Schema defines it: `5.0` is 5, `4.5` is no score.
+    let (st, h, v) = s
+        .call(
+            Method::POST,
+            &path,
+            Some(&s.alice),
+            Some(json!({"score": 4.5})),
+        )
+        .await;
+    assert_problem(st, &h, &v, 400, "validation");
+    assert_eq!(v["errors"][0]["pointer"], "/score", "{v}");
+    let (st, v) = s.post(&path, &s.alice, json!({"score": 5.0})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["score"], 5, "{v}");
+    assert_eq!(v["previous"], 4, "{v}");
 }
 
 /// `GET /api/agents?owner=`: only the agents that user created; the native agent's owner is
@@ -1464,6 +1480,34 @@ async fn the_openapi_request_constraints_are_the_servers() {
         .status();
     assert_eq!(st, 400, "a non-ASCII key");
     assert!(!valid(&schema, &json!("café")));
+
+    // POST /api/agents/{id}/tasks: `priority` is an `integer` (int32), which in JSON Schema
+    // includes numbers such as `2.0`.
+    let schema = field("Submit", "priority");
+    for priority in [
+        json!(2),
+        json!(2.0),
+        json!(-3.0),
+        json!(2.5),
+        json!(2_147_483_647),
+        json!(2_147_483_648_i64),
+        json!(2_147_483_648.0),
+        json!(-2_147_483_649.0),
+        json!(1e300),
+        json!("2"),
+    ] {
+        let body = json!({"task": "echo", "input": {"text": "p"}, "priority": priority});
+        let (st, v) = s.post("/api/agents/echo-agent/tasks", &s.alice, body).await;
+        assert_eq!(
+            st != 400,
+            valid(&schema, &priority),
+            "priority {priority}: {st} {v}"
+        );
+        if st == 400 {
+            assert_eq!(v["errors"][0]["pointer"], "/priority", "{v}");
+        }
+        checked += 1;
+    }
 
     // GET …/events: `Last-Event-ID` is an unsigned integer.
     let schema = header("/api/agents/tasks/{task_id}/events", "get", "Last-Event-ID");

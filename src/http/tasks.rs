@@ -35,7 +35,9 @@ pub(crate) struct Submit {
     task: String,
     #[serde(default = "empty_object")]
     input: Value,
-    #[serde(default)]
+    /// Higher runs first (default 0); any 32-bit integer.
+    #[serde(default, deserialize_with = "super::extract::integral")]
+    #[schema(minimum = -2_147_483_648, maximum = 2_147_483_647)]
     priority: i32,
     #[serde(default)]
     run_at: Option<DateTime<Utc>>,
@@ -297,6 +299,7 @@ pub(crate) async fn cancel(
 pub(crate) struct Rate {
     /// 1 (poor) to 5 (excellent).
     #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "super::extract::integral")]
     score: u8,
 }
 
