@@ -34,6 +34,18 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
     }
 }
 
+/// Refuses inside a transaction: rolls `tx` back, then answers `refusal`. A dropped
+/// transaction is rolled back only when the pool takes its connection back, and its row
+/// locks stay until then (a claim, which skips locked rows, would pass over a task a refused
+/// write had locked); rolled back here, the rows are free when the caller hears the answer.
+pub(crate) async fn refuse<T>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    refusal: Error,
+) -> capecontrol_core::Result<T> {
+    tx.rollback().await.map_err(db)?;
+    Err(refusal)
+}
+
 /// SQLSTATEs after which the same statement may succeed when repeated: connection exceptions
 /// (class 08), serialization failure and deadlock (40001, 40P01), too many connections
 /// (53300), and a server shutting down, crashed or starting (57P01, 57P02, 57P03).

@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::error::db;
+use crate::error::{db, refuse};
 use crate::rows;
 use crate::store::PostgresStore;
 
@@ -25,10 +25,7 @@ impl RatingStore for PostgresStore {
             .map(|row| rows::task(&row))
             .transpose()?;
         if let Err(e) = check_rating(task.as_ref(), task_id, by, score) {
-            // Rolled back before answering: dropping `tx` would leave the row share-locked
-            // until the pool takes the connection back.
-            tx.rollback().await.map_err(db)?;
-            return Err(e);
+            return refuse(tx, e).await;
         }
         let Some(task) = task else {
             return Err(capecontrol_core::Error::not_found(

@@ -8,7 +8,7 @@ use capecontrol_core::store::{
 use capecontrol_core::{Error, Result, VersionStatus};
 use sqlx::Row;
 
-use crate::error::{db, db_agent};
+use crate::error::{db, db_agent, refuse};
 use crate::rows;
 use crate::store::PostgresStore;
 
@@ -142,12 +142,8 @@ impl RegistryStore for PostgresStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-        // A refusal rolls the transaction back before it answers: sqlx rolls a dropped `tx`
-        // back only when the pool takes its connection back, and the agent's row stays locked
-        // until then.
         if agent.is_none() {
-            tx.rollback().await.map_err(db)?;
-            return Err(Error::not_found("agent", agent_id));
+            return refuse(tx, Error::not_found("agent", agent_id)).await;
         }
         let status: Option<Option<String>> = sqlx::query_scalar(
             "SELECT status FROM agent_versions WHERE agent_id = $1 AND version = $2",
@@ -159,18 +155,15 @@ impl RegistryStore for PostgresStore {
         .map_err(db)?;
         match status {
             None => {
-                tx.rollback().await.map_err(db)?;
-                return Err(Error::not_found(
-                    "agent version",
-                    format!("{agent_id}@{version}"),
-                ));
+                let missing = Error::not_found("agent version", format!("{agent_id}@{version}"));
+                return refuse(tx, missing).await;
             }
             Some(s) if s.as_deref() != Some("draft") => {
-                tx.rollback().await.map_err(db)?;
-                return Err(Error::conflict(format!(
+                let not_draft = Error::conflict(format!(
                     "version {agent_id}@{version} is {}, not draft",
                     s.unwrap_or_default()
-                )));
+                ));
+                return refuse(tx, not_draft).await;
             }
             Some(_) => {}
         }
