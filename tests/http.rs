@@ -1448,6 +1448,53 @@ async fn the_openapi_request_constraints_are_the_servers() {
         checked += 1;
     }
 
+    // POST /api/agents/{id}/versions: a manifest's integer fields are JSON Schema `integer`s
+    // in the schema the document references, so `30.0` is one and `30.5` is not.
+    let schema = capecontrol::validate::manifest_schema();
+    let id = "schema-manifest-integers";
+    let (st, v) = s
+        .post("/api/agents", &s.admin, json!({"name": id, "id": id}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let mut patch = 0;
+    for (field, value) in [
+        ("timeout", json!(30.0)),
+        ("timeout", json!(300.0)),
+        ("timeout", json!(30.5)),
+        ("timeout", json!(301.0)),
+        ("timeout", json!("30")),
+        ("retries", json!(2.0)),
+        ("retries", json!(-1.0)),
+        ("concurrent_tasks", json!(8.0)),
+        ("ask_timeout", json!(60.0)),
+        ("ask_timeout", json!(0.5)),
+        ("task_timeout", json!(20.0)),
+        ("task_timeout", json!(20.5)),
+    ] {
+        patch += 1;
+        let mut manifest = json!({
+            "name": "Integers", "description": "An integer check.",
+            "version": format!("1.0.{patch}"), "tasks": [{"name": "t"}],
+        });
+        match field {
+            "task_timeout" => manifest["tasks"][0]["timeout"] = value.clone(),
+            _ => manifest["config"] = json!({ field: value }),
+        }
+        let (st, v) = s
+            .post(
+                &format!("/api/agents/{id}/versions"),
+                &s.admin,
+                json!({"manifest": manifest}),
+            )
+            .await;
+        assert_eq!(
+            st != 400,
+            valid(schema, &manifest),
+            "{field} {value}: {st} {v}"
+        );
+        checked += 1;
+    }
+
     // POST /api/agents/{id}/tasks: the `Idempotency-Key` header.
     let path = "/api/agents/{id}/tasks";
     let schema = header(path, "post", "Idempotency-Key");

@@ -155,11 +155,17 @@ pub struct Dependencies {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Wall-clock limit of one attempt, in seconds (1..=300, default 30).
-    #[serde(default = "Config::default_timeout")]
+    #[serde(
+        default = "Config::default_timeout",
+        deserialize_with = "crate::validate::integral"
+    )]
     #[schemars(range(min = 1, max = 300))]
     pub timeout: u32,
     /// Retries after the first attempt (0..=10, default 3).
-    #[serde(default = "Config::default_retries")]
+    #[serde(
+        default = "Config::default_retries",
+        deserialize_with = "crate::validate::integral"
+    )]
     #[schemars(range(min = 0, max = 10))]
     pub retries: u32,
     /// Memory limit, a number and a unit (`512MB`, `1GiB`), at least 6 MB.
@@ -171,13 +177,20 @@ pub struct Config {
     #[schemars(pattern(patterns::CPU_LIMIT))]
     pub cpu_limit: Option<String>,
     /// Tasks of this agent that may run at once (≥ 1, default 5).
-    #[serde(default = "Config::default_concurrent_tasks")]
+    #[serde(
+        default = "Config::default_concurrent_tasks",
+        deserialize_with = "crate::validate::integral"
+    )]
     #[schemars(range(min = 1, max = 4_294_967_295u32))]
     pub concurrent_tasks: u32,
     /// How long a question asked with `ask_user` waits for its answer unless the question
     /// says otherwise, in seconds (1..=2,592,000, 30 days; default 86,400, one day). The
     /// wait holds no worker: this is wall-clock time, not part of `timeout`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::validate::integral_opt"
+    )]
     #[schemars(range(min = 1, max = 2_592_000))]
     pub ask_timeout: Option<u32>,
 }
@@ -319,7 +332,11 @@ pub struct TaskDecl {
     #[schemars(extend("type" = ["object", "boolean", "null"]))]
     pub output_schema: Option<serde_json::Value>,
     /// A narrower timeout for this task, in seconds (1..=300, at most `config.timeout`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::validate::integral_opt"
+    )]
     #[schemars(range(min = 1, max = 300))]
     pub timeout: Option<u32>,
 }

@@ -12,7 +12,8 @@
 //!    every external `$ref` resolution disabled. Its errors are rewritten into short messages:
 //!    a missing field is reported where it would be (`/name: is required`), an unknown field at
 //!    its own pointer (`/permisions: unknown field`), a duplicate tool at its own index
-//!    (`/tools/1: is a duplicate of /tools/0`).
+//!    (`/tools/1: is a duplicate of /tools/0`). Its `integer` counts `30.0`, and so does the
+//!    typed manifest, which reads it as 30 ([`integral`]).
 //! 3. **Semantic rules** — what a schema cannot say: SemVer through the `semver` crate, cron
 //!    expressions through `croner`, the 6 MB memory floor, `cpu_limit > 0`, `ui.settings_schema`
 //!    being itself a valid draft 2020-12 schema of type object with only local `$ref`s, task and
@@ -34,6 +35,7 @@
 //! ]);
 //! ```
 
+mod integral;
 mod limits;
 mod messages;
 mod order;
@@ -52,6 +54,7 @@ use serde_json::Value;
 use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
+pub use integral::{integral, integral_opt};
 pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, parse_json, too_large_error};
 pub(crate) use pointer::{join_pointer, push_token};
 pub use settings::{

@@ -140,39 +140,6 @@ fn invalid<E: std::fmt::Display>(
     ))
 }
 
-/// Reads an integer field of a request body as JSON Schema's `integer` is defined (the type
-/// the OpenAPI document gives it): any number whose fractional part is zero, so `2` and `2.0`
-/// alike (clients whose numbers are all floats send the latter), within `T`'s range; `2.5`, a
-/// string or an out-of-range number is an error at the field's pointer. For
-/// `#[serde(deserialize_with = "integral")]`.
-pub(crate) fn integral<'de, D, T>(de: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<i64> + TryFrom<u64>,
-{
-    use serde::Deserialize as _;
-    use serde::de::Error as _;
-    let n = serde_json::Number::deserialize(de)?;
-    let out_of_range = || D::Error::custom(format!("invalid value: {n}, out of range"));
-    if let Some(i) = n.as_i64() {
-        return T::try_from(i).map_err(|_| out_of_range());
-    }
-    if let Some(u) = n.as_u64() {
-        return T::try_from(u).map_err(|_| out_of_range());
-    }
-    match n.as_f64() {
-        // Exactly representable as i64 (|f| < 2^63) and whole.
-        Some(f) if f.fract() == 0.0 && f.abs() < 2f64.powi(63) => {
-            // The cast is exact: `f` is whole and within i64's range.
-            T::try_from(f as i64).map_err(|_| out_of_range())
-        }
-        Some(f) if f.fract() == 0.0 => Err(out_of_range()),
-        _ => Err(D::Error::custom(format!(
-            "invalid value: {n}, expected an integer"
-        ))),
-    }
-}
-
 /// A JSON request body, read up to [`HttpConfig::body_limit`] (413 beyond), with unknown
 /// fields rejected by the target type and every error at its pointer.
 #[derive(Debug, Clone)]

@@ -36,7 +36,7 @@ pub(crate) struct Submit {
     #[serde(default = "empty_object")]
     input: Value,
     /// Higher runs first (default 0); any 32-bit integer.
-    #[serde(default, deserialize_with = "super::extract::integral")]
+    #[serde(default, deserialize_with = "crate::validate::integral")]
     #[schema(minimum = -2_147_483_648, maximum = 2_147_483_647)]
     priority: i32,
     #[serde(default)]
@@ -299,7 +299,7 @@ pub(crate) async fn cancel(
 pub(crate) struct Rate {
     /// 1 (poor) to 5 (excellent).
     #[schema(minimum = 1, maximum = 5)]
-    #[serde(deserialize_with = "super::extract::integral")]
+    #[serde(deserialize_with = "crate::validate::integral")]
     score: u8,
 }
 

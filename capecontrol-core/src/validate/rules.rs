@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use capecontrol_rules::{CpuLimitError, MemoryLimitError, NameError};
 use serde_json::{Map, Value};
 
+use super::integral::whole;
 use super::messages::{cron_problem, semver_message};
 use super::pointer::join_pointer;
 use super::settings;
@@ -43,8 +44,12 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
 
     if let Some(config) = obj_at(m, "config") {
         for field in ["timeout", "retries", "concurrent_tasks"] {
-            // JSON Schema counts 30.0 as an integer; the typed manifest does not.
-            if config.get(field).is_some_and(Value::is_f64) {
+            // 30.0 is an integer (JSON Schema's, and the typed manifest reads it as 30); 30.5
+            // is not, which the schema layer reports too.
+            if config
+                .get(field)
+                .is_some_and(|v| v.is_f64() && whole(v).is_none())
+            {
                 err(format!("/config/{field}"), "must be an integer".into());
             }
         }
@@ -107,22 +112,22 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
         let agent_timeout = m
             .get("config")
             .and_then(|c| c.get("timeout"))
-            .and_then(Value::as_u64)
-            .filter(|t| (1..=u64::from(Config::MAX_TIMEOUT)).contains(t))
-            .unwrap_or(u64::from(Config::DEFAULT_TIMEOUT));
+            .and_then(whole)
+            .filter(|t| (1..=i128::from(Config::MAX_TIMEOUT)).contains(t))
+            .unwrap_or(i128::from(Config::DEFAULT_TIMEOUT));
         for (i, task) in tasks.iter().enumerate() {
             let Some(task) = task.as_object() else {
                 continue;
             };
             let base = format!("/tasks/{i}");
             if let Some(t) = task.get("timeout") {
-                if t.is_f64() {
+                if t.is_f64() && whole(t).is_none() {
                     out.push(FieldError::new(
                         format!("{base}/timeout"),
                         "must be an integer",
                     ));
-                } else if let Some(t) = t.as_u64()
-                    && (1..=u64::from(Config::MAX_TIMEOUT)).contains(&t)
+                } else if let Some(t) = whole(t)
+                    && (1..=i128::from(Config::MAX_TIMEOUT)).contains(&t)
                     && t > agent_timeout
                 {
                     out.push(FieldError::new(

@@ -716,6 +716,72 @@ fn task_and_tool_declarations() {
     );
 }
 
+/// JSON does not tell 30 from 30.0, and JSON Schema's `integer` (which the published manifest
+/// schema gives these fields) counts both: the validator accepts a whole float wherever it
+/// accepts the integer, reads it as that integer, and applies the same rules to it.
+#[test]
+fn whole_floats_are_integers() {
+    for (pointer, value) in [
+        ("/config/timeout", json!(300.0)),
+        ("/config/retries", json!(0.0)),
+        ("/config/concurrent_tasks", json!(1000.0)),
+        ("/config/ask_timeout", json!(3600.0)),
+        ("/tasks", json!([{"name": "t", "timeout": 30.0}])),
+    ] {
+        ok(pointer, &value);
+    }
+    let mut m = with(
+        "/config",
+        json!({"timeout": 120.0, "retries": 2.0, "concurrent_tasks": 7.0, "ask_timeout": 60.0}),
+    );
+    m["tasks"] = json!([{"name": "t", "timeout": 120.0}, {"name": "u", "timeout": 121.0}]);
+    // The task's limit is read from the float `config.timeout` as from the integer.
+    assert_eq!(
+        errors(&m),
+        ["/tasks/1/timeout: must be at most config.timeout (120)"]
+    );
+    m["tasks"] = json!([{"name": "t", "timeout": 90.0}]);
+    let manifest = validate_manifest(&m).unwrap();
+    let config = manifest.config();
+    assert_eq!(
+        (
+            config.timeout,
+            config.retries,
+            config.concurrent_tasks,
+            config.ask_timeout
+        ),
+        (120, 2, 7, Some(60))
+    );
+    assert_eq!(manifest.tasks[0].timeout, Some(90));
+    // The same bounds as for integers.
+    bad(
+        "/config/timeout",
+        &json!(301.0),
+        "/config/timeout: must be at most 300",
+    );
+    bad(
+        "/config/retries",
+        &json!(-1.0),
+        "/config/retries: must be at least 0",
+    );
+    bad(
+        "/tasks",
+        &json!([{"name": "t", "timeout": 31.0}]),
+        "/tasks/0/timeout: must be at most config.timeout (30)",
+    );
+    // A fraction is still not an integer.
+    bad(
+        "/config/retries",
+        &json!(2.5),
+        "/config/retries: must be an integer",
+    );
+    bad(
+        "/tasks",
+        &json!([{"name": "t", "timeout": 20.5}]),
+        "/tasks/0/timeout: must be an integer or null",
+    );
+}
+
 #[test]
 fn unknown_fields_are_reported_at_their_own_pointer() {
     bad(
