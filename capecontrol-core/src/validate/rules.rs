@@ -43,16 +43,6 @@ pub(super) fn check(root: &Value) -> Vec<FieldError> {
     }
 
     if let Some(config) = obj_at(m, "config") {
-        for field in ["timeout", "retries", "concurrent_tasks"] {
-            // 30.0 is an integer (JSON Schema's, and the typed manifest reads it as 30); 30.5
-            // is not, which the schema layer reports too.
-            if config
-                .get(field)
-                .is_some_and(|v| v.is_f64() && whole(v).is_none())
-            {
-                err(format!("/config/{field}"), "must be an integer".into());
-            }
-        }
         if let Some(s) = str_at(config, "memory_limit") {
             match capecontrol_rules::memory_limit(s) {
                 Err(MemoryLimitError::BelowMinimum) => {
@@ -120,21 +110,16 @@ fn check_declarations(m: &Map<String, Value>, out: &mut Vec<FieldError>) {
                 continue;
             };
             let base = format!("/tasks/{i}");
-            if let Some(t) = task.get("timeout") {
-                if t.is_f64() && whole(t).is_none() {
-                    out.push(FieldError::new(
-                        format!("{base}/timeout"),
-                        "must be an integer",
-                    ));
-                } else if let Some(t) = whole(t)
-                    && (1..=i128::from(Config::MAX_TIMEOUT)).contains(&t)
-                    && t > agent_timeout
-                {
-                    out.push(FieldError::new(
-                        format!("{base}/timeout"),
-                        format!("must be at most config.timeout ({agent_timeout})"),
-                    ));
-                }
+            // Read as the typed manifest reads it: 30.0 is 30 (a fraction is the schema
+            // layer's to report).
+            if let Some(t) = task.get("timeout").and_then(whole)
+                && (1..=i128::from(Config::MAX_TIMEOUT)).contains(&t)
+                && t > agent_timeout
+            {
+                out.push(FieldError::new(
+                    format!("{base}/timeout"),
+                    format!("must be at most config.timeout ({agent_timeout})"),
+                ));
             }
             schemas(task, &base, out);
         }
