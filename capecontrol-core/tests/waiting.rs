@@ -116,3 +116,71 @@ async fn a_wait_for_a_cancelled_queued_task_returns_cancelled() {
         .unwrap();
     assert_eq!(t.status, TaskStatus::Cancelled);
 }
+
+#[tokio::test]
+async fn the_listener_ends_once_nobody_waits_and_the_next_wait_starts_another() {
+    let mem = Arc::new(MemoryStore::new());
+    let store: Arc<dyn Store> = mem.clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let g = Arc::clone(&gate);
+    let a = agent(
+        manifest("Gated", Config::default(), &[]),
+        move |_, input, _| {
+            let g = Arc::clone(&g);
+            Box::pin(async move {
+                g.acquire().await.expect("gate").forget();
+                Ok(json!(input["i"]))
+            })
+        },
+    );
+    let p = Arc::new(platform_with(store.clone(), vec![a], fast_config()).await);
+    install(&store, "gated", "alice", &[]).await;
+    let before = mem.subscribers();
+    let submit = |i: i64| {
+        let p = Arc::clone(&p);
+        async move {
+            p.submit(TaskRequest::new("gated", "run", json!({ "i": i }), user()))
+                .await
+                .unwrap()
+        }
+    };
+    // Polls the store's subscriber count until it is `n` (or fails after five seconds).
+    let subscribers_become = |n: usize| {
+        let mem = Arc::clone(&mem);
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while mem.subscribers() != n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} subscribers, expected {n}",
+                    mem.subscribers()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    for round in 0..2 {
+        // A pending wait holds the node's one subscription (started anew in the second round).
+        let id = submit(round).await;
+        let p2 = Arc::clone(&p);
+        let w = tokio::spawn(async move { p2.wait(id, &user()).await });
+        subscribers_become(before + 1).await;
+        gate.add_permits(1);
+        // Woken by the terminal event, well before the re-read after a second of silence.
+        let t = tokio::time::timeout(Duration::from_millis(500), w)
+            .await
+            .expect("the terminal event wakes the wait")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.output, Some(json!(round)), "round {round}");
+
+        // Nobody waits now: the next event that passes ends the listener and its
+        // subscription, where it used to be woken by every event of every task for good.
+        let other = submit(100 + round).await;
+        subscribers_become(before).await;
+        gate.add_permits(1);
+        let done = p.wait(other, &user()).await.unwrap();
+        assert_eq!(done.status, TaskStatus::Completed);
+    }
+}

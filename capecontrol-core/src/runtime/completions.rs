@@ -5,6 +5,9 @@
 //!
 //! One listener per node (started by the first wait) reads the store's live events and wakes
 //! the waiters of a task when its terminal event (`completed`, `failed`, `cancelled`) passes.
+//! It lives only while someone waits: the first event that passes with no waiter registered
+//! ends it and drops its subscription, so a node that waited once does not wake a task for
+//! every event of every task from then on; the next wait starts a new one.
 //! A waiter then reads the row; it never trusts the event alone. Live delivery may be lossy
 //! (across nodes it travels by NOTIFY): a lagging listener wakes every waiter, and a waiter that
 //! hears nothing for [`REREAD_AFTER`](super::watch::REREAD_AFTER) reads the row again, so a
@@ -49,7 +52,16 @@ impl Completions {
     /// Registers a waiter for `task_id` (starting the node's listener on first use). The
     /// registration ends when the returned [`Waiter`] is dropped.
     pub(crate) fn register(self: &Arc<Self>, store: &Arc<dyn Store>, task_id: Uuid) -> Waiter {
-        self.listen(store);
+        // The listener lock is held until the slot is in: a listener that finds no waiter and
+        // ends (under the same lock, see `retire`) either ends before this registration, which
+        // then starts a new one, or sees its slot and stays.
+        let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
+        if !listener.as_ref().is_some_and(|h| !h.is_finished()) {
+            // Subscribed here, before any waiter reads its row: no terminal event can fall
+            // between.
+            let events = store.subscribe();
+            *listener = Some(tokio::spawn(listen(Arc::downgrade(self), events)));
+        }
         let notify = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = slots.entry(task_id).or_insert_with(|| Slot {
@@ -59,6 +71,7 @@ impl Completions {
             slot.waiters += 1;
             Arc::clone(&slot.notify)
         };
+        drop(listener);
         Waiter {
             completions: Arc::clone(self),
             task_id,
@@ -66,14 +79,21 @@ impl Completions {
         }
     }
 
-    fn listen(self: &Arc<Self>, store: &Arc<dyn Store>) {
+    /// Whether no waiter is registered.
+    fn idle(&self) -> bool {
+        self.slots.lock().map(|s| s.is_empty()).unwrap_or_default()
+    }
+
+    /// Ends the listener if no waiter is registered (checked under the listener lock, which
+    /// `register` holds until its slot is in); returns whether it did.
+    fn retire(&self) -> bool {
         let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        if listener.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
+        if self.idle() {
+            *listener = None;
+            true
+        } else {
+            false
         }
-        // Subscribed here, before any waiter reads its row: no terminal event can fall between.
-        let events = store.subscribe();
-        *listener = Some(tokio::spawn(listen(Arc::downgrade(self), events)));
     }
 
     fn wake(&self, task_id: Uuid) {
@@ -128,6 +148,11 @@ async fn listen(
                 completions.wake_all();
                 return;
             }
+        }
+        // Nobody waits: end here (dropping the subscription) rather than be woken by every
+        // event of every task until the next wait.
+        if completions.idle() && completions.retire() {
+            return;
         }
     }
 }
