@@ -56,7 +56,7 @@ impl Completions {
         // ends (under the same lock, see `retire`) either ends before this registration, which
         // then starts a new one, or sees its slot and stays.
         let mut listener = self.listener.lock().unwrap_or_else(|e| e.into_inner());
-        if !listener.as_ref().is_some_and(|h| !h.is_finished()) {
+        if listener.as_ref().is_none_or(|h| h.is_finished()) {
             // Subscribed here, before any waiter reads its row: no terminal event can fall
             // between.
             let events = store.subscribe();
