@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capecontrol_core::manifest::Config;
-use capecontrol_core::runtime::TaskRequest;
+use capecontrol_core::runtime::{Platform, TaskRequest};
 use capecontrol_core::store::Store;
 use capecontrol_core::store::memory::MemoryStore;
 use capecontrol_core::{Principal, TaskStatus};
@@ -14,11 +14,12 @@ use tokio::sync::Semaphore;
 
 use capecontrol_testkit::runtime::{agent, fast_config, install, manifest, platform_with, user};
 
-#[tokio::test]
-async fn many_waits_share_one_subscription_and_each_returns_its_final_record() {
+/// A platform on a fresh `MemoryStore` with the agent `gated` installed for alice: each of its
+/// `run` tasks returns its input's `i` once it takes a permit of the returned gate (none at
+/// first), so its waits stay pending until the test lets the task go.
+async fn gated_platform() -> (Arc<MemoryStore>, Arc<Semaphore>, Arc<Platform>) {
     let mem = Arc::new(MemoryStore::new());
     let store: Arc<dyn Store> = mem.clone();
-    // The agent's tasks hold until the test lets them go, so every wait is pending at once.
     let gate = Arc::new(Semaphore::new(0));
     let g = Arc::clone(&gate);
     let a = agent(
@@ -33,6 +34,13 @@ async fn many_waits_share_one_subscription_and_each_returns_its_final_record() {
     );
     let p = Arc::new(platform_with(store.clone(), vec![a], fast_config()).await);
     install(&store, "gated", "alice", &[]).await;
+    (mem, gate, p)
+}
+
+#[tokio::test]
+async fn many_waits_share_one_subscription_and_each_returns_its_final_record() {
+    // The agent's tasks hold until the test lets them go, so every wait is pending at once.
+    let (mem, gate, p) = gated_platform().await;
     let before = mem.subscribers();
     let mut ids = Vec::new();
     for i in 0..50 {
@@ -119,22 +127,7 @@ async fn a_wait_for_a_cancelled_queued_task_returns_cancelled() {
 
 #[tokio::test]
 async fn the_listener_ends_once_nobody_waits_and_the_next_wait_starts_another() {
-    let mem = Arc::new(MemoryStore::new());
-    let store: Arc<dyn Store> = mem.clone();
-    let gate = Arc::new(Semaphore::new(0));
-    let g = Arc::clone(&gate);
-    let a = agent(
-        manifest("Gated", Config::default(), &[]),
-        move |_, input, _| {
-            let g = Arc::clone(&g);
-            Box::pin(async move {
-                g.acquire().await.expect("gate").forget();
-                Ok(json!(input["i"]))
-            })
-        },
-    );
-    let p = Arc::new(platform_with(store.clone(), vec![a], fast_config()).await);
-    install(&store, "gated", "alice", &[]).await;
+    let (mem, gate, p) = gated_platform().await;
     let before = mem.subscribers();
     let submit = |i: i64| {
         let p = Arc::clone(&p);
