@@ -53,7 +53,7 @@
 //! multi-step rounds), `BENCH_DRAIN_WORKERS` [BENCH_WORKERS] (comma-separated), `BENCH_BATCH`
 //! [100], `BENCH_POLL_MS` [10], `BENCH_RATE` tasks/s [100], `BENCH_RATES` [BENCH_RATE]
 //! (comma-separated), `BENCH_SECS` [10], `BENCH_WARMUP_SECS` [1], `BENCH_POOL` connections per
-//! pool [20],
+//! pool [20], `BENCH_PREFETCH` [the round's workers: `cc-prefetch`'s `claim_prefetch`],
 //! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
 //! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen], `BENCH_SLOW_MS` [unset],
 //! `BENCH_DISK_PROBE_MS` [0: no probe]. Without `DATABASE_URL`, `cargo bench` fails and
@@ -104,6 +104,8 @@ struct Settings {
     disk_probe: Duration,
     pool: u32,
     apalis_limit: bool,
+    /// `cc-prefetch`'s `claim_prefetch` (`None`: the round's workers).
+    prefetch: Option<usize>,
     drain_workers: Vec<usize>,
     rates: Vec<u64>,
     multi_steps: usize,
@@ -200,6 +202,7 @@ impl Settings {
             disk_probe: Duration::from_millis(env_or("BENCH_DISK_PROBE_MS", 0)),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
+            prefetch: std::env::var("BENCH_PREFETCH").ok().and_then(|v| v.parse().ok()),
             drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
             rates: env_list("BENCH_RATES", vec![rate]),
             multi_steps: env_or("BENCH_MULTI_STEPS", 10),
@@ -580,9 +583,10 @@ async fn cc_platform(store: Arc<PostgresStore>, s: &Settings, workers: bool) -> 
         .config(PlatformConfig {
             workers: s.workers,
             claim_batch: s.batch,
-            // cc-prefetch: as many tasks claimed beyond the free slots as there are workers.
+            // cc-prefetch: as many tasks claimed beyond the free slots as there are workers
+            // (or `BENCH_PREFETCH`).
             claim_prefetch: if s.system == System::CcPrefetch {
-                s.workers
+                s.prefetch.unwrap_or(s.workers)
             } else {
                 0
             },
