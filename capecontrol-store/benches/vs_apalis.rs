@@ -202,7 +202,10 @@ impl Settings {
             disk_probe: Duration::from_millis(env_or("BENCH_DISK_PROBE_MS", 0)),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
-            prefetch: std::env::var("BENCH_PREFETCH").ok().and_then(|v| v.parse().ok()),
+            prefetch: std::env::var("BENCH_PREFETCH").ok().map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("BENCH_PREFETCH={v} is not a valid value"))
+            }),
             drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
             rates: env_list("BENCH_RATES", vec![rate]),
             multi_steps: env_or("BENCH_MULTI_STEPS", 10),
