@@ -202,10 +202,8 @@ impl Settings {
             disk_probe: Duration::from_millis(env_or("BENCH_DISK_PROBE_MS", 0)),
             pool: env_or("BENCH_POOL", 20),
             apalis_limit: env_or("BENCH_APALIS_LIMIT", 0u8) != 0,
-            prefetch: std::env::var("BENCH_PREFETCH").ok().map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("BENCH_PREFETCH={v} is not a valid value"))
-            }),
+            // Set or not: parsed (and refused loudly) by `env_or` as the other knobs are.
+            prefetch: std::env::var_os("BENCH_PREFETCH").map(|_| env_or("BENCH_PREFETCH", 0)),
             drain_workers: env_list("BENCH_DRAIN_WORKERS", vec![workers]),
             rates: env_list("BENCH_RATES", vec![rate]),
             multi_steps: env_or("BENCH_MULTI_STEPS", 10),
