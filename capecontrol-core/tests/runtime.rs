@@ -17,6 +17,7 @@ use capecontrol_core::{Error, ErrorCategory, TaskStatus};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
+use capecontrol_testkit::poll::until;
 use capecontrol_testkit::runtime::{
     agent, events_within, fast_config, install, manifest, platform_with, user,
 };
@@ -921,14 +922,13 @@ async fn one_worker_one_prefetched_with(
     let first = p.submit(request()).await.unwrap();
     let second = p.submit(request()).await.unwrap();
     // The second is claimed (prefetched) while the first holds the one slot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while store.get_task(second).await.unwrap().status != TaskStatus::Running {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second task was not prefetched"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        "the second task is prefetched",
+        async || store.get_task(second).await.unwrap().status == TaskStatus::Running,
+    )
+    .await;
     (p, [first, second], now, most)
 }
 

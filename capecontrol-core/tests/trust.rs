@@ -18,6 +18,7 @@ use capecontrol_core::{Error, ErrorCategory, Principal, Result, TaskStatus};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
+use capecontrol_testkit::poll::eventually;
 use capecontrol_testkit::runtime::{
     TestAgent, agent, fast_config, install, manifest, platform_with, run_within, user,
 };
@@ -537,15 +538,17 @@ async fn a_dropped_watcher_stops_even_on_a_task_that_never_ends() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(mem.subscribers(), before + 20);
     drop(watchers);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while mem.subscribers() > before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} watchers still follow a task nobody watches",
-            mem.subscribers() - before
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        async || match mem.subscribers().saturating_sub(before) {
+            0 => Ok(()),
+            left => Err(format!(
+                "{left} watchers still follow a task nobody watches"
+            )),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

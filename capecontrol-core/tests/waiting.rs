@@ -12,6 +12,7 @@ use capecontrol_core::{Principal, TaskStatus};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use capecontrol_testkit::poll::eventually;
 use capecontrol_testkit::runtime::{agent, fast_config, install, manifest, platform_with, user};
 
 /// A platform on a fresh `MemoryStore` with the agent `gated` installed for alice: each of its
@@ -141,15 +142,15 @@ async fn the_listener_ends_once_nobody_waits_and_the_next_wait_starts_another() 
     let subscribers_become = |n: usize| {
         let mem = Arc::clone(&mem);
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while mem.subscribers() != n {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{} subscribers, expected {n}",
-                    mem.subscribers()
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            eventually(
+                Duration::from_secs(5),
+                Duration::from_millis(5),
+                async || match mem.subscribers() {
+                    seen if seen == n => Ok(()),
+                    seen => Err(format!("{seen} subscribers, expected {n}")),
+                },
+            )
+            .await
         }
     };
 

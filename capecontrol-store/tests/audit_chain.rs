@@ -11,6 +11,7 @@ use capecontrol_core::audit::{ChainFault, row_hash, verify_chain};
 use capecontrol_core::store::{AuditEvent, AuditFilter, AuditStore, NewAuditEvent, QueueStore};
 use capecontrol_store::PostgresStore;
 use capecontrol_store::sqlx;
+use capecontrol_testkit::poll::until;
 use common::TestDb;
 use serde_json::json;
 
@@ -298,14 +299,13 @@ async fn rows_are_sealed_after_their_commit_by_the_sealer_or_the_next_read() {
         .await
         .unwrap();
     let third = insert("host.third").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while place(third).await != (Some(3), false) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background sealer did not seal the row"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    until(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(10),
+        "the background sealer seals the row",
+        async || place(third).await == (Some(3), false),
+    )
+    .await;
     assert_eq!(store.audit_head().await.unwrap().seq, 3);
     assert!(verify_chain(&store).await.unwrap().is_intact());
     sealer.close().await;

@@ -36,6 +36,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use capecontrol_testkit::poll::{eventually, until};
 use capecontrol_testkit::runtime::install_in;
 
 const URL_ENV: &str = "CAPECONTROL_CRASH_URL";
@@ -229,24 +230,31 @@ async fn three_processes_one_killed() {
         .collect();
 
     // Mid-run: once a quarter is done, while node-0 holds tasks.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        async || {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_owner = 'node-0'",
+            )
             .fetch_one(&pool)
             .await
             .unwrap();
-        let held: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_owner = 'node-0'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if done >= (TASKS / 4) as i64 && held > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the workers made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            if done >= (TASKS / 4) as i64 && held > 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the workers made no progress: {done} completed, {held} held by node-0"
+                ))
+            }
+        },
+    )
+    .await;
     let node0_backends = || {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_stat_activity \
@@ -264,14 +272,13 @@ async fn three_processes_one_killed() {
     // A COMMIT node-0 sent just before it died may still be applied by its server backend, so
     // the orphans are read only once every backend of node-0 has ended: from then on, what
     // node-0 held is what it left behind.
-    let gone = Instant::now() + Duration::from_secs(30);
-    loop {
-        if node0_backends().await.unwrap() == 0 {
-            break;
-        }
-        assert!(Instant::now() < gone, "node-0's backends did not end");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        "node-0's backends end",
+        async || node0_backends().await.unwrap() == 0,
+    )
+    .await;
     let orphans: HashSet<Uuid> = sqlx::query_scalar(
         "SELECT id FROM tasks WHERE status = 'running' AND lease_owner = 'node-0'",
     )
@@ -282,11 +289,13 @@ async fn three_processes_one_killed() {
     .collect();
     assert!(!orphans.is_empty(), "node-0 held tasks when it was killed");
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while unfinished(&pool).await > 0 {
-        assert!(Instant::now() < deadline, "not every task ended in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(90),
+        Duration::from_millis(50),
+        "every task ends",
+        async || unfinished(&pool).await == 0,
+    )
+    .await;
     let elapsed = started.elapsed();
     for w in workers.iter_mut().flatten() {
         let status = w.0.wait().unwrap();

@@ -29,6 +29,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use capecontrol_testkit::poll::{eventually, until};
 use capecontrol_testkit::runtime::{install_in, manifest};
 
 const STEPS: u32 = 2;
@@ -139,16 +140,12 @@ async fn node(
 
 /// A fresh connection, retried while the server is not accepting connections (yet).
 async fn connect(options: &PgConnectOptions) -> PgConnection {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match options.connect().await {
-            Ok(c) => return c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "cannot reconnect: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+    eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        async || (options.connect().await).map_err(|e| format!("cannot reconnect: {e}")),
+    )
+    .await
 }
 
 async fn count(options: &PgConnectOptions, sql: &'static str) -> i64 {
@@ -167,14 +164,13 @@ async fn completed(options: &PgConnectOptions) -> i64 {
 }
 
 async fn wait_until_completed_at_least(options: &PgConnectOptions, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while completed(options).await < n {
-        assert!(
-            Instant::now() < deadline,
-            "no progress: fewer than {n} tasks completed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        &format!("progress: at least {n} tasks completed"),
+        async || completed(options).await >= n,
+    )
+    .await;
 }
 
 /// After the fault: every task completed with the right output, each step with exactly one
@@ -186,19 +182,23 @@ async fn check_drained(
     executions: &Executions,
     faults: usize,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let left = count(
+    eventually(
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        async || {
+            let left = count(
             options,
             "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
         )
         .await;
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} tasks never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            if left == 0 {
+                Ok(())
+            } else {
+                Err(format!("{left} tasks never ended"))
+            }
+        },
+    )
+    .await;
     let mut c = connect(options).await;
     let rows: Vec<(Uuid, String, Value, Option<Value>)> =
         sqlx::query_as("SELECT id, status, input, output FROM tasks")
@@ -532,11 +532,13 @@ async fn an_agent_blocking_its_runtime_thread_keeps_its_lease() {
     });
     let id = rx.await.unwrap();
     // Wait until node A runs it, then start node B, which reclaims expired leases.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runs.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "node A never ran the task");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "node A runs the task",
+        async || !runs.lock().unwrap().is_empty(),
+    )
+    .await;
     let b = blocker_node(&db.options, "node-b", &runs).await;
     let done = tokio::task::spawn_blocking(move || a.join().unwrap())
         .await

@@ -15,6 +15,7 @@ use capecontrol_core::manifest::{Config, Manifest};
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
 use capecontrol_core::store::Store;
 use capecontrol_core::{Error, ErrorCategory, TaskStatus};
+use capecontrol_testkit::poll::until;
 use capecontrol_testkit::runtime::{self as testkit, TestAgent, agent, events_within, user};
 use common::{TestDb, fast_config};
 use serde_json::json;
@@ -400,24 +401,22 @@ async fn a_submission_during_a_poll_starts_in_its_enqueue() {
         .submit(TaskRequest::new("other", "run", json!({}), user()).run_at(due))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event = 'advisory'",
-        )
-        .fetch_one(pg.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no poll's claim came to wait for the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "a poll's claim comes to wait for the lock",
+        async || {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event = 'advisory'",
+            )
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+            waiting > 0
+        },
+    )
+    .await;
 
     let mut wakeups = store.wakeups();
     let id = submit(1).await.unwrap();

@@ -50,12 +50,13 @@ node_scenarios! {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use capecontrol_core::TaskStatus;
     use capecontrol_core::manifest::Config;
     use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
     use capecontrol_core::store::Store;
+    use capecontrol_testkit::poll::until;
     use capecontrol_testkit::runtime::{self as testkit, user};
     use serde_json::json;
 
@@ -117,23 +118,25 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
         .submit(TaskRequest::new("sleeper", "run", json!({}), user()))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.get_task(id).await.unwrap().status != TaskStatus::Waiting {
-        assert!(Instant::now() < deadline, "the task never slept");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "the task sleeps",
+        async || store.get_task(id).await.unwrap().status == TaskStatus::Waiting,
+    )
+    .await;
     let mut blocker = pg.pool().begin().await.unwrap();
     sqlx::query("LOCK TABLE task_waits IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *blocker)
         .await
         .unwrap();
-    while sweeps_waiting(pg.pool()).await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no sweep read the waits while a task slept"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        "a sweep reads the waits while a task sleeps",
+        async || sweeps_waiting(pg.pool()).await > 0,
+    )
+    .await;
     blocker.commit().await.unwrap();
     let done = tokio::time::timeout(Duration::from_secs(10), p.wait(id, &user()))
         .await

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use capecontrol_core::agent::ChildOutcome;
 use capecontrol_core::events::TaskEventKind;
@@ -20,6 +20,7 @@ use capecontrol_core::{Error, ErrorCategory, TaskStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::poll::eventually;
 use crate::runtime::{TestAgent, agent, install, manifest, platform_with, user};
 use crate::waits::until_status;
 
@@ -210,15 +211,19 @@ where
         .submit(TaskRequest::new("family", "fan", input, user()))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let seen = children_of(&a, id).await.len() as u64;
-        if seen >= n / 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {seen} children after 30 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        async || {
+            let seen = children_of(&a, id).await.len() as u64;
+            if seen >= n / 3 {
+                Ok(())
+            } else {
+                Err(format!("only {seen} children of {n}"))
+            }
+        },
+    )
+    .await;
     let at_crash = a.trusted().get(id).await.unwrap();
     assert_eq!(
         at_crash.status,
@@ -400,22 +405,25 @@ pub async fn a_child_spawned_while_the_cancel_travels_is_cancelled<F, Fut>(
         .await
         .unwrap();
     until_status(&p, id, TaskStatus::Cancelled).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let children = loop {
-        let children = children_of(&p, id).await;
-        if children.len() == 2 && children.iter().all(|c| c.status.is_final()) {
-            break children;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "children not all ended: {:?}",
-            children
-                .iter()
-                .map(|c| (c.created_at, c.status))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let children = eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        async || {
+            let children = children_of(&p, id).await;
+            if children.len() == 2 && children.iter().all(|c| c.status.is_final()) {
+                Ok(children)
+            } else {
+                Err(format!(
+                    "children not all ended: {:?}",
+                    children
+                        .iter()
+                        .map(|c| (c.created_at, c.status))
+                        .collect::<Vec<_>>()
+                ))
+            }
+        },
+    )
+    .await;
     let mut children = children;
     children.sort_by_key(|c| (c.created_at, c.id));
     for c in &children {

@@ -10,6 +10,8 @@
 //! - [`checks`]: further generic store checks (`check_*`, any `Store`), run on both stores.
 //! - [`fixtures`]: records, tasks and claim requests the store tests build.
 //! - [`children`]: runtime scenarios of child tasks (`cx.spawn`, `cx.join`), on both stores.
+//! - [`poll`]: polling for a condition with one deadline ([`poll::eventually`],
+//!   [`poll::until`]).
 //! - [`runtime`]: a closure-driven test agent, its manifest, a fast `PlatformConfig`, the test
 //!   user and its installation, a task's events.
 
@@ -21,5 +23,6 @@ pub mod conformance_queue;
 pub mod conformance_triggers;
 pub mod conformance_waits;
 pub mod fixtures;
+pub mod poll;
 pub mod runtime;
 pub mod waits;

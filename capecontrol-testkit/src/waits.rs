@@ -20,6 +20,7 @@ use capecontrol_core::{Error, ErrorCategory, Principal, TaskStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::poll::eventually;
 use crate::runtime::{TestAgent, agent, events_within, install, manifest, platform_with, user};
 
 /// The answer schema of the approval question.
@@ -86,19 +87,19 @@ pub async fn node(
 
 /// Polls until task `id` is in `status` (panics after 15 s).
 pub async fn until_status(p: &Platform, id: Uuid, status: TaskStatus) -> TaskRecord {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let t = p.trusted().get(id).await.unwrap();
-        if t.status == status {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} is {} instead of {status}",
-            t.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        async || {
+            let t = p.trusted().get(id).await.unwrap();
+            if t.status == status {
+                Ok(t)
+            } else {
+                Err(format!("task {id} is {} instead of {status}", t.status))
+            }
+        },
+    )
+    .await
 }
 
 async fn done(p: &Platform, id: Uuid) -> TaskRecord {
