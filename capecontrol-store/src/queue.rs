@@ -74,7 +74,7 @@ WITH go AS MATERIALIZED (
          CASE WHEN go.ok THEN now() + $26::bigint * interval '1 millisecond' END,
          CASE WHEN go.ok THEN now() END
   FROM go
-  ON CONFLICT (user_id, idempotency_key) DO NOTHING
+  ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
 ), ev AS (
   INSERT INTO task_events (task_id, seq, at, kind)
