@@ -459,17 +459,20 @@ async fn a_submission_during_a_poll_starts_in_its_enqueue() {
 /// A worker slot frees when its agent returns, not when the outcome's write commits: with one
 /// worker, a second task starts while the first one's completion is held up in the database
 /// (another session locks its row), and the first stays `running` until that write goes
-/// through. Attempts waiting for their writes are bounded (twice `workers`): with two of them
-/// held up, a third task does not start until they are written; then all three complete.
+/// through. Attempts waiting for their writes are bounded (four times `workers`): with four of
+/// them held up, a fifth task does not start until they are written; then all five complete.
 #[cfg_attr(
     capecontrol_skip_services,
     ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_slot_frees_before_the_outcome_is_written() {
+    /// Attempts in flight per worker (the runtime's bound).
+    const IN_FLIGHT: i64 = 4;
     let db = test_db!();
     let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<i64>();
-    let go = Arc::new([tokio::sync::Notify::new(), tokio::sync::Notify::new()]);
+    let go: Arc<Vec<tokio::sync::Notify>> =
+        Arc::new((0..IN_FLIGHT).map(|_| tokio::sync::Notify::new()).collect());
     let g = go.clone();
     let quick = agent(manifest("Quick", Config::default()), move |_, input, _| {
         let n = input["n"].as_i64().unwrap();
@@ -507,35 +510,41 @@ async fn a_worker_slot_frees_before_the_outcome_is_written() {
         }
     };
 
-    let first = submit(1).await.unwrap();
-    assert_eq!(within(&mut started).await, Some(1));
-    let first_lock = lock(first).await;
-    go[0].notify_one();
-    let second = submit(2).await.unwrap();
+    let mut held = Vec::new();
+    let mut ids = Vec::new();
+    for n in 1..=IN_FLIGHT {
+        let id = submit(n).await.unwrap();
+        assert_eq!(
+            within(&mut started).await,
+            Some(n),
+            "the only worker slot was free while {} outcome(s) waited for their writes",
+            n - 1
+        );
+        held.push(lock(id).await);
+        go[usize::try_from(n - 1).unwrap()].notify_one();
+        ids.push(id);
+    }
+    // The first agent returned long ago; its outcome's write is still held up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        within(&mut started).await,
-        Some(2),
-        "the only worker slot was free while the first outcome waited for its write"
-    );
-    assert_eq!(
-        store.get_task(first).await.unwrap().status,
+        store.get_task(ids[0]).await.unwrap().status,
         TaskStatus::Running,
         "not completed before its write commits"
     );
-    let second_lock = lock(second).await;
-    go[1].notify_one();
-    let third = submit(3).await.unwrap();
+    let last = submit(IN_FLIGHT + 1).await.unwrap();
     assert_eq!(
         tokio::time::timeout(Duration::from_millis(1500), started.recv())
             .await
             .ok(),
         None,
-        "two attempts waiting for their writes: no third one starts"
+        "{IN_FLIGHT} attempts waiting for their writes: no further one starts"
     );
-    first_lock.rollback().await.unwrap();
-    second_lock.rollback().await.unwrap();
-    assert_eq!(within(&mut started).await, Some(3));
-    for id in [first, second, third] {
+    for tx in held {
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(within(&mut started).await, Some(IN_FLIGHT + 1));
+    ids.push(last);
+    for id in ids {
         assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
     }
     p.shutdown(Duration::from_secs(1)).await;

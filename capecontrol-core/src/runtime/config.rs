@@ -13,8 +13,8 @@ pub struct PlatformConfig {
     /// Agents this node runs at once: a worker slot is taken at the claim and freed when the
     /// agent returns. The attempt's outcome is written after (it stays leased and `running`
     /// until then), so a node may have more attempts in flight than `workers` while their
-    /// writes commit: at most twice `workers`, plus the prefetched ones waiting for a slot;
-    /// past that, the node claims nothing until writes are done. A task submitted to this
+    /// writes commit: at most four times `workers`, plus the prefetched ones waiting for a
+    /// slot; past that, the node claims nothing until writes are done. A task submitted to this
     /// node while a slot is free and its dispatcher waits for work (its last claim found none)
     /// may be claimed by its own enqueue and start at once (see
     /// [`QueueStore::enqueue_claimed`](crate::store::QueueStore::enqueue_claimed)).
