@@ -74,6 +74,13 @@ pub(crate) async fn dispatch(node: Arc<Node>) {
                 }
                 drop(permits);
                 drop(flights);
+                // The attempts just spawned run before the next claim counts the free slots:
+                // a short agent returns at once and frees its slot. Claimed at once instead,
+                // the next claim would ask only for the slots the last one did not hold, and
+                // the claims of a backlog would alternate between the two halves of the
+                // workers, each paying a claim's fixed cost (at 4 workers on PostgreSQL, 0.87
+                // commits per task while draining against 0.57).
+                tokio::task::yield_now().await;
                 continue;
             }
             Ok(_) => {}
