@@ -50,9 +50,9 @@ pub(crate) struct Slots {
 /// write to commit). A claim asks for no more tasks than the places in flight left free, and
 /// an attempt holds its place from before its claim until its write commits: a claim's round
 /// trip and two batches of the completer. At twice `workers`, draining one-step tasks on
-/// PostgreSQL at 16 workers, claims asked for 3 tasks (median, 6.8 on average) with every
-/// worker slot free, each claim paying its fixed cost for few tasks; at four times, the same
-/// drain ran 1.2–1.4× as fast (`capecontrol-store/README.md`). Past the bound the node
+/// PostgreSQL at 16 workers, claims asked for 3 tasks (median, 6.8 on average), each paying
+/// the claim's fixed cost for few tasks; at four times they asked for 7 (8.0 on average) and
+/// the drain ran 1.1–1.5× as fast (`capecontrol-store/README.md`). Past the bound the node
 /// claims nothing until writes are done, so a slow database still holds back claims.
 pub(crate) const IN_FLIGHT_PER_WORKER: usize = 4;
 
