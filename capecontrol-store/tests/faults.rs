@@ -186,11 +186,7 @@ async fn check_drained(
         Duration::from_secs(180),
         Duration::from_millis(100),
         async || {
-            let left = count(
-            options,
-            "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-        )
-        .await;
+            let left = count(options, common::UNFINISHED).await;
             if left == 0 {
                 Ok(())
             } else {

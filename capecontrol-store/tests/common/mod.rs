@@ -137,14 +137,16 @@ pub fn spawn_test_process(test: &str, env: &[(&str, &str)], quiet: bool) -> Work
     Worker(command.spawn().expect("spawn a worker process"))
 }
 
+/// Counts the tasks that are not final yet.
+pub const UNFINISHED: &str =
+    "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')";
+
 /// How many tasks are not final yet.
 pub async fn unfinished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE status NOT IN ('completed', 'failed', 'cancelled')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    sqlx::query_scalar(UNFINISHED)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The test kit's fast platform configuration, polling every 50 ms (PostgreSQL round trips).
