@@ -1,6 +1,6 @@
 //! CapeControl on `PostgresStore` against apalis-postgres 1.0, on the same PostgreSQL server
-//! and durability settings, in one run: four systems side by side, each round on a fresh
-//! database of the same server.
+//! and durability settings, in one run: five systems side by side (and a reference), each round on
+//! a fresh database of the same server.
 //!
 //! ```sh
 //! eval "$(scripts/pg.sh start)"      # or any server: DATABASE_URL may CREATE DATABASE
@@ -14,7 +14,14 @@
 //! `cc-prefetch` (the same, claiming as many tasks beyond its free slots as it has workers:
 //! `claim_prefetch`), `apalis`
 //! (tuned: a fetch batch of 100, a 10 ms poll interval) and `apalis-listen` (the same plus its
-//! LISTEN/NOTIFY pubsub, `with_pubsub()`, polling kept).
+//! LISTEN/NOTIFY pubsub, `with_pubsub()`, polling kept). Beside them, in the drain rounds only,
+//! `sql-floor`: no system but a reference. The same queue, enqueued by CapeControl, drained by two
+//! SQL statements per batch and nothing else (`BENCH_FLOOR_PIPES` connections at once, each
+//! claiming `BENCH_FLOOR_BATCH` tasks in one statement and finishing them in the next), writing
+//! exactly the rows CapeControl writes for a one-step task (the task's two updates, 4 events,
+//! the step row, 2 audit rows) and skipping everything else a claim and a finish do (due
+//! times, concurrency limits, the registry rows, fencing order, the audit seal, the agent):
+//! what those writes cost this server when batched as far as the SQL allows.
 //!
 //! The same trivial job on all: read an index, add one. CapeControl runs it as a task with one
 //! durable step (`cx.step`; `BENCH_MULTI_STEPS` steps in the multi-step round), so the task row,
@@ -55,7 +62,8 @@
 //! (comma-separated), `BENCH_SECS` [10], `BENCH_WARMUP_SECS` [1], `BENCH_POOL` connections per
 //! pool [20], `BENCH_PREFETCH` [the round's workers: `cc-prefetch`'s `claim_prefetch`],
 //! `BENCH_MULTI_STEPS` [10] (0: no multi-step round), `BENCH_MULTI_N` [1000], `BENCH_SYSTEMS`
-//! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen], `BENCH_SLOW_MS` [unset],
+//! [cc-inline,cc-batched,cc-prefetch,apalis,apalis-listen,sql-floor], `BENCH_FLOOR_PIPES` [2],
+//! `BENCH_FLOOR_BATCH` [64], `BENCH_SLOW_MS` [unset],
 //! `BENCH_DISK_PROBE_MS` [0: no probe]. Without `DATABASE_URL`, `cargo bench` fails and
 //! `cargo test` (which runs this binary without `--bench`) skips it loudly; with one, `cargo
 //! test` runs a small smoke round.
@@ -110,6 +118,10 @@ struct Settings {
     rates: Vec<u64>,
     multi_steps: usize,
     multi_n: usize,
+    /// `sql-floor`: statements draining at once (`BENCH_FLOOR_PIPES`) and tasks per statement
+    /// (`BENCH_FLOOR_BATCH`).
+    floor_pipes: usize,
+    floor_batch: usize,
     systems: Vec<System>,
     /// Steps per CapeControl task in the round running now.
     steps: usize,
@@ -125,15 +137,17 @@ enum System {
     CcPrefetch,
     Apalis,
     ApalisListen,
+    SqlFloor,
 }
 
 impl System {
-    const ALL: [System; 5] = [
+    const ALL: [System; 6] = [
         System::CcInline,
         System::CcBatched,
         System::CcPrefetch,
         System::Apalis,
         System::ApalisListen,
+        System::SqlFloor,
     ];
 
     fn name(self) -> &'static str {
@@ -143,6 +157,7 @@ impl System {
             System::CcPrefetch => "cc-prefetch",
             System::Apalis => "apalis",
             System::ApalisListen => "apalis-listen",
+            System::SqlFloor => "sql-floor",
         }
     }
 
@@ -208,6 +223,8 @@ impl Settings {
             rates: env_list("BENCH_RATES", vec![rate]),
             multi_steps: env_or("BENCH_MULTI_STEPS", 10),
             multi_n: env_or("BENCH_MULTI_N", 1_000),
+            floor_pipes: env_or("BENCH_FLOOR_PIPES", 2),
+            floor_batch: env_or("BENCH_FLOOR_BATCH", 64),
             systems: env_list("BENCH_SYSTEMS", System::ALL.to_vec()),
             steps: 1,
             system: System::CcBatched,
@@ -760,6 +777,154 @@ async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The SQL floor
+
+/// `sql-floor`'s claim: the rows a CapeControl claim writes for each task (the task `running`
+/// under a new lease, its `started` event, its `task.started` audit row), for up to `$2` tasks
+/// of agent `$1` in claim order, in one statement; none of the claim's checks (due time,
+/// concurrency limits, the agents' skip scan, the registry rows). Committed without waiting for
+/// the flush, as CapeControl's claim is.
+const FLOOR_CLAIM: &str = r#"
+WITH c AS (
+  SELECT id FROM tasks WHERE status = 'queued' AND agent_id = $1
+  ORDER BY priority DESC, created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+), upd AS (
+  UPDATE tasks t SET status = 'running', attempts = t.attempts + 1, lease_owner = 'floor',
+    lease_token = gen_random_uuid(), lease_expires_at = now() + interval '30 seconds',
+    started_at = now(), last_seq = t.last_seq + 1
+  FROM c WHERE t.id = c.id
+  RETURNING t.id, t.last_seq, t.attempts, t.agent_id, t.user_id, t.lease_token
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT id, last_seq, now(), jsonb_build_object('type', 'started', 'attempt', attempts,
+                                                 'worker', 'floor')
+  FROM upd
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
+  SELECT id, agent_id, user_id, 'task.started',
+         jsonb_build_object('attempt', attempts, 'worker', 'floor')
+  FROM upd
+)
+SELECT id, lease_token FROM upd
+"#;
+
+/// `sql-floor`'s finish: the rows a CapeControl finish of a one-step task writes (the task
+/// `completed`, fenced by its lease; its `step_started`, `step_completed` and `completed`
+/// events; its step row; its `task.completed` audit row), for the tasks of `$1` (with their
+/// lease tokens `$2`) in one statement, committed with the flush.
+const FLOOR_FINISH: &str = r#"
+WITH w AS (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS w(id, token)
+), t AS (
+  UPDATE tasks SET status = 'completed', output = '{"sum": 1}', completed_at = now(),
+    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+    last_seq = last_seq + 3, finished_token = w.token
+  FROM w
+  WHERE tasks.id = w.id AND tasks.lease_token = w.token AND tasks.status = 'running'
+  RETURNING tasks.id, tasks.last_seq, tasks.agent_id, tasks.user_id, tasks.attempts
+), ev AS (
+  INSERT INTO task_events (task_id, seq, at, kind)
+  SELECT t.id, t.last_seq - 3 + g, now(),
+         CASE g WHEN 1 THEN '{"type": "step_started", "step": 0, "name": "add"}'::jsonb
+                WHEN 2 THEN '{"type": "step_completed", "step": 0, "output": 1}'::jsonb
+                ELSE '{"type": "completed", "output": {"sum": 1}}'::jsonb END
+  FROM t, generate_series(1, 3) AS g
+), st AS (
+  INSERT INTO runs (task_id, step, state, status, started_at, finished_at)
+  SELECT t.id, 0, '{"name": "add", "output": 1}', 'completed', now(), now() FROM t
+), au AS (
+  INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload)
+  SELECT t.id, t.agent_id, t.user_id, 'task.completed',
+         jsonb_build_object('attempt', t.attempts, 'duration_ms', 0)
+  FROM t
+)
+SELECT count(*) FROM t
+"#;
+
+/// `sql-floor`: the same queue as CapeControl's (enqueued by the platform), drained by SQL
+/// alone: `floor_pipes` connections at once, each claiming `floor_batch` tasks in one statement
+/// and finishing them in the next, with no process around them (no agent runs, no events
+/// announced, no audit sealed). What CapeControl's writes cost PostgreSQL when batched as far
+/// as the SQL allows: what a dispatcher and a completer writing these rows could reach on this
+/// server in that shape, not a system of its own (its claim checks nothing: no queue to use).
+async fn floor_throughput(db: &mut Db, s: &Settings) -> Throughput {
+    let n = s.n;
+    let c0 = db.counters().await;
+    {
+        let store = cc_store(db, s).await;
+        let platform = cc_platform(Arc::clone(&store), s, false).await;
+        cc_enqueue(&platform, n, s.workers, 1).await;
+        store.close().await;
+    }
+    let c1 = db.counters().await;
+    let pool = db
+        .pool(u32::try_from(s.floor_pipes).unwrap_or(u32::MAX))
+        .await;
+    let agent: String = sqlx::query_scalar("SELECT agent_id FROM tasks LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("a queued task");
+    let batch = i64::try_from(s.floor_batch.max(1)).unwrap_or(i64::MAX);
+    let t0 = Instant::now();
+    let pipes: Vec<_> = (0..s.floor_pipes.max(1))
+        .map(|_| {
+            let (pool, agent) = (pool.clone(), agent.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut tx = pool.begin().await.expect("begin");
+                    sqlx::query("SET LOCAL synchronous_commit = off")
+                        .execute(&mut *tx)
+                        .await
+                        .expect("async commit");
+                    let claimed: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(FLOOR_CLAIM)
+                        .bind(&agent)
+                        .bind(batch)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .expect("floor claim");
+                    tx.commit().await.expect("commit the claim");
+                    if claimed.is_empty() {
+                        return;
+                    }
+                    let (ids, tokens): (Vec<_>, Vec<_>) = claimed.into_iter().unzip();
+                    let done: i64 = sqlx::query_scalar(FLOOR_FINISH)
+                        .bind(&ids)
+                        .bind(&tokens)
+                        .fetch_one(&pool)
+                        .await
+                        .expect("floor finish");
+                    assert_eq!(done, ids.len() as i64, "a claimed task was not finished");
+                }
+            })
+        })
+        .collect();
+    for p in pipes {
+        p.await.expect("floor pipe");
+    }
+    let drain_time = t0.elapsed();
+    pool.close().await;
+    let c2 = db.counters().await;
+    let completed = db
+        .scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
+        .await;
+    assert_eq!(completed, n as i64, "the floor left tasks unfinished");
+    let runs = db.scalar("SELECT count(*) FROM runs").await as f64;
+    let audit = db
+        .scalar("SELECT count(*) FROM audit_events WHERE task_id IS NOT NULL")
+        .await as f64;
+    let events = db.scalar("SELECT count(*) FROM task_events").await as f64;
+    Throughput {
+        enqueue: per_task(c0, c1, n),
+        drain: per_task(c1, c2, n),
+        drain_time,
+        handled_time: drain_time,
+        steps_per_task: runs / completed as f64,
+        audit_per_task: audit / completed as f64,
+        events_per_task: events / completed as f64,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // apalis
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1135,7 +1300,10 @@ async fn drain_round(
             system.name()
         );
         let mut db = Db::create(url).await;
-        let t = if system.is_cc() {
+        let t = if system == System::SqlFloor {
+            cc_setup(&db, &s).await;
+            floor_throughput(&mut db, &s).await
+        } else if system.is_cc() {
             cc_setup(&db, &s).await;
             cc_throughput(&mut db, &s).await
         } else {
@@ -1153,6 +1321,10 @@ async fn drain_round(
 async fn latency_round(url: &str, base: &Settings, rate: u64) -> Vec<(System, Latency, PerTask)> {
     let mut out = Vec::new();
     for &system in &base.systems {
+        // The floor is a drain of SQL statements only: no submissions to time.
+        if system == System::SqlFloor {
+            continue;
+        }
         let s = Settings {
             rate,
             system,
@@ -1218,10 +1390,15 @@ struct Table {
 impl Table {
     fn new(title: &str, systems: Vec<System>) -> Self {
         let against: Vec<System> = if systems.contains(&System::CcBatched) {
-            [System::Apalis, System::ApalisListen, System::CcInline]
-                .into_iter()
-                .filter(|x| systems.contains(x))
-                .collect()
+            [
+                System::Apalis,
+                System::ApalisListen,
+                System::CcInline,
+                System::SqlFloor,
+            ]
+            .into_iter()
+            .filter(|x| systems.contains(x))
+            .collect()
         } else {
             Vec::new()
         };
