@@ -11,6 +11,11 @@
 //! (`valgrind --tool=callgrind`) that repeats exactly. Both exit as soon as the line is
 //! printed, without freeing the store's tasks, so a profile holds the rounds and not the
 //! teardown.
+//!
+//! `BENCH_SUBMIT_ONLY=20000` times the submissions alone: that many zero-step tasks submitted
+//! one after another to a platform built `without_workers` (nothing claims or runs them), in
+//! three rounds, each printing wall and CPU time per submission, then exits. The submission is
+//! the sequential part of the submit-and-drain loop: the loop cannot run faster than it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,8 +67,13 @@ fn work(input: &Value) -> Value {
 }
 
 async fn setup() -> (Arc<Platform>, Arc<dyn Store>) {
+    setup_with(true).await
+}
+
+/// The platform of [`setup`], with or without its workers.
+async fn setup_with(workers: bool) -> (Arc<Platform>, Arc<dyn Store>) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let platform = Platform::builder()
+    let builder = Platform::builder()
         .store(store.clone())
         .rate_limits(unlimited_rates())
         .config(PlatformConfig {
@@ -72,13 +82,33 @@ async fn setup() -> (Arc<Platform>, Arc<dyn Store>) {
             poll_interval: Duration::from_millis(5),
             ..PlatformConfig::default()
         })
-        .agent(Adder)
-        .build()
-        .await
-        .map(Arc::new)
-        .expect("platform");
+        .agent(Adder);
+    let builder = if workers {
+        builder
+    } else {
+        builder.without_workers()
+    };
+    let platform = builder.build().await.map(Arc::new).expect("platform");
     install_in(store.as_ref(), "adder", "bench", &[]).await;
     (platform, store)
+}
+
+/// Submits `n` zero-step tasks one after another; returns the elapsed time.
+async fn run_submit_only(platform: &Platform, n: usize) -> Duration {
+    let principal = Principal::new("bench");
+    let start = Instant::now();
+    for i in 0..n {
+        platform
+            .submit(TaskRequest::new(
+                "adder",
+                "add",
+                json!({"a": i, "b": 1, "steps": 0}),
+                principal.clone(),
+            ))
+            .await
+            .expect("submit");
+    }
+    start.elapsed()
 }
 
 /// Submits `n` tasks and waits until all completed; returns the elapsed time.
@@ -266,6 +296,26 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    // `BENCH_SUBMIT_ONLY=N`: the submissions alone, on a platform without workers.
+    if let Some(n) = std::env::var("BENCH_SUBMIT_ONLY")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        let (platform, _store) = rt.block_on(setup_with(false));
+        for _ in 0..3 {
+            let (wall, cpu) = with_cpu(|| rt.block_on(run_submit_only(&platform, n)));
+            println!(
+                "submit only, {n} zero-step tasks: {:.2} us/submission wall, {} us cpu",
+                wall.as_secs_f64() * 1e6 / n as f64,
+                cpu.map_or("?".into(), |c| format!(
+                    "{:.2}",
+                    c.as_secs_f64() * 1e6 / n as f64
+                )),
+            );
+        }
+        std::process::exit(0);
+    }
     let (platform, store) = rt.block_on(setup());
     // `BENCH_PROFILE_SECS=10`: only submit-and-drain zero-step tasks for that long and stop, for
     // a profiler to see the platform's path and nothing else.
