@@ -93,18 +93,23 @@ async fn setup_with(workers: bool) -> (Arc<Platform>, Arc<dyn Store>) {
     (platform, store)
 }
 
+/// The request of task `i`: add 1 to `i` in `steps` durable steps, submitted by `principal`.
+fn add(i: usize, steps: u64, principal: &Principal) -> TaskRequest {
+    TaskRequest::new(
+        "adder",
+        "add",
+        json!({"a": i, "b": 1, "steps": steps}),
+        principal.clone(),
+    )
+}
+
 /// Submits `n` zero-step tasks one after another; returns the elapsed time.
 async fn run_submit_only(platform: &Platform, n: usize) -> Duration {
     let principal = Principal::new("bench");
     let start = Instant::now();
     for i in 0..n {
         platform
-            .submit(TaskRequest::new(
-                "adder",
-                "add",
-                json!({"a": i, "b": 1, "steps": 0}),
-                principal.clone(),
-            ))
+            .submit(add(i, 0, &principal))
             .await
             .expect("submit");
     }
@@ -127,12 +132,7 @@ async fn run_platform(
     let mut lagged = false;
     for i in 0..n {
         let id = platform
-            .submit(TaskRequest::new(
-                "adder",
-                "add",
-                json!({"a": i, "b": 1, "steps": steps}),
-                principal.clone(),
-            ))
+            .submit(add(i, steps, &principal))
             .await
             .expect("submit");
         if !early.remove(&id) {
@@ -198,12 +198,7 @@ async fn run_platform_wait(platform: &Arc<Platform>, n: usize) -> Duration {
         let platform = Arc::clone(platform);
         tokio::spawn(async move {
             let id = platform
-                .submit(TaskRequest::new(
-                    "adder",
-                    "add",
-                    json!({"a": i, "b": 1, "steps": 0}),
-                    principal.clone(),
-                ))
+                .submit(add(i, 0, &principal))
                 .await
                 .expect("submit");
             let t = platform.wait(id, &principal).await.expect("wait");
@@ -228,12 +223,7 @@ async fn run_platform_watch_wait(platform: &Arc<Platform>, n: usize) -> Duration
         let platform = Arc::clone(platform);
         tokio::spawn(async move {
             let id = platform
-                .submit(TaskRequest::new(
-                    "adder",
-                    "add",
-                    json!({"a": i, "b": 1, "steps": 0}),
-                    principal.clone(),
-                ))
+                .submit(add(i, 0, &principal))
                 .await
                 .expect("submit");
             let mut events = platform.watch(id, &principal).await.expect("watch");

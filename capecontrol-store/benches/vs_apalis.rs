@@ -690,27 +690,29 @@ struct Throughput {
     events_per_task: f64,
 }
 
-async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
-    let n = s.n;
+/// Enqueues `s.n` tasks of `s.steps` steps through a node without workers; the counters before
+/// and after.
+async fn cc_enqueued(db: &mut Db, s: &Settings) -> (Counters, Counters) {
     let c0 = db.counters().await;
     {
         let store = cc_store(db, s).await;
         let platform = cc_platform(Arc::clone(&store), s, false).await;
-        cc_enqueue(&platform, n, s.workers, s.steps).await;
+        cc_enqueue(&platform, s.n, s.workers, s.steps).await;
         store.close().await;
     }
     let c1 = db.counters().await;
-    let m = set_marks(n);
-    let store = cc_store(db, s).await;
-    let completions = cc_completions(&store, n);
-    let t0 = Instant::now();
-    let platform = cc_platform(Arc::clone(&store), s, true).await;
-    m.wait_all_handled().await;
-    let handled_time = t0.elapsed();
-    completions.await.expect("completions");
-    let drain_time = t0.elapsed();
-    platform.shutdown(Duration::from_secs(5)).await;
-    store.close().await;
+    (c0, c1)
+}
+
+/// A drain's figures, once its `n` tasks are done: the counters of the enqueue (`c0`, `c1`)
+/// and of the drain (from `c1` to now), the rows per completed task.
+async fn drained(
+    db: &mut Db,
+    n: usize,
+    (c0, c1): (Counters, Counters),
+    drain_time: Duration,
+    handled_time: Duration,
+) -> Throughput {
     let c2 = db.counters().await;
     let completed = db
         .scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
@@ -730,6 +732,23 @@ async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
         audit_per_task: audit / completed as f64,
         events_per_task: events / completed as f64,
     }
+}
+
+async fn cc_throughput(db: &mut Db, s: &Settings) -> Throughput {
+    let n = s.n;
+    let counters = cc_enqueued(db, s).await;
+    let m = set_marks(n);
+    let store = cc_store(db, s).await;
+    let completions = cc_completions(&store, n);
+    let t0 = Instant::now();
+    let platform = cc_platform(Arc::clone(&store), s, true).await;
+    m.wait_all_handled().await;
+    let handled_time = t0.elapsed();
+    completions.await.expect("completions");
+    let drain_time = t0.elapsed();
+    platform.shutdown(Duration::from_secs(5)).await;
+    store.close().await;
+    drained(db, n, counters, drain_time, handled_time).await
 }
 
 /// Submits one task every `1/rate` s for `secs` s (open loop), the same platform running them.
@@ -848,15 +867,7 @@ SELECT count(*) FROM t
 /// as the SQL allows: what a dispatcher and a completer writing these rows could reach on this
 /// server in that shape, not a system of its own (its claim checks nothing: no queue to use).
 async fn floor_throughput(db: &mut Db, s: &Settings) -> Throughput {
-    let n = s.n;
-    let c0 = db.counters().await;
-    {
-        let store = cc_store(db, s).await;
-        let platform = cc_platform(Arc::clone(&store), s, false).await;
-        cc_enqueue(&platform, n, s.workers, 1).await;
-        store.close().await;
-    }
-    let c1 = db.counters().await;
+    let counters = cc_enqueued(db, s).await;
     let pool = db
         .pool(u32::try_from(s.floor_pipes).unwrap_or(u32::MAX))
         .await;
@@ -903,25 +914,7 @@ async fn floor_throughput(db: &mut Db, s: &Settings) -> Throughput {
     }
     let drain_time = t0.elapsed();
     pool.close().await;
-    let c2 = db.counters().await;
-    let completed = db
-        .scalar("SELECT count(*) FROM tasks WHERE status = 'completed'")
-        .await;
-    assert_eq!(completed, n as i64, "the floor left tasks unfinished");
-    let runs = db.scalar("SELECT count(*) FROM runs").await as f64;
-    let audit = db
-        .scalar("SELECT count(*) FROM audit_events WHERE task_id IS NOT NULL")
-        .await as f64;
-    let events = db.scalar("SELECT count(*) FROM task_events").await as f64;
-    Throughput {
-        enqueue: per_task(c0, c1, n),
-        drain: per_task(c1, c2, n),
-        drain_time,
-        handled_time: drain_time,
-        steps_per_task: runs / completed as f64,
-        audit_per_task: audit / completed as f64,
-        events_per_task: events / completed as f64,
-    }
+    drained(db, s.n, counters, drain_time, drain_time).await
 }
 
 // ---------------------------------------------------------------------------------------------
