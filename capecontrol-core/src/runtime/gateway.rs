@@ -35,6 +35,8 @@ struct Resolved {
     manifest: Arc<Manifest>,
     granted: Vec<Scope>,
     required: Vec<Scope>,
+    /// The manifest's task declarations, shared (not cloned) by the submissions.
+    tasks: Vec<Arc<TaskDecl>>,
 }
 
 /// A cached resolution and when it was made.
@@ -80,6 +82,7 @@ impl Gateway {
         extra_audit: Vec<NewAuditEvent>,
     ) -> Result<Uuid> {
         let store = &node.store;
+        let request = Box::new(request);
         let principal = request.principal.clone();
         if let Some(t) = &request.traceparent {
             Traceparent::parse(t)?;
@@ -161,7 +164,7 @@ impl Gateway {
         node: &Node,
         agent_id: &str,
         request: &TaskRequest,
-    ) -> std::result::Result<(String, Arc<Manifest>, Option<TaskDecl>), Denied> {
+    ) -> std::result::Result<(String, Arc<Manifest>, Option<Arc<TaskDecl>>), Denied> {
         let resolved = self
             .resolve(node, agent_id, &request.principal.user_id)
             .await?;
@@ -192,7 +195,11 @@ impl Gateway {
                 "scopes".into(),
             ));
         }
-        let task = manifest.task(&request.task).cloned();
+        let task = resolved
+            .tasks
+            .iter()
+            .find(|t| t.name == request.task)
+            .cloned();
         if task.is_none() && !manifest.tasks.is_empty() {
             return Err((
                 Error::not_found("task", request.task.clone()),
@@ -267,13 +274,14 @@ impl Gateway {
         let resolved = Arc::new(Resolved {
             version: installation.version,
             status: record.status,
-            manifest,
             granted: installation
                 .granted_scopes
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
             required,
+            tasks: manifest.tasks.iter().cloned().map(Arc::new).collect(),
+            manifest,
         });
         if !ttl.is_zero()
             && let Ok(mut cache) = self.policy_cache.lock()

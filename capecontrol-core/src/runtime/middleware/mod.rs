@@ -32,16 +32,18 @@ use crate::store::{Enqueued, NewAuditEvent, TaskRecord};
 pub struct Submission {
     /// The id the task will have.
     pub task_id: Uuid,
-    /// The request as submitted.
-    pub request: TaskRequest,
+    /// The request as submitted (boxed: the submission moves through every layer's future,
+    /// and a pointer moves cheaper than the request).
+    pub request: Box<TaskRequest>,
     /// The resolved agent id.
     pub agent_id: String,
     /// The resolved version.
     pub version: String,
     /// The version's manifest.
     pub manifest: Arc<Manifest>,
-    /// The task's declaration in the manifest, when the agent declares its tasks.
-    pub task: Option<TaskDecl>,
+    /// The task's declaration in the manifest, when the agent declares its tasks (shared by
+    /// every submission of the task: the gateway resolves it once per installation).
+    pub task: Option<Arc<TaskDecl>>,
     /// Audit events to write together with the enqueue.
     pub audit: Vec<NewAuditEvent>,
     /// The task that spawns this one ([`TaskContext::spawn`](crate::TaskContext::spawn)), if
