@@ -8,33 +8,10 @@ impl QueueStore for MemoryStore {
     async fn enqueue(&self, task: NewTask) -> Result<Enqueued> {
         task.check()?;
         let now = self.now();
-        let mut state = self.lock();
+        // The record, its entry, its first event and its audit rows are built before the lock
+        // is taken (a submission's lock is one the workers' finishes wait for); an enqueue
+        // that is refused below drops them.
         let user_id = task.principal.user_id.clone();
-        let seen = task
-            .idempotency_key
-            .as_ref()
-            .and_then(|key| state.idempotency.get(&(user_id.clone(), key.clone())))
-            .and_then(|id| state.tasks.get(id));
-        if let Some(existing) = seen {
-            return Ok(Enqueued {
-                task: existing.record.clone(),
-                created: false,
-            });
-        }
-        if state.tasks.contains_key(&task.id) {
-            return Err(Error::conflict(format!("task {} exists", task.id)));
-        }
-        if !state.agents.contains_key(&task.agent_id) {
-            return Err(Error::not_found("agent", &task.agent_id));
-        }
-        if let Some(parent) = task.parent_id
-            && !state.tasks.contains_key(&parent)
-        {
-            return Err(Error::not_found("task", parent.to_string()));
-        }
-        for extra in &task.audit {
-            state.check_audit_refs(extra, Some(task.id))?;
-        }
         let record = TaskRecord {
             id: task.id,
             user_id: user_id.clone(),
@@ -63,23 +40,24 @@ impl QueueStore for MemoryStore {
             parent_id: task.parent_id,
             created_at: now,
         };
-        let order = state.next();
-        let mut entry = TaskEntry {
-            order,
+        let mut entry = Box::new(TaskEntry {
+            order: 0,
             record: record.clone(),
             token: None,
             steps: BTreeMap::new(),
             events: Vec::new(),
             indexed: Indexed::None,
-        };
+        });
         let kind = TaskEventKind::Queued {
             trigger: task.trigger,
         };
         let event = lifecycle_event(&mut entry, kind, now);
         // The caller's audit (the policy decision that let the task in) comes first.
-        for extra in task.audit {
-            state.append_audit(extra_audit(&record, extra), now);
-        }
+        let mut audit: Vec<NewAuditEvent> = task
+            .audit
+            .into_iter()
+            .map(|extra| extra_audit(&record, extra))
+            .collect();
         let mut queued = task_audit(
             &record,
             "task.queued",
@@ -87,14 +65,45 @@ impl QueueStore for MemoryStore {
         );
         queued.ip_address = record.principal.ip_address;
         queued.user_agent = record.principal.user_agent.clone();
-        state.append_audit(queued, now);
+        audit.push(queued);
+
+        let mut state = self.lock();
+        let seen = record
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| state.idempotency.get(&(user_id.clone(), key.clone())))
+            .and_then(|id| state.tasks.get(id));
+        if let Some(existing) = seen {
+            return Ok(Enqueued {
+                task: existing.record.clone(),
+                created: false,
+            });
+        }
+        if state.tasks.contains_key(&record.id) {
+            return Err(Error::conflict(format!("task {} exists", record.id)));
+        }
+        if !state.agents.contains_key(&record.agent_id) {
+            return Err(Error::not_found("agent", &record.agent_id));
+        }
+        if let Some(parent) = record.parent_id
+            && !state.tasks.contains_key(&parent)
+        {
+            return Err(Error::not_found("task", parent.to_string()));
+        }
+        for a in &audit {
+            state.check_audit_refs(a, Some(record.id))?;
+        }
+        entry.order = state.next();
+        for a in audit {
+            state.append_audit(a, now);
+        }
         if let Some(key) = &record.idempotency_key {
             state.idempotency.insert((user_id, key.clone()), record.id);
         }
         if let Some(parent) = record.parent_id {
             state.children.entry(parent).or_default().push(record.id);
         }
-        state.tasks.insert(record.id, Box::new(entry));
+        state.tasks.insert(record.id, entry);
         state.sync(record.id, now);
         self.send_events([event]);
         drop(state);
