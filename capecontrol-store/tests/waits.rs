@@ -149,3 +149,93 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
     node.close().await;
     db.drop().await;
 }
+
+/// While no task waits, the sweeper counts the waiting tasks once a second, not every
+/// `poll_interval` (on PostgreSQL each count is a transaction): with `tasks` locked by another
+/// session, a count blocked on the lock is seen; the lock released (that count then finds no
+/// task waiting) and taken again, no count comes for half a second, at 20 ms a sweep; the next
+/// one comes once the second is over.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_sweeper_counts_the_waiting_tasks_once_a_second() {
+    use std::time::{Duration, Instant};
+
+    use capecontrol_core::runtime::{Platform, PlatformConfig};
+    use capecontrol_core::store::Store;
+    use capecontrol_testkit::poll::until;
+
+    /// Sessions of this database waiting for a lock on `tasks` to count the waiting tasks.
+    async fn counts_waiting(pool: &sqlx::PgPool) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND l.relation = 'tasks'::regclass \
+               AND a.datname = current_database() \
+               AND a.query = 'SELECT count(*) FROM tasks WHERE status = ''waiting'''",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+    async fn lock(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+
+    let db = test_db!();
+    let node = db.store().await;
+    let store: Arc<dyn Store> = Arc::new(node.clone());
+    let config = PlatformConfig {
+        poll_interval: Duration::from_millis(20),
+        ..common::fast_config()
+    };
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    let pg = db.store().await;
+
+    let blocker = lock(pg.pool()).await;
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "a count of the waiting tasks waits for the lock",
+        async || counts_waiting(pg.pool()).await > 0,
+    )
+    .await;
+    blocker.commit().await.unwrap();
+    let counted = Instant::now();
+    let blocker = lock(pg.pool()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quiet = counted.elapsed();
+    assert_eq!(
+        counts_waiting(pg.pool()).await,
+        0,
+        "no count for {quiet:?} after one found no task waiting (25 sweeps' worth)"
+    );
+    until(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        "the next count comes once the quiet second is over",
+        async || counts_waiting(pg.pool()).await > 0,
+    )
+    .await;
+    assert!(
+        counted.elapsed() >= Duration::from_millis(900),
+        "the next count came after {:?}",
+        counted.elapsed()
+    );
+    blocker.commit().await.unwrap();
+    p.shutdown(Duration::from_secs(1)).await;
+    pg.close().await;
+    node.close().await;
+    db.drop().await;
+}

@@ -364,7 +364,10 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         }
         End::Suspended => {
             node.breakers.record_neutral(&key);
-            match Box::pin(host.suspend_now()).await {
+            let suspended = Box::pin(host.suspend_now()).await;
+            // After the write, whatever came of it: the sweeper's next count sees the wait.
+            node.waits_touched();
+            match suspended {
                 // Its children may all have ended already: woken at once, not at the sweep.
                 Ok(t) if t.status == TaskStatus::Waiting => {
                     Box::pin(waits::join_ready(node, Some(task_id))).await;

@@ -33,7 +33,9 @@ pub struct PlatformConfig {
     pub claim_prefetch: usize,
     /// Lease length; heartbeats renew it every third of it.
     pub lease: Duration,
-    /// How often an idle dispatcher polls besides wake-ups.
+    /// How often an idle dispatcher polls besides wake-ups, and how often the wait sweeper
+    /// runs (at least every 10 ms; while no task waits and none of this node's attempts
+    /// suspended one since, it counts the waiting tasks only once a second).
     pub poll_interval: Duration,
     /// First retry delay (doubles per attempt, with jitter).
     pub backoff_base: Duration,

@@ -128,6 +128,9 @@ pub(crate) struct Node {
     pub(crate) gateway: Gateway,
     /// The worker slots.
     pub(crate) slots: Slots,
+    /// Set when an attempt here suspended its task (a wait may have begun) since the sweeper
+    /// last counted the waiting tasks; set at start (waits may survive from before).
+    waits_touched: AtomicBool,
     /// This node (to start an attempt from a submission).
     me: Weak<Node>,
 }
@@ -155,7 +158,20 @@ impl Node {
             kill: CancellationToken::new(),
             completions: Arc::default(),
             gateway: Gateway::default(),
+            waits_touched: AtomicBool::new(true),
         })
+    }
+
+    /// Tells the sweeper that a task of this node may have begun to wait (called after the
+    /// suspend's write, so that a count that missed the wait is followed by another).
+    pub(crate) fn waits_touched(&self) {
+        self.waits_touched.store(true, Ordering::Release);
+    }
+
+    /// Whether a task of this node may have begun to wait since the last call (which clears
+    /// it).
+    pub(crate) fn take_waits_touched(&self) -> bool {
+        self.waits_touched.swap(false, Ordering::AcqRel)
     }
 
     /// A worker slot for `task`, submitted here, when it may start at once: this node runs
