@@ -6,7 +6,8 @@
 //! one commit: one statement per kind (`JOURNAL_MANY`, `FINISH_MANY`: the inputs as arrays,
 //! unnested; the fenced task update first, every other insert joined to the rows it returned,
 //! so a fenced-out task writes nothing), in one transaction when both kinds are present. There
-//! is no timer: whatever queued while a batch was in flight goes out as soon as it returns.
+//! is no timer: whatever queued while a batch was in flight goes out as soon as it returns,
+//! after one `yield_now` that lets the attempts just answered queue their next writes first.
 //! The queue holds [`QUEUE`] writes at most: past that, writers wait (back-pressure).
 //!
 //! Every statement that updates several task rows (these two, and `HEARTBEAT_MANY`) locks
@@ -153,6 +154,11 @@ pub(crate) async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         write_batch(&pool, batch).await;
+        // The attempts just answered run before the next batch is taken: an attempt whose
+        // step was written runs its next step and queues that write now, and it joins the
+        // batch instead of leading the one after (without this, the writes of a drain of
+        // multi-step tasks settled into groups that alternated between batches).
+        tokio::task::yield_now().await;
     }
 }
 
