@@ -40,6 +40,54 @@ node_scenarios! {
     platform_cancel_a_waiting_task => cancel_a_waiting_task();
 }
 
+/// Sessions of this database other than the caller's waiting for a lock on `table`; only
+/// those running `query`, when given.
+async fn waiting_for_lock(pool: &sqlx::PgPool, table: &str, query: Option<&str>) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE NOT l.granted AND l.relation = $1::regclass \
+           AND a.datname = current_database() AND ($2::text IS NULL OR a.query = $2)",
+    )
+    .bind(table)
+    .bind(query)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A transaction holding `table` locked (`ACCESS EXCLUSIVE`) until it ends.
+async fn lock_table(
+    pool: &sqlx::PgPool,
+    table: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}
+
+/// A platform on `store` whose dispatcher polls and whose wait sweeper sweeps every 20 ms.
+async fn platform_at_20_ms(
+    store: &Arc<dyn capecontrol_core::store::Store>,
+    agents: Vec<Arc<dyn capecontrol_core::AgentBase>>,
+) -> capecontrol_core::runtime::Platform {
+    let config = capecontrol_core::runtime::PlatformConfig {
+        poll_interval: std::time::Duration::from_millis(20),
+        ..common::fast_config()
+    };
+    let mut builder = capecontrol_core::runtime::Platform::builder()
+        .store(store.clone())
+        .config(config);
+    for agent in agents {
+        builder = builder.agent_arc(agent);
+    }
+    builder.build().await.unwrap()
+}
+
 /// The wait sweep (every `poll_interval`) reads the waits only while some task waits: with no
 /// task waiting, another session holding `task_waits` locked keeps no sweep waiting for it;
 /// once a task sleeps, a sweep reads the waits (it waits for the lock) and wakes the task when
@@ -54,23 +102,11 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
 
     use capecontrol_core::TaskStatus;
     use capecontrol_core::manifest::Config;
-    use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
+    use capecontrol_core::runtime::TaskRequest;
     use capecontrol_core::store::Store;
     use capecontrol_testkit::poll::until;
     use capecontrol_testkit::runtime::{self as testkit, user};
     use serde_json::json;
-
-    /// Sessions of this database other than the blocker's waiting for a lock on `task_waits`.
-    async fn sweeps_waiting(pool: &sqlx::PgPool) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND l.relation = 'task_waits'::regclass \
-               AND a.datname = current_database()",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-    }
 
     let db = test_db!();
     let node = db.store().await;
@@ -85,29 +121,15 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
             })
         },
     );
-    let config = PlatformConfig {
-        poll_interval: Duration::from_millis(20),
-        ..common::fast_config()
-    };
-    let p = Platform::builder()
-        .store(store.clone())
-        .config(config)
-        .agent(sleeper)
-        .build()
-        .await
-        .unwrap();
+    let p = platform_at_20_ms(&store, vec![Arc::new(sleeper)]).await;
     testkit::install(&store, "sleeper", "alice", &[]).await;
 
     let pg = db.store().await;
-    let mut blocker = pg.pool().begin().await.unwrap();
-    sqlx::query("LOCK TABLE task_waits IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = lock_table(pg.pool(), "task_waits").await;
     // Twenty-five sweeps' worth of time with no task waiting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        sweeps_waiting(pg.pool()).await,
+        waiting_for_lock(pg.pool(), "task_waits", None).await,
         0,
         "a sweep with no task waiting reads no wait"
     );
@@ -125,16 +147,12 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
         async || store.get_task(id).await.unwrap().status == TaskStatus::Waiting,
     )
     .await;
-    let mut blocker = pg.pool().begin().await.unwrap();
-    sqlx::query("LOCK TABLE task_waits IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    let blocker = lock_table(pg.pool(), "task_waits").await;
     until(
         Duration::from_secs(10),
         Duration::from_millis(20),
         "a sweep reads the waits while a task sleeps",
-        async || sweeps_waiting(pg.pool()).await > 0,
+        async || waiting_for_lock(pg.pool(), "task_waits", None).await > 0,
     )
     .await;
     blocker.commit().await.unwrap();
@@ -163,61 +181,32 @@ async fn the_sweep_reads_the_waits_only_while_a_task_waits() {
 async fn an_idle_sweeper_counts_the_waiting_tasks_once_a_second() {
     use std::time::{Duration, Instant};
 
-    use capecontrol_core::runtime::{Platform, PlatformConfig};
     use capecontrol_core::store::Store;
     use capecontrol_testkit::poll::until;
 
-    /// Sessions of this database waiting for a lock on `tasks` to count the waiting tasks.
-    async fn counts_waiting(pool: &sqlx::PgPool) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE NOT l.granted AND l.relation = 'tasks'::regclass \
-               AND a.datname = current_database() \
-               AND a.query = 'SELECT count(*) FROM tasks WHERE status = ''waiting'''",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap()
-    }
-    async fn lock(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
-        let mut tx = pool.begin().await.unwrap();
-        sqlx::query("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        tx
-    }
-
+    const COUNT: &str = "SELECT count(*) FROM tasks WHERE status = 'waiting'";
     let db = test_db!();
     let node = db.store().await;
     let store: Arc<dyn Store> = Arc::new(node.clone());
-    let config = PlatformConfig {
-        poll_interval: Duration::from_millis(20),
-        ..common::fast_config()
-    };
-    let p = Platform::builder()
-        .store(store.clone())
-        .config(config)
-        .build()
-        .await
-        .unwrap();
+    let p = platform_at_20_ms(&store, Vec::new()).await;
     let pg = db.store().await;
+    let counting = async || waiting_for_lock(pg.pool(), "tasks", Some(COUNT)).await;
 
-    let blocker = lock(pg.pool()).await;
+    let blocker = lock_table(pg.pool(), "tasks").await;
     until(
         Duration::from_secs(10),
         Duration::from_millis(10),
         "a count of the waiting tasks waits for the lock",
-        async || counts_waiting(pg.pool()).await > 0,
+        async || counting().await > 0,
     )
     .await;
     blocker.commit().await.unwrap();
     let counted = Instant::now();
-    let blocker = lock(pg.pool()).await;
+    let blocker = lock_table(pg.pool(), "tasks").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let quiet = counted.elapsed();
     assert_eq!(
-        counts_waiting(pg.pool()).await,
+        counting().await,
         0,
         "no count for {quiet:?} after one found no task waiting (25 sweeps' worth)"
     );
@@ -225,7 +214,7 @@ async fn an_idle_sweeper_counts_the_waiting_tasks_once_a_second() {
         Duration::from_secs(10),
         Duration::from_millis(10),
         "the next count comes once the quiet second is over",
-        async || counts_waiting(pg.pool()).await > 0,
+        async || counting().await > 0,
     )
     .await;
     assert!(
