@@ -366,7 +366,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             node.breakers.record_neutral(&key);
             let suspended = Box::pin(host.suspend_now()).await;
             // After the write, whatever came of it: the sweeper's next count sees the wait.
-            node.waits_touched();
+            node.note_wait_begun();
             match suspended {
                 // Its children may all have ended already: woken at once, not at the sweep.
                 Ok(t) if t.status == TaskStatus::Waiting => {

@@ -164,7 +164,7 @@ impl Node {
 
     /// Tells the sweeper that a task of this node may have begun to wait (called after the
     /// suspend's write, so that a count that missed the wait is followed by another).
-    pub(crate) fn waits_touched(&self) {
+    pub(crate) fn note_wait_begun(&self) {
         self.waits_touched.store(true, Ordering::Release);
     }
 
