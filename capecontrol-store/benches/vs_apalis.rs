@@ -269,9 +269,11 @@ fn now_ns() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
 }
 
-/// When each job was submitted, started and handled (the handler returned), by job index.
+/// When each job was submitted, acknowledged (its submission returned), started and handled (the
+/// handler returned), by job index.
 struct Marks {
     submitted: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
     started: Vec<AtomicU64>,
     handled: Vec<AtomicU64>,
     handled_count: AtomicUsize,
@@ -283,6 +285,7 @@ impl Marks {
         let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect();
         Arc::new(Self {
             submitted: zeros(),
+            acked: zeros(),
             started: zeros(),
             handled: zeros(),
             handled_count: AtomicUsize::new(0),
@@ -774,6 +777,7 @@ async fn cc_latency(db: &mut Db, s: &Settings) -> Latency {
                     Err(e) => panic!("submit: {e}"),
                 }
             };
+            m.acked[i].store(now_ns(), Ordering::SeqCst);
             ids.lock().expect("ids").insert(id, i);
         }
     })
@@ -1078,6 +1082,7 @@ async fn apalis_latency(db: &mut Db, s: &Settings) -> Latency {
         async move {
             m.submitted[i].store(now_ns(), Ordering::SeqCst);
             storage.push(Job { i }).await.expect("push");
+            m.acked[i].store(now_ns(), Ordering::SeqCst);
         }
     })
     .await;
@@ -1201,6 +1206,8 @@ impl DiskProbe {
 struct Latency {
     /// Submit → start of the warm-up's submissions.
     cold_start: Dist,
+    /// Submit → the submission returned (the task durable).
+    acked: Dist,
     start: Dist,
     handled: Dist,
     committed: Option<Dist>,
@@ -1260,6 +1267,7 @@ impl Latency {
             cold_start: dist(0..warm, &|i| m.started[i].load(Ordering::SeqCst)),
             start: ms(&|i| m.started[i].load(Ordering::SeqCst)),
             handled: ms(&|i| m.handled[i].load(Ordering::SeqCst)),
+            acked: ms(&|i| m.acked[i].load(Ordering::SeqCst)),
             committed: committed.map(|c| ms(&|i| c[i])),
         }
     }
@@ -1498,6 +1506,8 @@ fn print_drain(title: &str, n: usize, steps: usize, round: &[(System, Throughput
 fn print_latency(title: &str, warmup_secs: u64, round: &[(System, Latency, PerTask)]) {
     let t = Table::new(title, round.iter().map(|(x, _, _)| *x).collect());
     let col = |f: &dyn Fn(&Latency) -> f64| round.iter().map(|(_, l, _)| f(l)).collect::<Vec<_>>();
+    t.line("submit -> acknowledged p50", "ms", &col(&|l| l.acked.p50));
+    t.line("submit -> acknowledged p99", "ms", &col(&|l| l.acked.p99));
     t.line("submit -> start p50", "ms", &col(&|l| l.start.p50));
     t.line("submit -> start p99", "ms", &col(&|l| l.start.p99));
     t.line("submit -> start max", "ms", &col(&|l| l.start.max));
