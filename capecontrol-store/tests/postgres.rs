@@ -750,3 +750,88 @@ async fn reapers_on_two_nodes_reclaim_each_task_once() {
     b.close().await;
     db.drop().await;
 }
+
+/// Index entries of `idx_tasks_running_agent` read so far, and the scans that read them (this
+/// backend's pending statistics flushed first: `pg_stat_force_next_flush`, then a fresh read).
+async fn running_index_reads(conn: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    // The flush happens when the next transaction ends: this one.
+    sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap();
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "SELECT idx_tup_read, idx_scan FROM pg_stat_user_indexes \
+         WHERE indexrelname = 'idx_tasks_running_agent'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// A claim counts the running tasks of an agent (its concurrency limit) by reading that agent's
+/// entries of the running tasks' index alone: with 300 tasks of another agent running, the
+/// count of an agent running one reads a few entries by that index (before migration `…034`
+/// it read every running task: here a scan of the whole table, no index scan at all).
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "CAPECONTROL_SKIP_SERVICES=1: needs PostgreSQL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_an_agents_running_tasks_reads_only_its_own() {
+    use sqlx::Connection;
+
+    let db = test_db!();
+    let store = db.store().await;
+    register(&store, "busy").await;
+    register(&store, "idle").await;
+    for _ in 0..300 {
+        store.enqueue(task("busy", "u")).await.unwrap();
+    }
+    store.enqueue(task("idle", "u")).await.unwrap();
+    let claimed = store.claim(&claim_req("w", 400, 600_000)).await.unwrap();
+    assert_eq!(claimed.len(), 301);
+    let mut conn = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
+    sqlx::query("ANALYZE tasks")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (idle, busy, none): (i64, i64, i64) = sqlx::query_as(
+        "SELECT capecontrol_running('idle'), capecontrol_running('busy'), \
+                capecontrol_running(NULL)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!((idle, busy, none), (1, 300, 0));
+    // Past the session's first five custom plans: a claim's counts run the cached (generic)
+    // plan.
+    for _ in 0..6 {
+        sqlx::query("SELECT capecontrol_running('idle')")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (read0, scans0) = running_index_reads(&mut conn).await;
+    sqlx::query("SELECT capecontrol_running('idle')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (read1, scans1) = running_index_reads(&mut conn).await;
+    assert!(
+        scans1 > scans0,
+        "the count scans the running tasks' index ({scans0} -> {scans1} scans)"
+    );
+    assert!(
+        read1 - read0 <= 5,
+        "counting the one running task of `idle` read {} entries of the index",
+        read1 - read0
+    );
+    conn.close().await.unwrap();
+    store.close().await;
+    db.drop().await;
+}
