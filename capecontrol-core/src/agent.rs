@@ -420,6 +420,18 @@ impl TaskContext {
                         let json = serde_json::to_value(&value).map_err(|e| {
                             Error::agent(format!("result of step `{name}` does not serialize: {e}"))
                         })?;
+                        if crate::store::nests_too_deep(&json) {
+                            return Err(Error::validation(
+                                format!("the result of step `{name}` is out of bounds"),
+                                vec![crate::error::FieldError::new(
+                                    "/output",
+                                    format!(
+                                        "is nested deeper than {} levels",
+                                        crate::store::MAX_VALUE_DEPTH
+                                    ),
+                                )],
+                            ));
+                        }
                         self.host.step_completed(step, &name, &json).await?;
                         Ok(value)
                     }

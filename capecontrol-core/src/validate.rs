@@ -55,6 +55,7 @@ use crate::error::{Error, FieldError};
 use crate::manifest::Manifest;
 
 pub use integral::{integral, integral_opt};
+pub(crate) use limits::value_depth_exceeds;
 pub use limits::{MAX_DEPTH, MAX_MANIFEST_BYTES, parse_json, too_large_error};
 pub(crate) use pointer::{join_pointer, push_token};
 pub use settings::{

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use capecontrol_core::error::ErrorCategory;
 use capecontrol_core::events::{LIVE_OUTPUT_MAX, TaskEventKind};
 use capecontrol_core::manifest::Config;
 use capecontrol_core::runtime::TaskRequest;
+use capecontrol_core::state::TaskStatus;
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{MAX_AUDIT_PAGE, NewAuditEvent, Store};
+use capecontrol_core::store::{MAX_AUDIT_PAGE, MAX_VALUE_DEPTH, NewAuditEvent, Store};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
@@ -120,5 +122,73 @@ async fn audit_reads_a_trail_longer_than_a_page() {
     assert_eq!([first, second].concat(), all);
     let small = p.audit_page(id, None, Some(3), &user()).await.unwrap();
     assert_eq!(small, all[..3]);
+    p.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A value `levels` deep.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(json!("bottom"), |v, _| json!({ "n": v }))
+}
+
+/// An agent's output or step result nested deeper than a store keeps (`MAX_VALUE_DEPTH`)
+/// fails its task at once with a validation error at `/output`, no retry (on PostgreSQL the
+/// row would otherwise be written and never read back); one of exactly that depth completes.
+#[tokio::test]
+async fn an_output_nested_too_deep_fails_its_task_and_one_at_the_edge_completes() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let deep = agent(
+        manifest(
+            "Deep",
+            Config {
+                retries: 3,
+                ..Config::default()
+            },
+            &[],
+        ),
+        |_, input, cx| {
+            Box::pin(async move {
+                let levels = usize::try_from(input["levels"].as_u64().unwrap()).unwrap();
+                if input["in_step"] == json!(true) {
+                    let v: serde_json::Value = cx
+                        .step("deep", async move {
+                            Ok::<_, capecontrol_core::Error>(nested(levels))
+                        })
+                        .await?;
+                    return Ok(json!({ "len": v.to_string().len() }));
+                }
+                Ok(nested(levels))
+            })
+        },
+    );
+    let p = platform_with(store.clone(), vec![deep], fast_config()).await;
+    install(&store, "deep", "alice", &[]).await;
+    let run = |levels: usize, in_step: bool| {
+        let p = &p;
+        async move {
+            let id = p
+                .submit(TaskRequest::new(
+                    "deep",
+                    "run",
+                    json!({ "levels": levels, "in_step": in_step }),
+                    user(),
+                ))
+                .await
+                .unwrap();
+            p.wait(id, &user()).await.unwrap()
+        }
+    };
+    for in_step in [false, true] {
+        let t = run(MAX_VALUE_DEPTH + 1, in_step).await;
+        assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
+        assert_eq!(t.attempts, 1, "not retried");
+        let error = t.error.unwrap();
+        assert_eq!(error.category(), ErrorCategory::Validation, "{error}");
+        assert_eq!(error.field_errors()[0].pointer, "/output");
+        let t = run(MAX_VALUE_DEPTH, in_step).await;
+        assert_eq!(t.status, TaskStatus::Completed, "{t:?}");
+        if !in_step {
+            assert_eq!(t.output, Some(nested(MAX_VALUE_DEPTH)));
+        }
+    }
     p.shutdown(Duration::from_secs(1)).await;
 }

@@ -52,6 +52,7 @@ macro_rules! audit_page {
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
+        event.check()?;
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO audit_events (task_id, agent_id, user_id, event_type, payload, \

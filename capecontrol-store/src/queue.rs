@@ -962,6 +962,7 @@ impl QueueStore for PostgresStore {
     }
 
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
+        write.check()?;
         let cols = Box::new(JournalCols {
             task_id: lease.task_id,
             token: lease.token,
@@ -989,6 +990,7 @@ impl QueueStore for PostgresStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+        finish.check()?;
         let cols = Box::new(FinishCols {
             task_id: lease.task_id,
             token: lease.token,

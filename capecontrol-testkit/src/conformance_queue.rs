@@ -14,7 +14,10 @@ use uuid::Uuid;
 use capecontrol_core::error::ErrorCategory;
 use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::state::TaskStatus;
-use capecontrol_core::store::{AuditFilter, ClaimRequest, NewTask, Store};
+use capecontrol_core::store::{
+    AuditFilter, ClaimRequest, Finish, JournalWrite, MAX_VALUE_DEPTH, NewAuditEvent, NewTask,
+    Outcome, Store,
+};
 
 use crate::conformance::completed;
 use crate::fixtures;
@@ -29,6 +32,7 @@ where
     claims_pass_over_delayed_and_blocked_backlogs(make().await).await;
     a_claim_takes_as_many_due_tasks_as_asked_in_order(make().await).await;
     delayed_tasks_ahead_of_due_ones_do_not_hide_them(make().await).await;
+    values_nested_too_deep_are_refused_where_written(make().await).await;
 }
 
 async fn fresh_agent(store: &Arc<dyn Store>, prefix: &str) -> String {
@@ -333,5 +337,123 @@ pub async fn an_enqueue_claims_its_task_only_when_a_claim_would(store: Arc<dyn S
     assert_eq!(
         store.get_task(fourth.task.id).await.unwrap().status,
         TaskStatus::Queued
+    );
+}
+
+/// A value `levels` deep (arrays and objects alternating) around a string.
+fn nested(levels: usize) -> serde_json::Value {
+    (0..levels).fold(json!("bottom"), |v, i| {
+        if i % 2 == 0 {
+            json!([v])
+        } else {
+            json!({ "n": v })
+        }
+    })
+}
+
+/// The pointers of a validation error (anything else fails the case).
+fn pointers<T: std::fmt::Debug>(r: capecontrol_core::Result<T>) -> Vec<String> {
+    let e = r.expect_err("refused");
+    assert_eq!(e.category(), ErrorCategory::Validation, "{e}");
+    e.field_errors().iter().map(|f| f.pointer.clone()).collect()
+}
+
+/// A value nested deeper than [`MAX_VALUE_DEPTH`] levels is refused where it would be
+/// written (a task's input, an audit payload, an attempt's output, a step's output) with a
+/// validation error at its field, and nothing of the write is kept: the task stays running
+/// under its lease, the audit trail stays readable. A value of exactly that depth is stored and
+/// read back whole. (PostgreSQL would keep the deeper value, and every read of its row would
+/// fail from then on.)
+pub async fn values_nested_too_deep_are_refused_where_written(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store, "deep").await;
+    let (edge, over) = (nested(MAX_VALUE_DEPTH), nested(MAX_VALUE_DEPTH + 1));
+
+    let mut t = task(&agent, 0, false, 10);
+    t.input = over.clone();
+    assert_eq!(pointers(store.enqueue(t).await), ["/input"]);
+    let head = store.audit_head().await.expect("head");
+    let event = |payload| NewAuditEvent {
+        event_type: "test.deep".into(),
+        payload,
+        ..NewAuditEvent::default()
+    };
+    assert_eq!(
+        pointers(store.append_audit(event(over.clone())).await),
+        ["/payload"]
+    );
+    assert_eq!(
+        store.audit_head().await.expect("head"),
+        head,
+        "nothing appended"
+    );
+    let kept = store
+        .append_audit(event(edge.clone()))
+        .await
+        .expect("at the edge");
+    assert_eq!(kept.payload, edge);
+
+    let mut t = task(&agent, 0, false, 10);
+    t.input = edge.clone();
+    let id = store.enqueue(t).await.expect("input at the edge").task.id;
+    let c = store
+        .claim(&claim(&[&agent], 1))
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(c.task.input, edge);
+    let journal = JournalWrite {
+        step: Some(fixtures::step(1, "s", over.clone())),
+        events: Vec::new(),
+        audit: vec![event(over.clone())],
+    };
+    assert_eq!(
+        pointers(store.journal(&c.lease, journal).await),
+        ["/step/output", "/audit/0/payload"]
+    );
+    let deep_end = Finish {
+        outcome: Outcome::Completed {
+            output: over.clone(),
+        },
+        steps: vec![fixtures::step(1, "s", over.clone())],
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    assert_eq!(
+        pointers(store.finish(&c.lease, deep_end).await),
+        ["/outcome/output", "/steps/0/output"]
+    );
+    let still = store.get_task(id).await.expect("readable");
+    assert_eq!(
+        still.status,
+        TaskStatus::Running,
+        "the refused end wrote nothing"
+    );
+    assert!(store.steps(id).await.expect("steps").is_empty());
+    let mut end = completed(edge.clone());
+    end.steps = vec![fixtures::step(1, "s", edge.clone())];
+    let done = store
+        .finish(&c.lease, end)
+        .await
+        .expect("outputs at the edge");
+    assert_eq!(done.output.as_ref(), Some(&edge));
+    assert_eq!(
+        store.get_task(id).await.expect("get").output,
+        Some(edge.clone())
+    );
+    assert_eq!(
+        store.steps(id).await.expect("steps")[0].output,
+        Some(edge.clone())
+    );
+    let events = store.events(id, 0).await.expect("events readable");
+    let last = events.last().expect("events");
+    assert_eq!(
+        last.kind,
+        TaskEventKind::Completed {
+            output: edge.clone()
+        }
+    );
+    assert!(
+        store.list_audit(&AuditFilter::default()).await.is_ok(),
+        "the trail stays readable"
     );
 }

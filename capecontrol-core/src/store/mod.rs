@@ -366,6 +366,72 @@ pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
 /// The most tasks [`QueueStore::list_tasks`] returns: a larger `limit` is capped to it.
 pub const MAX_LIST_TASKS: usize = 1000;
 
+/// The deepest nesting of arrays and objects a stored value may have: a task's input and
+/// output, a step's output, an audit row's payload. PostgreSQL keeps deeper values, but they
+/// could not be read back (`serde_json` reads at most 127 levels, and the store's rows wrap a
+/// value in a few more), so a deeper value is refused where it is written, and a task or an
+/// audit trail never becomes unreadable.
+pub const MAX_VALUE_DEPTH: usize = 100;
+
+/// Whether `value` nests deeper than [`MAX_VALUE_DEPTH`] (counted without recursion, so a
+/// hostile value cannot overflow the stack).
+pub(crate) fn nests_too_deep(value: &Value) -> bool {
+    crate::validate::value_depth_exceeds(value, MAX_VALUE_DEPTH)
+}
+
+/// The error at `pointer` when `value` [nests too deep](nests_too_deep).
+fn too_deep(pointer: impl Into<String>, value: &Value) -> Option<FieldError> {
+    nests_too_deep(value).then(|| {
+        FieldError::new(
+            pointer,
+            format!("is nested deeper than {MAX_VALUE_DEPTH} levels"),
+        )
+    })
+}
+
+/// `Err` with the errors found, if any.
+fn refuse(what: &str, errors: Vec<FieldError>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::validation(what, errors))
+    }
+}
+
+impl Finish {
+    /// Checks the values an attempt's end would store (both stores' `finish` call it): its
+    /// output, its steps' outputs and its audit payloads nest at most [`MAX_VALUE_DEPTH`] levels.
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Outcome::Completed { output } = &self.outcome {
+            errors.extend(too_deep("/outcome/output", output));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Some(output) = &step.output {
+                errors.extend(too_deep(format!("/steps/{i}/output"), output));
+            }
+        }
+        for (i, a) in self.audit.iter().enumerate() {
+            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
+        }
+        refuse("the attempt's end is out of bounds", errors)
+    }
+}
+
+impl JournalWrite {
+    /// [`Finish::check`] for a journal write (both stores' `journal` call it).
+    pub fn check(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if let Some(output) = self.step.as_ref().and_then(|s| s.output.as_ref()) {
+            errors.extend(too_deep("/step/output", output));
+        }
+        for (i, a) in self.audit.iter().enumerate() {
+            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
+        }
+        refuse("the journal write is out of bounds", errors)
+    }
+}
+
 fn too_long(pointer: &str, what: &str, max: usize) -> FieldError {
     FieldError::new(pointer, format!("{what} is longer than {max} bytes"))
 }
@@ -375,7 +441,8 @@ impl NewTask {
     /// gateway may call it first): the idempotency key, the task name, the principal's user id
     /// and user agent are at most [`MAX_IDEMPOTENCY_KEY_BYTES`], [`MAX_TASK_NAME_BYTES`],
     /// [`MAX_USER_ID_BYTES`] and [`MAX_USER_AGENT_BYTES`]; attempts and the concurrency limit
-    /// at least 1. A validation error names every field at fault and never echoes its value.
+    /// at least 1; the input and the audit payloads nest at most [`MAX_VALUE_DEPTH`] levels.
+    /// A validation error names every field at fault and never echoes its value.
     pub fn check(&self) -> Result<()> {
         let mut errors = Vec::new();
         if self
@@ -416,6 +483,10 @@ impl NewTask {
         }
         if self.concurrency_limit == 0 {
             errors.push(FieldError::new("/concurrency_limit", "must be at least 1"));
+        }
+        errors.extend(too_deep("/input", &self.input));
+        for (i, a) in self.audit.iter().enumerate() {
+            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
         }
         if errors.is_empty() {
             Ok(())
@@ -746,6 +817,15 @@ impl NewAuditEvent {
             ip_address: principal.ip_address,
             user_agent: principal.user_agent.clone(),
         }
+    }
+
+    /// Checks the row before it is stored (both stores' `append_audit` call it): its payload
+    /// nests at most [`MAX_VALUE_DEPTH`] levels (a validation error at `/payload`).
+    pub fn check(&self) -> Result<()> {
+        refuse(
+            "the audit event is out of bounds",
+            too_deep("/payload", &self.payload).into_iter().collect(),
+        )
     }
 
     /// Sets the agent concerned.

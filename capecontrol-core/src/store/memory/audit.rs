@@ -5,6 +5,7 @@ use super::*;
 #[async_trait]
 impl AuditStore for MemoryStore {
     async fn append_audit(&self, event: NewAuditEvent) -> Result<AuditEvent> {
+        event.check()?;
         let now = self.now();
         let id = {
             let mut state = self.lock();

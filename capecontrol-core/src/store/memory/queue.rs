@@ -229,6 +229,7 @@ impl QueueStore for MemoryStore {
     }
 
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()> {
+        write.check()?;
         let now = self.now();
         check_events(lease.task_id, &write.events)?;
         let mut state = self.lock();
@@ -249,6 +250,7 @@ impl QueueStore for MemoryStore {
     }
 
     async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+        finish.check()?;
         let now = self.now();
         check_events(lease.task_id, &finish.events)?;
         let mut state = self.lock();
