@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use capecontrol_core::Principal;
 use capecontrol_core::audit::{ChainFault, row_hash, verify_chain};
-use capecontrol_core::store::{AuditEvent, AuditFilter, AuditStore, NewAuditEvent, QueueStore};
+use capecontrol_core::store::{
+    AuditEvent, AuditFilter, AuditStore, MAX_VALUE_DEPTH, NewAuditEvent, QueueStore,
+};
 use capecontrol_store::PostgresStore;
 use capecontrol_store::sqlx;
 use capecontrol_testkit::poll::until;
@@ -640,5 +642,51 @@ async fn deleting_a_task_deletes_its_events_and_steps_and_keeps_its_audit_rows()
         "audit rows stay, naming it"
     );
     assert!(verify_chain(&store).await.unwrap().is_intact());
+    done(db, store).await;
+}
+
+/// Payloads whose numbers are hard to carry exactly (floats at the ends of `f64`'s range and
+/// with 17 significant digits, the extreme integers, a float with an integral value) and one
+/// nested as deep as a stored value may be (`MAX_VALUE_DEPTH`; deeper is refused, see the
+/// conformance suite): each row reads back as appended, and the chain, hashed by the database
+/// over `jsonb`, verifies against the canonical form computed here from the rows read back.
+#[cfg_attr(
+    capecontrol_skip_services,
+    ignore = "needs PostgreSQL (scripts/test.sh starts one)"
+)]
+#[tokio::test]
+async fn hard_numbers_and_the_deepest_payloads_keep_the_chain_intact() {
+    let (db, store) = store_sealed_by_reads().await;
+    let who = Principal::new("alice");
+    let payloads = [
+        json!({"f": [0.30000000000000004, 1.7976931348623157e308, 5e-324,
+                     2.2250738585072014e-308, 1e23, 8.98846567431158e307, 2.718281828459046,
+                     123456.78901234567, 1.0000000000000002, 0.1, -0.0, 1e-7, 1.5e300]}),
+        json!({"i": [u64::MAX, i64::MIN, i64::MAX, 0, -1], "whole": 3.0, "big": 1e21}),
+        (0..MAX_VALUE_DEPTH).fold(json!("bottom"), |v, _| json!({ "n": v })),
+    ];
+    let mut appended = Vec::new();
+    for p in &payloads {
+        let e = store
+            .append_audit(NewAuditEvent::by(&who, "test.numbers", p.clone()))
+            .await
+            .unwrap();
+        appended.push(e.id);
+    }
+    let report = verify_chain(&store).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.rows, 3);
+    let rows = store
+        .list_audit(&AuditFilter {
+            event_type: Some("test.numbers".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), appended);
+    for (row, p) in rows.iter().zip(&payloads) {
+        assert_eq!(&row.payload, p, "row {}", row.id);
+        assert_eq!(row.hash, row_hash(row), "row {}", row.id);
+    }
     done(db, store).await;
 }
