@@ -33,14 +33,11 @@ use super::middleware::{ExecuteEndpoint, ExecuteNext, Execution};
 use super::node::{Node, Running};
 use super::waits;
 use crate::agent::TaskContext;
-use crate::error::{Error, ErrorCategory, FieldError, Result};
+use crate::error::{Error, ErrorCategory, Result};
 use crate::manifest::{Config, Manifest};
 use crate::policy::Scope;
 use crate::state::TaskStatus;
-use crate::store::{
-    Claimed, ClaimedCatalog, MAX_LIST_TASKS, MAX_VALUE_DEPTH, Outcome, TaskFilter, TaskRecord,
-    nests_too_deep,
-};
+use crate::store::{Claimed, ClaimedCatalog, MAX_LIST_TASKS, Outcome, TaskFilter, TaskRecord};
 
 /// The end of the execute chain: the executor chosen for the attempt, its output capped at
 /// `max_output` bytes of JSON.
@@ -327,17 +324,6 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     drop(permit);
 
     match end {
-        // An output no store could read back is the agent's failure, not a stuck task.
-        End::Done(Ok(output)) if nests_too_deep(&output) => {
-            let error = Error::validation(
-                "the task's output is out of bounds",
-                vec![FieldError::new(
-                    "/output",
-                    format!("is nested deeper than {MAX_VALUE_DEPTH} levels"),
-                )],
-            );
-            Box::pin(finish_failed(node, &host, &task, error, true)).await;
-        }
         End::Done(Ok(output)) => {
             node.breakers.record_success(&key);
             if let Err(e) = host.finish(Outcome::Completed { output }).await {

@@ -12,7 +12,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::manifest::Manifest;
 use crate::policy::{Scope, missing_scopes};
 use crate::state::VersionStatus;
-use crate::store::InstallationRecord;
+use crate::store::{InstallationRecord, MAX_VALUE_DEPTH, nests_too_deep};
 
 /// The gateway's checks, made again by the worker when an attempt starts: the installation
 /// exists (the caller looked it up), the task's version is not archived (unless
@@ -81,9 +81,20 @@ impl Write for Capped {
     }
 }
 
-/// Checks that `output`, serialized as JSON, takes at most `limit` bytes: otherwise a
-/// validation error (not retryable) at `/output` naming the limit.
+/// Checks that `output` nests at most [`MAX_VALUE_DEPTH`] levels (no store could read a
+/// deeper one back) and, serialized as JSON, takes at most `limit` bytes: otherwise a
+/// validation error (not retryable) at `/output` naming the limit. The depth is checked first,
+/// without recursion, so that the serialization does not recurse deeper than that.
 pub(crate) fn check_output(output: &Value, limit: usize) -> Result<()> {
+    if nests_too_deep(output) {
+        return Err(Error::validation(
+            "task output nested too deep",
+            vec![FieldError::new(
+                "/output",
+                format!("is nested deeper than {MAX_VALUE_DEPTH} levels"),
+            )],
+        ));
+    }
     let mut w = Capped { written: 0, limit };
     match serde_json::to_writer(&mut w, output) {
         Ok(()) => Ok(()),
@@ -122,6 +133,30 @@ mod tests {
             retry_at(now, Duration::MAX, Duration::MAX),
             DateTime::<Utc>::MAX_UTC
         );
+    }
+
+    #[test]
+    fn output_nested_too_deep_is_refused_before_it_is_serialized() {
+        let nested = |levels: usize| {
+            let mut v = json!("bottom");
+            for _ in 0..levels {
+                v = Value::Array(vec![v]);
+            }
+            v
+        };
+        assert!(check_output(&nested(MAX_VALUE_DEPTH), usize::MAX).is_ok());
+        let e = check_output(&nested(MAX_VALUE_DEPTH + 1), usize::MAX).unwrap_err();
+        assert_eq!(e.field_errors()[0].pointer, "/output");
+        assert!(e.to_string().contains("nested too deep"), "{e}");
+        // Deep enough that serializing it (recursively) could overflow the stack.
+        let deep = nested(100_000);
+        let e = check_output(&deep, usize::MAX).unwrap_err();
+        assert_eq!(e.field_errors()[0].pointer, "/output");
+        // Taken apart iteratively: dropping 100,000 levels recursively could overflow too.
+        let mut cur = deep;
+        while let Value::Array(mut items) = cur {
+            cur = items.pop().unwrap_or(Value::Null);
+        }
     }
 
     #[test]
