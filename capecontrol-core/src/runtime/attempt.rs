@@ -47,7 +47,11 @@ struct ExecutorEndpoint(Arc<dyn Executor>, usize);
 impl ExecuteEndpoint for ExecutorEndpoint {
     async fn call(&self, exec: Execution) -> Result<Value> {
         let output = self.0.run(exec.invocation, exec.cx).await?;
-        checks::check_output(&output, self.1)?;
+        if let Err(e) = checks::check_output(&output, self.1) {
+            // Refused, perhaps for its depth: dropped without recursion.
+            checks::drop_flat(output);
+            return Err(e);
+        }
         Ok(output)
     }
 }

@@ -81,6 +81,19 @@ impl Write for Capped {
     }
 }
 
+/// Drops `value` without recursion: a value nested deeper than the stack allows (an
+/// in-process agent's refused output) would overflow it if dropped the usual way.
+pub(crate) fn drop_flat(value: Value) {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
 /// Checks that `output` nests at most [`MAX_VALUE_DEPTH`] levels (no store could read a
 /// deeper one back) and, serialized as JSON, takes at most `limit` bytes: otherwise a
 /// validation error (not retryable) at `/output` naming the limit. The depth is checked first,
@@ -152,11 +165,9 @@ mod tests {
         let deep = nested(100_000);
         let e = check_output(&deep, usize::MAX).unwrap_err();
         assert_eq!(e.field_errors()[0].pointer, "/output");
-        // Taken apart iteratively: dropping 100,000 levels recursively could overflow too.
-        let mut cur = deep;
-        while let Value::Array(mut items) = cur {
-            cur = items.pop().unwrap_or(Value::Null);
-        }
+        // Dropping 100,000 levels recursively could overflow the stack too.
+        drop_flat(deep);
+        drop_flat(json!({"a": [1, {"b": [2, 3]}], "c": null}));
     }
 
     #[test]
