@@ -31,7 +31,8 @@ use capecontrol_core::error::ErrorCategory;
 use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::state::{RunStatus, TaskStatus};
 use capecontrol_core::store::{
-    AuditFilter, Claimed, Lease, NewAuditEvent, Store, Suspend, Wait, WaitFor, Wake,
+    AuditFilter, Claimed, Lease, MAX_VALUE_DEPTH, NewAuditEvent, Store, Suspend, Wait, WaitFor,
+    Wake,
 };
 use capecontrol_core::{Principal, StepRecord};
 
@@ -218,6 +219,23 @@ pub async fn suspend_then_wake_replays_the_answer(store: Arc<dyn Store>) {
         audit: Vec::new(),
     };
     assert_category(store.wake(wrong).await, ErrorCategory::Conflict);
+    assert_eq!(
+        store.get_task(id).await.unwrap().status,
+        TaskStatus::Waiting
+    );
+
+    // A value no store could read back is refused, and the task keeps waiting.
+    let deep = (0..=MAX_VALUE_DEPTH).fold(json!(true), |v, _| json!([v]));
+    let too_deep = Wake {
+        task_id: id,
+        step: 2,
+        output: json!({"outcome": "answered", "answer": deep, "by": "bob"}),
+        by: Some("bob".into()),
+        audit: Vec::new(),
+    };
+    let e = store.wake(too_deep).await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation, "{e}");
+    assert_eq!(e.field_errors()[0].pointer, "/output");
     assert_eq!(
         store.get_task(id).await.unwrap().status,
         TaskStatus::Waiting

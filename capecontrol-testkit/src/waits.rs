@@ -15,7 +15,7 @@ use capecontrol_core::agent::AskOutcome;
 use capecontrol_core::events::TaskEventKind;
 use capecontrol_core::manifest::Config;
 use capecontrol_core::runtime::{Platform, PlatformConfig, TaskRequest};
-use capecontrol_core::store::{AuditFilter, Store, TaskRecord};
+use capecontrol_core::store::{AuditFilter, MAX_VALUE_DEPTH, Store, TaskRecord};
 use capecontrol_core::{Error, ErrorCategory, Principal, TaskStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -181,6 +181,15 @@ where
         .map(|f| f.pointer.as_str())
         .collect();
     assert_eq!(pointers, ["/answer/approve"]);
+    // An answer nested deeper than a store keeps once wrapped in the step's value (whatever
+    // the question's schema says) is refused at `/answer` before the schema is checked.
+    let deep = (0..MAX_VALUE_DEPTH).fold(json!(true), |v, _| json!([v]));
+    let err = b
+        .answer(id, &user(), json!({ "approve": deep }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), 400);
+    assert_eq!(err.field_errors()[0].pointer, "/answer", "{err}");
     assert_eq!(
         b.trusted().get(id).await.unwrap().status,
         TaskStatus::Waiting,

@@ -302,6 +302,7 @@ impl WaitStore for PostgresStore {
     }
 
     async fn wake(&self, wake: Wake) -> Result<TaskRecord> {
+        wake.check()?;
         let mut tx = self.inner.pool.begin().await.map_err(db)?;
         let woke = wake_in(
             &mut tx,

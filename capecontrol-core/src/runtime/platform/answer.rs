@@ -4,11 +4,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{ACCESS_DENIED, Platform};
-use crate::error::{Error, Result};
+use crate::error::{Error, FieldError, Result};
 use crate::policy::Principal;
 use crate::runtime::access::{TaskAction, owns_or_admin};
 use crate::runtime::waits::check_answer;
-use crate::store::{NewAuditEvent, TaskRecord, WaitFor, Wake};
+use crate::store::{MAX_VALUE_DEPTH, NewAuditEvent, TaskRecord, WaitFor, Wake};
 
 impl Platform {
     /// Answers the question a waiting task asked with
@@ -77,6 +77,16 @@ impl Platform {
                 )));
             }
         };
+        // The answer is stored one level down in the step's value (`{"answer": …}`).
+        if crate::validate::value_depth_exceeds(&answer, MAX_VALUE_DEPTH - 1) {
+            return Err(Error::validation(
+                "the answer is out of bounds",
+                vec![FieldError::new(
+                    "/answer",
+                    format!("is nested deeper than {} levels", MAX_VALUE_DEPTH - 1),
+                )],
+            ));
+        }
         check_answer(&schema, &answer)?;
         let audit = NewAuditEvent::by(by, "task.answered", json!({ "step": step }))
             .task(task_id)

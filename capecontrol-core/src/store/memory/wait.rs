@@ -133,6 +133,7 @@ impl WaitStore for MemoryStore {
     }
 
     async fn wake(&self, wake: Wake) -> Result<TaskRecord> {
+        wake.check()?;
         let now = self.now();
         let mut state = self.lock();
         let status = state
