@@ -13,7 +13,7 @@ use capecontrol_core::runtime::{
     Event, MisfirePolicy, Platform, PlatformConfig, TaskRequest, TriggerConfig, TriggerSource,
 };
 use capecontrol_core::store::memory::MemoryStore;
-use capecontrol_core::store::{AuditFilter, Store, TaskFilter};
+use capecontrol_core::store::{AuditFilter, MAX_VALUE_DEPTH, Store, TaskFilter};
 use capecontrol_core::{ErrorCategory, Principal, TaskStatus};
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -187,6 +187,15 @@ async fn an_event_starts_exactly_the_subscribed_installations_tasks() {
     assert_eq!(e.field_errors()[0].pointer, "/id");
     let edge = Event::new("user.onboard", json!({})).with_id("x".repeat(128));
     assert_eq!(p.emit(edge, &admin()).await.unwrap().len(), 2);
+    // A payload deeper than a task's input may be (it becomes theirs) is refused at once.
+    let nested = |levels| (0..levels).fold(json!(1), |v, _| json!([v]));
+    let deep = Event::new("user.onboard", nested(MAX_VALUE_DEPTH + 1));
+    let e = p.emit(deep, &admin()).await.unwrap_err();
+    assert_eq!(e.field_errors()[0].pointer, "/payload");
+    // At the edge the event is taken and fires (each task then meets the submission's own
+    // checks: the input sanitizer allows 64 levels by default).
+    let at_edge = Event::new("user.onboard", nested(MAX_VALUE_DEPTH));
+    assert_eq!(p.emit(at_edge, &admin()).await.unwrap().len(), 2);
 }
 
 /// The first instant of `cron` after `t`.

@@ -121,9 +121,11 @@ impl Event {
         self
     }
 
-    /// Checks the event's name (`/event`: a dotted lowercase name) and id (`/id`: 1 to
-    /// [`MAX_EVENT_ID_BYTES`] bytes), as [`Platform::emit`] does; a store's `emit_in` calls it
-    /// before writing the event to its outbox.
+    /// Checks the event's name (`/event`: a dotted lowercase name), id (`/id`: 1 to
+    /// [`MAX_EVENT_ID_BYTES`] bytes) and payload (`/payload`: at most
+    /// [`MAX_VALUE_DEPTH`](crate::store::MAX_VALUE_DEPTH) levels deep, as a task's input), as
+    /// [`Platform::emit`] does; a store's `emit_in` calls it before writing the event to its
+    /// outbox.
     pub fn check(&self) -> Result<()> {
         if !capecontrol_rules::event(&self.name) {
             return Err(Error::invalid_field(
@@ -135,6 +137,16 @@ impl Event {
             return Err(Error::invalid_field(
                 "/id",
                 format!("must be 1 to {MAX_EVENT_ID_BYTES} bytes"),
+            ));
+        }
+        // The payload becomes the input of the tasks it starts: held to the same depth.
+        if crate::store::nests_too_deep(&self.payload) {
+            return Err(Error::invalid_field(
+                "/payload",
+                format!(
+                    "is nested deeper than {} levels",
+                    crate::store::MAX_VALUE_DEPTH
+                ),
             ));
         }
         Ok(())
