@@ -380,10 +380,11 @@ pub(crate) fn nests_too_deep(value: &Value) -> bool {
 }
 
 /// The error at `pointer` when `value` [nests too deep](nests_too_deep).
-fn too_deep(pointer: impl Into<String>, value: &Value) -> Option<FieldError> {
+/// (The pointer is built only then: these checks run on every enqueue and finish.)
+fn too_deep(pointer: impl FnOnce() -> String, value: &Value) -> Option<FieldError> {
     nests_too_deep(value).then(|| {
         FieldError::new(
-            pointer,
+            pointer(),
             format!("is nested deeper than {MAX_VALUE_DEPTH} levels"),
         )
     })
@@ -404,15 +405,15 @@ impl Finish {
     pub fn check(&self) -> Result<()> {
         let mut errors = Vec::new();
         if let Outcome::Completed { output } = &self.outcome {
-            errors.extend(too_deep("/outcome/output", output));
+            errors.extend(too_deep(|| "/outcome/output".to_owned(), output));
         }
         for (i, step) in self.steps.iter().enumerate() {
             if let Some(output) = &step.output {
-                errors.extend(too_deep(format!("/steps/{i}/output"), output));
+                errors.extend(too_deep(|| format!("/steps/{i}/output"), output));
             }
         }
         for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
+            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
         }
         refuse("the attempt's end is out of bounds", errors)
     }
@@ -423,10 +424,10 @@ impl JournalWrite {
     pub fn check(&self) -> Result<()> {
         let mut errors = Vec::new();
         if let Some(output) = self.step.as_ref().and_then(|s| s.output.as_ref()) {
-            errors.extend(too_deep("/step/output", output));
+            errors.extend(too_deep(|| "/step/output".to_owned(), output));
         }
         for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
+            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
         }
         refuse("the journal write is out of bounds", errors)
     }
@@ -484,9 +485,9 @@ impl NewTask {
         if self.concurrency_limit == 0 {
             errors.push(FieldError::new("/concurrency_limit", "must be at least 1"));
         }
-        errors.extend(too_deep("/input", &self.input));
+        errors.extend(too_deep(|| "/input".to_owned(), &self.input));
         for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(format!("/audit/{i}/payload"), &a.payload));
+            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
         }
         if errors.is_empty() {
             Ok(())
@@ -824,7 +825,9 @@ impl NewAuditEvent {
     pub fn check(&self) -> Result<()> {
         refuse(
             "the audit event is out of bounds",
-            too_deep("/payload", &self.payload).into_iter().collect(),
+            too_deep(|| "/payload".to_owned(), &self.payload)
+                .into_iter()
+                .collect(),
         )
     }
 

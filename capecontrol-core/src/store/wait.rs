@@ -142,11 +142,14 @@ impl Wake {
     /// Checks the values the wake would store (both stores' `wake` call it): the step's value
     /// and the audit payloads nest at most [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH) levels.
     pub fn check(&self) -> Result<()> {
-        let mut errors: Vec<_> = super::too_deep("/output", &self.output)
+        let mut errors: Vec<_> = super::too_deep(|| "/output".to_owned(), &self.output)
             .into_iter()
             .collect();
         for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(super::too_deep(format!("/audit/{i}/payload"), &a.payload));
+            errors.extend(super::too_deep(
+                || format!("/audit/{i}/payload"),
+                &a.payload,
+            ));
         }
         super::refuse("the wake is out of bounds", errors)
     }

@@ -83,20 +83,37 @@ pub(super) fn check_value(value: &Value) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Whether arrays and objects in `value` nest deeper than `max`, without recursion.
+/// Whether arrays and objects in `value` nest deeper than `max`, without recursion. Only
+/// arrays and objects are stacked (a value of scalars, the usual task input, allocates nothing):
+/// it runs on every enqueue and every finish.
 pub(crate) fn value_depth_exceeds(value: &Value, max: usize) -> bool {
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
-        let depth = depth + 1;
+    fn container(v: &Value) -> bool {
+        matches!(v, Value::Array(_) | Value::Object(_))
+    }
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    let mut next = container(value).then_some((value, 1));
+    while let Some((v, depth)) = next.take().or_else(|| stack.pop()) {
         if depth > max {
             return true;
         }
-        stack.extend(children.map(|c| (c, depth)));
+        match v {
+            Value::Array(items) => {
+                stack.extend(
+                    items
+                        .iter()
+                        .filter(|c| container(c))
+                        .map(|c| (c, depth + 1)),
+                );
+            }
+            Value::Object(map) => {
+                stack.extend(
+                    map.values()
+                        .filter(|c| container(c))
+                        .map(|c| (c, depth + 1)),
+                );
+            }
+            _ => {}
+        }
     }
     false
 }
@@ -167,6 +184,12 @@ mod tests {
         assert!(!value_depth_exceeds(&v, 128));
         assert!(value_depth_exceeds(&v, 127));
         assert!(!value_depth_exceeds(&Value::Null, 0));
+        // Arrays and objects mixed, scalars beside containers at every level.
+        let mixed = serde_json::json!({"a": [1, {"b": 2, "c": [[]]}], "d": "x"});
+        assert!(value_depth_exceeds(&mixed, 4));
+        assert!(!value_depth_exceeds(&mixed, 5));
+        assert!(value_depth_exceeds(&serde_json::json!([]), 0));
+        assert!(!value_depth_exceeds(&serde_json::json!({"a": 1}), 1));
     }
 
     #[test]
