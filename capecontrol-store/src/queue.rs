@@ -1036,6 +1036,7 @@ impl QueueStore for PostgresStore {
         events: Vec<TaskEvent>,
         steps: Vec<StepRecord>,
     ) -> Result<()> {
+        capecontrol_core::store::check_steps(&steps)?;
         let ev = EventColumns::new(lease.task_id, &events)?;
         let st = StepsColumns::new(&steps)?;
         let query = sqlx::query(RELEASE)

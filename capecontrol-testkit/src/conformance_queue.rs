@@ -360,7 +360,8 @@ fn pointers<T: std::fmt::Debug>(r: capecontrol_core::Result<T>) -> Vec<String> {
 
 /// A value nested deeper than [`MAX_VALUE_DEPTH`] levels is refused where it would be
 /// written (a task's input, an audit payload, an attempt's output, a step's output) with a
-/// validation error at its field, and nothing of the write is kept: the task stays running
+/// validation error at its field, and nothing of the write is kept (nor is a release with
+/// such a step): the task stays running
 /// under its lease, the audit trail stays readable. A value of exactly that depth is stored and
 /// read back whole. (PostgreSQL would keep the deeper value, and every read of its row would
 /// fail from then on.)
@@ -421,6 +422,18 @@ pub async fn values_nested_too_deep_are_refused_where_written(store: Arc<dyn Sto
     assert_eq!(
         pointers(store.finish(&c.lease, deep_end).await),
         ["/outcome/output", "/steps/0/output"]
+    );
+    assert_eq!(
+        pointers(
+            store
+                .release(
+                    &c.lease,
+                    Vec::new(),
+                    vec![fixtures::step(1, "s", over.clone())]
+                )
+                .await
+        ),
+        ["/steps/0/output"]
     );
     let still = store.get_task(id).await.expect("readable");
     assert_eq!(

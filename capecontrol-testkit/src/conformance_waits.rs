@@ -352,6 +352,23 @@ pub async fn deadline_wakes_once_and_an_answer_then_conflicts(store: Arc<dyn Sto
         on_timeout: Value::Null,
         waiting_for: WaitFor::Timer,
     };
+    // A value on timeout no store could read back is refused; the task stays running.
+    let deep = Suspend {
+        wait: Wait {
+            on_timeout: (0..=MAX_VALUE_DEPTH).fold(json!(1), |v, _| json!([v])),
+            ..timer.clone()
+        },
+        steps: Vec::new(),
+        events: Vec::new(),
+        audit: Vec::new(),
+    };
+    let e = store.suspend(&c3.lease, deep).await.unwrap_err();
+    assert_eq!(e.category(), ErrorCategory::Validation, "{e}");
+    assert_eq!(e.field_errors()[0].pointer, "/wait/on_timeout");
+    assert_eq!(
+        store.get_task(id3).await.unwrap().status,
+        TaskStatus::Running
+    );
     let s = Suspend {
         wait: timer,
         steps: Vec::new(),

@@ -407,15 +407,33 @@ impl Finish {
         if let Outcome::Completed { output } = &self.outcome {
             errors.extend(too_deep(|| "/outcome/output".to_owned(), output));
         }
-        for (i, step) in self.steps.iter().enumerate() {
-            if let Some(output) = &step.output {
-                errors.extend(too_deep(|| format!("/steps/{i}/output"), output));
-            }
-        }
-        for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
-        }
+        steps_too_deep(&self.steps, &mut errors);
+        audit_too_deep(&self.audit, &mut errors);
         refuse("the attempt's end is out of bounds", errors)
+    }
+}
+
+/// Checks the steps a [`QueueStore::release`] would store (both stores call it): their outputs
+/// nest at most [`MAX_VALUE_DEPTH`] levels (a validation error at `/steps/{i}/output`).
+pub fn check_steps(steps: &[StepRecord]) -> Result<()> {
+    let mut errors = Vec::new();
+    steps_too_deep(steps, &mut errors);
+    refuse("the steps are out of bounds", errors)
+}
+
+/// The errors of the step outputs of `steps` nested too deep, at `/steps/{i}/output`.
+fn steps_too_deep(steps: &[StepRecord], errors: &mut Vec<FieldError>) {
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(output) = &step.output {
+            errors.extend(too_deep(|| format!("/steps/{i}/output"), output));
+        }
+    }
+}
+
+/// The errors of the audit payloads of `audit` nested too deep, at `/audit/{i}/payload`.
+fn audit_too_deep(audit: &[NewAuditEvent], errors: &mut Vec<FieldError>) {
+    for (i, a) in audit.iter().enumerate() {
+        errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
     }
 }
 
@@ -426,9 +444,7 @@ impl JournalWrite {
         if let Some(output) = self.step.as_ref().and_then(|s| s.output.as_ref()) {
             errors.extend(too_deep(|| "/step/output".to_owned(), output));
         }
-        for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
-        }
+        audit_too_deep(&self.audit, &mut errors);
         refuse("the journal write is out of bounds", errors)
     }
 }
@@ -486,9 +502,7 @@ impl NewTask {
             errors.push(FieldError::new("/concurrency_limit", "must be at least 1"));
         }
         errors.extend(too_deep(|| "/input".to_owned(), &self.input));
-        for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(too_deep(|| format!("/audit/{i}/payload"), &a.payload));
-        }
+        audit_too_deep(&self.audit, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

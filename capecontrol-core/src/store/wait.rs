@@ -138,6 +138,27 @@ pub struct Wake {
     pub audit: Vec<NewAuditEvent>,
 }
 
+impl Suspend {
+    /// Checks the values the suspension would store (both stores' `suspend` call it): the
+    /// value on timeout, the question's schema, the steps' outputs and the audit payloads nest
+    /// at most [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH) levels.
+    pub fn check(&self) -> Result<()> {
+        let mut errors: Vec<_> =
+            super::too_deep(|| "/wait/on_timeout".to_owned(), &self.wait.on_timeout)
+                .into_iter()
+                .collect();
+        if let WaitFor::Input { schema, .. } = &self.wait.waiting_for {
+            errors.extend(super::too_deep(
+                || "/wait/waiting_for/schema".to_owned(),
+                schema,
+            ));
+        }
+        super::steps_too_deep(&self.steps, &mut errors);
+        super::audit_too_deep(&self.audit, &mut errors);
+        super::refuse("the suspension is out of bounds", errors)
+    }
+}
+
 impl Wake {
     /// Checks the values the wake would store (both stores' `wake` call it): the step's value
     /// and the audit payloads nest at most [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH) levels.
@@ -145,12 +166,7 @@ impl Wake {
         let mut errors: Vec<_> = super::too_deep(|| "/output".to_owned(), &self.output)
             .into_iter()
             .collect();
-        for (i, a) in self.audit.iter().enumerate() {
-            errors.extend(super::too_deep(
-                || format!("/audit/{i}/payload"),
-                &a.payload,
-            ));
-        }
+        super::audit_too_deep(&self.audit, &mut errors);
         super::refuse("the wake is out of bounds", errors)
     }
 }

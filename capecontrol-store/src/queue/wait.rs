@@ -174,6 +174,7 @@ async fn wake_in(
 #[async_trait]
 impl WaitStore for PostgresStore {
     async fn suspend(&self, lease: &Lease, suspend: Suspend) -> Result<TaskRecord> {
+        suspend.check()?;
         let ev = EventColumns::new(lease.task_id, &suspend.events)?;
         let st = StepsColumns::new(&suspend.steps)?;
         let mut tx = self.inner.pool.begin().await.map_err(db)?;

@@ -357,6 +357,7 @@ impl QueueStore for MemoryStore {
         events: Vec<TaskEvent>,
         steps: Vec<StepRecord>,
     ) -> Result<()> {
+        crate::store::check_steps(&steps)?;
         let now = self.now();
         check_events(lease.task_id, &events)?;
         let mut state = self.lock();

@@ -71,6 +71,7 @@ fn wake_one(
 #[async_trait]
 impl WaitStore for MemoryStore {
     async fn suspend(&self, lease: &Lease, suspend: Suspend) -> Result<TaskRecord> {
+        suspend.check()?;
         let now = self.now();
         check_events(lease.task_id, &suspend.events)?;
         let mut state = self.lock();
