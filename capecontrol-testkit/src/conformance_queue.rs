@@ -359,12 +359,11 @@ fn pointers<T: std::fmt::Debug>(r: capecontrol_core::Result<T>) -> Vec<String> {
 }
 
 /// A value nested deeper than [`MAX_VALUE_DEPTH`] levels is refused where it would be
-/// written (a task's input, an audit payload, an attempt's output, a step's output) with a
-/// validation error at its field, and nothing of the write is kept (nor is a release with
-/// such a step): the task stays running
-/// under its lease, the audit trail stays readable. A value of exactly that depth is stored and
-/// read back whole. (PostgreSQL would keep the deeper value, and every read of its row would
-/// fail from then on.)
+/// written (a task's input, an audit payload, an attempt's output, a step's output in a
+/// journal write, a finish or a release) with a validation error at its field, and nothing of
+/// the write is kept: the task stays running under its lease, the audit trail stays readable.
+/// A value of exactly that depth is stored and read back whole. (PostgreSQL would keep the
+/// deeper value, and every read of its row would fail from then on.)
 pub async fn values_nested_too_deep_are_refused_where_written(store: Arc<dyn Store>) {
     let agent = fresh_agent(&store, "deep").await;
     let (edge, over) = (nested(MAX_VALUE_DEPTH), nested(MAX_VALUE_DEPTH + 1));
