@@ -11,6 +11,8 @@
 //! read to tell a lost lease from misnumbered events. Each write returns the events it inserted,
 //! which the store then announces (see the `notify` module).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use capecontrol_core::events::{TaskEvent, TaskEventKind};
 use capecontrol_core::store::{
@@ -440,9 +442,10 @@ async fn enqueue_on(
             None
         };
         let enqueued = Enqueued {
-            task: claimed
-                .as_ref()
-                .map_or_else(|| rows::task(&row), |c| Ok(c.task.clone()))?,
+            task: claimed.as_ref().map_or_else(
+                || rows::task(&row).map(Arc::new),
+                |c| Ok(Arc::clone(&c.task)),
+            )?,
             created: true,
         };
         return Ok((enqueued, event, claimed));
@@ -459,7 +462,7 @@ async fn enqueue_on(
             Error::conflict("idempotency key is being used by a transaction that rolled back")
         })?;
     let enqueued = Enqueued {
-        task: rows::task(&row)?,
+        task: Arc::new(rows::task(&row)?),
         created: false,
     };
     Ok((enqueued, None, None))
@@ -508,7 +511,7 @@ fn claimed(row: &PgRow) -> Result<Claimed> {
         steps: rows::steps(steps)?,
         last_seq: u64::try_from(last_seq).unwrap_or(0),
         catalog: Some(rows::claimed_catalog(row)?),
-        task,
+        task: Arc::new(task),
     })
 }
 
@@ -989,7 +992,7 @@ impl QueueStore for PostgresStore {
         Ok(())
     }
 
-    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<Arc<TaskRecord>> {
         finish.check()?;
         let cols = Box::new(FinishCols {
             task_id: lease.task_id,
@@ -1015,7 +1018,7 @@ impl QueueStore for PostgresStore {
                 Fenced::Applied => {
                     tracing::info!(task_id = %lease.task_id, "a repeated finish had committed already");
                     self.announce(finish.events, true, true);
-                    self.get_task(lease.task_id).await
+                    self.get_task(lease.task_id).await.map(Arc::new)
                 }
                 Fenced::Failed(e) => Err(e),
             };
@@ -1027,7 +1030,7 @@ impl QueueStore for PostgresStore {
         let mut events = finish.events;
         events.extend(event_column(&row)?);
         self.announce(events, wake, true);
-        Ok(task)
+        Ok(Arc::new(task))
     }
 
     async fn release(

@@ -401,7 +401,7 @@ pub async fn check_enqueue_and_idempotency<S: Store>(s: &S) {
         .unwrap();
     assert_eq!(extra.len(), 1);
     assert_eq!(s.queue_depth().await.unwrap(), 2);
-    assert_eq!(s.get_task(first.task.id).await.unwrap(), first.task);
+    assert_eq!(s.get_task(first.task.id).await.unwrap(), *first.task);
     assert_category(s.get_task(Uuid::new_v4()).await, ErrorCategory::NotFound);
 }
 

@@ -163,8 +163,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         last_seq,
         mut catalog,
     } = claimed;
-    // Shared by the host, the execution and this function: cloned once, not per use.
-    let task = Arc::new(task);
+    // Shared by the store, the host, the execution and this function: never copied.
     let task_id = task.id;
     let key = CircuitBreakers::key(&task.agent_id, &task.version);
     let cancel = CancellationToken::new();

@@ -206,7 +206,7 @@ impl PlatformHost {
     /// Writes the attempt's outcome together with what is pending (events published live,
     /// the deferred step row): the attempt's one writer of its finish.
     /// Repeated on transient errors (see the module docs).
-    pub(crate) async fn finish(&self, outcome: Outcome) -> Result<TaskRecord> {
+    pub(crate) async fn finish(&self, outcome: Outcome) -> Result<Arc<TaskRecord>> {
         let mut pending = self.take_pending();
         let finish = Finish {
             outcome,
@@ -481,7 +481,7 @@ mod tests {
             .await
             .unwrap()
             .remove(0);
-        let host = PlatformHost::new(store.clone(), c.lease, Arc::new(c.task), c.last_seq);
+        let host = PlatformHost::new(store.clone(), c.lease, c.task, c.last_seq);
         (store, host)
     }
 

@@ -200,7 +200,9 @@ enum Indexed {
 
 struct TaskEntry {
     order: u64,
-    record: TaskRecord,
+    /// Shared with the callers it was returned to (enqueue, claim, finish); a write changes a
+    /// copy of its own only while one of them still holds it ([`TaskEntry::record_mut`]).
+    record: Arc<TaskRecord>,
     token: Option<Uuid>,
     steps: BTreeMap<u32, StepRecord>,
     events: Vec<TaskEvent>,
@@ -208,6 +210,11 @@ struct TaskEntry {
 }
 
 impl TaskEntry {
+    /// The record, to change: copied first if a caller still holds the shared one.
+    fn record_mut(&mut self) -> &mut TaskRecord {
+        Arc::make_mut(&mut self.record)
+    }
+
     fn last_seq(&self) -> u64 {
         self.events.last().map_or(0, |e| e.seq)
     }
@@ -478,8 +485,8 @@ fn move_task(record: &mut TaskRecord, to: TaskStatus) -> Result<()> {
 
 fn clear_lease(entry: &mut TaskEntry) {
     entry.token = None;
-    entry.record.lease_owner = None;
-    entry.record.lease_expires_at = None;
+    entry.record_mut().lease_owner = None;
+    entry.record_mut().lease_expires_at = None;
 }
 
 fn task_audit(record: &TaskRecord, event_type: &str, payload: serde_json::Value) -> NewAuditEvent {

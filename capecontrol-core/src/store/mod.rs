@@ -71,6 +71,7 @@ mod rating;
 pub mod triggers;
 mod wait;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -572,8 +573,9 @@ pub struct TaskRecord {
 /// The result of [`QueueStore::enqueue`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enqueued {
-    /// The task (an existing one when the idempotency key was seen before).
-    pub task: TaskRecord,
+    /// The task (an existing one when the idempotency key was seen before). Shared: a store
+    /// that keeps its records in memory hands out the record it holds, not a copy.
+    pub task: Arc<TaskRecord>,
     /// Whether this call created it.
     pub created: bool,
 }
@@ -607,8 +609,9 @@ pub struct Lease {
 /// A claimed task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claimed {
-    /// The task, now `running`, `attempts` counting this attempt.
-    pub task: TaskRecord,
+    /// The task, now `running`, `attempts` counting this attempt (shared, as in
+    /// [`Enqueued::task`]).
+    pub task: Arc<TaskRecord>,
     /// The lease.
     pub lease: Lease,
     /// The steps journaled so far (for a replay).
@@ -748,8 +751,9 @@ pub trait QueueStore: Send + Sync {
     async fn heartbeat(&self, lease: &Lease, extend: Duration) -> Result<Heartbeat>;
     /// A fenced write of a step, events and audit, in one transaction.
     async fn journal(&self, lease: &Lease, write: JournalWrite) -> Result<()>;
-    /// Ends the attempt (fenced): completed, failed (maybe requeued) or cancelled.
-    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord>;
+    /// Ends the attempt (fenced): completed, failed (maybe requeued) or cancelled. Returns the
+    /// task as it now is (shared, as in [`Enqueued::task`]).
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<Arc<TaskRecord>>;
     /// Gives a running task back to the queue without counting the attempt (graceful shutdown);
     /// writes `events` and `steps` (by task and step number) in the same fenced transaction.
     async fn release(

@@ -311,7 +311,7 @@ pub async fn timestamps_are_kept_to_the_microsecond(store: Arc<dyn Store>) {
     t.run_at = Some(run_at);
     let enqueued = store.enqueue(t).await.unwrap().task;
     assert_eq!(enqueued.run_at, run_at.trunc_subsecs(6));
-    assert_eq!(store.get_task(enqueued.id).await.unwrap(), enqueued);
+    assert_eq!(store.get_task(enqueued.id).await.unwrap(), *enqueued);
 
     let c = claim_one(&store, "w1", &agent).await;
     let at = fine(Utc::now());
@@ -350,7 +350,7 @@ pub async fn timestamps_are_kept_to_the_microsecond(store: Arc<dyn Store>) {
     let events = store.events(c.task.id, c.last_seq).await.unwrap();
     assert_eq!(events[0].at, at.trunc_subsecs(6));
     let done = store.finish(&c.lease, completed(json!(1))).await.unwrap();
-    assert_eq!(store.get_task(c.task.id).await.unwrap(), done);
+    assert_eq!(store.get_task(c.task.id).await.unwrap(), *done);
 
     let mut agent_record = agent_record(&unique("micro"), "Micro");
     agent_record.created_at = fine(agent_record.created_at);

@@ -17,7 +17,7 @@ pub async fn finish_outcomes(store: Arc<dyn Store>) {
     assert_eq!(done.output, Some(json!({ "ok": true })));
     assert!(done.completed_at.is_some());
     assert!(done.lease_owner.is_none());
-    assert_eq!(store.get_task(id).await.unwrap(), done);
+    assert_eq!(store.get_task(id).await.unwrap(), *done);
 
     // Failed with a retry in the future: queued, not due.
     let id = store.enqueue(new_task(&agent)).await.unwrap().task.id;

@@ -12,7 +12,8 @@ impl QueueStore for MemoryStore {
         // is taken (a submission's lock is one the workers' finishes wait for); an enqueue
         // that is refused below drops them.
         let user_id = task.principal.user_id.clone();
-        let record = TaskRecord {
+        // Shared by the entry and the caller: one record, not a copy for each.
+        let record = Arc::new(TaskRecord {
             id: task.id,
             user_id: user_id.clone(),
             agent_id: task.agent_id,
@@ -39,10 +40,10 @@ impl QueueStore for MemoryStore {
             traceparent: task.traceparent,
             parent_id: task.parent_id,
             created_at: now,
-        };
+        });
         let mut entry = Box::new(TaskEntry {
             order: 0,
-            record: record.clone(),
+            record: Arc::clone(&record),
             token: None,
             steps: BTreeMap::new(),
             events: Vec::new(),
@@ -171,13 +172,13 @@ impl QueueStore for MemoryStore {
             let Some(entry) = state.tasks.get_mut(&id) else {
                 continue;
             };
-            move_task(&mut entry.record, TaskStatus::Running)?;
+            move_task(entry.record_mut(), TaskStatus::Running)?;
             let token = Uuid::new_v4();
             entry.token = Some(token);
-            entry.record.attempts += 1;
-            entry.record.lease_owner = Some(request.worker.clone());
-            entry.record.lease_expires_at = Some(expires_at);
-            entry.record.started_at = Some(now);
+            entry.record_mut().attempts += 1;
+            entry.record_mut().lease_owner = Some(request.worker.clone());
+            entry.record_mut().lease_expires_at = Some(expires_at);
+            entry.record_mut().started_at = Some(now);
             let attempt = entry.record.attempts;
             let event = lifecycle_event(
                 entry,
@@ -221,7 +222,7 @@ impl QueueStore for MemoryStore {
         let mut state = self.lock();
         let entry = state.fenced(lease)?;
         let expires_at = now + to_chrono(extend);
-        entry.record.lease_expires_at = Some(expires_at);
+        entry.record_mut().lease_expires_at = Some(expires_at);
         Ok(Heartbeat {
             expires_at,
             cancel_requested: entry.record.cancel_requested,
@@ -249,7 +250,7 @@ impl QueueStore for MemoryStore {
         Ok(())
     }
 
-    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<TaskRecord> {
+    async fn finish(&self, lease: &Lease, finish: Finish) -> Result<Arc<TaskRecord>> {
         finish.check()?;
         let now = self.now();
         check_events(lease.task_id, &finish.events)?;
@@ -272,9 +273,9 @@ impl QueueStore for MemoryStore {
         let attempt = entry.record.attempts;
         let (kind, audit_type, payload) = match finish.outcome {
             Outcome::Completed { output } => {
-                move_task(&mut entry.record, TaskStatus::Completed)?;
-                entry.record.output = Some(output.clone());
-                entry.record.completed_at = Some(now);
+                move_task(entry.record_mut(), TaskStatus::Completed)?;
+                entry.record_mut().output = Some(output.clone());
+                entry.record_mut().completed_at = Some(now);
                 (
                     TaskEventKind::Completed { output },
                     "task.completed",
@@ -284,10 +285,10 @@ impl QueueStore for MemoryStore {
             // A cancel requested during the attempt wins over a retry or a failure: the task
             // ends cancelled (its last error kept), whatever path the attempt took.
             Outcome::Failed { error, .. } if entry.record.cancel_requested => {
-                move_task(&mut entry.record, TaskStatus::Cancelled)?;
-                entry.record.error_message = Some(error.to_string());
-                entry.record.error = Some(error.clone());
-                entry.record.completed_at = Some(now);
+                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+                entry.record_mut().error_message = Some(error.to_string());
+                entry.record_mut().error = Some(error.clone());
+                entry.record_mut().completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
                     "task.cancelled",
@@ -295,13 +296,13 @@ impl QueueStore for MemoryStore {
                 )
             }
             Outcome::Failed { error, retry_at } => {
-                move_task(&mut entry.record, TaskStatus::Failed)?;
-                entry.record.error_message = Some(error.to_string());
-                entry.record.error = Some(error.clone());
+                move_task(entry.record_mut(), TaskStatus::Failed)?;
+                entry.record_mut().error_message = Some(error.to_string());
+                entry.record_mut().error = Some(error.clone());
                 match retry_at {
                     Some(at) => {
-                        move_task(&mut entry.record, TaskStatus::Queued)?;
-                        entry.record.run_at = micros(at);
+                        move_task(entry.record_mut(), TaskStatus::Queued)?;
+                        entry.record_mut().run_at = micros(at);
                         let delay_ms = millis_between(now, at);
                         (
                             TaskEventKind::Retrying {
@@ -314,7 +315,7 @@ impl QueueStore for MemoryStore {
                         )
                     }
                     None => {
-                        entry.record.completed_at = Some(now);
+                        entry.record_mut().completed_at = Some(now);
                         (
                             TaskEventKind::Failed {
                                 error: error.clone(),
@@ -326,8 +327,8 @@ impl QueueStore for MemoryStore {
                 }
             }
             Outcome::Cancelled => {
-                move_task(&mut entry.record, TaskStatus::Cancelled)?;
-                entry.record.completed_at = Some(now);
+                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+                entry.record_mut().completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
                     "task.cancelled",
@@ -366,13 +367,13 @@ impl QueueStore for MemoryStore {
         put_steps(entry, steps);
         let mut sent = persist_events(entry, events);
         let (kind, audit_type) = if entry.record.cancel_requested {
-            move_task(&mut entry.record, TaskStatus::Cancelled)?;
-            entry.record.completed_at = Some(now);
+            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+            entry.record_mut().completed_at = Some(now);
             (TaskEventKind::Cancelled, "task.cancelled")
         } else {
             // Not a state-machine transition: the claim is undone, the attempt not counted.
-            entry.record.status = TaskStatus::Queued;
-            entry.record.attempts = entry.record.attempts.saturating_sub(1);
+            entry.record_mut().status = TaskStatus::Queued;
+            entry.record_mut().attempts = entry.record.attempts.saturating_sub(1);
             (TaskEventKind::Queued { trigger: None }, "task.released")
         };
         clear_lease(entry);
@@ -412,16 +413,16 @@ impl QueueStore for MemoryStore {
                 owner.as_deref().unwrap_or("unknown")
             ));
             let (kind, audit_type) = if entry.record.cancel_requested {
-                move_task(&mut entry.record, TaskStatus::Cancelled)?;
-                entry.record.completed_at = Some(now);
+                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+                entry.record_mut().completed_at = Some(now);
                 (TaskEventKind::Cancelled, "task.cancelled")
             } else {
-                move_task(&mut entry.record, TaskStatus::Failed)?;
-                entry.record.error_message = Some(error.to_string());
-                entry.record.error = Some(error.clone());
+                move_task(entry.record_mut(), TaskStatus::Failed)?;
+                entry.record_mut().error_message = Some(error.to_string());
+                entry.record_mut().error = Some(error.clone());
                 if attempt < entry.record.max_attempts {
-                    move_task(&mut entry.record, TaskStatus::Queued)?;
-                    entry.record.run_at = now;
+                    move_task(entry.record_mut(), TaskStatus::Queued)?;
+                    entry.record_mut().run_at = now;
                     requeued = true;
                     (
                         TaskEventKind::Retrying {
@@ -432,7 +433,7 @@ impl QueueStore for MemoryStore {
                         "task.retrying",
                     )
                 } else {
-                    entry.record.completed_at = Some(now);
+                    entry.record_mut().completed_at = Some(now);
                     (
                         TaskEventKind::Failed {
                             error: error.clone(),
@@ -498,11 +499,14 @@ impl QueueStore for MemoryStore {
     }
 
     async fn get_task(&self, task_id: Uuid) -> Result<TaskRecord> {
-        self.lock()
+        // The shared record under the lock, its copy after it.
+        let record = self
+            .lock()
             .tasks
             .get(&task_id)
-            .map(|t| t.record.clone())
-            .ok_or_else(|| Error::not_found("task", task_id.to_string()))
+            .map(|t| Arc::clone(&t.record))
+            .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
+        Ok(TaskRecord::clone(&record))
     }
 
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>> {
@@ -539,7 +543,7 @@ impl QueueStore for MemoryStore {
         Ok(out
             .into_iter()
             .take(filter.page_size())
-            .map(|t| t.record.clone())
+            .map(|t| TaskRecord::clone(&t.record))
             .collect())
     }
 
@@ -597,13 +601,13 @@ fn cancel_one(
         .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
     let event_type = match entry.record.status {
         TaskStatus::Queued | TaskStatus::Waiting => {
-            move_task(&mut entry.record, TaskStatus::Cancelled)?;
-            entry.record.completed_at = Some(now);
+            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+            entry.record_mut().completed_at = Some(now);
             sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
             "task.cancelled"
         }
         TaskStatus::Running => {
-            entry.record.cancel_requested = true;
+            entry.record_mut().cancel_requested = true;
             "task.cancel_requested"
         }
         other => {
@@ -620,5 +624,5 @@ fn cancel_one(
     let mut audit = NewAuditEvent::by(by, event_type, payload).task(task_id);
     audit.agent_id = Some(record.agent_id.clone());
     state.append_audit(audit, now);
-    Ok(record)
+    Ok(TaskRecord::clone(&record))
 }

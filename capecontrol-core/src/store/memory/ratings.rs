@@ -12,7 +12,7 @@ impl crate::store::RatingStore for MemoryStore {
     ) -> Result<crate::store::RatingSummary> {
         let now = self.now();
         let mut state = self.lock();
-        let task = state.tasks.get(&task_id).map(|t| &t.record);
+        let task = state.tasks.get(&task_id).map(|t| &*t.record);
         crate::store::check_rating(task, task_id, by, score)?;
         let (agent_id, version) = task
             .map(|t| (t.agent_id.clone(), t.version.clone()))

@@ -30,8 +30,8 @@ fn wake_one(
         .tasks
         .get_mut(&task_id)
         .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
-    move_task(&mut entry.record, TaskStatus::Queued)?;
-    entry.record.run_at = now;
+    move_task(entry.record_mut(), TaskStatus::Queued)?;
+    entry.record_mut().run_at = now;
     put_steps(
         entry,
         [StepRecord {
@@ -65,7 +65,7 @@ fn wake_one(
         audit.user_id = by;
     }
     state.append_audit(audit, now);
-    Ok((record, event))
+    Ok((TaskRecord::clone(&record), event))
 }
 
 #[async_trait]
@@ -87,15 +87,15 @@ impl WaitStore for MemoryStore {
         wait.until = wait.until.map(super::micros);
         let cancelled = entry.record.cancel_requested;
         let (kind, audit_type) = if cancelled {
-            move_task(&mut entry.record, TaskStatus::Cancelled)?;
-            entry.record.completed_at = Some(now);
+            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
+            entry.record_mut().completed_at = Some(now);
             (TaskEventKind::Cancelled, "task.cancelled")
         } else {
-            move_task(&mut entry.record, TaskStatus::Waiting)?;
+            move_task(entry.record_mut(), TaskStatus::Waiting)?;
             // The attempt is not counted: a task may wait any number of times.
-            entry.record.attempts = entry.record.attempts.saturating_sub(1);
+            entry.record_mut().attempts = entry.record.attempts.saturating_sub(1);
             if let Some(until) = wait.until {
-                entry.record.run_at = until;
+                entry.record_mut().run_at = until;
             }
             (wait.event_kind(), "task.waiting")
         };
@@ -118,7 +118,7 @@ impl WaitStore for MemoryStore {
             state.waits.insert(record.id, wait);
         }
         self.send_events(sent);
-        Ok(record)
+        Ok(TaskRecord::clone(&record))
     }
 
     async fn current_wait(&self, task_id: Uuid) -> Result<Option<Wait>> {
