@@ -26,13 +26,14 @@ use crate::error::Result;
 use crate::store::Enqueued;
 
 /// Successes and attempts per version of one agent.
-type VersionTotals = HashMap<String, (u64, u64)>;
+type VersionTotals = HashMap<String, (u64, u64), foldhash::quality::RandomState>;
 
 /// Records the §10.1 metrics.
 #[derive(Debug, Default)]
 pub struct PerformanceMonitor {
     /// Successes and attempts by agent, then version.
-    totals: Mutex<HashMap<String, VersionTotals>>,
+    /// Both levels hashed with foldhash, not SipHash: every attempt looks them up.
+    totals: Mutex<HashMap<String, VersionTotals, foldhash::quality::RandomState>>,
 }
 
 impl PerformanceMonitor {

@@ -46,7 +46,9 @@ impl QueueStore for MemoryStore {
             record: Arc::clone(&record),
             token: None,
             steps: BTreeMap::new(),
-            events: Vec::new(),
+            // Room for the three events of every task that runs (queued, started, an end):
+            // the store keeps them, and a vector grown by push kept room for four.
+            events: Vec::with_capacity(3),
             indexed: Indexed::None,
         });
         let kind = TaskEventKind::Queued {
