@@ -111,15 +111,23 @@ pub fn canonical(event: &AuditEvent) -> String {
 /// `prev_hash` field holds).
 pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
     let mut out = String::with_capacity(256);
+    canonical_linked_into(event, prev_hash, &mut out);
+    out
+}
+
+/// [`canonical_linked`] written into `out`, cleared first: a sealer chaining many rows reuses
+/// one buffer (a fresh `String` per row was allocated, then grown twice or three times).
+pub(crate) fn canonical_linked_into(event: &AuditEvent, prev_hash: &str, out: &mut String) {
+    out.clear();
     // Writing into a `String` cannot fail.
     out.push('[');
-    push_u64(&mut out, event.seq);
+    push_u64(out, event.seq);
     out.push_str(", ");
-    write_string(prev_hash, &mut out);
+    write_string(prev_hash, out);
     out.push_str(", ");
-    push_i64(&mut out, event.id);
+    push_i64(out, event.id);
     out.push_str(", ");
-    push_i64(&mut out, event.created_at.timestamp_micros());
+    push_i64(out, event.created_at.timestamp_micros());
     out.push_str(", ");
     match event.task_id {
         Some(t) => {
@@ -133,13 +141,13 @@ pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
         None => out.push_str("null"),
     }
     out.push_str(", ");
-    write_opt_string(event.agent_id.as_deref(), &mut out);
+    write_opt_string(event.agent_id.as_deref(), out);
     out.push_str(", ");
-    write_opt_string(event.user_id.as_deref(), &mut out);
+    write_opt_string(event.user_id.as_deref(), out);
     out.push_str(", ");
-    write_string(&event.event_type, &mut out);
+    write_string(&event.event_type, out);
     out.push_str(", ");
-    write_jsonb(&event.payload, &mut out);
+    write_jsonb(&event.payload, out);
     out.push_str(", ");
     match event.ip_address {
         Some(ip) => {
@@ -149,9 +157,8 @@ pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
         None => out.push_str("null"),
     }
     out.push_str(", ");
-    write_opt_string(event.user_agent.as_deref(), &mut out);
+    write_opt_string(event.user_agent.as_deref(), out);
     out.push(']');
-    out
 }
 
 /// A string, or `null`.

@@ -50,10 +50,12 @@ impl Trail {
     /// and keeps them.
     pub(super) fn seal(&mut self, rows: Vec<AuditEvent>) {
         let mut prev = self.prev_hash(self.sealed);
+        // Every row's canonical form is written into this one buffer.
+        let mut canonical = String::with_capacity(1024);
         for mut event in rows {
             event.seq = self.sealed as u64 + 1;
-            let hash: [u8; 32] =
-                Sha256::digest(crate::audit::canonical_linked(&event, &prev).as_bytes()).into();
+            crate::audit::canonical_linked_into(&event, &prev, &mut canonical);
+            let hash: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
             // The next row's link, written over this one's (no allocation per row).
             prev.clear();
             push_hex(&hash, &mut prev);
