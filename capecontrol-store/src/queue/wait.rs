@@ -354,10 +354,17 @@ impl WaitStore for PostgresStore {
     }
 
     async fn waiting_count(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'waiting'")
+        // PostgreSQL's simple protocol: one message, one round trip, one transaction. A
+        // prepared statement's first use on a connection is two transactions (sqlx's Parse and
+        // Describe, then its Bind and Execute), each taking the table's lock on its own: a
+        // count could be seen to get the lock, end, and wait for it again, and cost a second
+        // round trip. Planned at each call, which the sweeper's pace (once a second while no
+        // task waits) makes cheap.
+        let row = sqlx::raw_sql("SELECT count(*) FROM tasks WHERE status = 'waiting'")
             .fetch_one(&self.inner.pool)
             .await
             .map_err(db)?;
+        let n: i64 = row.try_get(0).map_err(db)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
