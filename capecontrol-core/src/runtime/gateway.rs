@@ -43,7 +43,7 @@ struct Resolved {
 type Cached = (tokio::time::Instant, Arc<Resolved>);
 
 /// One agent's cached resolutions, by user.
-type UserCache = HashMap<String, Cached, foldhash::quality::RandomState>;
+type UserCache = crate::FastMap<String, Cached>;
 
 /// A denial: the error returned to the caller and the reason written to the audit row.
 type Denied = (Error, String);
@@ -53,8 +53,8 @@ type Denied = (Error, String);
 pub(crate) struct Gateway {
     /// Resolved submissions (installation, version, manifest) by agent, then user (looked up
     /// by reference: no key is built per submission).
-    /// Both levels hashed with foldhash, not SipHash: every submission looks them up.
-    policy_cache: Mutex<HashMap<String, UserCache, foldhash::quality::RandomState>>,
+    /// Both levels are [`crate::FastMap`]s: every submission looks them up.
+    policy_cache: Mutex<crate::FastMap<String, UserCache>>,
     /// Agent ids by the id or slug they were asked for.
     agent_ids: Mutex<HashMap<String, String>>,
 }

@@ -27,7 +27,7 @@
 //!   the task's.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::events::{TaskEvent, TaskEventKind};
 use crate::policy::Principal;
 use crate::state::{AgentStatus, TaskStatus, VersionStatus};
+use crate::{FastMap, FastSet};
 
 mod triggers;
 
@@ -104,12 +105,6 @@ impl Default for MemoryStore {
         Self::new()
     }
 }
-
-/// The state's hashed indexes: foldhash, seeded at random per map (its `quality` variant), in
-/// place of std's SipHash, which took about 5 % of a zero-step task's instructions here.
-type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
-/// A set hashed as [`FastMap`].
-type FastSet<K> = HashSet<K, foldhash::quality::RandomState>;
 
 /// How many audit rows may wait to be chained before an append chains them.
 const SEAL_BATCH: usize = 256;

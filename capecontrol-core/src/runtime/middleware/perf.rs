@@ -14,7 +14,6 @@
 //! `agent_memory_usage_bytes`, `agent_memory_limit_bytes` and `agent_cpu_usage_percent`; the
 //! registry counts `marketplace_discovery_rate`; ratings set `user_satisfaction_score`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,14 +25,14 @@ use crate::error::Result;
 use crate::store::Enqueued;
 
 /// Successes and attempts per version of one agent.
-type VersionTotals = HashMap<String, (u64, u64), foldhash::quality::RandomState>;
+type VersionTotals = crate::FastMap<String, (u64, u64)>;
 
 /// Records the §10.1 metrics.
 #[derive(Debug, Default)]
 pub struct PerformanceMonitor {
     /// Successes and attempts by agent, then version.
-    /// Both levels hashed with foldhash, not SipHash: every attempt looks them up.
-    totals: Mutex<HashMap<String, VersionTotals, foldhash::quality::RandomState>>,
+    /// Both levels are [`crate::FastMap`]s: every attempt looks them up.
+    totals: Mutex<crate::FastMap<String, VersionTotals>>,
 }
 
 impl PerformanceMonitor {
