@@ -486,8 +486,9 @@ fn move_task(record: &mut TaskRecord, to: TaskStatus) -> Result<()> {
 
 fn clear_lease(entry: &mut TaskEntry) {
     entry.token = None;
-    entry.record_mut().lease_owner = None;
-    entry.record_mut().lease_expires_at = None;
+    let record = entry.record_mut();
+    record.lease_owner = None;
+    record.lease_expires_at = None;
 }
 
 fn task_audit(record: &TaskRecord, event_type: &str, payload: serde_json::Value) -> NewAuditEvent {

@@ -174,14 +174,15 @@ impl QueueStore for MemoryStore {
             let Some(entry) = state.tasks.get_mut(&id) else {
                 continue;
             };
-            move_task(entry.record_mut(), TaskStatus::Running)?;
+            let record = entry.record_mut();
+            move_task(record, TaskStatus::Running)?;
+            record.attempts += 1;
+            record.lease_owner = Some(request.worker.clone());
+            record.lease_expires_at = Some(expires_at);
+            record.started_at = Some(now);
+            let attempt = record.attempts;
             let token = Uuid::new_v4();
             entry.token = Some(token);
-            entry.record_mut().attempts += 1;
-            entry.record_mut().lease_owner = Some(request.worker.clone());
-            entry.record_mut().lease_expires_at = Some(expires_at);
-            entry.record_mut().started_at = Some(now);
-            let attempt = entry.record.attempts;
             let event = lifecycle_event(
                 entry,
                 TaskEventKind::Started {
@@ -272,12 +273,13 @@ impl QueueStore for MemoryStore {
         entry.record.status.transition(target)?;
         put_steps(entry, finish.steps);
         let mut events = persist_events(entry, finish.events);
-        let attempt = entry.record.attempts;
+        let record = entry.record_mut();
+        let attempt = record.attempts;
         let (kind, audit_type, payload) = match finish.outcome {
             Outcome::Completed { output } => {
-                move_task(entry.record_mut(), TaskStatus::Completed)?;
-                entry.record_mut().output = Some(output.clone());
-                entry.record_mut().completed_at = Some(now);
+                move_task(record, TaskStatus::Completed)?;
+                record.output = Some(output.clone());
+                record.completed_at = Some(now);
                 (
                     TaskEventKind::Completed { output },
                     "task.completed",
@@ -286,11 +288,11 @@ impl QueueStore for MemoryStore {
             }
             // A cancel requested during the attempt wins over a retry or a failure: the task
             // ends cancelled (its last error kept), whatever path the attempt took.
-            Outcome::Failed { error, .. } if entry.record.cancel_requested => {
-                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-                entry.record_mut().error_message = Some(error.to_string());
-                entry.record_mut().error = Some(error.clone());
-                entry.record_mut().completed_at = Some(now);
+            Outcome::Failed { error, .. } if record.cancel_requested => {
+                move_task(record, TaskStatus::Cancelled)?;
+                record.error_message = Some(error.to_string());
+                record.error = Some(error.clone());
+                record.completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
                     "task.cancelled",
@@ -298,13 +300,13 @@ impl QueueStore for MemoryStore {
                 )
             }
             Outcome::Failed { error, retry_at } => {
-                move_task(entry.record_mut(), TaskStatus::Failed)?;
-                entry.record_mut().error_message = Some(error.to_string());
-                entry.record_mut().error = Some(error.clone());
+                move_task(record, TaskStatus::Failed)?;
+                record.error_message = Some(error.to_string());
+                record.error = Some(error.clone());
                 match retry_at {
                     Some(at) => {
-                        move_task(entry.record_mut(), TaskStatus::Queued)?;
-                        entry.record_mut().run_at = micros(at);
+                        move_task(record, TaskStatus::Queued)?;
+                        record.run_at = micros(at);
                         let delay_ms = millis_between(now, at);
                         (
                             TaskEventKind::Retrying {
@@ -317,7 +319,7 @@ impl QueueStore for MemoryStore {
                         )
                     }
                     None => {
-                        entry.record_mut().completed_at = Some(now);
+                        record.completed_at = Some(now);
                         (
                             TaskEventKind::Failed {
                                 error: error.clone(),
@@ -329,8 +331,8 @@ impl QueueStore for MemoryStore {
                 }
             }
             Outcome::Cancelled => {
-                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-                entry.record_mut().completed_at = Some(now);
+                move_task(record, TaskStatus::Cancelled)?;
+                record.completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
                     "task.cancelled",
@@ -368,14 +370,15 @@ impl QueueStore for MemoryStore {
         check_continues(entry, &events)?;
         put_steps(entry, steps);
         let mut sent = persist_events(entry, events);
-        let (kind, audit_type) = if entry.record.cancel_requested {
-            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-            entry.record_mut().completed_at = Some(now);
+        let record = entry.record_mut();
+        let (kind, audit_type) = if record.cancel_requested {
+            move_task(record, TaskStatus::Cancelled)?;
+            record.completed_at = Some(now);
             (TaskEventKind::Cancelled, "task.cancelled")
         } else {
             // Not a state-machine transition: the claim is undone, the attempt not counted.
-            entry.record_mut().status = TaskStatus::Queued;
-            entry.record_mut().attempts = entry.record.attempts.saturating_sub(1);
+            record.status = TaskStatus::Queued;
+            record.attempts = record.attempts.saturating_sub(1);
             (TaskEventKind::Queued { trigger: None }, "task.released")
         };
         clear_lease(entry);
@@ -414,17 +417,18 @@ impl QueueStore for MemoryStore {
                 "the lease of attempt {attempt} expired (worker {})",
                 owner.as_deref().unwrap_or("unknown")
             ));
-            let (kind, audit_type) = if entry.record.cancel_requested {
-                move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-                entry.record_mut().completed_at = Some(now);
+            let record = entry.record_mut();
+            let (kind, audit_type) = if record.cancel_requested {
+                move_task(record, TaskStatus::Cancelled)?;
+                record.completed_at = Some(now);
                 (TaskEventKind::Cancelled, "task.cancelled")
             } else {
-                move_task(entry.record_mut(), TaskStatus::Failed)?;
-                entry.record_mut().error_message = Some(error.to_string());
-                entry.record_mut().error = Some(error.clone());
-                if attempt < entry.record.max_attempts {
-                    move_task(entry.record_mut(), TaskStatus::Queued)?;
-                    entry.record_mut().run_at = now;
+                move_task(record, TaskStatus::Failed)?;
+                record.error_message = Some(error.to_string());
+                record.error = Some(error.clone());
+                if attempt < record.max_attempts {
+                    move_task(record, TaskStatus::Queued)?;
+                    record.run_at = now;
                     requeued = true;
                     (
                         TaskEventKind::Retrying {
@@ -435,7 +439,7 @@ impl QueueStore for MemoryStore {
                         "task.retrying",
                     )
                 } else {
-                    entry.record_mut().completed_at = Some(now);
+                    record.completed_at = Some(now);
                     (
                         TaskEventKind::Failed {
                             error: error.clone(),
@@ -603,8 +607,9 @@ fn cancel_one(
         .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
     let event_type = match entry.record.status {
         TaskStatus::Queued | TaskStatus::Waiting => {
-            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-            entry.record_mut().completed_at = Some(now);
+            let record = entry.record_mut();
+            move_task(record, TaskStatus::Cancelled)?;
+            record.completed_at = Some(now);
             sent.push(lifecycle_event(entry, TaskEventKind::Cancelled, now));
             "task.cancelled"
         }

@@ -30,8 +30,9 @@ fn wake_one(
         .tasks
         .get_mut(&task_id)
         .ok_or_else(|| Error::not_found("task", task_id.to_string()))?;
-    move_task(entry.record_mut(), TaskStatus::Queued)?;
-    entry.record_mut().run_at = now;
+    let record = entry.record_mut();
+    move_task(record, TaskStatus::Queued)?;
+    record.run_at = now;
     put_steps(
         entry,
         [StepRecord {
@@ -85,17 +86,18 @@ impl WaitStore for MemoryStore {
         let mut sent = persist_events(entry, suspend.events);
         let mut wait = suspend.wait;
         wait.until = wait.until.map(super::micros);
-        let cancelled = entry.record.cancel_requested;
+        let record = entry.record_mut();
+        let cancelled = record.cancel_requested;
         let (kind, audit_type) = if cancelled {
-            move_task(entry.record_mut(), TaskStatus::Cancelled)?;
-            entry.record_mut().completed_at = Some(now);
+            move_task(record, TaskStatus::Cancelled)?;
+            record.completed_at = Some(now);
             (TaskEventKind::Cancelled, "task.cancelled")
         } else {
-            move_task(entry.record_mut(), TaskStatus::Waiting)?;
+            move_task(record, TaskStatus::Waiting)?;
             // The attempt is not counted: a task may wait any number of times.
-            entry.record_mut().attempts = entry.record.attempts.saturating_sub(1);
+            record.attempts = record.attempts.saturating_sub(1);
             if let Some(until) = wait.until {
-                entry.record_mut().run_at = until;
+                record.run_at = until;
             }
             (wait.event_kind(), "task.waiting")
         };
