@@ -546,11 +546,14 @@ impl QueueStore for MemoryStore {
                 .cmp(&a.record.created_at)
                 .then(b.order.cmp(&a.order))
         });
-        Ok(out
+        // The page's shared records under the lock, their copies after it (as `get_task`).
+        let page: Vec<Arc<TaskRecord>> = out
             .into_iter()
             .take(filter.page_size())
-            .map(|t| TaskRecord::clone(&t.record))
-            .collect())
+            .map(|t| Arc::clone(&t.record))
+            .collect();
+        drop(state);
+        Ok(page.iter().map(|r| TaskRecord::clone(r)).collect())
     }
 
     async fn steps(&self, task_id: Uuid) -> Result<Vec<StepRecord>> {
