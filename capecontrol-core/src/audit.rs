@@ -351,6 +351,57 @@ fn write_jsonb(value: &Value, out: &mut String) {
     }
 }
 
+/// Writes `value` as compact JSON text that serde_json reads back as the same value: the keys
+/// in their order, numbers as serde_json writes them (a float's shortest text that reads back
+/// to its bits), strings escaped as [`write_string`] does (valid JSON escapes). Returns how
+/// deep the value nests (a scalar is 0), since serde_json reads no deeper than 128 levels. The
+/// in-memory trail keeps payloads so; faster than `serde_json::to_string`, whose escaping goes
+/// character by character.
+pub(crate) fn write_compact(value: &Value, out: &mut String) -> usize {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                push_u64(out, u);
+            } else if let Some(i) = n.as_i64() {
+                push_i64(out, i);
+            } else {
+                // Writing into a `String` cannot fail.
+                let _ = write!(out, "{n}");
+            }
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            let mut depth = 0;
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                depth = depth.max(write_compact(item, out));
+            }
+            out.push(']');
+            return depth + 1;
+        }
+        Value::Object(map) => {
+            let mut depth = 0;
+            out.push('{');
+            for (i, (key, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(key, out);
+                out.push(':');
+                depth = depth.max(write_compact(v, out));
+            }
+            out.push('}');
+            return depth + 1;
+        }
+    }
+    0
+}
+
 /// PostgreSQL's `escape_json`: copies runs of characters that need no escape at once.
 fn write_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);

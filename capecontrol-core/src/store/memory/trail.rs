@@ -2,24 +2,99 @@
 //!
 //! Rows are appended as [`AuditEvent`]s and wait, unchained, until the store's sealer hands
 //! them to [`Trail::seal`] in order (see [`super::State::append_audit`] for when). A chained
-//! row keeps its hash as its 32 bytes, not as the two hex strings of an `AuditEvent` (the
-//! previous row's hash is the row before it), in chunks that never move once allocated (one
-//! vector of rows copied the whole trail at every doubling). A read rebuilds the rows it returns
-//! with their hex hashes.
+//! row is kept compact, as a [`Row`]: its hash as its 32 bytes, not as the two hex strings of an
+//! `AuditEvent` (the previous row's hash is the row before it); its id and position implied by
+//! its place; its agent, user and event type shared with the other rows that name the same
+//! (one string each, not one per row); its payload as compact JSON text.
+//! Rows sit in chunks that never move once allocated (one vector of rows copied the whole trail
+//! at every doubling). A read rebuilds the rows it returns, hashes and payloads included.
+//!
+//! The payload's text reads back as the same value: it keeps the keys' order, which serde_json
+//! keeps when it reads (`preserve_order`), and each float's shortest text, which serde_json
+//! reads back to the same bits (`float_roundtrip`); so a row read back hashes as the row chained
+//! (the tests check both).
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::{AuditEvent, AuditFilter};
+use crate::FastSet;
 use crate::audit::{ChainHead, GENESIS, push_hex};
 
 /// Rows per chunk of the trail.
 const CHUNK: usize = 4096;
 
-/// A chained row: the event as appended (its `prev_hash` and `hash` left empty), its place
-/// (`seq`) set, and its hash.
+/// A chained row, compact (about 150 bytes and its payload's text, where the `AuditEvent` it
+/// was kept as took about a kilobyte with its strings and payload map).
 struct Row {
-    event: AuditEvent,
+    task_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    agent_id: Option<Arc<str>>,
+    user_id: Option<Arc<str>>,
+    event_type: Arc<str>,
+    payload: Payload,
+    /// The client's address and user agent: only rows of HTTP requests have them.
+    client: Option<Box<(Option<IpAddr>, Option<String>)>>,
     hash: [u8; 32],
+}
+
+/// A row's payload.
+enum Payload {
+    Null,
+    /// Its JSON text ([`crate::audit::write_compact`]).
+    Text(Box<str>),
+    /// Kept as it was: nested too deep for serde_json to read its text back (the stores take no
+    /// payload nested deeper than [`crate::store::MAX_VALUE_DEPTH`], so only in principle).
+    Value(Box<Value>),
+}
+
+/// How deep serde_json reads a text (its recursion limit, 128), with a margin.
+const READABLE_DEPTH: usize = 120;
+
+impl Payload {
+    /// `value`, written with `buffer`'s room (its text is copied out of it, at its length).
+    fn new(value: Value, buffer: &mut String) -> Self {
+        if value.is_null() {
+            return Self::Null;
+        }
+        buffer.clear();
+        if crate::audit::write_compact(&value, buffer) > READABLE_DEPTH {
+            return Self::Value(Box::new(value));
+        }
+        Self::Text(Box::from(buffer.as_str()))
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Text(text) => serde_json::from_str(text).unwrap_or_else(|e| {
+                // Valid JSON, nested no deeper than serde_json reads: never taken.
+                tracing::error!(error = %e, "an audit payload's text did not read back");
+                Value::String(text.to_string())
+            }),
+            Self::Value(value) => Value::clone(value),
+        }
+    }
+}
+
+/// One shared string per distinct value (agent ids, user ids, event types).
+#[derive(Default)]
+struct Names(FastSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(name.as_str()) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 /// The chained trail: rows in chunks. Rows are chained from position 1 without gaps, so the
@@ -29,6 +104,7 @@ pub(super) struct Trail {
     chunks: Vec<Vec<Row>>,
     /// Chained rows.
     sealed: usize,
+    names: Names,
 }
 
 impl Trail {
@@ -52,14 +128,28 @@ impl Trail {
         let mut prev = self.prev_hash(self.sealed);
         // Every row's canonical form is written into this one buffer.
         let mut canonical = String::with_capacity(1024);
+        // And every payload's text into this one.
+        let mut text = String::with_capacity(256);
         for mut event in rows {
             event.seq = self.sealed as u64 + 1;
+            // A row's id is its position: the read rebuilds it from there.
+            debug_assert_eq!(u64::try_from(event.id).ok(), Some(event.seq));
             crate::audit::canonical_linked_into(&event, &prev, &mut canonical);
             let hash: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
             // The next row's link, written over this one's (no allocation per row).
             prev.clear();
             push_hex(&hash, &mut prev);
-            let row = Row { event, hash };
+            let row = Row {
+                task_id: event.task_id,
+                created_at: event.created_at,
+                agent_id: event.agent_id.map(|a| self.names.get(a)),
+                user_id: event.user_id.map(|u| self.names.get(u)),
+                event_type: self.names.get(event.event_type),
+                payload: Payload::new(event.payload, &mut text),
+                client: (event.ip_address.is_some() || event.user_agent.is_some())
+                    .then(|| Box::new((event.ip_address, event.user_agent))),
+                hash,
+            };
             match self.chunks.last_mut() {
                 Some(chunk) if chunk.len() < CHUNK => chunk.push(row),
                 _ => {
@@ -84,28 +174,27 @@ impl Trail {
             // Every row of this trail is chained before it is read.
             return Vec::new();
         }
-        let keep = |e: &AuditEvent| {
+        let keep = |e: &Row| {
             filter.task_id.is_none_or(|t| e.task_id == Some(t))
                 && filter
                     .agent_id
-                    .as_ref()
-                    .is_none_or(|a| e.agent_id.as_ref() == Some(a))
+                    .as_deref()
+                    .is_none_or(|a| e.agent_id.as_deref() == Some(a))
                 && filter
                     .user_id
-                    .as_ref()
-                    .is_none_or(|u| e.user_id.as_ref() == Some(u))
+                    .as_deref()
+                    .is_none_or(|u| e.user_id.as_deref() == Some(u))
                 && filter
                     .event_type
-                    .as_ref()
-                    .is_none_or(|t| &e.event_type == t)
-                && filter.after.is_none_or(|after| e.seq > after)
+                    .as_deref()
+                    .is_none_or(|t| &*e.event_type == t)
         };
         // The rows after `after` start at index `after` (positions are 1, 2, … in order).
         let from = filter.after.map_or(0, |a| {
             usize::try_from(a).unwrap_or(usize::MAX).min(self.sealed)
         });
         (from..self.sealed)
-            .filter(|&i| keep(&self.row(i).event))
+            .filter(|&i| keep(self.row(i)))
             .take(limit)
             .map(|i| self.event(i))
             .collect()
@@ -127,13 +216,25 @@ impl Trail {
         }
     }
 
-    /// The chained row `i`, with its hashes.
+    /// The chained row `i`, rebuilt with its hashes.
     fn event(&self, i: usize) -> AuditEvent {
         let row = self.row(i);
-        let mut event = row.event.clone();
-        event.prev_hash = self.prev_hash(i);
-        event.hash = self.prev_hash(i + 1);
-        event
+        let (ip_address, user_agent) = row.client.as_deref().cloned().unwrap_or_default();
+        let position = i as u64 + 1;
+        AuditEvent {
+            id: i64::try_from(position).unwrap_or(i64::MAX),
+            task_id: row.task_id,
+            agent_id: row.agent_id.as_deref().map(str::to_owned),
+            user_id: row.user_id.as_deref().map(str::to_owned),
+            event_type: row.event_type.to_string(),
+            payload: row.payload.value(),
+            ip_address,
+            user_agent,
+            created_at: row.created_at,
+            seq: position,
+            prev_hash: self.prev_hash(i),
+            hash: self.prev_hash(i + 1),
+        }
     }
 }
 
@@ -149,11 +250,11 @@ mod tests {
         AuditEvent {
             id,
             task_id: Some(Uuid::now_v7()),
-            agent_id: Some("agent".into()),
+            agent_id: (id % 5 != 0).then(|| "agent".into()),
             user_id: Some(format!("user-{}", id % 3)),
             event_type: "task.queued".into(),
             payload,
-            ip_address: Some("10.0.0.1".parse().unwrap()),
+            ip_address: (id % 7 != 0).then(|| "10.0.0.1".parse().unwrap()),
             user_agent: (id % 2 == 0).then(|| "curl/8".into()),
             created_at: Utc::now(),
             seq: 0,
@@ -166,10 +267,24 @@ mod tests {
     /// batches and chunks; filters and `after` select as on the rows themselves.
     #[test]
     fn rows_read_back_equal_the_rows_chained_by_seal() {
+        // Kept as text, every payload must read back as the same value, keys in their order
+        // and floats to the bit, or the row would no longer match its hash.
         let payloads = [
             json!({"task": "add", "version": "1.0.0", "priority": 0}),
             json!({"x": 0.1, "s": "quote \" backslash \\ é \u{1F600}", "n": u64::MAX}),
             json!(null),
+            json!({"zeta": 1, "alpha": {"b": [1.5e300, -0.0, 1e-7], "a": i64::MIN}, "mid": true}),
+            json!([
+                0.30000000000000004,
+                123456789.12345679,
+                5e-324,
+                2.2250738585072014e-308
+            ]),
+            json!("a plain string"),
+            json!({}),
+            // Deeper than serde_json reads text back: kept as a value.
+            (0..130).fold(json!("bottom"), |v, _| json!({ "n": v })),
+            (0..crate::store::MAX_VALUE_DEPTH).fold(json!(["bottom"]), |v, _| json!([v])),
         ];
         let mut trail = Trail::default();
         let mut batch = Vec::new();
@@ -192,6 +307,14 @@ mod tests {
         assert_eq!(trail.len(), n);
         let all = trail.select(&AuditFilter::default(), usize::MAX);
         assert_eq!(all, expected);
+        for (read, chained) in all.iter().zip(&expected) {
+            // Equal as values and in the keys' order, and hashing to the row's hash.
+            assert_eq!(
+                serde_json::to_string(&read.payload).unwrap(),
+                serde_json::to_string(&chained.payload).unwrap()
+            );
+            assert_eq!(crate::audit::row_hash(read), read.hash);
+        }
         assert_eq!(trail.by_id(n as i64).as_ref(), expected.last());
         assert_eq!(trail.by_id(1).as_ref(), expected.first());
         assert_eq!(trail.by_id(0), None);
