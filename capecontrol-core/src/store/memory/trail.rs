@@ -29,7 +29,7 @@ use crate::audit::{ChainHead, GENESIS, push_hex};
 /// Rows per chunk of the trail.
 const CHUNK: usize = 4096;
 
-/// A chained row, compact (about 150 bytes and its payload's text, where the `AuditEvent` it
+/// A chained row, compact (144 bytes and its payload's text, where the `AuditEvent` it
 /// was kept as took about a kilobyte with its strings and payload map).
 struct Row {
     task_id: Option<Uuid>,
