@@ -306,20 +306,50 @@ pub async fn verify_chain(store: &dyn AuditStore) -> Result<ChainReport> {
 
 /// Writes `value` as PostgreSQL's `jsonb` output renders it.
 fn write_jsonb(value: &Value, out: &mut String) {
+    write_json(value, Form::Jsonb, out);
+}
+
+/// Writes `value` as compact JSON text that serde_json reads back as the same value: the keys
+/// in their order, numbers as serde_json writes them (a float's shortest text that reads back
+/// to its bits), strings escaped as [`write_string`] does (valid JSON escapes). Returns how
+/// deep the value nests (a scalar is 0), since serde_json reads no deeper than 128 levels. The
+/// in-memory trail keeps payloads so; faster than `serde_json::to_string`, whose escaping goes
+/// character by character.
+pub(crate) fn write_compact(value: &Value, out: &mut String) -> usize {
+    write_json(value, Form::Compact, out)
+}
+
+/// The JSON texts [`write_json`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// PostgreSQL's `jsonb` output: keys sorted by length then bytes, `", "` and `": "`
+    /// separators, numbers in plain decimal.
+    Jsonb,
+    /// Keys in their order, no spaces, numbers as serde_json writes them.
+    Compact,
+}
+
+/// Writes `value` in `form`; returns how deep it nests (a scalar is 0).
+fn write_json(value: &Value, form: Form, out: &mut String) -> usize {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => write_number(n, out),
+        Value::Number(n) => write_number(n, form, out),
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
+            let mut depth = 0;
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(", ");
+                    out.push_str(separators(form).0);
                 }
-                write_jsonb(item, out);
+                depth = depth.max(write_json(item, form, out));
             }
             out.push(']');
+            return depth + 1;
+        }
+        Value::Object(map) if form == Form::Compact => {
+            return write_object(map.iter().map(|(k, v)| (k.as_str(), v)), form, out);
         }
         Value::Object(map) => {
             // jsonb's key order: shorter keys first, then by bytes. The entries are sorted
@@ -337,69 +367,39 @@ fn write_jsonb(value: &Value, out: &mut String) {
                 &mut large
             };
             entries.sort_unstable_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-            out.push('{');
-            for (i, (key, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_string(key, out);
-                out.push_str(": ");
-                write_jsonb(v, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Writes `value` as compact JSON text that serde_json reads back as the same value: the keys
-/// in their order, numbers as serde_json writes them (a float's shortest text that reads back
-/// to its bits), strings escaped as [`write_string`] does (valid JSON escapes). Returns how
-/// deep the value nests (a scalar is 0), since serde_json reads no deeper than 128 levels. The
-/// in-memory trail keeps payloads so; faster than `serde_json::to_string`, whose escaping goes
-/// character by character.
-pub(crate) fn write_compact(value: &Value, out: &mut String) -> usize {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                push_u64(out, u);
-            } else if let Some(i) = n.as_i64() {
-                push_i64(out, i);
-            } else {
-                // Writing into a `String` cannot fail.
-                let _ = write!(out, "{n}");
-            }
-        }
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            let mut depth = 0;
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                depth = depth.max(write_compact(item, out));
-            }
-            out.push(']');
-            return depth + 1;
-        }
-        Value::Object(map) => {
-            let mut depth = 0;
-            out.push('{');
-            for (i, (key, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(key, out);
-                out.push(':');
-                depth = depth.max(write_compact(v, out));
-            }
-            out.push('}');
-            return depth + 1;
+            return write_object(entries.iter().copied(), form, out);
         }
     }
     0
+}
+
+/// Writes an object of `entries`, in their order, in `form`; returns how deep it nests.
+fn write_object<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a Value)>,
+    form: Form,
+    out: &mut String,
+) -> usize {
+    let (comma, colon) = separators(form);
+    let mut depth = 0;
+    out.push('{');
+    for (i, (key, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push_str(comma);
+        }
+        write_string(key, out);
+        out.push_str(colon);
+        depth = depth.max(write_json(v, form, out));
+    }
+    out.push('}');
+    depth + 1
+}
+
+/// The separators of `form`: between items, between a key and its value.
+fn separators(form: Form) -> (&'static str, &'static str) {
+    match form {
+        Form::Jsonb => (", ", ": "),
+        Form::Compact => (",", ":"),
+    }
 }
 
 /// PostgreSQL's `escape_json`: copies runs of characters that need no escape at once.
@@ -442,16 +442,20 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// A number as PostgreSQL's `numeric` prints the JSON text serde_json writes for it: integers
-/// as they are, floats in plain decimal (`1e-7` → `0.0000001`, `1e20` → `100000000000000000000`)
-/// with the scale the text had (`100.0` stays `100.0`).
-fn write_number(n: &Number, out: &mut String) {
+/// A number: integers as they are; floats as serde_json writes them ([`Form::Compact`]), or
+/// as PostgreSQL's `numeric` prints that text ([`Form::Jsonb`]): in plain decimal (`1e-7` →
+/// `0.0000001`, `1e20` → `100000000000000000000`) with the scale the text had (`100.0` stays
+/// `100.0`).
+fn write_number(n: &Number, form: Form, out: &mut String) {
     if let Some(u) = n.as_u64() {
         push_u64(out, u);
     } else if let Some(i) = n.as_i64() {
         push_i64(out, i);
-    } else {
+    } else if form == Form::Jsonb {
         out.push_str(&plain_decimal(&n.to_string()));
+    } else {
+        // Writing into a `String` cannot fail.
+        let _ = write!(out, "{n}");
     }
 }
 
