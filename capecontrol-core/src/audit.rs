@@ -118,47 +118,156 @@ pub(crate) fn canonical_linked(event: &AuditEvent, prev_hash: &str) -> String {
 /// [`canonical_linked`] written into `out`, cleared first: a sealer chaining many rows reuses
 /// one buffer (a fresh `String` per row was allocated, then grown twice or three times).
 pub(crate) fn canonical_linked_into(event: &AuditEvent, prev_hash: &str, out: &mut String) {
-    out.clear();
-    // Writing into a `String` cannot fail.
-    out.push('[');
-    push_u64(out, event.seq);
-    out.push_str(", ");
-    write_string(prev_hash, out);
-    out.push_str(", ");
-    push_i64(out, event.id);
-    out.push_str(", ");
-    push_i64(out, event.created_at.timestamp_micros());
-    out.push_str(", ");
-    match event.task_id {
-        Some(t) => {
-            out.push('"');
-            out.push_str(
-                t.hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            );
-            out.push('"');
+    let row = RowRef {
+        seq: event.seq,
+        id: event.id,
+        created_at: event.created_at,
+        task_id: event.task_id,
+        agent_id: event.agent_id.as_deref(),
+        user_id: event.user_id.as_deref(),
+        event_type: &event.event_type,
+        payload: PayloadRef::Value(&event.payload),
+        ip_address: event.ip_address,
+        user_agent: event.user_agent.as_deref(),
+    };
+    row.canonical_into(prev_hash, out);
+}
+
+/// The fields of a row, borrowed, for writing its canonical form: an [`AuditEvent`]'s, or a
+/// row a store keeps in a form of its own (the in-memory store's task rows, whose payload is a
+/// few [`Field`]s, written without building a JSON value).
+pub(crate) struct RowRef<'a> {
+    pub seq: u64,
+    pub id: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub task_id: Option<uuid::Uuid>,
+    pub agent_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub event_type: &'a str,
+    pub payload: PayloadRef<'a>,
+    pub ip_address: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// A row's payload, borrowed.
+#[derive(Clone, Copy)]
+pub(crate) enum PayloadRef<'a> {
+    /// A JSON value.
+    Value(&'a Value),
+    /// An object of these fields, in this order: the same text as the `json!` object of them.
+    Fields(&'a [(&'a str, Field<'a>)]),
+}
+
+/// A scalar field of a [`PayloadRef::Fields`] payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+impl PayloadRef<'_> {
+    /// Writes the payload as [`write_compact`] writes the same value; returns how deep it
+    /// nests.
+    pub(crate) fn write_compact(self, out: &mut String) -> usize {
+        match self {
+            Self::Value(v) => write_compact(v, out),
+            Self::Fields(fields) => write_fields(fields.iter().copied(), Form::Compact, out),
         }
-        None => out.push_str("null"),
     }
-    out.push_str(", ");
-    write_opt_string(event.agent_id.as_deref(), out);
-    out.push_str(", ");
-    write_opt_string(event.user_id.as_deref(), out);
-    out.push_str(", ");
-    write_string(&event.event_type, out);
-    out.push_str(", ");
-    write_jsonb(&event.payload, out);
-    out.push_str(", ");
-    match event.ip_address {
-        Some(ip) => {
-            // An address's text needs no escaping.
-            let _ = write!(out, "\"{ip}\"");
+
+    fn write_jsonb(self, out: &mut String) {
+        match self {
+            Self::Value(v) => write_jsonb(v, out),
+            Self::Fields(fields) => {
+                // jsonb's key order, as for an object value: shorter keys first, then bytes.
+                let mut small = [("", Field::Int(0)); 8];
+                let mut large = Vec::new();
+                let sorted: &mut [(&str, Field<'_>)] = if fields.len() <= small.len() {
+                    small[..fields.len()].copy_from_slice(fields);
+                    &mut small[..fields.len()]
+                } else {
+                    large.extend_from_slice(fields);
+                    &mut large
+                };
+                sorted.sort_unstable_by(|(a, _), (b, _)| {
+                    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+                });
+                write_fields(sorted.iter().copied(), Form::Jsonb, out);
+            }
         }
-        None => out.push_str("null"),
     }
-    out.push_str(", ");
-    write_opt_string(event.user_agent.as_deref(), out);
-    out.push(']');
+}
+
+/// Writes an object of scalar `fields`, in their order, in `form` (integers print the same in
+/// both forms); returns its depth (1).
+fn write_fields<'a>(
+    fields: impl Iterator<Item = (&'a str, Field<'a>)>,
+    form: Form,
+    out: &mut String,
+) -> usize {
+    let (comma, colon) = separators(form);
+    out.push('{');
+    for (i, (key, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push_str(comma);
+        }
+        write_string(key, out);
+        out.push_str(colon);
+        match v {
+            Field::Str(s) => write_string(s, out),
+            Field::Int(n) => push_i64(out, n),
+        }
+    }
+    out.push('}');
+    1
+}
+
+impl RowRef<'_> {
+    /// The row's canonical form linked to the row hashed `prev_hash`, written into `out`,
+    /// cleared first.
+    pub(crate) fn canonical_into(&self, prev_hash: &str, out: &mut String) {
+        out.clear();
+        // Writing into a `String` cannot fail.
+        out.push('[');
+        push_u64(out, self.seq);
+        out.push_str(", ");
+        write_string(prev_hash, out);
+        out.push_str(", ");
+        push_i64(out, self.id);
+        out.push_str(", ");
+        push_i64(out, self.created_at.timestamp_micros());
+        out.push_str(", ");
+        match self.task_id {
+            Some(t) => {
+                out.push('"');
+                out.push_str(
+                    t.hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                );
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(", ");
+        write_opt_string(self.agent_id, out);
+        out.push_str(", ");
+        write_opt_string(self.user_id, out);
+        out.push_str(", ");
+        write_string(self.event_type, out);
+        out.push_str(", ");
+        self.payload.write_jsonb(out);
+        out.push_str(", ");
+        match self.ip_address {
+            Some(ip) => {
+                // An address's text needs no escaping.
+                let _ = write!(out, "\"{ip}\"");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(", ");
+        write_opt_string(self.user_agent, out);
+        out.push(']');
+    }
 }
 
 /// A string, or `null`.
@@ -460,29 +569,13 @@ fn write_number(n: &Number, form: Form, out: &mut String) {
 }
 
 /// Appends `v` in decimal (what `{}` prints, without the formatting machinery).
-fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        // A digit: `v % 10` is below 10.
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &b in &buf[at..] {
-        out.push(char::from(b));
-    }
+fn push_u64(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// Appends `v` in decimal, with its sign.
 fn push_i64(out: &mut String, v: i64) {
-    if v < 0 {
-        out.push('-');
-    }
-    push_u64(out, v.unsigned_abs());
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// `text` (a JSON number) in plain decimal notation, keeping its scale as `numeric` does:
@@ -540,6 +633,53 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A payload of fields writes the text of the JSON object of the same fields in both forms
+    /// (compact in their order, `jsonb` sorted), for few fields and for more than fit on the
+    /// stack, with keys and values that need escapes.
+    #[test]
+    fn fields_write_as_the_object_of_the_same_fields() {
+        let few = [
+            ("task", Field::Str("add \"x\"\n")),
+            ("version", Field::Str("1.0.0")),
+            ("priority", Field::Int(-7)),
+        ];
+        let many: Vec<(&str, Field<'_>)> = [
+            "zeta", "a", "mid", "b\\", "é", "ab", "version", "attempt", "x", "worker",
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let v = if i % 2 == 0 {
+                Field::Int(i64::MIN + i as i64)
+            } else {
+                Field::Str(k)
+            };
+            (k, v)
+        })
+        .collect();
+        for fields in [&few[..], &many[..], &[]] {
+            let value = Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Field::Str(s) => json!(s),
+                            Field::Int(i) => json!(i),
+                        };
+                        ((*k).to_owned(), v)
+                    })
+                    .collect(),
+            );
+            let (mut compact, mut jsonb) = (String::new(), String::new());
+            assert_eq!(PayloadRef::Fields(fields).write_compact(&mut compact), 1);
+            assert_eq!(compact, serde_json::to_string(&value).unwrap());
+            PayloadRef::Fields(fields).write_jsonb(&mut jsonb);
+            let mut want = String::new();
+            write_jsonb(&value, &mut want);
+            assert_eq!(jsonb, want);
+        }
+    }
 
     #[test]
     fn numbers_print_as_postgresql_numeric_does() {

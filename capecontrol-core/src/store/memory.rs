@@ -29,6 +29,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ pub struct MemoryStore {
     /// time in `benches/throughput.rs`).
     state: parking_lot::Mutex<State>,
     /// Batches of audit rows handed over by the state's writers, in order, for the sealer.
-    handoff: Mutex<Vec<Vec<AuditEvent>>>,
+    handoff: Mutex<Vec<Vec<trail::Pending>>>,
     /// The chained audit trail. Never locked by a writer that holds `state`, so a sealer at
     /// work holds up no queue operation: a writer that finds it busy leaves its batch in
     /// `handoff`, for the sealer at work or the next one (every read seals what is waiting).
@@ -124,9 +125,12 @@ struct State {
     /// Audit rows appended in all (the last one's id).
     audit_len: usize,
     /// Audit rows appended and not chained yet, in order (fewer than [`SEAL_BATCH`]).
-    audit_pending: Vec<AuditEvent>,
+    audit_pending: Vec<trail::Pending>,
     /// Full batches of audit rows, to hand to the sealer when the lock is released.
-    audit_full: Vec<Vec<AuditEvent>>,
+    audit_full: Vec<Vec<trail::Pending>>,
+    /// The names the store's own task rows share (agents, users, task names, versions,
+    /// workers): looked up, not copied, for each row.
+    names: trail::Names,
     /// Ratings by task: the score and the task's (agent, version).
     ratings: FastMap<Uuid, (u8, String, String)>,
     /// Queued tasks that were due when last indexed, per agent, by priority (highest first),
@@ -249,9 +253,8 @@ impl State {
     /// add rows (a submission adds two, an attempt two more) hash nothing while they hold the
     /// lock, and every read sees the rows chained.
     fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) {
-        self.audit_len += 1;
-        let id = i64::try_from(self.audit_len).unwrap_or(i64::MAX);
-        self.audit_pending.push(AuditEvent {
+        let id = self.next_audit_id();
+        self.push_audit(trail::Pending::Event(AuditEvent {
             id,
             task_id: event.task_id,
             agent_id: event.agent_id,
@@ -264,7 +267,39 @@ impl State {
             seq: 0,
             prev_hash: String::new(),
             hash: String::new(),
-        });
+        }));
+    }
+
+    /// Appends one of the store's own rows of `task`'s lifecycle (what [`Self::append_audit`]
+    /// of the same row and payload would chain), its names shared and its payload written only
+    /// when it is chained. `client`: the submitter's address and user agent, if any.
+    fn append_task_row(
+        &mut self,
+        task: &TaskRecord,
+        kind: trail::TaskRowKind,
+        client: Option<Box<(Option<IpAddr>, Option<String>)>>,
+        now: DateTime<Utc>,
+    ) {
+        let id = self.next_audit_id();
+        let row = trail::TaskRow {
+            id,
+            task_id: task.id,
+            agent_id: self.names.get_str(&task.agent_id),
+            user_id: self.names.get_str(&task.user_id),
+            created_at: now,
+            kind,
+            client,
+        };
+        self.push_audit(trail::Pending::Task(row));
+    }
+
+    fn next_audit_id(&mut self) -> i64 {
+        self.audit_len += 1;
+        i64::try_from(self.audit_len).unwrap_or(i64::MAX)
+    }
+
+    fn push_audit(&mut self, row: trail::Pending) {
+        self.audit_pending.push(row);
         if self.audit_pending.len() >= SEAL_BATCH {
             let batch = std::mem::replace(&mut self.audit_pending, Vec::with_capacity(SEAL_BATCH));
             self.audit_full.push(batch);

@@ -56,19 +56,20 @@ impl QueueStore for MemoryStore {
         };
         let event = lifecycle_event(&mut entry, kind, now);
         // The caller's audit (the policy decision that let the task in) comes first.
-        let mut audit: Vec<NewAuditEvent> = task
+        let audit: Vec<NewAuditEvent> = task
             .audit
             .into_iter()
             .map(|extra| extra_audit(&record, extra))
             .collect();
-        let mut queued = task_audit(
-            &record,
-            "task.queued",
-            json!({ "task": record.task, "version": record.version, "priority": record.priority }),
-        );
-        queued.ip_address = record.principal.ip_address;
-        queued.user_agent = record.principal.user_agent.clone();
-        audit.push(queued);
+        // Then the store's own row (`task.queued`), with the submitter's address.
+        let client = (record.principal.ip_address.is_some()
+            || record.principal.user_agent.is_some())
+        .then(|| {
+            Box::new((
+                record.principal.ip_address,
+                record.principal.user_agent.clone(),
+            ))
+        });
 
         let mut state = self.lock();
         let seen = record
@@ -100,6 +101,12 @@ impl QueueStore for MemoryStore {
         for a in audit {
             state.append_audit(a, now);
         }
+        let queued = trail::TaskRowKind::Queued {
+            task: state.names.get_str(&record.task),
+            version: state.names.get_str(&record.version),
+            priority: record.priority,
+        };
+        state.append_task_row(&record, queued, client, now);
         if let Some(key) = &record.idempotency_key {
             state.idempotency.insert((user_id, key.clone()), record.id);
         }
@@ -192,11 +199,7 @@ impl QueueStore for MemoryStore {
                 now,
             );
             sent.push(event);
-            let audit = task_audit(
-                &entry.record,
-                "task.started",
-                json!({ "attempt": attempt, "worker": request.worker }),
-            );
+            let task = Arc::clone(&entry.record);
             claimed.push(Claimed {
                 lease: Lease {
                     task_id: id,
@@ -206,10 +209,14 @@ impl QueueStore for MemoryStore {
                 },
                 steps: entry.steps.values().cloned().collect(),
                 last_seq: entry.last_seq(),
-                task: entry.record.clone(),
+                task: Arc::clone(&task),
                 catalog: None,
             });
-            state.append_audit(audit, now);
+            let started = trail::TaskRowKind::Started {
+                attempt,
+                worker: state.names.get_str(&request.worker),
+            };
+            state.append_task_row(&task, started, None, now);
             state.sync(id, now);
             // The attempt's registry checks, from the same state: no second lock per attempt.
             if let Some(c) = claimed.last_mut() {
@@ -275,15 +282,18 @@ impl QueueStore for MemoryStore {
         let mut events = persist_events(entry, finish.events);
         let record = entry.record_mut();
         let attempt = record.attempts;
-        let (kind, audit_type, payload) = match finish.outcome {
+        // The end's audit row: the store's own task row where its payload is only the attempt.
+        let (kind, row) = match finish.outcome {
             Outcome::Completed { output } => {
                 move_task(record, TaskStatus::Completed)?;
                 record.output = Some(output.clone());
                 record.completed_at = Some(now);
                 (
                     TaskEventKind::Completed { output },
-                    "task.completed",
-                    json!({ "attempt": attempt }),
+                    EndRow::Task(trail::TaskRowKind::Ended {
+                        event_type: "task.completed",
+                        attempt,
+                    }),
                 )
             }
             // A cancel requested during the attempt wins over a retry or a failure: the task
@@ -295,8 +305,10 @@ impl QueueStore for MemoryStore {
                 record.completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
-                    "task.cancelled",
-                    json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                    EndRow::Event(
+                        "task.cancelled",
+                        json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                    ),
                 )
             }
             Outcome::Failed { error, retry_at } => {
@@ -314,8 +326,10 @@ impl QueueStore for MemoryStore {
                                 delay_ms,
                                 error: error.clone(),
                             },
-                            "task.retrying",
-                            json!({ "attempt": attempt, "delay_ms": delay_ms, "error": error.to_string(), "category": error.category() }),
+                            EndRow::Event(
+                                "task.retrying",
+                                json!({ "attempt": attempt, "delay_ms": delay_ms, "error": error.to_string(), "category": error.category() }),
+                            ),
                         )
                     }
                     None => {
@@ -324,8 +338,10 @@ impl QueueStore for MemoryStore {
                             TaskEventKind::Failed {
                                 error: error.clone(),
                             },
-                            "task.failed",
-                            json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                            EndRow::Event(
+                                "task.failed",
+                                json!({ "attempt": attempt, "error": error.to_string(), "category": error.category() }),
+                            ),
                         )
                     }
                 }
@@ -335,8 +351,10 @@ impl QueueStore for MemoryStore {
                 record.completed_at = Some(now);
                 (
                     TaskEventKind::Cancelled,
-                    "task.cancelled",
-                    json!({ "attempt": attempt }),
+                    EndRow::Task(trail::TaskRowKind::Ended {
+                        event_type: "task.cancelled",
+                        attempt,
+                    }),
                 )
             }
         };
@@ -344,7 +362,12 @@ impl QueueStore for MemoryStore {
         events.push(lifecycle_event(entry, kind, now));
         let record = entry.record.clone();
         state.sync(record.id, now);
-        state.append_audit(task_audit(&record, audit_type, payload), now);
+        match row {
+            EndRow::Task(kind) => state.append_task_row(&record, kind, None, now),
+            EndRow::Event(audit_type, payload) => {
+                state.append_audit(task_audit(&record, audit_type, payload), now);
+            }
+        }
         for a in finish.audit {
             state.append_audit(extra_audit(&record, a), now);
         }
@@ -635,4 +658,12 @@ fn cancel_one(
     audit.agent_id = Some(record.agent_id.clone());
     state.append_audit(audit, now);
     Ok(TaskRecord::clone(&record))
+}
+
+/// The audit row a finish writes.
+enum EndRow {
+    /// One of the store's own task rows.
+    Task(trail::TaskRowKind),
+    /// A row of this type and payload.
+    Event(&'static str, serde_json::Value),
 }

@@ -1,7 +1,10 @@
 //! The chained audit trail of a [`MemoryStore`](super::MemoryStore).
 //!
-//! Rows are appended as [`AuditEvent`]s and wait, unchained, until the store's sealer hands
-//! them to [`Trail::seal`] in order (see [`super::State::append_audit`] for when). A chained
+//! Rows are appended as [`Pending`] rows and wait, unchained, until the store's sealer hands
+//! them to [`Trail::seal`] in order (see [`super::State::append_audit`] for when): as the
+//! [`AuditEvent`]s callers give, or as [`TaskRow`]s, the rows the store writes itself of each
+//! task's lifecycle, whose payloads of a few fields are written straight into the row's
+//! canonical form and text when it is chained (no JSON value is built for them). A chained
 //! row is kept compact, as a [`Row`]: its hash as its 32 bytes, not as the two hex strings of an
 //! `AuditEvent` (the previous row's hash is the row before it); its id and position implied by
 //! its place; its agent, user and event type shared with the other rows that name the same
@@ -24,7 +27,7 @@ use uuid::Uuid;
 
 use super::{AuditEvent, AuditFilter};
 use crate::FastSet;
-use crate::audit::{ChainHead, GENESIS, push_hex};
+use crate::audit::{ChainHead, Field, GENESIS, PayloadRef, RowRef, push_hex};
 
 /// Rows per chunk of the trail.
 const CHUNK: usize = 4096;
@@ -82,18 +85,128 @@ impl Payload {
     }
 }
 
-/// One shared string per distinct value (agent ids, user ids, event types).
+/// One shared string per distinct value (agent ids, user ids, event types; task names,
+/// versions and workers of the store's task rows).
 #[derive(Default)]
-struct Names(FastSet<Arc<str>>);
+pub(super) struct Names(FastSet<Arc<str>>);
 
 impl Names {
-    fn get(&mut self, name: String) -> Arc<str> {
+    /// The shared string equal to `name` (which it becomes, if it is the first).
+    pub(super) fn get(&mut self, name: String) -> Arc<str> {
         if let Some(shared) = self.0.get(name.as_str()) {
             return Arc::clone(shared);
         }
         let shared: Arc<str> = Arc::from(name);
         self.0.insert(Arc::clone(&shared));
         shared
+    }
+
+    /// The shared string equal to `name`, allocated only the first time.
+    pub(super) fn get_str(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// An audit row appended and not chained yet.
+pub(super) enum Pending {
+    /// A row as it was appended (its `seq` and hashes are set when it is chained).
+    Event(AuditEvent),
+    /// A row of a task's lifecycle that the store writes itself.
+    Task(TaskRow),
+}
+
+/// A row the store writes of a task's lifecycle (`task.queued`, `task.started`, an end without
+/// an error): its names shared, its payload's fields kept as they are and written as text only
+/// when the row is chained, with no JSON value built and freed for it.
+pub(super) struct TaskRow {
+    pub(super) id: i64,
+    pub(super) task_id: Uuid,
+    pub(super) agent_id: Arc<str>,
+    pub(super) user_id: Arc<str>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) kind: TaskRowKind,
+    /// The client's address and user agent (a submission over HTTP has them).
+    pub(super) client: Option<Box<(Option<IpAddr>, Option<String>)>>,
+}
+
+/// What a [`TaskRow`] records, and its payload's fields.
+pub(super) enum TaskRowKind {
+    /// `task.queued`: `{"task", "version", "priority"}`.
+    Queued {
+        task: Arc<str>,
+        version: Arc<str>,
+        priority: i32,
+    },
+    /// `task.started`: `{"attempt", "worker"}`.
+    Started { attempt: u32, worker: Arc<str> },
+    /// `event_type` (`task.completed`, or `task.cancelled` without an error): `{"attempt"}`.
+    Ended {
+        event_type: &'static str,
+        attempt: u32,
+    },
+}
+
+impl TaskRowKind {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Queued { .. } => "task.queued",
+            Self::Started { .. } => "task.started",
+            Self::Ended { event_type, .. } => event_type,
+        }
+    }
+
+    /// The payload's fields, in the order the `json!` object of the other rows has them.
+    fn fields(&self) -> ([(&str, Field<'_>); 3], usize) {
+        let none = ("", Field::Int(0));
+        match self {
+            Self::Queued {
+                task,
+                version,
+                priority,
+            } => (
+                [
+                    ("task", Field::Str(task)),
+                    ("version", Field::Str(version)),
+                    ("priority", Field::Int(i64::from(*priority))),
+                ],
+                3,
+            ),
+            Self::Started { attempt, worker } => (
+                [
+                    ("attempt", Field::Int(i64::from(*attempt))),
+                    ("worker", Field::Str(worker)),
+                    none,
+                ],
+                2,
+            ),
+            Self::Ended { attempt, .. } => (
+                [("attempt", Field::Int(i64::from(*attempt))), none, none],
+                1,
+            ),
+        }
+    }
+
+    /// The payload as a JSON value (what the other rows carry; for the tests).
+    #[cfg(test)]
+    pub(super) fn payload(&self) -> Value {
+        let (fields, n) = self.fields();
+        Value::Object(
+            fields[..n]
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Field::Str(s) => Value::from(*s),
+                        Field::Int(i) => Value::from(*i),
+                    };
+                    ((*k).to_owned(), v)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -124,32 +237,72 @@ impl Trail {
 
     /// Chains `rows` (appended in this order after the chained ones, their ids following on)
     /// and keeps them.
-    pub(super) fn seal(&mut self, rows: Vec<AuditEvent>) {
+    pub(super) fn seal(&mut self, rows: Vec<Pending>) {
         let mut prev = self.prev_hash(self.sealed);
         // Every row's canonical form is written into this one buffer.
         let mut canonical = String::with_capacity(1024);
         // And every payload's text into this one.
         let mut text = String::with_capacity(256);
-        for mut event in rows {
-            event.seq = self.sealed as u64 + 1;
-            // A row's id is its position: the read rebuilds it from there.
-            debug_assert_eq!(u64::try_from(event.id).ok(), Some(event.seq));
-            crate::audit::canonical_linked_into(&event, &prev, &mut canonical);
+        for pending in rows {
+            let seq = self.sealed as u64 + 1;
+            let row = match pending {
+                Pending::Event(mut event) => {
+                    event.seq = seq;
+                    // A row's id is its position: the read rebuilds it from there.
+                    debug_assert_eq!(u64::try_from(event.id).ok(), Some(event.seq));
+                    crate::audit::canonical_linked_into(&event, &prev, &mut canonical);
+                    Row {
+                        task_id: event.task_id,
+                        created_at: event.created_at,
+                        agent_id: event.agent_id.map(|a| self.names.get(a)),
+                        user_id: event.user_id.map(|u| self.names.get(u)),
+                        event_type: self.names.get(event.event_type),
+                        payload: Payload::new(event.payload, &mut text),
+                        client: (event.ip_address.is_some() || event.user_agent.is_some())
+                            .then(|| Box::new((event.ip_address, event.user_agent))),
+                        hash: [0; 32],
+                    }
+                }
+                Pending::Task(row) => {
+                    debug_assert_eq!(u64::try_from(row.id).ok(), Some(seq));
+                    let (fields, n) = row.kind.fields();
+                    let payload = PayloadRef::Fields(&fields[..n]);
+                    let (ip_address, user_agent) = match row.client.as_deref() {
+                        Some((ip, ua)) => (*ip, ua.as_deref()),
+                        None => (None, None),
+                    };
+                    RowRef {
+                        seq,
+                        id: row.id,
+                        created_at: row.created_at,
+                        task_id: Some(row.task_id),
+                        agent_id: Some(&row.agent_id),
+                        user_id: Some(&row.user_id),
+                        event_type: row.kind.event_type(),
+                        payload,
+                        ip_address,
+                        user_agent,
+                    }
+                    .canonical_into(&prev, &mut canonical);
+                    text.clear();
+                    payload.write_compact(&mut text);
+                    Row {
+                        task_id: Some(row.task_id),
+                        created_at: row.created_at,
+                        event_type: self.names.get_str(row.kind.event_type()),
+                        payload: Payload::Text(Box::from(text.as_str())),
+                        agent_id: Some(row.agent_id),
+                        user_id: Some(row.user_id),
+                        client: row.client,
+                        hash: [0; 32],
+                    }
+                }
+            };
             let hash: [u8; 32] = Sha256::digest(canonical.as_bytes()).into();
             // The next row's link, written over this one's (no allocation per row).
             prev.clear();
             push_hex(&hash, &mut prev);
-            let row = Row {
-                task_id: event.task_id,
-                created_at: event.created_at,
-                agent_id: event.agent_id.map(|a| self.names.get(a)),
-                user_id: event.user_id.map(|u| self.names.get(u)),
-                event_type: self.names.get(event.event_type),
-                payload: Payload::new(event.payload, &mut text),
-                client: (event.ip_address.is_some() || event.user_agent.is_some())
-                    .then(|| Box::new((event.ip_address, event.user_agent))),
-                hash,
-            };
+            let row = Row { hash, ..row };
             match self.chunks.last_mut() {
                 Some(chunk) if chunk.len() < CHUNK => chunk.push(row),
                 _ => {
@@ -264,7 +417,8 @@ mod tests {
     }
 
     /// A row read back is the row appended, chained exactly as `audit::seal` chains it, across
-    /// batches and chunks; filters and `after` select as on the rows themselves.
+    /// batches and chunks, whether it was appended as an event or as one of the store's own
+    /// task rows; filters and `after` select as on the rows themselves.
     #[test]
     fn rows_read_back_equal_the_rows_chained_by_seal() {
         // Kept as text, every payload must read back as the same value, keys in their order
@@ -291,12 +445,56 @@ mod tests {
         let mut expected_head = ChainHead::default();
         let mut expected = Vec::new();
         let n = CHUNK + 10;
+        let mut names = Names::default();
         for i in 0..n {
-            let e = event(i as i64 + 1, payloads[i % payloads.len()].clone());
-            let mut chained = e.clone();
+            let id = i as i64 + 1;
+            let e = event(id, payloads[i % payloads.len()].clone());
+            // Every third row one of the store's own task rows, which must chain and read back
+            // as the row of the same fields and payload appended as an event.
+            let row = match i % 9 {
+                2 | 5 | 8 => {
+                    let kind = match i % 9 {
+                        2 => TaskRowKind::Queued {
+                            task: names.get_str("add \"quoted\""),
+                            version: names.get_str("1.0.0-rc.1"),
+                            priority: -3 + (i % 7) as i32,
+                        },
+                        5 => TaskRowKind::Started {
+                            attempt: i as u32,
+                            worker: names.get_str("node-1/worker"),
+                        },
+                        _ => TaskRowKind::Ended {
+                            event_type: "task.completed",
+                            attempt: u32::MAX,
+                        },
+                    };
+                    let e = AuditEvent {
+                        task_id: Some(Uuid::now_v7()),
+                        agent_id: Some("agent".into()),
+                        user_id: Some(format!("user-{}", id % 3)),
+                        event_type: kind.event_type().into(),
+                        payload: kind.payload(),
+                        ..e
+                    };
+                    let row = Pending::Task(TaskRow {
+                        id,
+                        task_id: e.task_id.unwrap(),
+                        agent_id: names.get_str("agent"),
+                        user_id: names.get(e.user_id.clone().unwrap()),
+                        created_at: e.created_at,
+                        kind,
+                        client: (e.ip_address.is_some() || e.user_agent.is_some())
+                            .then(|| Box::new((e.ip_address, e.user_agent.clone()))),
+                    });
+                    (e, row)
+                }
+                _ => (e.clone(), Pending::Event(e)),
+            };
+            let (e, row) = row;
+            let mut chained = e;
             expected_head = crate::audit::seal(&mut chained, &expected_head);
             expected.push(chained);
-            batch.push(e);
+            batch.push(row);
             if i % 300 == 7 {
                 trail.seal(std::mem::take(&mut batch));
             }
