@@ -207,7 +207,8 @@ impl std::fmt::Debug for TaskContext {
 pub struct TaskContextBuilder {
     shared: Shared,
     completed: Vec<StepRecord>,
-    cancel: CancellationToken,
+    /// `None`: a token of its own, made by `build` (not made here only to be replaced).
+    cancel: Option<CancellationToken>,
 }
 
 impl TaskContextBuilder {
@@ -260,7 +261,7 @@ impl TaskContextBuilder {
     }
     /// The cancellation signal.
     pub fn cancellation(mut self, cancel: CancellationToken) -> Self {
-        self.cancel = cancel;
+        self.cancel = Some(cancel);
         self
     }
     /// Finishes the context, reporting to `host`.
@@ -276,7 +277,7 @@ impl TaskContextBuilder {
             host,
             completed,
             next_step: AtomicU32::new(1),
-            cancel: self.cancel,
+            cancel: self.cancel.unwrap_or_default(),
         }
     }
 }
@@ -297,7 +298,7 @@ impl TaskContext {
                 ask_timeout: DEFAULT_ASK_TIMEOUT,
             },
             completed: Vec::new(),
-            cancel: CancellationToken::new(),
+            cancel: None,
         }
     }
 

@@ -174,8 +174,10 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             lease.clone(),
             Arc::clone(&task),
             last_seq,
+            lost.clone(),
+            node.kill.clone(),
+            node.config.lease * 2,
         )
-        .stopping(lost.clone(), node.kill.clone(), node.config.lease * 2)
         .submitting(Arc::clone(node)),
     );
     // Heart-beaten from here until the last write returned (the guard is dropped last).
@@ -415,12 +417,16 @@ async fn cancel_requested(node: &Node, task_id: uuid::Uuid) -> bool {
 
 /// Sets the gauge of the breaker `key` (the task's agent version).
 fn publish_breaker(node: &Node, task: &TaskRecord, key: &str) {
+    // Only a change is published: the gauge keeps the value it was set to.
+    let Some(state) = node.breakers.to_publish(key) else {
+        return;
+    };
     metrics::gauge!(
         "agent_circuit_breaker_state",
         "agent" => task.agent_id.clone(),
         "version" => task.version.clone()
     )
-    .set(node.breakers.state(key).as_gauge());
+    .set(state.as_gauge());
 }
 
 /// The manifest of the task's version, the executor that runs it, and the grants and settings

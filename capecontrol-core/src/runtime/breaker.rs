@@ -69,6 +69,8 @@ pub enum Admission {
 pub struct CircuitBreakers {
     config: BreakerConfig,
     entries: Mutex<HashMap<String, Entry>>,
+    /// The state last published per key (see [`CircuitBreakers::to_publish`]).
+    published: Mutex<HashMap<String, BreakerState>>,
 }
 
 impl CircuitBreakers {
@@ -77,6 +79,7 @@ impl CircuitBreakers {
         Self {
             config,
             entries: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,6 +103,28 @@ impl CircuitBreakers {
                 e.state
             }
         })
+    }
+
+    /// The breaker's current state if it is not the one last returned here for `key` (the
+    /// first call for a key returns it): what the `agent_circuit_breaker_state` gauge must be
+    /// set to, or `None` when it already holds it. An attempt publishes its breaker's state
+    /// when it ends; most ends change nothing, and building the gauge's key is what costs.
+    pub fn to_publish(&self, key: &str) -> Option<BreakerState> {
+        let state = self.state(key);
+        let Ok(mut published) = self.published.lock() else {
+            return Some(state);
+        };
+        match published.get_mut(key) {
+            Some(last) if *last == state => None,
+            Some(last) => {
+                *last = state;
+                Some(state)
+            }
+            None => {
+                published.insert(key.to_owned(), state);
+                Some(state)
+            }
+        }
     }
 
     /// Asks to run an attempt.
@@ -178,6 +203,27 @@ impl CircuitBreakers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each key's state is to be published the first time and after each change, not again
+    /// while it holds; keys are apart.
+    #[test]
+    fn a_state_is_published_once_per_change() {
+        let b = CircuitBreakers::new(BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(60),
+        });
+        let (k, other) = ("a@1.0.0", "b@1.0.0");
+        assert_eq!(b.to_publish(k), Some(BreakerState::Closed));
+        assert_eq!(b.to_publish(k), None);
+        b.record_success(k);
+        b.record_failure(k);
+        assert_eq!(b.to_publish(k), None, "still closed");
+        assert_eq!(b.to_publish(other), Some(BreakerState::Closed));
+        b.record_failure(k);
+        assert_eq!(b.to_publish(k), Some(BreakerState::Open));
+        assert_eq!(b.to_publish(k), None);
+        assert_eq!(b.to_publish(other), None);
+    }
 
     #[test]
     fn opens_half_opens_and_closes() {

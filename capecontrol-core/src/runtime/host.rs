@@ -78,11 +78,17 @@ pub(crate) struct PlatformHost {
 mod wait;
 
 impl PlatformHost {
+    /// The host of the attempt holding `lease` on `task`. Its writes are not repeated once
+    /// `lost` (the lease is gone) or `kill` (the node is dropped) fires, nor after `retry_for`.
+    /// The tokens are the caller's: an attempt creates none of its own here.
     pub(crate) fn new(
         store: Arc<dyn Store>,
         lease: Lease,
         task: Arc<TaskRecord>,
         last_seq: u64,
+        lost: CancellationToken,
+        kill: CancellationToken,
+        retry_for: Duration,
     ) -> Self {
         Self {
             store,
@@ -91,9 +97,9 @@ impl PlatformHost {
             seq: AtomicU64::new(last_seq),
             pending: Mutex::new(Pending::default()),
             started: Mutex::new(HashMap::new()),
-            lost: CancellationToken::new(),
-            kill: CancellationToken::new(),
-            retry_for: Duration::from_secs(60),
+            lost,
+            kill,
+            retry_for,
             wait: wait::Suspension::default(),
             node: None,
         }
@@ -102,20 +108,6 @@ impl PlatformHost {
     /// Lets the task spawn children through `node`'s gateway.
     pub(crate) fn submitting(mut self, node: Arc<Node>) -> Self {
         self.node = Some(node);
-        self
-    }
-
-    /// Stops repeating writes when `lost` (the lease is gone) or `kill` (the node is dropped)
-    /// fires, or after `retry_for`.
-    pub(crate) fn stopping(
-        mut self,
-        lost: CancellationToken,
-        kill: CancellationToken,
-        retry_for: Duration,
-    ) -> Self {
-        self.lost = lost;
-        self.kill = kill;
-        self.retry_for = retry_for;
         self
     }
 
@@ -481,7 +473,15 @@ mod tests {
             .await
             .unwrap()
             .remove(0);
-        let host = PlatformHost::new(store.clone(), c.lease, c.task, c.last_seq);
+        let host = PlatformHost::new(
+            store.clone(),
+            c.lease,
+            c.task,
+            c.last_seq,
+            CancellationToken::new(),
+            CancellationToken::new(),
+            Duration::from_secs(60),
+        );
         (store, host)
     }
 
