@@ -38,27 +38,47 @@ impl AgentBase for Failing {
     }
 }
 
-/// One snapshot (a snapshot resets gauges and drains histograms, so read everything from one).
-fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, DebugValue)> {
+/// One snapshot (a snapshot resets counters and gauges and drains histograms, so read
+/// everything from one): each series' name, its `outcome` label if it has one, its value.
+type Snapshot = Vec<(String, Option<String>, DebugValue)>;
+
+fn snapshot(snapshotter: &Snapshotter) -> Snapshot {
     snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
-        .map(|(key, _, _, value)| (key.key().name().to_owned(), value))
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let outcome = key
+                .labels()
+                .find(|l| l.key() == "outcome")
+                .map(|l| l.value().to_owned());
+            (key.name().to_owned(), outcome, value)
+        })
         .collect()
 }
 
-fn gauge(snap: &[(String, DebugValue)], name: &str) -> Option<f64> {
-    snap.iter().find_map(|(n, v)| match v {
+fn gauge(snap: &Snapshot, name: &str) -> Option<f64> {
+    snap.iter().find_map(|(n, _, v)| match v {
         DebugValue::Gauge(g) if n == name => Some(g.into_inner()),
         _ => None,
     })
 }
 
-fn histogram_len(snap: &[(String, DebugValue)], name: &str) -> usize {
+fn histogram_len(snap: &Snapshot, name: &str) -> usize {
     snap.iter()
-        .map(|(n, v)| match v {
+        .map(|(n, _, v)| match v {
             DebugValue::Histogram(h) if n == name => h.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The count of the counter `name` whose `outcome` label is `outcome` (0 if it has none).
+fn counter(snap: &Snapshot, name: &str, outcome: Option<&str>) -> u64 {
+    snap.iter()
+        .map(|(n, o, v)| match v {
+            DebugValue::Counter(c) if n == name && o.as_deref() == outcome => *c,
             _ => 0,
         })
         .sum()
@@ -124,6 +144,29 @@ async fn blueprint_metrics_and_breaker_state_are_recorded() {
         "{snap:?}"
     );
     assert_eq!(gauge(&snap, "agent_success_rate"), Some(0.5));
+    // Three submissions; two attempts, each counted under its own outcome.
+    assert_eq!(counter(&snap, "tasks_submitted_total", None), 3, "{snap:?}");
+    assert_eq!(
+        counter(&snap, "agent_attempts_total", Some("success")),
+        1,
+        "{snap:?}"
+    );
+    assert_eq!(
+        counter(&snap, "agent_attempts_total", Some("agent")),
+        1,
+        "{snap:?}"
+    );
+    for outcome in ["success", "agent"] {
+        let durations = snap.iter().find_map(|(n, o, v)| match v {
+            DebugValue::Histogram(h)
+                if n == "agent_execution_duration_seconds" && o.as_deref() == Some(outcome) =>
+            {
+                Some(h.len())
+            }
+            _ => None,
+        });
+        assert_eq!(durations, Some(1), "{outcome}: {snap:?}");
+    }
     assert_eq!(gauge(&snap, "agent_concurrent_tasks"), Some(0.0));
     assert_eq!(
         gauge(&snap, "agent_circuit_breaker_state"),
