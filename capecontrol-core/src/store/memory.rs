@@ -117,7 +117,7 @@ struct State {
     agents: BTreeMap<String, AgentRecord>,
     /// Per agent id, versions in insertion order.
     versions: FastMap<String, Vec<(u64, VersionRecord)>>,
-    installations: BTreeMap<(String, String), InstallationRecord>,
+    installations: Installations,
     /// Boxed: growing the map moves pointers, not whole entries.
     tasks: FastMap<Uuid, Box<TaskEntry>>,
     /// (user, key) → task.
@@ -194,6 +194,38 @@ impl Drop for StateGuard<'_> {
     }
 }
 
+/// Installations by agent, then user: looked up by reference (each claimed task's is, and a
+/// map keyed by the pair needed both strings copied to look one up), iterated in (agent, user)
+/// order.
+#[derive(Default)]
+struct Installations(BTreeMap<String, BTreeMap<String, InstallationRecord>>);
+
+impl Installations {
+    fn get(&self, agent_id: &str, user_id: &str) -> Option<&InstallationRecord> {
+        self.0.get(agent_id)?.get(user_id)
+    }
+
+    fn insert(&mut self, record: InstallationRecord) {
+        self.0
+            .entry(record.agent_id.clone())
+            .or_default()
+            .insert(record.user_id.clone(), record);
+    }
+
+    fn remove(&mut self, agent_id: &str, user_id: &str) -> Option<InstallationRecord> {
+        let of_agent = self.0.get_mut(agent_id)?;
+        let removed = of_agent.remove(user_id);
+        if of_agent.is_empty() {
+            self.0.remove(agent_id);
+        }
+        removed
+    }
+
+    fn values(&self) -> impl Iterator<Item = &InstallationRecord> {
+        self.0.values().flat_map(BTreeMap::values)
+    }
+}
+
 /// Where a task is indexed (kept in step with its status by [`State::sync`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Indexed {
@@ -236,7 +268,7 @@ impl State {
                 .map(|(_, v)| v.status),
             installation: self
                 .installations
-                .get(&(task.agent_id.clone(), task.user_id.clone()))
+                .get(&task.agent_id, &task.user_id)
                 .cloned(),
         }
     }

@@ -295,22 +295,21 @@ impl RegistryStore for MemoryStore {
         if !state.agents.contains_key(&installation.agent_id) {
             return Err(Error::not_found("agent", &installation.agent_id));
         }
-        let key = (installation.agent_id.clone(), installation.user_id.clone());
         let mut record = installation;
         record.created_at = micros(record.created_at);
-        if let Some(existing) = state.installations.get(&key) {
+        if let Some(existing) = state.installations.get(&record.agent_id, &record.user_id) {
             record.id = existing.id;
             record.created_at = existing.created_at;
         }
         record.updated_at = now;
-        state.installations.insert(key, record.clone());
+        state.installations.insert(record.clone());
         Ok(record)
     }
 
     async fn get_installation(&self, agent_id: &str, user_id: &str) -> Result<InstallationRecord> {
         self.lock()
             .installations
-            .get(&(agent_id.to_owned(), user_id.to_owned()))
+            .get(agent_id, user_id)
             .cloned()
             .ok_or_else(|| Error::not_found("installation", format!("{agent_id} for {user_id}")))
     }
@@ -327,9 +326,7 @@ impl RegistryStore for MemoryStore {
 
     async fn delete_installation(&self, agent_id: &str, user_id: &str) -> Result<()> {
         let mut state = self.lock();
-        let removed = state
-            .installations
-            .remove(&(agent_id.to_owned(), user_id.to_owned()));
+        let removed = state.installations.remove(agent_id, user_id);
         if let Some(i) = &removed {
             state.triggers.forget(i.id);
         }
