@@ -331,9 +331,23 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     match end {
         End::Done(Ok(output)) => {
             node.breakers.record_success(&key);
-            if let Err(e) = host.finish(Outcome::Completed { output }).await {
+            // Published before the write (the breaker's state is settled by now), so that the
+            // attempt can let go of the claimed record: with its host's (the only one left
+            // once the agent's context is dropped) gone too, `MemoryStore` changes its record
+            // where it is instead of copying it.
+            publish_breaker(node, &task, &key);
+            let parent = task.parent_id;
+            drop(task);
+            let completed = Outcome::Completed { output };
+            let written = match Arc::try_unwrap(host) {
+                Ok(host) => host.finish_last(completed).await,
+                Err(host) => host.finish(completed).await,
+            };
+            if let Err(e) = written {
                 tracing::warn!(%task_id, error = %e, "could not record the completion");
             }
+            wake_parent(node, parent).await;
+            return;
         }
         End::Done(Err(error)) => {
             if cancel_requested(node, task_id).await {
@@ -386,13 +400,17 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             }
         }
     }
-    // A child that ended here wakes its waiting parent at once (else the sweep does).
-    if let Some(parent) = task.parent_id
+    wake_parent(node, task.parent_id).await;
+    publish_breaker(node, &task, &key);
+}
+
+/// A child that ended here wakes its waiting parent at once (else the sweep does).
+async fn wake_parent(node: &Arc<Node>, parent: Option<uuid::Uuid>) {
+    if let Some(parent) = parent
         && !node.kill.is_cancelled()
     {
         Box::pin(waits::join_ready(node, Some(parent))).await;
     }
-    publish_breaker(node, &task, &key);
 }
 
 /// How long `ask_user` waits by default in this agent: its manifest's `config.ask_timeout`,

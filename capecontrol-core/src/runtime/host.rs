@@ -59,7 +59,9 @@ impl Pending {
 pub(crate) struct PlatformHost {
     store: Arc<dyn Store>,
     lease: Lease,
-    task: Arc<TaskRecord>,
+    /// The claimed task. `None` only inside [`PlatformHost::finish_last`], which owns the host
+    /// and lets go of the record before the store writes the outcome.
+    task: Option<Arc<TaskRecord>>,
     seq: AtomicU64,
     pending: Mutex<Pending>,
     started: Mutex<HashMap<u32, DateTime<Utc>>>,
@@ -93,7 +95,7 @@ impl PlatformHost {
         Self {
             store,
             lease,
-            task,
+            task: Some(task),
             seq: AtomicU64::new(last_seq),
             pending: Mutex::new(Pending::default()),
             started: Mutex::new(HashMap::new()),
@@ -137,7 +139,7 @@ impl PlatformHost {
                         continue;
                     }
                     tracing::warn!(
-                        task_id = %self.task.id, write = what, tries, error = %e,
+                        task_id = %self.lease.task_id, write = what, tries, error = %e,
                         "transient store error; repeating the write"
                     );
                     metrics::counter!("store_write_retries_total", "write" => what).increment(1);
@@ -176,7 +178,7 @@ impl PlatformHost {
 
     pub(crate) fn event(&self, kind: TaskEventKind) -> TaskEvent {
         TaskEvent {
-            task_id: self.task.id,
+            task_id: self.lease.task_id,
             seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
             at: Utc::now(),
             kind,
@@ -208,6 +210,23 @@ impl PlatformHost {
         };
         self.retried("finish", || self.store.finish(&self.lease, finish.clone()))
             .await
+    }
+
+    /// [`Self::finish`] by the attempt's last holder of its host: the host lets go of the
+    /// claimed record first, so that a store whose record nobody else holds any more
+    /// (`MemoryStore`, once the attempt has let go of its own) changes it where it is instead
+    /// of copying it.
+    pub(crate) async fn finish_last(mut self, outcome: Outcome) -> Result<Arc<TaskRecord>> {
+        self.task = None;
+        self.finish(outcome).await
+    }
+
+    /// The claimed task (see the `task` field for when it is not there: never while the host
+    /// is shared).
+    fn task(&self) -> &TaskRecord {
+        self.task
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("only `finish_last`, which owns the host, clears it"))
     }
 
     /// Gives the task back to the queue (the attempt is not counted) with what is pending;
@@ -369,7 +388,7 @@ impl TaskHost for PlatformHost {
             allowed: call.allowed,
         });
         let audit = NewAuditEvent::by(
-            &self.task.principal,
+            &self.task().principal,
             match (call.reported, call.allowed) {
                 // Reported by a container agent: its own account, not a host decision.
                 (true, _) => "tool.reported",
@@ -378,13 +397,13 @@ impl TaskHost for PlatformHost {
             },
             json!({"tool": call.tool, "scope": call.scope, "allowed": call.allowed}),
         )
-        .agent(self.task.agent_id.clone())
-        .task(self.task.id);
+        .agent(self.task().agent_id.clone())
+        .task(self.lease.task_id);
         self.write(None, Some(event), vec![audit]).await
     }
 
     fn log(&self, message: &str) {
-        tracing::info!(target: "capecontrol::agent", task_id = %self.task.id, agent = %self.task.agent_id, "{message}");
+        tracing::info!(target: "capecontrol::agent", task_id = %self.lease.task_id, agent = %self.task().agent_id, "{message}");
     }
 
     async fn suspend(&self, wait: crate::store::Wait) -> Result<()> {
@@ -397,7 +416,7 @@ impl TaskHost for PlatformHost {
                 "spawning a child task (`{agent}`/`{task}`) needs a platform node"
             )));
         };
-        let parent = &self.task;
+        let parent = self.task();
         let mut request = TaskRequest::new(agent, task, input, parent.principal.clone())
             .idempotency_key(format!("child:{}:{step}", parent.id));
         request.traceparent = parent.traceparent.clone();
