@@ -179,20 +179,9 @@ impl PayloadRef<'_> {
         match self {
             Self::Value(v) => write_jsonb(v, out),
             Self::Fields(fields) => {
-                // jsonb's key order, as for an object value: shorter keys first, then bytes.
-                let mut small = [("", Field::Int(0)); 8];
-                let mut large = Vec::new();
-                let sorted: &mut [(&str, Field<'_>)] = if fields.len() <= small.len() {
-                    small[..fields.len()].copy_from_slice(fields);
-                    &mut small[..fields.len()]
-                } else {
-                    large.extend_from_slice(fields);
-                    &mut large
-                };
-                sorted.sort_unstable_by(|(a, _), (b, _)| {
-                    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+                in_jsonb_order(fields.iter().copied(), Field::Int(0), |sorted| {
+                    write_fields(sorted.iter().copied(), Form::Jsonb, out)
                 });
-                write_fields(sorted.iter().copied(), Form::Jsonb, out);
             }
         }
     }
@@ -205,21 +194,13 @@ fn write_fields<'a>(
     form: Form,
     out: &mut String,
 ) -> usize {
-    let (comma, colon) = separators(form);
-    out.push('{');
-    for (i, (key, v)) in fields.enumerate() {
-        if i > 0 {
-            out.push_str(comma);
-        }
-        write_string(key, out);
-        out.push_str(colon);
+    write_object(fields, form, out, |v, out| {
         match v {
             Field::Str(s) => write_string(s, out),
             Field::Int(n) => push_i64(out, n),
         }
-    }
-    out.push('}');
-    1
+        0
+    })
 }
 
 impl RowRef<'_> {
@@ -458,35 +439,57 @@ fn write_json(value: &Value, form: Form, out: &mut String) -> usize {
             return depth + 1;
         }
         Value::Object(map) if form == Form::Compact => {
-            return write_object(map.iter().map(|(k, v)| (k.as_str(), v)), form, out);
+            return write_object(
+                map.iter().map(|(k, v)| (k.as_str(), v)),
+                form,
+                out,
+                |v, out| write_json(v, form, out),
+            );
         }
         Value::Object(map) => {
-            // jsonb's key order: shorter keys first, then by bytes. The entries are sorted
-            // where they are (no lookup per key), on the stack for small objects.
             static NULL: Value = Value::Null;
-            let mut small = [("", &NULL); 8];
-            let mut large = Vec::new();
-            let entries: &mut [(&str, &Value)] = if map.len() <= small.len() {
-                for (slot, (k, v)) in small.iter_mut().zip(map) {
-                    *slot = (k.as_str(), v);
-                }
-                &mut small[..map.len()]
-            } else {
-                large.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
-                &mut large
-            };
-            entries.sort_unstable_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-            return write_object(entries.iter().copied(), form, out);
+            let entries = map.iter().map(|(k, v)| (k.as_str(), v));
+            return in_jsonb_order(entries, &NULL, |sorted| {
+                write_object(sorted.iter().copied(), form, out, |v, out| {
+                    write_json(v, form, out)
+                })
+            });
         }
     }
     0
 }
 
-/// Writes an object of `entries`, in their order, in `form`; returns how deep it nests.
-fn write_object<'a>(
-    entries: impl Iterator<Item = (&'a str, &'a Value)>,
+/// Calls `then` with `entries` in jsonb's key order (shorter keys first, then by bytes),
+/// sorted where they are (no lookup per key): on the stack for up to 8, `fill` filling the
+/// unused slots.
+fn in_jsonb_order<'a, V: Copy, R>(
+    entries: impl ExactSizeIterator<Item = (&'a str, V)>,
+    fill: V,
+    then: impl FnOnce(&[(&'a str, V)]) -> R,
+) -> R {
+    let mut small = [("", fill); 8];
+    let mut large = Vec::new();
+    let n = entries.len();
+    let sorted: &mut [(&str, V)] = if n <= small.len() {
+        for (slot, e) in small.iter_mut().zip(entries) {
+            *slot = e;
+        }
+        &mut small[..n]
+    } else {
+        large.extend(entries);
+        &mut large
+    };
+    sorted.sort_unstable_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    then(sorted)
+}
+
+/// Writes an object of `entries`, in their order, in `form`, each value by `value` (which
+/// returns how deep it nests); returns how deep the object nests.
+fn write_object<'a, V>(
+    entries: impl Iterator<Item = (&'a str, V)>,
     form: Form,
     out: &mut String,
+    mut value: impl FnMut(V, &mut String) -> usize,
 ) -> usize {
     let (comma, colon) = separators(form);
     let mut depth = 0;
@@ -497,7 +500,7 @@ fn write_object<'a>(
         }
         write_string(key, out);
         out.push_str(colon);
-        depth = depth.max(write_json(v, form, out));
+        depth = depth.max(value(v, out));
     }
     out.push('}');
     depth + 1
