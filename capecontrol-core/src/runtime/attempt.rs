@@ -233,7 +233,9 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     let mut delay = Duration::from_millis(50);
     let mut tries = 0;
     let prepared = loop {
-        match prepare(node, &task, catalog.as_ref()).await {
+        // The claim's catalog serves the first try, taken (not copied); a try after a
+        // transient error reads the registry afresh.
+        match prepare(node, &task, catalog.take()).await {
             Err(e) if e.is_transient() && tries < PREPARE_TRIES && !node.kill.is_cancelled() => {
                 tracing::warn!(%task_id, error = %e, "transient store error preparing the attempt");
                 tokio::time::sleep(delay).await;
@@ -453,10 +455,10 @@ fn publish_breaker(node: &Node, task: &TaskRecord, key: &str) {
 async fn prepare(
     node: &Node,
     task: &TaskRecord,
-    catalog: Option<&ClaimedCatalog>,
+    catalog: Option<ClaimedCatalog>,
 ) -> Result<Prepared> {
     // The status only: the manifest comes from the node's cache, not copied from the store.
-    let status = match catalog {
+    let status = match &catalog {
         Some(c) => c.version_status.ok_or_else(|| {
             Error::not_found(
                 "agent version",
@@ -484,7 +486,6 @@ async fn prepare(
     let installation = match catalog {
         Some(c) => c
             .installation
-            .clone()
             .ok_or_else(|| super::node::not_installed(&task.agent_id, &task.user_id))?,
         None => node.installation(&task.agent_id, &task.user_id).await?,
     };
