@@ -187,6 +187,24 @@ impl PayloadRef<'_> {
     }
 }
 
+/// The JSON object of `fields`, in their order (what a [`PayloadRef::Fields`] payload must
+/// write as; for the tests).
+#[cfg(test)]
+pub(crate) fn fields_value(fields: &[(&str, Field<'_>)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Field::Str(s) => Value::from(*s),
+                    Field::Int(i) => Value::from(*i),
+                };
+                ((*k).to_owned(), v)
+            })
+            .collect(),
+    )
+}
+
 /// Writes an object of scalar `fields`, in their order, in `form` (integers print the same in
 /// both forms); returns its depth (1).
 fn write_fields<'a>(
@@ -662,18 +680,7 @@ mod tests {
         })
         .collect();
         for fields in [&few[..], &many[..], &[]] {
-            let value = Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            Field::Str(s) => json!(s),
-                            Field::Int(i) => json!(i),
-                        };
-                        ((*k).to_owned(), v)
-                    })
-                    .collect(),
-            );
+            let value = fields_value(fields);
             let (mut compact, mut jsonb) = (String::new(), String::new());
             assert_eq!(PayloadRef::Fields(fields).write_compact(&mut compact), 1);
             assert_eq!(compact, serde_json::to_string(&value).unwrap());

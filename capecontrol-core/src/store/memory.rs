@@ -29,7 +29,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -309,7 +308,7 @@ impl State {
         &mut self,
         task: &TaskRecord,
         kind: trail::TaskRowKind,
-        client: Option<Box<(Option<IpAddr>, Option<String>)>>,
+        client: trail::Client,
         now: DateTime<Utc>,
     ) {
         let id = self.next_audit_id();

@@ -62,14 +62,10 @@ impl QueueStore for MemoryStore {
             .map(|extra| extra_audit(&record, extra))
             .collect();
         // Then the store's own row (`task.queued`), with the submitter's address.
-        let client = (record.principal.ip_address.is_some()
-            || record.principal.user_agent.is_some())
-        .then(|| {
-            Box::new((
-                record.principal.ip_address,
-                record.principal.user_agent.clone(),
-            ))
-        });
+        let client = trail::client(
+            record.principal.ip_address,
+            record.principal.user_agent.clone(),
+        );
 
         let mut state = self.lock();
         let seen = record

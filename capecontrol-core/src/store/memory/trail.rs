@@ -41,9 +41,16 @@ struct Row {
     user_id: Option<Arc<str>>,
     event_type: Arc<str>,
     payload: Payload,
-    /// The client's address and user agent: only rows of HTTP requests have them.
-    client: Option<Box<(Option<IpAddr>, Option<String>)>>,
+    client: Client,
     hash: [u8; 32],
+}
+
+/// A row's client: its address and user agent, boxed (only rows of HTTP requests have them).
+pub(super) type Client = Option<Box<(Option<IpAddr>, Option<String>)>>;
+
+/// The [`Client`] of `ip_address` and `user_agent` (`None` when neither is there).
+pub(super) fn client(ip_address: Option<IpAddr>, user_agent: Option<String>) -> Client {
+    (ip_address.is_some() || user_agent.is_some()).then(|| Box::new((ip_address, user_agent)))
 }
 
 /// A row's payload.
@@ -91,16 +98,6 @@ impl Payload {
 pub(super) struct Names(FastSet<Arc<str>>);
 
 impl Names {
-    /// The shared string equal to `name` (which it becomes, if it is the first).
-    pub(super) fn get(&mut self, name: String) -> Arc<str> {
-        if let Some(shared) = self.0.get(name.as_str()) {
-            return Arc::clone(shared);
-        }
-        let shared: Arc<str> = Arc::from(name);
-        self.0.insert(Arc::clone(&shared));
-        shared
-    }
-
     /// The shared string equal to `name`, allocated only the first time.
     pub(super) fn get_str(&mut self, name: &str) -> Arc<str> {
         if let Some(shared) = self.0.get(name) {
@@ -130,8 +127,8 @@ pub(super) struct TaskRow {
     pub(super) user_id: Arc<str>,
     pub(super) created_at: DateTime<Utc>,
     pub(super) kind: TaskRowKind,
-    /// The client's address and user agent (a submission over HTTP has them).
-    pub(super) client: Option<Box<(Option<IpAddr>, Option<String>)>>,
+    /// The submitter's address and user agent (a submission over HTTP has them).
+    pub(super) client: Client,
 }
 
 /// What a [`TaskRow`] records, and its payload's fields.
@@ -195,18 +192,7 @@ impl TaskRowKind {
     #[cfg(test)]
     pub(super) fn payload(&self) -> Value {
         let (fields, n) = self.fields();
-        Value::Object(
-            fields[..n]
-                .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Field::Str(s) => Value::from(*s),
-                        Field::Int(i) => Value::from(*i),
-                    };
-                    ((*k).to_owned(), v)
-                })
-                .collect(),
-        )
+        crate::audit::fields_value(&fields[..n])
     }
 }
 
@@ -254,12 +240,11 @@ impl Trail {
                     Row {
                         task_id: event.task_id,
                         created_at: event.created_at,
-                        agent_id: event.agent_id.map(|a| self.names.get(a)),
-                        user_id: event.user_id.map(|u| self.names.get(u)),
-                        event_type: self.names.get(event.event_type),
+                        agent_id: event.agent_id.map(|a| self.names.get_str(&a)),
+                        user_id: event.user_id.map(|u| self.names.get_str(&u)),
+                        event_type: self.names.get_str(&event.event_type),
                         payload: Payload::new(event.payload, &mut text),
-                        client: (event.ip_address.is_some() || event.user_agent.is_some())
-                            .then(|| Box::new((event.ip_address, event.user_agent))),
+                        client: client(event.ip_address, event.user_agent),
                         hash: [0; 32],
                     }
                 }
@@ -480,11 +465,10 @@ mod tests {
                         id,
                         task_id: e.task_id.unwrap(),
                         agent_id: names.get_str("agent"),
-                        user_id: names.get(e.user_id.clone().unwrap()),
+                        user_id: names.get_str(e.user_id.as_deref().unwrap()),
                         created_at: e.created_at,
                         kind,
-                        client: (e.ip_address.is_some() || e.user_agent.is_some())
-                            .then(|| Box::new((e.ip_address, e.user_agent.clone()))),
+                        client: client(e.ip_address, e.user_agent.clone()),
                     });
                     (e, row)
                 }
