@@ -86,6 +86,10 @@ pub struct MemoryStore {
     trail: Mutex<trail::Trail>,
     clock: Clock,
     events: broadcast::Sender<TaskEvent>,
+    /// Taken before the state's lock is released by a writer that has events to send, and held
+    /// while it sends them: the events go out in the order of the writes that made them, and
+    /// the send (which may wake a parked subscriber, a system call) does not hold the state.
+    send_order: parking_lot::Mutex<()>,
     wakeups: broadcast::Sender<()>,
 }
 
@@ -614,6 +618,7 @@ impl MemoryStore {
             trail: Mutex::new(trail::Trail::default()),
             clock,
             events,
+            send_order: parking_lot::Mutex::new(()),
             wakeups,
         }
     }
@@ -688,11 +693,30 @@ impl MemoryStore {
             .unwrap_or_else(|| unreachable!("a waiting seal returns the trail"))
     }
 
-    fn send_events(&self, events: impl IntoIterator<Item = TaskEvent>) {
+    /// Releases the state's lock (as dropping `state` does), then sends `events`, the live
+    /// events of the write just made under it. The send lock is taken before the state's is
+    /// released, so that events go out in the order of their writes; the state is free while
+    /// they go out (a send may wake a parked subscriber). A subscriber thus hears of a write
+    /// only once it can be read.
+    fn send_events(&self, mut state: StateGuard<'_>, events: impl IntoIterator<Item = TaskEvent>) {
+        let Some(mut guard) = state.guard.take() else {
+            return;
+        };
+        let sealing = !guard.audit_full.is_empty();
+        if sealing {
+            // Handed off before the lock is released: batches reach the sealer in order.
+            self.hand_off(&mut guard, false);
+        }
+        let order = self.send_order.lock();
+        drop(guard);
         for e in events {
             // No subscriber is not an error. Large outputs travel by reference (the ring keeps
             // its last events).
             let _ = self.events.send(e.into_live());
+        }
+        drop(order);
+        if sealing {
+            self.seal(false);
         }
     }
 

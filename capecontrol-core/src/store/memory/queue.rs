@@ -111,8 +111,7 @@ impl QueueStore for MemoryStore {
         }
         state.tasks.insert(record.id, entry);
         state.sync(record.id, now);
-        self.send_events([event]);
-        drop(state);
+        self.send_events(state, [event]);
         self.wake();
         Ok(Enqueued {
             task: record,
@@ -219,7 +218,7 @@ impl QueueStore for MemoryStore {
                 c.catalog = Some(state.claimed_catalog(&c.task));
             }
         }
-        self.send_events(sent);
+        self.send_events(state, sent);
         Ok(claimed)
     }
 
@@ -252,7 +251,7 @@ impl QueueStore for MemoryStore {
         for a in write.audit {
             state.append_audit(extra_audit(&record, a), now);
         }
-        self.send_events(events);
+        self.send_events(state, events);
         Ok(())
     }
 
@@ -367,8 +366,7 @@ impl QueueStore for MemoryStore {
         for a in finish.audit {
             state.append_audit(extra_audit(&record, a), now);
         }
-        self.send_events(events);
-        drop(state);
+        self.send_events(state, events);
         if record.status == TaskStatus::Queued {
             self.wake();
         }
@@ -408,8 +406,7 @@ impl QueueStore for MemoryStore {
             task_audit(&record, audit_type, json!({ "worker": lease.owner })),
             now,
         );
-        self.send_events(sent);
-        drop(state);
+        self.send_events(state, sent);
         self.wake();
         Ok(())
     }
@@ -480,8 +477,7 @@ impl QueueStore for MemoryStore {
                 now,
             );
         }
-        self.send_events(sent);
-        drop(state);
+        self.send_events(state, sent);
         if requeued {
             self.wake();
         }
@@ -519,7 +515,7 @@ impl QueueStore for MemoryStore {
                 }
             }
         }
-        self.send_events(sent);
+        self.send_events(state, sent);
         Ok(record)
     }
 
@@ -593,7 +589,9 @@ impl QueueStore for MemoryStore {
 
     async fn publish(&self, mut event: TaskEvent) -> Result<()> {
         event.at = micros(event.at);
-        self.send_events([event]);
+        // Not a write of the state: sent in order with the writes' events.
+        let _order = self.send_order.lock();
+        let _ = self.events.send(event.into_live());
         Ok(())
     }
 

@@ -119,7 +119,7 @@ impl WaitStore for MemoryStore {
         if !cancelled {
             state.waits.insert(record.id, wait);
         }
-        self.send_events(sent);
+        self.send_events(state, sent);
         Ok(TaskRecord::clone(&record))
     }
 
@@ -160,8 +160,7 @@ impl WaitStore for MemoryStore {
         for a in wake.audit {
             state.append_audit(extra_audit(&record, a), now);
         }
-        self.send_events([event]);
-        drop(state);
+        self.send_events(state, [event]);
         self.wake();
         Ok(record)
     }
@@ -191,8 +190,7 @@ impl WaitStore for MemoryStore {
             sent.push(event);
             ids.push(id);
         }
-        self.send_events(sent);
-        drop(state);
+        self.send_events(state, sent);
         if !ids.is_empty() {
             self.wake();
         }
