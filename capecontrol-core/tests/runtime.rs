@@ -1024,3 +1024,92 @@ async fn a_prefetched_task_uses_its_claims_catalog_within_the_policy_cache_ttl()
     }
     assert_eq!(most.load(Ordering::SeqCst), 1, "one after the other");
 }
+
+/// Counts the calls of each of its two methods; in the chains `chains` names.
+struct Counting {
+    chains: capecontrol_core::runtime::middleware::Chains,
+    submits: Arc<AtomicUsize>,
+    executes: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl capecontrol_core::runtime::Middleware for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn submit(
+        &self,
+        sub: capecontrol_core::runtime::middleware::Submission,
+        next: capecontrol_core::runtime::middleware::SubmitNext<'_>,
+    ) -> capecontrol_core::Result<capecontrol_core::store::Enqueued> {
+        self.submits.fetch_add(1, Ordering::SeqCst);
+        next.run(sub).await
+    }
+    async fn execute(
+        &self,
+        exec: capecontrol_core::runtime::middleware::Execution,
+        next: capecontrol_core::runtime::middleware::ExecuteNext<'_>,
+    ) -> capecontrol_core::Result<serde_json::Value> {
+        self.executes.fetch_add(1, Ordering::SeqCst);
+        next.run(exec).await
+    }
+    fn chains(&self) -> capecontrol_core::runtime::middleware::Chains {
+        self.chains
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_is_left_out_of_the_chain_it_declines() {
+    use capecontrol_core::runtime::middleware::Chains;
+    let store = memory();
+    let counters: Vec<_> = [Chains::Both, Chains::Submit, Chains::Execute]
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                Arc::new(AtomicUsize::new(0)),
+                Arc::new(AtomicUsize::new(0)),
+            )
+        })
+        .collect();
+    let mut b = Platform::builder()
+        .store(store.clone())
+        .config(fast_config());
+    for (chains, submits, executes) in &counters {
+        b = b.middleware(Counting {
+            chains: *chains,
+            submits: Arc::clone(submits),
+            executes: Arc::clone(executes),
+        });
+    }
+    let p = b
+        .agent(agent(
+            manifest("Echo", Config::default(), &[]),
+            |_, input, _| Box::pin(async move { Ok(input) }),
+        ))
+        .build()
+        .await
+        .unwrap();
+    install(&store, "echo", "alice", &[]).await;
+    for i in 0..3 {
+        let id = p
+            .submit(TaskRequest::new("echo", "run", json!({"i": i}), user()))
+            .await
+            .unwrap();
+        let done = p.wait(id, &user()).await.unwrap();
+        assert_eq!(done.status, TaskStatus::Completed, "{done:?}");
+        assert_eq!(done.output, Some(json!({"i": i})));
+    }
+    let calls: Vec<(Chains, usize, usize)> = counters
+        .iter()
+        .map(|(c, s, e)| (*c, s.load(Ordering::SeqCst), e.load(Ordering::SeqCst)))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Chains::Both, 3, 3),
+            (Chains::Submit, 3, 0),
+            (Chains::Execute, 0, 3),
+        ]
+    );
+}

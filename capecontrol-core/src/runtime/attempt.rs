@@ -297,7 +297,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     // Boxed so that it can be dropped (the attempt stopped) before the outcome is written.
     // A panic anywhere in the chain is the agent's failure, not the worker's.
     let mut run = Box::pin(
-        AssertUnwindSafe(ExecuteNext::new(&node.middleware, &endpoint).run(exec))
+        AssertUnwindSafe(ExecuteNext::new(&node.execute_chain, &endpoint).run(exec))
             .catch_unwind()
             .map(|r| {
                 r.unwrap_or_else(|payload| {

@@ -138,7 +138,7 @@ impl Gateway {
         // A panicking middleware is a failed submission (an agent-category error, 500), never
         // an unwinding caller.
         let (agent_id, task) = (sub.agent_id.clone(), sub.request.task.clone());
-        let chain = SubmitNext::recording(&node.middleware, &endpoint, &rejection).run(sub);
+        let chain = SubmitNext::recording(&node.submit_chain, &endpoint, &rejection).run(sub);
         match std::panic::AssertUnwindSafe(chain).catch_unwind().await {
             Ok(enqueued) => Ok(enqueued?.task.id),
             Err(payload) => {

@@ -111,7 +111,10 @@ pub(crate) struct Node {
     pub(crate) config: PlatformConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) executors: Vec<Arc<dyn Executor>>,
-    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    /// The layers a submission passes, in order ([`Middleware::chains`]).
+    pub(crate) submit_chain: Vec<Arc<dyn Middleware>>,
+    /// The layers an attempt passes, in order.
+    pub(crate) execute_chain: Vec<Arc<dyn Middleware>>,
     pub(crate) breakers: CircuitBreakers,
     running: Mutex<HashMap<Uuid, Running>>,
     /// Manifests by (agent id, version): a version's manifest never changes.
@@ -150,7 +153,15 @@ impl Node {
             config,
             store,
             executors,
-            middleware,
+            submit_chain: middleware
+                .iter()
+                .filter(|m| m.chains().submit())
+                .cloned()
+                .collect(),
+            execute_chain: middleware
+                .into_iter()
+                .filter(|m| m.chains().execute())
+                .collect(),
             running: Mutex::new(HashMap::new()),
             manifests: Mutex::new(HashMap::new()),
             stop: CancellationToken::new(),

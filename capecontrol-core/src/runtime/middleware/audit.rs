@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Middleware, Submission, SubmitNext};
+use super::{Chains, Middleware, Submission, SubmitNext};
 use crate::error::{Error, Result};
 use crate::policy::Principal;
 use crate::store::{Enqueued, MAX_TASK_NAME_BYTES, NewAuditEvent, Store};
@@ -34,6 +34,11 @@ impl AuditLogging {
 impl Middleware for AuditLogging {
     fn name(&self) -> &str {
         "audit_logging"
+    }
+
+    fn chains(&self) -> Chains {
+        // Only its submit is its own: out of the other chain.
+        Chains::Submit
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {

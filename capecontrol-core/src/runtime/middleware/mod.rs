@@ -78,6 +78,60 @@ pub trait Middleware: Send + Sync + 'static {
     async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {
         next.run(exec).await
     }
+
+    /// The chains this layer is in: both by default. A layer that overrides only one of
+    /// [`Middleware::submit`] and [`Middleware::execute`] may say so: the platform then leaves
+    /// it out of the other chain, whose tasks no longer pay for its pass-through (a boxed
+    /// future and a dynamic call each). The method it is left out of is never called.
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use capecontrol_core::runtime::middleware::{Chains, Middleware, Submission, SubmitNext};
+    /// use capecontrol_core::store::Enqueued;
+    ///
+    /// /// Counts submissions; attempts pass it by.
+    /// struct Counter(std::sync::atomic::AtomicU64);
+    ///
+    /// #[async_trait]
+    /// impl Middleware for Counter {
+    ///     fn name(&self) -> &str {
+    ///         "counter"
+    ///     }
+    ///     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> capecontrol_core::Result<Enqueued> {
+    ///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ///         next.run(sub).await
+    ///     }
+    ///     fn chains(&self) -> Chains {
+    ///         Chains::Submit
+    ///     }
+    /// }
+    /// ```
+    fn chains(&self) -> Chains {
+        Chains::Both
+    }
+}
+
+/// The chains a [`Middleware`] is in (see [`Middleware::chains`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chains {
+    /// Submissions and attempts.
+    Both,
+    /// Submissions only: [`Middleware::execute`] is never called.
+    Submit,
+    /// Attempts only: [`Middleware::submit`] is never called.
+    Execute,
+}
+
+impl Chains {
+    /// Whether submissions pass the layer.
+    pub fn submit(self) -> bool {
+        matches!(self, Self::Both | Self::Submit)
+    }
+
+    /// Whether attempts pass the layer.
+    pub fn execute(self) -> bool {
+        matches!(self, Self::Both | Self::Execute)
+    }
 }
 
 /// The end of the submit chain (the enqueue).

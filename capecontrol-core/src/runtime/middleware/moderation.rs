@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{ExecuteNext, Execution, Middleware};
+use super::{Chains, ExecuteNext, Execution, Middleware};
 use crate::error::{Error, FieldError, Result};
 use crate::validate::join_pointer;
 
@@ -136,6 +136,11 @@ impl ContentModeration {
 impl Middleware for ContentModeration {
     fn name(&self) -> &str {
         "content_moderation"
+    }
+
+    fn chains(&self) -> Chains {
+        // Only its execute is its own: out of the other chain.
+        Chains::Execute
     }
 
     async fn execute(&self, exec: Execution, next: ExecuteNext<'_>) -> Result<Value> {

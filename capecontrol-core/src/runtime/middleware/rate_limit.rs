@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use super::{Middleware, Submission, SubmitNext};
+use super::{Chains, Middleware, Submission, SubmitNext};
 use crate::error::{Error, Result};
 use crate::store::Enqueued;
 
@@ -153,6 +153,11 @@ impl RateLimiting {
 impl Middleware for RateLimiting {
     fn name(&self) -> &str {
         "rate_limiting"
+    }
+
+    fn chains(&self) -> Chains {
+        // Only its submit is its own: out of the other chain.
+        Chains::Submit
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Middleware, Submission, SubmitNext};
+use super::{Chains, Middleware, Submission, SubmitNext};
 use crate::error::{Error, FieldError, Result};
 use crate::store::Enqueued;
 use crate::validate::join_pointer;
@@ -215,6 +215,11 @@ impl InputSanitization {
 impl Middleware for InputSanitization {
     fn name(&self) -> &str {
         "input_sanitization"
+    }
+
+    fn chains(&self) -> Chains {
+        // Only its submit is its own: out of the other chain.
+        Chains::Submit
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
