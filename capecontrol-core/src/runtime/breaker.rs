@@ -1,7 +1,6 @@
 //! A circuit breaker per agent version: opens after repeated failures, fails fast while open,
 //! half-opens after a cool-down (one trial attempt), closes on success.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,9 +67,11 @@ pub enum Admission {
 #[derive(Debug, Default)]
 pub struct CircuitBreakers {
     config: BreakerConfig,
-    entries: Mutex<HashMap<String, Entry>>,
+    /// Looked up by every submission and by every attempt (three times), hence hashed as a
+    /// [`crate::FastMap`] rather than with `std`'s SipHash.
+    entries: Mutex<crate::FastMap<String, Entry>>,
     /// The state last published per key (see [`CircuitBreakers::to_publish`]).
-    published: Mutex<HashMap<String, BreakerState>>,
+    published: Mutex<crate::FastMap<String, BreakerState>>,
 }
 
 impl CircuitBreakers {
@@ -78,8 +79,8 @@ impl CircuitBreakers {
     pub fn new(config: BreakerConfig) -> Self {
         Self {
             config,
-            entries: Mutex::new(HashMap::new()),
-            published: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
+            published: Mutex::default(),
         }
     }
 

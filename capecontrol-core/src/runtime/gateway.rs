@@ -37,6 +37,8 @@ struct Resolved {
     required: Vec<Scope>,
     /// The manifest's task declarations, shared (not cloned) by the submissions.
     tasks: Vec<Arc<TaskDecl>>,
+    /// The version's circuit breaker ([`CircuitBreakers::key`]), built once.
+    breaker: Arc<str>,
 }
 
 /// A cached resolution and when it was made.
@@ -92,7 +94,8 @@ impl Gateway {
             Traceparent::parse(t)?;
         }
         let agent_id = self.agent_id(node, &request.agent).await?;
-        let (version, manifest, task) = match self.policy(node, &agent_id, &request).await {
+        let (version, manifest, task, breaker) = match self.policy(node, &agent_id, &request).await
+        {
             Ok(ok) => ok,
             Err((error, what)) => {
                 let event = NewAuditEvent::by(
@@ -106,10 +109,9 @@ impl Gateway {
                 return Err(error);
             }
         };
-        let key = CircuitBreakers::key(&agent_id, &version);
-        if let Some(left) = node.breakers.is_open(&key) {
+        if let Some(left) = node.breakers.is_open(&breaker) {
             return Err(Error::resource(format!(
-                "circuit breaker open for {key}; retry in {} ms",
+                "circuit breaker open for {breaker}; retry in {} ms",
                 left.as_millis()
             )));
         }
@@ -168,7 +170,7 @@ impl Gateway {
         node: &Node,
         agent_id: &str,
         request: &TaskRequest,
-    ) -> std::result::Result<(String, Arc<Manifest>, Option<Arc<TaskDecl>>), Denied> {
+    ) -> std::result::Result<(String, Arc<Manifest>, Option<Arc<TaskDecl>>, Arc<str>), Denied> {
         let resolved = self
             .resolve(node, agent_id, &request.principal.user_id)
             .await?;
@@ -210,7 +212,12 @@ impl Gateway {
                 "task".into(),
             ));
         }
-        Ok((resolved.version.clone(), Arc::clone(manifest), task))
+        Ok((
+            resolved.version.clone(),
+            Arc::clone(manifest),
+            task,
+            Arc::clone(&resolved.breaker),
+        ))
     }
 
     /// The id of the agent named by `id_or_slug` (an agent's id and slug never change, so this
@@ -276,6 +283,7 @@ impl Gateway {
             .filter_map(|s| s.parse().ok())
             .collect();
         let resolved = Arc::new(Resolved {
+            breaker: CircuitBreakers::key(agent_id, &installation.version).into(),
             version: installation.version,
             status: record.status,
             granted: installation
