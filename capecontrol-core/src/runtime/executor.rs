@@ -1,7 +1,6 @@
 //! The `Executor` port: runs one attempt of a task. The in-process executor runs native
 //! [`AgentBase`] agents; `capecontrol-exec` adds a container executor.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -42,7 +41,8 @@ pub trait Executor: Send + Sync + 'static {
 /// Runs native agents in-process (the embedded default).
 #[derive(Default, Clone)]
 pub struct InProcessExecutor {
-    agents: Arc<RwLock<HashMap<String, Arc<dyn AgentBase>>>>,
+    /// Looked up twice per attempt (`supports`, `run`): hashed as a [`crate::FastMap`].
+    agents: Arc<RwLock<crate::FastMap<String, Arc<dyn AgentBase>>>>,
 }
 
 impl std::fmt::Debug for InProcessExecutor {
@@ -84,7 +84,11 @@ impl Executor for InProcessExecutor {
     }
 
     fn supports(&self, agent_id: &str, manifest: &Manifest) -> bool {
-        matches!(manifest.runtime(), Runtime::Native) && self.agent(agent_id).is_some()
+        matches!(manifest.runtime(), Runtime::Native)
+            && self
+                .agents
+                .read()
+                .is_ok_and(|agents| agents.contains_key(agent_id))
     }
 
     async fn run(&self, invocation: Invocation, cx: TaskContext) -> Result<Value> {
