@@ -80,7 +80,8 @@ pub(crate) fn claimed_catalog(row: &PgRow) -> Result<ClaimedCatalog> {
             .map(serde_json::from_value::<InstallationRecord>)
             .transpose()
             // Not the decoder's message: it may quote a value, and settings hold secrets.
-            .map_err(|_| corrupt("installation", "a claimed installation does not decode"))?,
+            .map_err(|_| corrupt("installation", "a claimed installation does not decode"))?
+            .map(std::sync::Arc::new),
     })
 }
 

@@ -487,7 +487,7 @@ async fn prepare(
         Some(c) => c
             .installation
             .ok_or_else(|| super::node::not_installed(&task.agent_id, &task.user_id))?,
-        None => node.installation(&task.agent_id, &task.user_id).await?,
+        None => Arc::new(node.installation(&task.agent_id, &task.user_id).await?),
     };
     let granted = checks::recheck(
         &task.version,
@@ -500,7 +500,8 @@ async fn prepare(
         manifest,
         executor,
         granted,
-        settings: installation.settings,
+        // The record is the store's (shared): its settings copied, nothing else.
+        settings: installation.settings.clone(),
     })
 }
 

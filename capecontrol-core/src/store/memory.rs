@@ -199,12 +199,12 @@ impl Drop for StateGuard<'_> {
 
 /// Installations by agent, then user: looked up by reference (each claimed task's is, and a
 /// map keyed by the pair needed both strings copied to look one up), iterated in (agent, user)
-/// order.
+/// order. Each record is shared: a claim hands it to its attempt without copying it.
 #[derive(Default)]
-struct Installations(BTreeMap<String, BTreeMap<String, InstallationRecord>>);
+struct Installations(BTreeMap<String, BTreeMap<String, Arc<InstallationRecord>>>);
 
 impl Installations {
-    fn get(&self, agent_id: &str, user_id: &str) -> Option<&InstallationRecord> {
+    fn get(&self, agent_id: &str, user_id: &str) -> Option<&Arc<InstallationRecord>> {
         self.0.get(agent_id)?.get(user_id)
     }
 
@@ -212,7 +212,7 @@ impl Installations {
         self.0
             .entry(record.agent_id.clone())
             .or_default()
-            .insert(record.user_id.clone(), record);
+            .insert(record.user_id.clone(), Arc::new(record));
     }
 
     fn remove(&mut self, agent_id: &str, user_id: &str) -> Option<InstallationRecord> {
@@ -221,11 +221,11 @@ impl Installations {
         if of_agent.is_empty() {
             self.0.remove(agent_id);
         }
-        removed
+        removed.map(Arc::unwrap_or_clone)
     }
 
     fn values(&self) -> impl Iterator<Item = &InstallationRecord> {
-        self.0.values().flat_map(BTreeMap::values)
+        self.0.values().flat_map(BTreeMap::values).map(|r| &**r)
     }
 }
 

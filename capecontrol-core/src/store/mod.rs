@@ -631,8 +631,9 @@ pub struct Claimed {
 pub struct ClaimedCatalog {
     /// The status of the task's agent version (`None`: the version is not in the registry).
     pub version_status: Option<VersionStatus>,
-    /// The installation of the task's agent for its user (`None`: not installed).
-    pub installation: Option<InstallationRecord>,
+    /// The installation of the task's agent for its user (`None`: not installed); shared, so
+    /// that a store that keeps its records (`MemoryStore`) hands out the one it keeps.
+    pub installation: Option<Arc<InstallationRecord>>,
 }
 
 /// What a heartbeat learns.

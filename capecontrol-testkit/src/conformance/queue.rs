@@ -440,7 +440,7 @@ pub async fn the_claim_reads_the_attempt_s_catalog(store: Arc<dyn Store>) {
     let c = claim_one(&store, "w1", &agent).await;
     let catalog = c.catalog.expect("the claim reads the catalog");
     assert_eq!(catalog.version_status, Some(VersionStatus::Published));
-    assert_eq!(catalog.installation.as_ref(), Some(&installed));
+    assert_eq!(catalog.installation.as_deref(), Some(&installed));
 
     // Not installed, and the version archived: both absent or as the registry says.
     store.delete_installation(&agent, "user-1").await.unwrap();

@@ -310,7 +310,7 @@ impl RegistryStore for MemoryStore {
         self.lock()
             .installations
             .get(agent_id, user_id)
-            .cloned()
+            .map(|r| InstallationRecord::clone(r))
             .ok_or_else(|| Error::not_found("installation", format!("{agent_id} for {user_id}")))
     }
 
