@@ -86,9 +86,7 @@ pub struct MemoryStore {
     trail: Mutex<trail::Trail>,
     clock: Clock,
     events: broadcast::Sender<TaskEvent>,
-    /// Taken before the state's lock is released by a writer that has events to send, and held
-    /// while it sends them: the events go out in the order of the writes that made them, and
-    /// the send (which may wake a parked subscriber, a system call) does not hold the state.
+    /// Held while live events go out (see [`StateGuard::release`]).
     send_order: parking_lot::Mutex<()>,
     wakeups: broadcast::Sender<()>,
 }
@@ -182,18 +180,36 @@ impl std::ops::DerefMut for StateGuard<'_> {
     }
 }
 
-impl Drop for StateGuard<'_> {
-    fn drop(&mut self) {
+impl StateGuard<'_> {
+    /// Releases the lock: hands the full batches of audit rows its holder appended to the
+    /// sealer before (so that batches reach it in order), and chains them after if no other
+    /// thread is chaining. `events`, the live events of the write made under the lock, go out
+    /// just after the release, under the store's send lock taken before it: in the order of
+    /// the writes, never before their write can be read, and without the state held through
+    /// a send (which may wake a parked subscriber).
+    fn release<E: IntoIterator<Item = TaskEvent>>(&mut self, events: Option<E>) {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
-        if guard.audit_full.is_empty() {
-            return;
+        let sealing = !guard.audit_full.is_empty();
+        if sealing {
+            self.store.hand_off(&mut guard, false);
         }
-        // Handed off before the lock is released: batches reach the sealer in order.
-        self.store.hand_off(&mut guard, false);
+        let order = events.is_some().then(|| self.store.send_order.lock());
         drop(guard);
-        self.store.seal(false);
+        if let Some(events) = events {
+            self.store.broadcast(events);
+        }
+        drop(order);
+        if sealing {
+            self.store.seal(false);
+        }
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.release(None::<[TaskEvent; 0]>);
     }
 }
 
@@ -693,30 +709,18 @@ impl MemoryStore {
             .unwrap_or_else(|| unreachable!("a waiting seal returns the trail"))
     }
 
-    /// Releases the state's lock (as dropping `state` does), then sends `events`, the live
-    /// events of the write just made under it. The send lock is taken before the state's is
-    /// released, so that events go out in the order of their writes; the state is free while
-    /// they go out (a send may wake a parked subscriber). A subscriber thus hears of a write
-    /// only once it can be read.
+    /// Releases the state's lock, then sends `events`, the live events of the write just made
+    /// under it (see [`StateGuard::release`]).
     fn send_events(&self, mut state: StateGuard<'_>, events: impl IntoIterator<Item = TaskEvent>) {
-        let Some(mut guard) = state.guard.take() else {
-            return;
-        };
-        let sealing = !guard.audit_full.is_empty();
-        if sealing {
-            // Handed off before the lock is released: batches reach the sealer in order.
-            self.hand_off(&mut guard, false);
-        }
-        let order = self.send_order.lock();
-        drop(guard);
+        state.release(Some(events));
+    }
+
+    /// Sends `events` to the live subscribers; the caller holds the send lock.
+    fn broadcast(&self, events: impl IntoIterator<Item = TaskEvent>) {
         for e in events {
             // No subscriber is not an error. Large outputs travel by reference (the ring keeps
             // its last events).
             let _ = self.events.send(e.into_live());
-        }
-        drop(order);
-        if sealing {
-            self.seal(false);
         }
     }
 

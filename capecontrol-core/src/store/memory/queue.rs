@@ -591,7 +591,7 @@ impl QueueStore for MemoryStore {
         event.at = micros(event.at);
         // Not a write of the state: sent in order with the writes' events.
         let _order = self.send_order.lock();
-        let _ = self.events.send(event.into_live());
+        self.broadcast([event]);
         Ok(())
     }
 
