@@ -119,6 +119,8 @@ impl Drop for Waiting {
 /// What an attempt needs besides the claimed task.
 struct Prepared {
     manifest: Arc<Manifest>,
+    /// The version's circuit breaker key.
+    breaker: Arc<str>,
     executor: Arc<dyn Executor>,
     granted: Vec<Scope>,
     settings: Value,
@@ -165,7 +167,6 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     } = claimed;
     // Shared by the store, the host, the execution and this function: never copied.
     let task_id = task.id;
-    let key = CircuitBreakers::key(&task.agent_id, &task.version);
     let cancel = CancellationToken::new();
     let lost = CancellationToken::new();
     let host = Arc::new(
@@ -253,6 +254,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         }
     };
     tracing::Span::current().record("executor", prepared.executor.name());
+    let key = Arc::clone(&prepared.breaker);
 
     if let Admission::Rejected(left) = node.breakers.admit(&key) {
         let error = Error::resource(format!(
@@ -471,7 +473,8 @@ async fn prepare(
                 .await?
         }
     };
-    let manifest = node.manifest(&task.agent_id, &task.version).await?;
+    let version = node.version(&task.agent_id, &task.version).await?;
+    let manifest = version.manifest;
     let executor = node
         .executors
         .iter()
@@ -498,6 +501,7 @@ async fn prepare(
     )?;
     Ok(Prepared {
         manifest,
+        breaker: version.breaker,
         executor,
         granted,
         // The record is the store's (shared): its settings copied, nothing else.

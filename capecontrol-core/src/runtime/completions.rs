@@ -13,7 +13,6 @@
 //! hears nothing for [`REREAD_AFTER`](super::watch::REREAD_AFTER) reads the row again, so a
 //! lost notification delays a wait but never stalls it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -29,7 +28,8 @@ use crate::store::{Store, TaskRecord};
 /// The tasks waited for on one node.
 #[derive(Default)]
 pub(crate) struct Completions {
-    slots: Mutex<HashMap<Uuid, Slot>>,
+    /// By task ([`crate::FastMap`]: every wait inserts and every completion looks up).
+    slots: Mutex<crate::FastMap<Uuid, Slot>>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 

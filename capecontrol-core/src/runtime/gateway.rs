@@ -58,7 +58,7 @@ pub(crate) struct Gateway {
     /// Both levels are [`crate::FastMap`]s: every submission looks them up.
     policy_cache: Mutex<crate::FastMap<String, UserCache>>,
     /// Agent ids by the id or slug they were asked for.
-    agent_ids: Mutex<HashMap<String, String>>,
+    agent_ids: Mutex<crate::FastMap<String, String>>,
 }
 
 impl Gateway {

@@ -2,7 +2,6 @@
 //! the store, the executors, the middleware chain, the circuit breakers, the attempts running
 //! here, the manifest cache and the stop signals.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -95,6 +94,14 @@ impl Drop for StartTurn {
     }
 }
 
+/// An agent version as the node caches it.
+#[derive(Clone)]
+pub(crate) struct CachedVersion {
+    pub(crate) manifest: Arc<Manifest>,
+    /// Its circuit breaker's key ([`CircuitBreakers::key`]).
+    pub(crate) breaker: Arc<str>,
+}
+
 /// An attempt running on this node.
 #[derive(Clone)]
 pub(crate) struct Running {
@@ -116,9 +123,12 @@ pub(crate) struct Node {
     /// The layers an attempt passes, in order.
     pub(crate) execute_chain: Vec<Arc<dyn Middleware>>,
     pub(crate) breakers: CircuitBreakers,
-    running: Mutex<HashMap<Uuid, Running>>,
-    /// Manifests by (agent id, version): a version's manifest never changes.
-    manifests: Mutex<HashMap<(String, String), Arc<Manifest>>>,
+    /// The attempts running here, by task ([`crate::FastMap`]: each attempt inserts and
+    /// removes itself).
+    running: Mutex<crate::FastMap<Uuid, Running>>,
+    /// Manifests by agent id, then version: a version's manifest never changes. Looked up by
+    /// reference at every attempt (a map keyed by the pair needed both strings copied).
+    manifests: Mutex<crate::FastMap<String, crate::FastMap<String, CachedVersion>>>,
     /// Stops claiming.
     pub(crate) stop: CancellationToken,
     /// Ends running attempts and releases their leases.
@@ -162,8 +172,8 @@ impl Node {
                 .into_iter()
                 .filter(|m| m.chains().execute())
                 .collect(),
-            running: Mutex::new(HashMap::new()),
-            manifests: Mutex::new(HashMap::new()),
+            running: Mutex::default(),
+            manifests: Mutex::default(),
             stop: CancellationToken::new(),
             release: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -263,14 +273,19 @@ impl Node {
 
     /// The manifest of an agent version (cached: a version's manifest never changes).
     pub(crate) async fn manifest(&self, agent_id: &str, version: &str) -> Result<Arc<Manifest>> {
-        let key = (agent_id.to_owned(), version.to_owned());
-        if let Some(m) = self
+        Ok(self.version(agent_id, version).await?.manifest)
+    }
+
+    /// The manifest of an agent version and its circuit breaker's key, cached (each attempt
+    /// asks for both: neither is built again).
+    pub(crate) async fn version(&self, agent_id: &str, version: &str) -> Result<CachedVersion> {
+        if let Some(v) = self
             .manifests
             .lock()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.get(agent_id)?.get(version).cloned())
         {
-            return Ok(m);
+            return Ok(v);
         }
         let record = self.store.get_version(agent_id, version).await?;
         let manifest: Manifest = serde_json::from_value(record.manifest).map_err(|e| {
@@ -278,11 +293,16 @@ impl Node {
                 "stored manifest of {agent_id}@{version} does not decode: {e}"
             ))
         })?;
-        let manifest = Arc::new(manifest);
+        let cached = CachedVersion {
+            manifest: Arc::new(manifest),
+            breaker: CircuitBreakers::key(agent_id, version).into(),
+        };
         if let Ok(mut m) = self.manifests.lock() {
-            m.insert(key, Arc::clone(&manifest));
+            m.entry(agent_id.to_owned())
+                .or_default()
+                .insert(version.to_owned(), cached.clone());
         }
-        Ok(manifest)
+        Ok(cached)
     }
 
     /// The installation of `agent_id` for `user_id`: the one lookup the gateway (at submit) and
