@@ -95,6 +95,7 @@ fn task(agent: &str, priority: i32, delayed: bool, limit: u32) -> NewTask {
         timeout: Duration::from_secs(30),
         traceparent: None,
         trigger: None,
+        policy_allowed: false,
         audit: Vec::new(),
         parent_id: None,
     }

@@ -390,8 +390,21 @@ async fn enqueue_on(
     start: Option<&ClaimRequest>,
 ) -> Result<(Enqueued, Option<TaskEvent>, Option<Claimed>)> {
     task.check()?;
-    // The caller's audit (the policy decision that let the task in) first, as in `MemoryStore`.
-    let mut audit: Vec<NewAuditEvent> = task.audit.clone();
+    // The policy decision that let the task in first, then the caller's audit, as in
+    // `MemoryStore`.
+    let mut audit: Vec<NewAuditEvent> = Vec::with_capacity(task.audit.len() + 2);
+    if task.policy_allowed {
+        audit.push(
+            NewAuditEvent::by(
+                &task.principal,
+                "policy.allowed",
+                json!({ "task": task.task, "version": task.version }),
+            )
+            .agent(task.agent_id.clone())
+            .task(task.id),
+        );
+    }
+    audit.extend(task.audit.iter().cloned());
     audit.push(
         NewAuditEvent::by(
             &task.principal,

@@ -50,6 +50,7 @@ cases! {
     live_events_do_not_pin_large_outputs;
     misnumbered_events_change_nothing;
     audit_rows_for_every_state_change;
+    the_store_writes_the_policy_decision_it_is_asked_to;
     timestamps_are_kept_to_the_microsecond;
     audit_chain_is_intact_and_pages;
     enqueue_enforces_the_task_bounds;

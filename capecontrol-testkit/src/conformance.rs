@@ -39,7 +39,9 @@
 //! - A reclaim writes `task.retrying` or `task.failed` audit rows (`reason: lease_expired`); a
 //!   release or reclaim of a task whose cancellation was requested cancels it.
 //! - Extra audit events of a task write default to the task's id and agent; an enqueue writes
-//!   the caller's audit events before `task.queued`.
+//!   the caller's audit events before `task.queued`, and with
+//!   [`NewTask::policy_allowed`](capecontrol_core::store::NewTask::policy_allowed) its own
+//!   `policy.allowed` row before both (the row the caller's event of it would be).
 //! - The audit trail is a hash chain that `capecontrol_core::audit::verify_chain` finds intact after
 //!   appends and task writes (payloads with floats, Unicode, control characters, nesting);
 //!   `list_audit` pages by the `after` cursor in chain order.
@@ -110,6 +112,7 @@ where
     misnumbered_events_change_nothing(make().await).await;
     references_must_exist(make().await).await;
     audit_rows_for_every_state_change(make().await).await;
+    the_store_writes_the_policy_decision_it_is_asked_to(make().await).await;
     timestamps_are_kept_to_the_microsecond(make().await).await;
     audit_chain_is_intact_and_pages(make().await).await;
     enqueue_enforces_the_task_bounds(make().await).await;

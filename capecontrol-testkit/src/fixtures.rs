@@ -55,6 +55,7 @@ pub fn task(agent: &str, user: &str) -> NewTask {
         timeout: Duration::from_secs(30),
         traceparent: None,
         trigger: None,
+        policy_allowed: false,
         audit: Vec::new(),
         parent_id: None,
     }

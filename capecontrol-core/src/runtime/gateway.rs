@@ -116,22 +116,14 @@ impl Gateway {
             )));
         }
         let task_id = Uuid::now_v7();
-        let allowed = NewAuditEvent::by(
-            &principal,
-            "policy.allowed",
-            json!({"task": request.task, "version": version}),
-        )
-        .agent(agent_id.clone())
-        .task(task_id);
+        // `policy.allowed` is written by the store (`NewTask::policy_allowed`).
         let sub = Submission {
             task_id,
             agent_id,
             version,
             manifest,
             task,
-            audit: std::iter::once(allowed)
-                .chain(extra_audit.into_iter().map(|e| e.task(task_id)))
-                .collect(),
+            audit: extra_audit.into_iter().map(|e| e.task(task_id)).collect(),
             request,
             parent_id,
         };
@@ -344,6 +336,7 @@ impl SubmitEndpoint for Enqueue<'_> {
             timeout: Duration::from_secs(u64::from(timeout)),
             traceparent: sub.request.traceparent,
             trigger,
+            policy_allowed: true,
             audit: sub.audit,
             parent_id: sub.parent_id,
         };

@@ -477,6 +477,7 @@ mod tests {
                 timeout: Duration::from_secs(5),
                 traceparent: None,
                 trigger: None,
+                policy_allowed: false,
                 audit: Vec::new(),
                 parent_id: None,
             })

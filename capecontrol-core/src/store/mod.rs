@@ -346,7 +346,16 @@ pub struct NewTask {
     /// What started the task, when a trigger did: its `queued` event carries it
     /// ([`TaskEventKind::Queued`](crate::events::TaskEventKind::Queued)).
     pub trigger: Option<TriggerSource>,
-    /// Extra audit events written in the same transaction (policy decisions, say).
+    /// Whether the store writes the task's `policy.allowed` audit row itself: by the
+    /// principal (with its address and user agent), about this task and agent, with the payload
+    /// `{"task": task, "version": version}`, before `audit`'s rows and `task.queued`. The
+    /// gateway sets it for every task it lets in: the store builds the row from the task's own
+    /// fields (`MemoryStore` keeps it as a few shared names until it is chained) instead of
+    /// taking a [`NewAuditEvent`] built, copied and freed for every submission.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy_allowed: bool,
+    /// Extra audit events written in the same transaction (after `policy.allowed` when the
+    /// store writes it): a trigger's `task.triggered`, say.
     pub audit: Vec<NewAuditEvent>,
     /// The task that spawned this one ([`TaskContext::spawn`](crate::TaskContext::spawn)):
     /// cancelling it cancels this task too. It must exist (else not-found).

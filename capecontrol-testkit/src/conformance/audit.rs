@@ -192,3 +192,84 @@ pub async fn audit_rows_for_every_state_change(store: Arc<dyn Store>) {
     assert!(appended.id > rows.last().map_or(0, |r| r.id));
     assert_eq!(appended.payload, json!({ "name": "x" }));
 }
+
+/// `NewTask::policy_allowed` makes the store write the task's `policy.allowed` row itself,
+/// exactly the row the gateway's `NewAuditEvent` of that decision would be (principal, address,
+/// user agent, agent, task, payload `{"task", "version"}` in that key order), first of the
+/// enqueue's rows: before the caller's audit and `task.queued`. Without it, no such row.
+pub async fn the_store_writes_the_policy_decision_it_is_asked_to(store: Arc<dyn Store>) {
+    let agent = fresh_agent(&store).await;
+    let principal = Principal::new("decided")
+        .with_ip("10.1.2.3".parse().unwrap())
+        .with_user_agent("policy \"test\"/1.0");
+    let triggered = |id: Uuid| {
+        NewAuditEvent::by(&principal, "task.triggered", json!({ "by": "schedule" }))
+            .agent(agent.clone())
+            .task(id)
+    };
+    // Asked of the store.
+    let mut asked = new_task(&agent);
+    asked.task = "add \"quoted\"".into();
+    asked.principal = principal.clone();
+    asked.policy_allowed = true;
+    asked.audit = vec![triggered(asked.id)];
+    // The row as the caller used to give it.
+    let mut given = new_task(&agent);
+    given.task = asked.task.clone();
+    given.principal = principal.clone();
+    given.audit = vec![
+        NewAuditEvent::by(
+            &principal,
+            "policy.allowed",
+            json!({ "task": given.task, "version": given.version }),
+        )
+        .agent(agent.clone())
+        .task(given.id),
+        triggered(given.id),
+    ];
+    // Neither.
+    let plain = new_task(&agent);
+    let mut rows = Vec::new();
+    for t in [asked, given, plain] {
+        let id = store.enqueue(t).await.unwrap().task.id;
+        rows.push(
+            store
+                .list_audit(&AuditFilter {
+                    task_id: Some(id),
+                    ..AuditFilter::default()
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let types = |rows: &[capecontrol_core::store::AuditEvent]| {
+        rows.iter()
+            .map(|r| r.event_type.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        types(&rows[0]),
+        ["policy.allowed", "task.triggered", "task.queued"]
+    );
+    assert_eq!(types(&rows[0]), types(&rows[1]));
+    assert_eq!(types(&rows[2]), ["task.queued"]);
+    let (written, expected) = (&rows[0][0], &rows[1][0]);
+    assert_eq!(written.user_id.as_deref(), Some("decided"));
+    assert_eq!(written.agent_id.as_deref(), Some(agent.as_str()));
+    assert_eq!(written.task_id, rows[0][2].task_id);
+    assert_eq!(written.ip_address, expected.ip_address);
+    assert_eq!(written.user_agent, expected.user_agent);
+    assert_eq!(
+        (&written.user_id, &written.agent_id, &written.payload),
+        (&expected.user_id, &expected.agent_id, &expected.payload)
+    );
+    // The same text: keys in the same order, which the row's hash covers.
+    assert_eq!(
+        serde_json::to_string(&written.payload).unwrap(),
+        r#"{"task":"add \"quoted\"","version":"1.0.0"}"#
+    );
+    let report = capecontrol_core::audit::verify_chain(&*store)
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}

@@ -88,6 +88,7 @@ pub(crate) fn new_task(agent: &str) -> NewTask {
         timeout: Duration::from_secs(30),
         traceparent: Some(TRACEPARENT.into()),
         trigger: None,
+        policy_allowed: false,
         audit: Vec::new(),
         parent_id: None,
     }

@@ -44,7 +44,8 @@ pub struct Submission {
     /// The task's declaration in the manifest, when the agent declares its tasks (shared by
     /// every submission of the task: the gateway resolves it once per installation).
     pub task: Option<Arc<TaskDecl>>,
-    /// Audit events to write together with the enqueue.
+    /// Audit events to write together with the enqueue, after the `policy.allowed` row the
+    /// store writes itself ([`NewTask::policy_allowed`](crate::store::NewTask::policy_allowed)).
     pub audit: Vec<NewAuditEvent>,
     /// The task that spawns this one ([`TaskContext::spawn`](crate::TaskContext::spawn)), if
     /// a task does.

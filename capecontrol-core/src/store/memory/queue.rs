@@ -12,6 +12,7 @@ impl QueueStore for MemoryStore {
         // is taken (a submission's lock is one the workers' finishes wait for); an enqueue
         // that is refused below drops them.
         let user_id = task.principal.user_id.clone();
+        let task_policy_allowed = task.policy_allowed;
         // Shared by the entry and the caller: one record, not a copy for each.
         let record = Arc::new(TaskRecord {
             id: task.id,
@@ -55,7 +56,8 @@ impl QueueStore for MemoryStore {
             trigger: task.trigger,
         };
         let event = lifecycle_event(&mut entry, kind, now);
-        // The caller's audit (the policy decision that let the task in) comes first.
+        // The policy decision that let the task in comes first (the store's own row, below),
+        // then the caller's audit.
         let audit: Vec<NewAuditEvent> = task
             .audit
             .into_iter()
@@ -94,12 +96,21 @@ impl QueueStore for MemoryStore {
             state.check_audit_refs(a, Some(record.id))?;
         }
         entry.order = state.next();
+        let task = state.names.get_str(&record.task);
+        let version = state.names.get_str(&record.version);
+        if task_policy_allowed {
+            let allowed = trail::TaskRowKind::Allowed {
+                task: Arc::clone(&task),
+                version: Arc::clone(&version),
+            };
+            state.append_task_row(&record, allowed, client.clone(), now);
+        }
         for a in audit {
             state.append_audit(a, now);
         }
         let queued = trail::TaskRowKind::Queued {
-            task: state.names.get_str(&record.task),
-            version: state.names.get_str(&record.version),
+            task,
+            version,
             priority: record.priority,
         };
         state.append_task_row(&record, queued, client, now);

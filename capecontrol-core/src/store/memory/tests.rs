@@ -59,6 +59,7 @@ fn task(agent: &str) -> NewTask {
         timeout: Duration::from_secs(1),
         traceparent: None,
         trigger: None,
+        policy_allowed: false,
         audit: Vec::new(),
         parent_id: None,
     }

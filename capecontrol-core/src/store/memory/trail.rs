@@ -133,6 +133,8 @@ pub(super) struct TaskRow {
 
 /// What a [`TaskRow`] records, and its payload's fields.
 pub(super) enum TaskRowKind {
+    /// `policy.allowed`: `{"task", "version"}` ([`crate::store::NewTask::policy_allowed`]).
+    Allowed { task: Arc<str>, version: Arc<str> },
     /// `task.queued`: `{"task", "version", "priority"}`.
     Queued {
         task: Arc<str>,
@@ -151,6 +153,7 @@ pub(super) enum TaskRowKind {
 impl TaskRowKind {
     fn event_type(&self) -> &'static str {
         match self {
+            Self::Allowed { .. } => "policy.allowed",
             Self::Queued { .. } => "task.queued",
             Self::Started { .. } => "task.started",
             Self::Ended { event_type, .. } => event_type,
@@ -161,6 +164,14 @@ impl TaskRowKind {
     fn fields(&self) -> ([(&str, Field<'_>); 3], usize) {
         let none = ("", Field::Int(0));
         match self {
+            Self::Allowed { task, version } => (
+                [
+                    ("task", Field::Str(task)),
+                    ("version", Field::Str(version)),
+                    none,
+                ],
+                2,
+            ),
             Self::Queued {
                 task,
                 version,
@@ -439,6 +450,10 @@ mod tests {
             let row = match i % 9 {
                 2 | 5 | 8 => {
                     let kind = match i % 9 {
+                        2 if i % 2 == 0 => TaskRowKind::Allowed {
+                            task: names.get_str("add \"quoted\""),
+                            version: names.get_str("1.0.0-rc.1"),
+                        },
                         2 => TaskRowKind::Queued {
                             task: names.get_str("add \"quoted\""),
                             version: names.get_str("1.0.0-rc.1"),
