@@ -167,7 +167,8 @@ pub(crate) enum Field<'a> {
 
 impl PayloadRef<'_> {
     /// Writes the payload as [`write_compact`] writes the same value; returns how deep it
-    /// nests.
+    /// nests. (For the tests: `MemoryStore` keeps a task row's fields, not their text.)
+    #[cfg(test)]
     pub(crate) fn write_compact(self, out: &mut String) -> usize {
         match self {
             Self::Value(v) => write_compact(v, out),
@@ -187,9 +188,8 @@ impl PayloadRef<'_> {
     }
 }
 
-/// The JSON object of `fields`, in their order (what a [`PayloadRef::Fields`] payload must
-/// write as; for the tests).
-#[cfg(test)]
+/// The JSON object of `fields`, in their order (what a [`PayloadRef::Fields`] payload writes
+/// as, read back).
 pub(crate) fn fields_value(fields: &[(&str, Field<'_>)]) -> Value {
     Value::Object(
         fields

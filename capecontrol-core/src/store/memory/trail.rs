@@ -4,11 +4,12 @@
 //! them to [`Trail::seal`] in order (see [`super::State::append_audit`] for when): as the
 //! [`AuditEvent`]s callers give, or as [`TaskRow`]s, the rows the store writes itself of each
 //! task's lifecycle, whose payloads of a few fields are written straight into the row's
-//! canonical form and text when it is chained (no JSON value is built for them). A chained
+//! canonical form when it is chained (no JSON value is built for them, and no text kept). A chained
 //! row is kept compact, as a [`Row`]: its hash as its 32 bytes, not as the two hex strings of an
 //! `AuditEvent` (the previous row's hash is the row before it); its id and position implied by
 //! its place; its agent, user and event type shared with the other rows that name the same
-//! (one string each, not one per row); its payload as compact JSON text.
+//! (one string each, not one per row); its payload as compact JSON text, or a task row's as
+//! its fields (shared names and integers), rebuilt as a value when read.
 //! Rows sit in chunks that never move once allocated (one vector of rows copied the whole trail
 //! at every doubling). A read rebuilds the rows it returns, hashes and payloads included.
 //!
@@ -32,8 +33,9 @@ use crate::audit::{ChainHead, Field, GENESIS, PayloadRef, RowRef, push_hex};
 /// Rows per chunk of the trail.
 const CHUNK: usize = 4096;
 
-/// A chained row, compact (144 bytes and its payload's text, where the `AuditEvent` it
-/// was kept as took about a kilobyte with its strings and payload map).
+/// A chained row, compact (160 bytes, and its payload's text unless it is one of the store's
+/// task rows, where the `AuditEvent` it was kept as took about a kilobyte with its strings and
+/// payload map).
 struct Row {
     task_id: Option<Uuid>,
     created_at: DateTime<Utc>,
@@ -56,6 +58,10 @@ pub(super) fn client(ip_address: Option<IpAddr>, user_agent: Option<String>) -> 
 /// A row's payload.
 enum Payload {
     Null,
+    /// The fields of one of the store's own task rows, kept as they are (shared names and
+    /// integers): written as text for its hash when the row is chained, and rebuilt as a value
+    /// when it is read, never kept as text.
+    Task(TaskRowKind),
     /// Its JSON text ([`crate::audit::write_compact`]).
     Text(Box<str>),
     /// Kept as it was: nested too deep for serde_json to read its text back (the stores take no
@@ -88,6 +94,10 @@ impl Payload {
                 Value::String(text.to_string())
             }),
             Self::Value(value) => Value::clone(value),
+            Self::Task(kind) => {
+                let (fields, n) = kind.fields();
+                crate::audit::fields_value(&fields[..n])
+            }
         }
     }
 }
@@ -199,7 +209,7 @@ impl TaskRowKind {
         }
     }
 
-    /// The payload as a JSON value (what the other rows carry; for the tests).
+    /// The payload as a JSON value (what the other rows carry).
     #[cfg(test)]
     pub(super) fn payload(&self) -> Value {
         let (fields, n) = self.fields();
@@ -280,13 +290,11 @@ impl Trail {
                         user_agent,
                     }
                     .canonical_into(&prev, &mut canonical);
-                    text.clear();
-                    payload.write_compact(&mut text);
                     Row {
                         task_id: Some(row.task_id),
                         created_at: row.created_at,
                         event_type: self.names.get_str(row.kind.event_type()),
-                        payload: Payload::Text(Box::from(text.as_str())),
+                        payload: Payload::Task(row.kind),
                         agent_id: Some(row.agent_id),
                         user_id: Some(row.user_id),
                         client: row.client,
