@@ -1113,3 +1113,85 @@ async fn a_middleware_is_left_out_of_the_chain_it_declines() {
         ]
     );
 }
+
+/// A rejection's audit row names who submitted which task of which agent, whether the audit
+/// layer runs in the gateway's chain (it reads the gateway's record of the submission) or in a
+/// chain of the host's own without one (it keeps a copy of its own).
+#[tokio::test]
+async fn the_audit_layer_names_the_rejected_submission_with_or_without_the_gateway_s_record() {
+    use capecontrol_core::runtime::middleware::audit::AuditLogging;
+    use capecontrol_core::runtime::middleware::{
+        Middleware, Rejection, Submission, SubmitEndpoint, SubmitNext, Submitted,
+    };
+    use capecontrol_core::store::{AuditFilter, Enqueued};
+
+    struct Refusing;
+    #[async_trait::async_trait]
+    impl SubmitEndpoint for Refusing {
+        async fn call(&self, _sub: Submission) -> capecontrol_core::Result<Enqueued> {
+            Err(Error::conflict("refused"))
+        }
+    }
+
+    let store = memory();
+    let m = manifest("Echo", Config::default(), &[]);
+    let a = agent(m.clone(), |_, input, _| Box::pin(async move { Ok(input) }));
+    let _p = platform_with(store.clone(), vec![a], fast_config()).await;
+    let layers: Vec<Arc<dyn Middleware>> = vec![Arc::new(AuditLogging::new(store.clone()))];
+    let principal = user()
+        .with_ip("10.9.8.7".parse().unwrap())
+        .with_user_agent("audit-test/1");
+    let submission = |task_id| Submission {
+        task_id,
+        request: Box::new(TaskRequest::new(
+            "echo",
+            "run",
+            json!({"x": 1}),
+            principal.clone(),
+        )),
+        agent_id: "echo".into(),
+        version: "1.0.0".into(),
+        manifest: Arc::new(m.clone()),
+        task: None,
+        audit: Vec::new(),
+        parent_id: None,
+    };
+    let (alone, recorded) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let err = SubmitNext::new(&layers, &Refusing)
+        .run(submission(alone))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Conflict);
+    let rejection = Rejection::of(Submitted {
+        task_id: recorded,
+        principal: principal.clone(),
+        agent_id: "echo".into(),
+        task: "run".into(),
+    });
+    SubmitNext::recording(&layers, &Refusing, &rejection)
+        .run(submission(recorded))
+        .await
+        .unwrap_err();
+    assert_eq!(rejection.by(), Some("enqueue"));
+    let rows = store
+        .list_audit(&AuditFilter {
+            event_type: Some("task.rejected".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, (id, by)) in rows
+        .iter()
+        .zip([(alone, json!(null)), (recorded, json!("enqueue"))])
+    {
+        assert_eq!(row.user_id.as_deref(), Some("alice"));
+        assert_eq!(row.agent_id.as_deref(), Some("echo"));
+        assert_eq!(row.ip_address, Some("10.9.8.7".parse().unwrap()));
+        assert_eq!(row.user_agent.as_deref(), Some("audit-test/1"));
+        assert_eq!(row.payload["task_id"], json!(id));
+        assert_eq!(row.payload["task"], json!("run"));
+        assert_eq!(row.payload["status"], json!(409));
+        assert_eq!(row.payload["rejected_by"], by);
+    }
+}

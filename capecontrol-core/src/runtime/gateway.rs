@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::attempt::{Slot, panic_message};
 use super::breaker::CircuitBreakers;
 use super::dispatch;
-use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext};
+use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext, Submitted};
 use super::node::Node;
 use super::request::TaskRequest;
 use crate::error::{Error, ErrorCategory, Result};
@@ -89,7 +89,6 @@ impl Gateway {
     ) -> Result<Uuid> {
         let store = &node.store;
         let request = Box::new(request);
-        let principal = request.principal.clone();
         if let Some(t) = &request.traceparent {
             Traceparent::parse(t)?;
         }
@@ -99,7 +98,7 @@ impl Gateway {
             Ok(ok) => ok,
             Err((error, what)) => {
                 let event = NewAuditEvent::by(
-                    &principal,
+                    &request.principal,
                     "policy.denied",
                     json!({"task": request.task, "reason": what, "error": error.to_string(),
                            "missing_scopes": error.missing_scopes()}),
@@ -128,10 +127,15 @@ impl Gateway {
             parent_id,
         };
         let endpoint = Enqueue(node);
-        let rejection = Rejection::default();
+        // What a rejection's audit names (the audit layer's and a panic's here), copied once.
+        let rejection = Rejection::of(Submitted {
+            task_id,
+            principal: sub.request.principal.clone(),
+            agent_id: sub.agent_id.clone(),
+            task: sub.request.task.clone(),
+        });
         // A panicking middleware is a failed submission (an agent-category error, 500), never
         // an unwinding caller.
-        let (agent_id, task) = (sub.agent_id.clone(), sub.request.task.clone());
         let chain = SubmitNext::recording(&node.submit_chain, &endpoint, &rejection).run(sub);
         match std::panic::AssertUnwindSafe(chain).catch_unwind().await {
             Ok(enqueued) => Ok(enqueued?.task.id),
@@ -140,15 +144,21 @@ impl Gateway {
                     "a middleware panicked while submitting: {}",
                     panic_message(payload.as_ref())
                 ));
-                // The panic unwound past the audit layer: the rejection is audited here.
-                let event = NewAuditEvent::by(
-                    &principal,
-                    "task.rejected",
-                    json!({"task_id": task_id, "task": task, "category": error.category(),
-                           "status": error.http_status(), "rejected_by": "panic"}),
-                )
-                .agent(agent_id);
-                if let Err(e) = store.append_audit(event).await {
+                // The panic unwound past the audit layer: the rejection is audited here (the
+                // record is always of the submission, made above).
+                let event = rejection.submitted().map(|submitted| {
+                    NewAuditEvent::by(
+                        &submitted.principal,
+                        "task.rejected",
+                        json!({"task_id": task_id, "task": submitted.task,
+                               "category": error.category(), "status": error.http_status(),
+                               "rejected_by": "panic"}),
+                    )
+                    .agent(submitted.agent_id.clone())
+                });
+                if let Some(event) = event
+                    && let Err(e) = store.append_audit(event).await
+                {
                     tracing::warn!(error = %e, "could not audit a panicked submission");
                 }
                 Err(error)

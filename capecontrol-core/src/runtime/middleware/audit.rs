@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Chains, Middleware, Submission, SubmitNext};
+use super::{Chains, Middleware, Rejection, Submission, SubmitNext, Submitted};
 use crate::error::{Error, Result};
 use crate::policy::Principal;
 use crate::store::{Enqueued, MAX_TASK_NAME_BYTES, NewAuditEvent, Store};
@@ -42,13 +42,30 @@ impl Middleware for AuditLogging {
     }
 
     async fn submit(&self, sub: Submission, next: SubmitNext<'_>) -> Result<Enqueued> {
-        let principal = sub.request.principal.clone();
-        let agent_id = sub.agent_id.clone();
-        let task = sub.request.task.clone();
-        let task_id = sub.task_id;
         let rejection = next.rejection();
+        // What the audit row names: the gateway's record of the submission (this layer comes
+        // first: it saw the same), else a copy of its own, made before the submission moves on.
+        let copied = match rejection.and_then(Rejection::submitted) {
+            Some(_) => None,
+            None => Some(Submitted {
+                task_id: sub.task_id,
+                principal: sub.request.principal.clone(),
+                agent_id: sub.agent_id.clone(),
+                task: sub.request.task.clone(),
+            }),
+        };
         let result = next.run(sub).await;
-        if let Err(err) = &result {
+        if let Err(err) = &result
+            && let Some(submitted) = copied
+                .as_ref()
+                .or_else(|| rejection.and_then(Rejection::submitted))
+        {
+            let Submitted {
+                task_id,
+                principal,
+                agent_id,
+                task,
+            } = submitted;
             // Never an input value in the audit trail: a validation error is audited by its
             // pointers only (a schema's messages quote the value), an out-of-bounds task name
             // by its size, an out-of-bounds principal without its user agent.
@@ -64,17 +81,19 @@ impl Middleware for AuditLogging {
             } else {
                 json!({ "bytes": task.len() })
             };
+            let bounded;
             let principal = if principal.check().is_ok() {
                 principal
             } else {
-                Principal {
+                bounded = Principal {
                     user_id: principal.user_id.chars().take(64).collect(),
                     user_agent: None,
-                    ..principal
-                }
+                    ..principal.clone()
+                };
+                &bounded
             };
             let event = NewAuditEvent::by(
-                &principal,
+                principal,
                 "task.rejected",
                 json!({
                     "task_id": task_id,
@@ -85,7 +104,7 @@ impl Middleware for AuditLogging {
                     "rejected_by": rejection.and_then(|r| r.by()),
                 }),
             )
-            .agent(agent_id);
+            .agent(agent_id.clone());
             if let Err(audit_err) = self.store.append_audit(event).await {
                 tracing::warn!(%audit_err, "could not write the audit event of a rejected task");
             }

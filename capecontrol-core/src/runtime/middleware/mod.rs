@@ -151,18 +151,64 @@ pub trait ExecuteEndpoint: Send + Sync {
 
 /// Which part of the submit chain rejected a submission: the name of the innermost
 /// middleware that returned an error (see [`Middleware::name`]), or `"enqueue"` when the store
-/// refused it. Set once per submission.
+/// refused it. Set once per submission. The gateway's also holds what was submitted
+/// ([`Rejection::submitted`]), for the layers that audit a rejection.
 #[derive(Debug, Default)]
-pub struct Rejection(std::sync::OnceLock<String>);
+pub struct Rejection {
+    by: std::sync::OnceLock<String>,
+    submitted: Option<Submitted>,
+}
+
+/// Who submitted what, as the gateway let it into the chain: what a rejection's audit row
+/// names once the submission itself has moved on down the chain (and is gone with the error).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    /// The id the task would have had.
+    pub task_id: Uuid,
+    /// Who submitted it.
+    pub principal: crate::policy::Principal,
+    /// The resolved agent id.
+    pub agent_id: String,
+    /// The task's name.
+    pub task: String,
+}
 
 impl Rejection {
+    /// A record of the rejection of `submitted`, if a part of the chain rejects it.
+    ///
+    /// ```
+    /// use capecontrol_core::policy::Principal;
+    /// use capecontrol_core::runtime::middleware::{Rejection, Submitted};
+    ///
+    /// let submitted = Submitted {
+    ///     task_id: uuid::Uuid::nil(),
+    ///     principal: Principal::new("ada"),
+    ///     agent_id: "adder".into(),
+    ///     task: "add".into(),
+    /// };
+    /// let rejection = Rejection::of(submitted.clone());
+    /// assert_eq!(rejection.submitted(), Some(&submitted));
+    /// assert_eq!(rejection.by(), None); // nothing rejected it yet
+    /// ```
+    pub fn of(submitted: Submitted) -> Self {
+        Self {
+            by: std::sync::OnceLock::new(),
+            submitted: Some(submitted),
+        }
+    }
+
     /// The name of the layer that rejected the submission, once one has.
     pub fn by(&self) -> Option<&str> {
-        self.0.get().map(String::as_str)
+        self.by.get().map(String::as_str)
+    }
+
+    /// What was submitted, when the record was made [`of`](Self::of) it (the gateway's is).
+    pub fn submitted(&self) -> Option<&Submitted> {
+        self.submitted.as_ref()
     }
 
     fn record(&self, name: &str) {
-        let _ = self.0.set(name.to_owned());
+        let _ = self.by.set(name.to_owned());
     }
 }
 
