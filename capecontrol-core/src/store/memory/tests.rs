@@ -297,6 +297,14 @@ async fn audit_rows_are_chained_by_the_batch_or_the_next_read() {
         assert_eq!(report.first_bad, None, "after {waiting} more rows");
         assert_eq!(report.rows, written);
     }
+    {
+        // The sealer gave the batches it emptied back to be filled again: a few, empty, whole.
+        let state = store.lock();
+        let handoff = store.handoff.lock().unwrap();
+        let mut spare = state.audit_spare.iter().chain(&handoff.spare);
+        assert!((1..=2 * SPARE_BATCHES).contains(&spare.clone().count()));
+        assert!(spare.all(|b| b.is_empty() && b.capacity() == SEAL_BATCH));
+    }
     // Rows are chained in the order they were written, each linked to the one before.
     let page = store
         .list_audit(&AuditFilter {

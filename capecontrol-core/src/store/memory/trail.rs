@@ -243,14 +243,14 @@ impl Trail {
     }
 
     /// Chains `rows` (appended in this order after the chained ones, their ids following on)
-    /// and keeps them.
-    pub(super) fn seal(&mut self, rows: Vec<Pending>) {
+    /// and keeps them; leaves `rows` empty, its capacity kept.
+    pub(super) fn seal(&mut self, rows: &mut Vec<Pending>) {
         let mut prev = self.prev_hash(self.sealed);
         // Every row's canonical form is written into this one buffer.
         let mut canonical = String::with_capacity(1024);
         // And every payload's text into this one.
         let mut text = String::with_capacity(256);
-        for pending in rows {
+        for pending in rows.drain(..) {
             let seq = self.sealed as u64 + 1;
             let row = match pending {
                 Pending::Event(mut event) => {
@@ -503,10 +503,11 @@ mod tests {
             expected.push(chained);
             batch.push(row);
             if i % 300 == 7 {
-                trail.seal(std::mem::take(&mut batch));
+                trail.seal(&mut batch);
             }
         }
-        trail.seal(batch);
+        trail.seal(&mut batch);
+        assert!(batch.is_empty());
         assert_eq!(trail.head(), expected_head);
         assert_eq!(Trail::default().head(), ChainHead::default());
         assert_eq!(trail.len(), n);
