@@ -142,8 +142,9 @@ struct State {
     audit_pending: Vec<trail::Pending>,
     /// Full batches of audit rows, to hand to the sealer when the lock is released.
     audit_full: Vec<Vec<trail::Pending>>,
-    /// Emptied batches the sealer gave back, to fill next: a new batch is 72 KB the allocator
-    /// hands out as fresh pages (a `perf` profile put a fifth of the store's page faults there).
+    /// Emptied batches the sealer gave back, to fill next: a new batch is about 30 KB the
+    /// allocator hands out as fresh pages (a `perf` profile put a fifth of the store's page
+    /// faults there, when a batch was 72 KB).
     audit_spare: Vec<Vec<trail::Pending>>,
     /// The names the store's own task rows share (agents, users, task names, versions,
     /// workers): looked up, not copied, for each row.
@@ -321,7 +322,7 @@ impl State {
     /// lock, and every read sees the rows chained.
     fn append_audit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) {
         let id = self.next_audit_id();
-        self.push_audit(trail::Pending::Event(AuditEvent {
+        self.push_audit(trail::Pending::Event(Box::new(AuditEvent {
             id,
             task_id: event.task_id,
             agent_id: event.agent_id,
@@ -334,7 +335,7 @@ impl State {
             seq: 0,
             prev_hash: String::new(),
             hash: String::new(),
-        }));
+        })));
     }
 
     /// Appends one of the store's own rows of `task`'s lifecycle (what [`Self::append_audit`]

@@ -11,12 +11,11 @@ impl QueueStore for MemoryStore {
         // The record, its entry, its first event and its audit rows are built before the lock
         // is taken (a submission's lock is one the workers' finishes wait for); an enqueue
         // that is refused below drops them.
-        let user_id = task.principal.user_id.clone();
         let task_policy_allowed = task.policy_allowed;
         // Shared by the entry and the caller: one record, not a copy for each.
         let record = Arc::new(TaskRecord {
             id: task.id,
-            user_id: user_id.clone(),
+            user_id: task.principal.user_id.clone(),
             agent_id: task.agent_id,
             version: task.version,
             task: task.task,
@@ -73,7 +72,10 @@ impl QueueStore for MemoryStore {
         let seen = record
             .idempotency_key
             .as_ref()
-            .and_then(|key| state.idempotency.get(&(user_id.clone(), key.clone())))
+            .and_then(|key| {
+                let user_id = record.user_id.clone();
+                state.idempotency.get(&(user_id, key.clone()))
+            })
             .and_then(|id| state.tasks.get(id));
         if let Some(existing) = seen {
             return Ok(Enqueued {
@@ -115,7 +117,9 @@ impl QueueStore for MemoryStore {
         };
         state.append_task_row(&record, queued, client, now);
         if let Some(key) = &record.idempotency_key {
-            state.idempotency.insert((user_id, key.clone()), record.id);
+            state
+                .idempotency
+                .insert((record.user_id.clone(), key.clone()), record.id);
         }
         if let Some(parent) = record.parent_id {
             state.children.entry(parent).or_default().push(record.id);

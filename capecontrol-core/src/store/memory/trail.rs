@@ -121,8 +121,10 @@ impl Names {
 
 /// An audit row appended and not chained yet.
 pub(super) enum Pending {
-    /// A row as it was appended (its `seq` and hashes are set when it is chained).
-    Event(AuditEvent),
+    /// A row as it was appended (its `seq` and hashes are set when it is chained). Boxed: the
+    /// store's own task rows, most rows, are a third of its size, and every row is moved into
+    /// its batch and out again.
+    Event(Box<AuditEvent>),
     /// A row of a task's lifecycle that the store writes itself.
     Task(TaskRow),
 }
@@ -253,7 +255,8 @@ impl Trail {
         for pending in rows.drain(..) {
             let seq = self.sealed as u64 + 1;
             let row = match pending {
-                Pending::Event(mut event) => {
+                Pending::Event(event) => {
+                    let mut event = *event;
                     event.seq = seq;
                     // A row's id is its position: the read rebuilds it from there.
                     debug_assert_eq!(u64::try_from(event.id).ok(), Some(event.seq));
@@ -495,7 +498,7 @@ mod tests {
                     });
                     (e, row)
                 }
-                _ => (e.clone(), Pending::Event(e)),
+                _ => (e.clone(), Pending::Event(Box::new(e))),
             };
             let (e, row) = row;
             let mut chained = e;
