@@ -171,14 +171,83 @@ pub trait TaskHost: Send + Sync {
 struct Shared {
     task_id: Uuid,
     attempt: u32,
-    agent_id: String,
-    version: String,
-    traceparent: Option<String>,
-    principal: Principal,
+    identity: Identity,
     granted: Vec<Scope>,
     settings: Value,
     /// How long `ask_user` waits unless the question says otherwise.
     ask_timeout: Duration,
+}
+
+/// The task's agent, version, `traceparent` and principal: set one by one, or read from the
+/// claimed task's record, shared with the store and the attempt (a platform's attempts: nothing
+/// copied per attempt).
+#[derive(Debug, Clone)]
+enum Identity {
+    Fields {
+        agent_id: String,
+        version: String,
+        traceparent: Option<String>,
+        principal: Principal,
+    },
+    Record(Arc<crate::store::TaskRecord>),
+}
+
+impl Identity {
+    fn agent_id(&self) -> &str {
+        match self {
+            Self::Fields { agent_id, .. } => agent_id,
+            Self::Record(r) => &r.agent_id,
+        }
+    }
+
+    fn version(&self) -> &str {
+        match self {
+            Self::Fields { version, .. } => version,
+            Self::Record(r) => &r.version,
+        }
+    }
+
+    fn traceparent(&self) -> Option<&str> {
+        match self {
+            Self::Fields { traceparent, .. } => traceparent.as_deref(),
+            Self::Record(r) => r.traceparent.as_deref(),
+        }
+    }
+
+    fn principal(&self) -> &Principal {
+        match self {
+            Self::Fields { principal, .. } => principal,
+            Self::Record(r) => &r.principal,
+        }
+    }
+
+    /// The fields, to set one (copied out of the record first if there is one).
+    fn fields(
+        &mut self,
+    ) -> (
+        &mut String,
+        &mut String,
+        &mut Option<String>,
+        &mut Principal,
+    ) {
+        match self {
+            Self::Fields {
+                agent_id,
+                version,
+                traceparent,
+                principal,
+            } => (agent_id, version, traceparent, principal),
+            Self::Record(r) => {
+                *self = Self::Fields {
+                    agent_id: r.agent_id.clone(),
+                    version: r.version.clone(),
+                    traceparent: r.traceparent.clone(),
+                    principal: r.principal.clone(),
+                };
+                self.fields()
+            }
+        }
+    }
 }
 
 /// What a task receives: its identity, the principal, the installation's grants and settings,
@@ -196,7 +265,7 @@ impl std::fmt::Debug for TaskContext {
         f.debug_struct("TaskContext")
             .field("task_id", &self.shared.task_id)
             .field("attempt", &self.shared.attempt)
-            .field("agent_id", &self.shared.agent_id)
+            .field("agent_id", &self.shared.identity.agent_id())
             .field("completed_steps", &self.completed.len())
             .finish_non_exhaustive()
     }
@@ -217,19 +286,28 @@ impl TaskContextBuilder {
         self.shared.attempt = attempt;
         self
     }
+    /// The claimed task's record: the context's task id, attempt, agent, version,
+    /// `traceparent` and principal are the record's, shared rather than copied (a setter
+    /// called after this one overrides its field). A platform's attempts build their context so.
+    pub fn task(mut self, task: Arc<crate::store::TaskRecord>) -> Self {
+        self.shared.task_id = task.id;
+        self.shared.attempt = task.attempts;
+        self.shared.identity = Identity::Record(task);
+        self
+    }
     /// The principal that submitted the task.
     pub fn principal(mut self, principal: Principal) -> Self {
-        self.shared.principal = principal;
+        *self.shared.identity.fields().3 = principal;
         self
     }
     /// The agent's id.
     pub fn agent_id(mut self, agent_id: impl Into<String>) -> Self {
-        self.shared.agent_id = agent_id.into();
+        *self.shared.identity.fields().0 = agent_id.into();
         self
     }
     /// The agent version.
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.shared.version = version.into();
+        *self.shared.identity.fields().1 = version.into();
         self
     }
     /// How long [`TaskContext::ask_user`] waits for an answer unless the question sets its own
@@ -241,7 +319,7 @@ impl TaskContextBuilder {
     }
     /// The W3C `traceparent` the task was submitted under (see [`crate::trace`]).
     pub fn traceparent(mut self, traceparent: Option<String>) -> Self {
-        self.shared.traceparent = traceparent;
+        *self.shared.identity.fields().2 = traceparent;
         self
     }
     /// The scopes the installation grants the agent.
@@ -289,10 +367,12 @@ impl TaskContext {
             shared: Shared {
                 task_id,
                 attempt: 1,
-                agent_id: String::new(),
-                version: String::new(),
-                traceparent: None,
-                principal: Principal::default(),
+                identity: Identity::Fields {
+                    agent_id: String::new(),
+                    version: String::new(),
+                    traceparent: None,
+                    principal: Principal::default(),
+                },
                 granted: Vec::new(),
                 settings: Value::Object(Default::default()),
                 ask_timeout: DEFAULT_ASK_TIMEOUT,
@@ -318,11 +398,11 @@ impl TaskContext {
     }
     /// The agent's id.
     pub fn agent_id(&self) -> &str {
-        &self.shared.agent_id
+        self.shared.identity.agent_id()
     }
     /// The principal that submitted the task.
     pub fn principal(&self) -> &Principal {
-        &self.shared.principal
+        self.shared.identity.principal()
     }
     /// The installation's settings (secrets included: never log them).
     pub fn settings(&self) -> &Value {
@@ -351,12 +431,12 @@ impl TaskContext {
 
     /// The agent version (empty outside a platform unless set).
     pub fn version(&self) -> &str {
-        &self.shared.version
+        self.shared.identity.version()
     }
 
     /// The W3C `traceparent` of the request that submitted the task, when it had one.
     pub fn traceparent(&self) -> Option<&str> {
-        self.shared.traceparent.as_deref()
+        self.shared.identity.traceparent()
     }
 
     /// A tool context for calling this agent's tools from the task.
@@ -390,8 +470,8 @@ impl TaskContext {
         let span = tracing::info_span!(
             "step",
             task_id = %self.shared.task_id,
-            agent = %self.shared.agent_id,
-            version = %self.shared.version,
+            agent = %self.shared.identity.agent_id(),
+            version = %self.shared.identity.version(),
             attempt = self.shared.attempt,
             step,
             name = %name,
@@ -458,7 +538,7 @@ impl std::fmt::Debug for ToolContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ToolContext")
             .field("task_id", &self.shared.task_id)
-            .field("agent_id", &self.shared.agent_id)
+            .field("agent_id", &self.shared.identity.agent_id())
             .finish_non_exhaustive()
     }
 }
@@ -470,11 +550,11 @@ impl ToolContext {
     }
     /// The agent's id.
     pub fn agent_id(&self) -> &str {
-        &self.shared.agent_id
+        self.shared.identity.agent_id()
     }
     /// The principal that submitted the task.
     pub fn principal(&self) -> &Principal {
-        &self.shared.principal
+        self.shared.identity.principal()
     }
     /// The installation's settings (secrets included: never log them).
     pub fn settings(&self) -> &Value {
@@ -491,8 +571,8 @@ impl ToolContext {
         tracing::info_span!(
             "tool_call",
             task_id = %self.shared.task_id,
-            agent = %self.shared.agent_id,
-            version = %self.shared.version,
+            agent = %self.shared.identity.agent_id(),
+            version = %self.shared.identity.version(),
             attempt = self.shared.attempt,
             tool = %tool,
         )

@@ -267,11 +267,7 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
     }
 
     let cx = TaskContext::builder(task_id)
-        .attempt(task.attempts)
-        .principal(task.principal.clone())
-        .agent_id(task.agent_id.clone())
-        .version(task.version.clone())
-        .traceparent(task.traceparent.clone())
+        .task(Arc::clone(&task))
         .ask_timeout(ask_timeout(&prepared.manifest))
         .granted(prepared.granted)
         .settings(prepared.settings)

@@ -330,3 +330,53 @@ async fn audit_rows_are_chained_by_the_batch_or_the_next_read() {
     assert_eq!(row.seq, written + 2);
     assert_eq!(store.audit_head().await.unwrap().hash, row.hash);
 }
+
+/// A task context built from a claimed record reads its task id, attempt, agent, version,
+/// `traceparent` and principal from it (shared, not copied); a setter called afterwards
+/// overrides its own field and keeps the record's others.
+#[tokio::test]
+async fn a_task_context_reads_its_identity_from_the_claimed_record() {
+    use crate::agent::{MemoryJournal, TaskContext};
+    let store = MemoryStore::new();
+    with_agent(&store);
+    let mut t = task("a");
+    t.principal = Principal::new("ada").with_roles(["admin"]);
+    t.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    store.enqueue(t).await.unwrap();
+    let claimed = store
+        .claim(&ClaimRequest {
+            worker: "w".into(),
+            limit: 1,
+            lease: Duration::from_secs(30),
+            agents: None,
+        })
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let record = claimed.task;
+    let journal = Arc::new(MemoryJournal::default());
+    let cx = TaskContext::builder(Uuid::nil())
+        .task(Arc::clone(&record))
+        .build(journal.clone());
+    assert_eq!(cx.task_id(), record.id);
+    assert_eq!(cx.attempt(), 1);
+    assert_eq!(
+        (cx.agent_id(), cx.version()),
+        ("a", record.version.as_str())
+    );
+    assert_eq!(cx.traceparent(), record.traceparent.as_deref());
+    assert_eq!(cx.principal(), &record.principal);
+    assert_eq!(
+        Arc::strong_count(&record),
+        3,
+        "shared: the store's, ours, the context's"
+    );
+    let cx = TaskContext::builder(Uuid::nil())
+        .task(Arc::clone(&record))
+        .version("9.9.9")
+        .build(journal);
+    assert_eq!((cx.agent_id(), cx.version()), ("a", "9.9.9"));
+    assert_eq!(cx.principal().user_id, "ada");
+    assert_eq!(cx.traceparent(), record.traceparent.as_deref());
+}
