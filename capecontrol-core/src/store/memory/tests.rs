@@ -343,17 +343,7 @@ async fn a_task_context_reads_its_identity_from_the_claimed_record() {
     t.principal = Principal::new("ada").with_roles(["admin"]);
     t.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     store.enqueue(t).await.unwrap();
-    let claimed = store
-        .claim(&ClaimRequest {
-            worker: "w".into(),
-            limit: 1,
-            lease: Duration::from_secs(30),
-            agents: None,
-        })
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
+    let claimed = store.claim(&claim(1)).await.unwrap().pop().unwrap();
     let record = claimed.task;
     let journal = Arc::new(MemoryJournal::default());
     let cx = TaskContext::builder(Uuid::nil())
