@@ -15,7 +15,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::attempt::{Slot, panic_message};
-use super::breaker::CircuitBreakers;
 use super::dispatch;
 use super::middleware::{Rejection, Submission, SubmitEndpoint, SubmitNext, Submitted};
 use super::node::Node;
@@ -37,7 +36,8 @@ struct Resolved {
     required: Vec<Scope>,
     /// The manifest's task declarations, shared (not cloned) by the submissions.
     tasks: Vec<Arc<TaskDecl>>,
-    /// The version's circuit breaker ([`CircuitBreakers::key`]), built once.
+    /// The version's circuit breaker key ([`super::breaker::CircuitBreakers::key`]), the one
+    /// the node's version cache holds for its attempts.
     breaker: Arc<str>,
 }
 
@@ -274,10 +274,12 @@ impl Gateway {
             .get_version(agent_id, &installation.version)
             .await
             .map_err(|e| (e, "version".into()))?;
-        let manifest = node
-            .manifest(agent_id, &installation.version)
+        // The manifest and breaker key the node caches for the version (its attempts share them).
+        let cached = node
+            .version(agent_id, &installation.version)
             .await
             .map_err(|e| (e, "manifest".into()))?;
+        let manifest = cached.manifest;
         let required = manifest
             .permissions()
             .scopes
@@ -285,7 +287,7 @@ impl Gateway {
             .filter_map(|s| s.parse().ok())
             .collect();
         let resolved = Arc::new(Resolved {
-            breaker: CircuitBreakers::key(agent_id, &installation.version).into(),
+            breaker: cached.breaker,
             version: installation.version,
             status: record.status,
             granted: installation

@@ -94,10 +94,7 @@ impl Payload {
                 Value::String(text.to_string())
             }),
             Self::Value(value) => Value::clone(value),
-            Self::Task(kind) => {
-                let (fields, n) = kind.fields();
-                crate::audit::fields_value(&fields[..n])
-            }
+            Self::Task(kind) => kind.payload(),
         }
     }
 }
@@ -211,8 +208,7 @@ impl TaskRowKind {
         }
     }
 
-    /// The payload as a JSON value (what the other rows carry).
-    #[cfg(test)]
+    /// The payload as a JSON value (what the other rows carry, and what a read gives).
     pub(super) fn payload(&self) -> Value {
         let (fields, n) = self.fields();
         crate::audit::fields_value(&fields[..n])
