@@ -294,8 +294,11 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
 
     // Boxed so that it can be dropped (the attempt stopped) before the outcome is written.
     // A panic anywhere in the chain is the agent's failure, not the worker's.
+    // The chain is called inside the future whose panics are caught: a layer may panic as it
+    // is called, before its future exists.
+    let chain = ExecuteNext::new(&node.execute_chain, &endpoint);
     let mut run = Box::pin(
-        AssertUnwindSafe(ExecuteNext::new(&node.execute_chain, &endpoint).run(exec))
+        AssertUnwindSafe(async move { chain.run(exec).await })
             .catch_unwind()
             .map(|r| {
                 r.unwrap_or_else(|payload| {
@@ -339,10 +342,9 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
             let parent = task.parent_id;
             drop(task);
             let completed = Outcome::Completed { output };
-            let written = match Arc::try_unwrap(host) {
-                Ok(host) => host.finish_last(completed).await,
-                Err(host) => host.finish(completed).await,
-            };
+            let mut host = host;
+            PlatformHost::let_go_of_task(&mut host);
+            let written = host.finish(completed).await;
             if let Err(e) = written {
                 tracing::warn!(%task_id, error = %e, "could not record the completion");
             }
@@ -383,18 +385,18 @@ async fn run_attempt(node: &Arc<Node>, claimed: Claimed, slot: Slot) {
         }
         End::Suspended => {
             node.breakers.record_neutral(&key);
-            let suspended = Box::pin(host.suspend_now()).await;
+            // Only the status is kept across the awaits below: a record held there would be
+            // laid out (twice) inside every attempt's future.
+            let suspended = Box::pin(host.suspend_now()).await.map(|t| t.status);
             // After the write, whatever came of it: the sweeper's next count sees the wait.
             node.note_wait_begun();
             match suspended {
                 // Its children may all have ended already: woken at once, not at the sweep.
-                Ok(t) if t.status == TaskStatus::Waiting => {
+                Ok(TaskStatus::Waiting) => {
                     Box::pin(waits::join_ready(node, Some(task_id))).await;
                 }
                 // A cancel was requested: the suspend cancelled the task.
-                Ok(t) if t.status == TaskStatus::Cancelled => {
-                    Box::pin(cancel_children(node, &task)).await
-                }
+                Ok(TaskStatus::Cancelled) => Box::pin(cancel_children(node, &task)).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%task_id, error = %e, "could not suspend the task"),
             }

@@ -59,8 +59,8 @@ impl Pending {
 pub(crate) struct PlatformHost {
     store: Arc<dyn Store>,
     lease: Lease,
-    /// The claimed task. `None` only inside [`PlatformHost::finish_last`], which owns the host
-    /// and lets go of the record before the store writes the outcome.
+    /// The claimed task. `None` only after [`PlatformHost::let_go_of_task`], given the only handle
+    /// on the host before the store writes the outcome.
     task: Option<Arc<TaskRecord>>,
     seq: AtomicU64,
     pending: Mutex<Pending>,
@@ -143,16 +143,25 @@ impl PlatformHost {
                         "transient store error; repeating the write"
                     );
                     metrics::counter!("store_write_retries_total", "write" => what).increment(1);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay.min(deadline - now)) => {}
-                        () = self.lost.cancelled() => {}
-                        () = self.kill.cancelled() => return Err(e),
+                    // Boxed: the rare wait would be laid out inside every write's future.
+                    if !Box::pin(self.back_off(delay.min(deadline - now))).await {
+                        return Err(e);
                     }
                     delay = (delay * 2).min(RETRY_MAX);
                     tries += 1;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Waits `delay` before a write is repeated, or less if the lease is lost meanwhile (one
+    /// more try tells an applied write from a lost lease); `false` when the node is killed.
+    async fn back_off(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = self.lost.cancelled() => true,
+            () = self.kill.cancelled() => false,
         }
     }
 
@@ -201,32 +210,41 @@ impl PlatformHost {
     /// the deferred step row): the attempt's one writer of its finish.
     /// Repeated on transient errors (see the module docs).
     pub(crate) async fn finish(&self, outcome: Outcome) -> Result<Arc<TaskRecord>> {
-        let mut pending = self.take_pending();
-        let finish = Finish {
-            outcome,
-            steps: pending.steps(),
-            events: pending.events,
-            audit: pending.audit,
-        };
+        let finish = self.pending_finish(outcome);
         self.retried("finish", || self.store.finish(&self.lease, finish.clone()))
             .await
     }
 
-    /// [`Self::finish`] by the attempt's last holder of its host: the host lets go of the
-    /// claimed record first, so that a store whose record nobody else holds any more
-    /// (`MemoryStore`, once the attempt has let go of its own) changes it where it is instead
-    /// of copying it.
-    pub(crate) async fn finish_last(mut self, outcome: Outcome) -> Result<Arc<TaskRecord>> {
-        self.task = None;
-        self.finish(outcome).await
+    /// The finish of `outcome` with what is pending (not an `async` step of [`Self::finish`]:
+    /// the pending rows would be laid out in its future beside the finish made of them).
+    fn pending_finish(&self, outcome: Outcome) -> Finish {
+        let mut pending = self.take_pending();
+        Finish {
+            outcome,
+            steps: pending.steps(),
+            events: pending.events,
+            audit: pending.audit,
+        }
+    }
+
+    /// Lets go of the claimed record, through the attempt's only handle on its host, before
+    /// the host's last write ([`Self::finish`]): a store whose record nobody else holds any
+    /// more (`MemoryStore`, once the attempt has let go of its own) changes it where it is
+    /// instead of copying it. Nothing is dropped while the host is shared (the agent's
+    /// context, a child's submission); the host is not moved either (it is about 700 bytes,
+    /// and a future owning it would be laid out inside every attempt's future).
+    pub(crate) fn let_go_of_task(host: &mut Arc<Self>) {
+        if let Some(host) = Arc::get_mut(host) {
+            host.task = None;
+        }
     }
 
     /// The claimed task (see the `task` field for when it is not there: never while the host
     /// is shared).
     fn task(&self) -> &TaskRecord {
-        self.task
-            .as_deref()
-            .unwrap_or_else(|| unreachable!("only `finish_last`, which owns the host, clears it"))
+        self.task.as_deref().unwrap_or_else(|| {
+            unreachable!("only `let_go_of_task`, with the only handle on the host, clears it")
+        })
     }
 
     /// Gives the task back to the queue (the attempt is not counted) with what is pending;
