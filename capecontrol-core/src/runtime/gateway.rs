@@ -64,19 +64,27 @@ pub(crate) struct Gateway {
 impl Gateway {
     /// Submits a task: policy, breaker, middleware, enqueue. Returns the task's id (an existing
     /// task's id when the idempotency key was seen before).
-    pub(crate) async fn submit(&self, node: &Node, request: TaskRequest) -> Result<Uuid> {
-        self.submit_with(node, request, Vec::new()).await
+    ///
+    /// This and [`Gateway::submit_with`] return [`Gateway::submit_linked`]'s future itself: an
+    /// `async` wrapper would be a future of its own, holding the request (360 bytes) beside
+    /// the one it awaits, and moved whole into its caller's.
+    pub(crate) fn submit(
+        &self,
+        node: &Node,
+        request: TaskRequest,
+    ) -> impl Future<Output = Result<Uuid>> + Send {
+        self.submit_linked(node, request, None, Vec::new())
     }
 
     /// [`Gateway::submit`] with extra audit events (a trigger's `task.triggered`), written in
     /// the enqueue's transaction after `policy.allowed`, about the new task.
-    pub(crate) async fn submit_with(
+    pub(crate) fn submit_with(
         &self,
         node: &Node,
         request: TaskRequest,
         extra_audit: Vec<NewAuditEvent>,
-    ) -> Result<Uuid> {
-        self.submit_linked(node, request, None, extra_audit).await
+    ) -> impl Future<Output = Result<Uuid>> + Send {
+        self.submit_linked(node, request, None, extra_audit)
     }
 
     /// [`Gateway::submit_with`] of a child task of `parent_id` (when given).
@@ -136,7 +144,10 @@ impl Gateway {
         });
         // A panicking middleware is a failed submission (an agent-category error, 500), never
         // an unwinding caller.
-        let chain = SubmitNext::recording(&node.submit_chain, &endpoint, &rejection).run(sub);
+        let chain = SubmitNext::recording(&node.submit_chain, &endpoint, &rejection);
+        // Called inside the future whose panics are caught: a layer may panic as it is called,
+        // before its future exists.
+        let chain = async move { chain.run(sub).await };
         match std::panic::AssertUnwindSafe(chain).catch_unwind().await {
             Ok(enqueued) => Ok(enqueued?.task.id),
             Err(payload) => {

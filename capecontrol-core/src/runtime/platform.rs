@@ -108,8 +108,12 @@ impl Platform {
 
     /// Submits a task through the gateway: policy, middleware, enqueue. Returns the task's id
     /// (an existing task's id when the idempotency key was seen before).
-    pub async fn submit(&self, request: TaskRequest) -> Result<Uuid> {
-        self.node.gateway.submit(&self.node, request).await
+    ///
+    /// The gateway's future itself, not one wrapping it (which would hold the request a second
+    /// time and be moved whole into the caller's): `platform.submit(request).await` as with an
+    /// `async fn`.
+    pub fn submit(&self, request: TaskRequest) -> impl Future<Output = Result<Uuid>> + Send {
+        self.node.gateway.submit(&self.node, request)
     }
 
     /// The task's current record, if `by` may read it (see [`access`](super::access)).
