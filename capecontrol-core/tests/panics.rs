@@ -320,3 +320,103 @@ async fn a_panicking_submit_middleware_is_an_agent_error_for_the_caller() {
         .unwrap();
     assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
 }
+
+/// A hand-written layer (not `#[async_trait]`'s, whose bodies run inside their futures) that
+/// panics as it is called, before it returns a future: for submissions of agent `victim` and
+/// attempts of agent `other`. The chain calls the next layer as it is itself called, not when
+/// its future first runs, so these panics happen inside the calling layer's poll.
+struct PanicsWhenCalled;
+
+type Boxed<'f, T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'f>>;
+
+impl Middleware for PanicsWhenCalled {
+    fn name(&self) -> &str {
+        "panics_when_called"
+    }
+    fn submit<'s, 'n, 'f>(
+        &'s self,
+        sub: capecontrol_core::runtime::middleware::Submission,
+        next: capecontrol_core::runtime::middleware::SubmitNext<'n>,
+    ) -> Boxed<'f, capecontrol_core::store::Enqueued>
+    where
+        's: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        assert_ne!(sub.agent_id, "victim", "submit exploded when called");
+        Box::pin(next.run(sub))
+    }
+    fn execute<'s, 'n, 'f>(&'s self, exec: Execution, next: ExecuteNext<'n>) -> Boxed<'f, Value>
+    where
+        's: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        assert_ne!(exec.task.agent_id, "other", "execute exploded when called");
+        Box::pin(next.run(exec))
+    }
+}
+
+#[tokio::test]
+async fn a_middleware_panicking_as_it_is_called_fails_the_submission_or_the_attempt() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (victim, victim_calls) = agent("Victim", 0, 4, Mode::Ok);
+    let (other, other_calls) = agent("Other", 0, 4, Mode::Ok);
+    let (bystander, _) = agent("Bystander", 0, 4, Mode::Ok);
+    let p = Platform::builder()
+        .store(store.clone())
+        .config(config())
+        .middleware(PanicsWhenCalled)
+        .agent(victim)
+        .agent(other)
+        .agent(bystander)
+        .build()
+        .await
+        .unwrap();
+    for agent in ["victim", "other", "bystander"] {
+        install(&store, agent).await;
+    }
+    // The submission: an agent error for the caller, audited as rejected by the panic.
+    let err = p
+        .submit(TaskRequest::new("victim", "run", json!({}), user()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), ErrorCategory::Agent);
+    assert!(
+        err.to_string().contains("submit exploded when called"),
+        "{err}"
+    );
+    assert_eq!(victim_calls.load(Ordering::SeqCst), 0);
+    let rejected = store
+        .list_audit(&capecontrol_core::store::AuditFilter {
+            event_type: Some("task.rejected".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].payload["rejected_by"], "panic");
+    // The attempt: failed as the agent's error; the agent never ran.
+    let id = p
+        .submit(TaskRequest::new("other", "run", json!({}), user()))
+        .await
+        .unwrap();
+    let done = wait(&p, id).await;
+    assert_eq!(done.status, TaskStatus::Failed);
+    assert_eq!(
+        done.error.as_ref().map(Error::category),
+        Some(ErrorCategory::Agent)
+    );
+    let message = done.error_message.as_deref().unwrap_or("");
+    assert!(
+        message.contains("execute exploded when called"),
+        "{message}"
+    );
+    assert_eq!(other_calls.load(Ordering::SeqCst), 0);
+    // The node still works.
+    let id = p
+        .submit(TaskRequest::new("bystander", "run", json!({}), user()))
+        .await
+        .unwrap();
+    assert_eq!(wait(&p, id).await.status, TaskStatus::Completed);
+}

@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -261,27 +262,34 @@ impl<'a> SubmitNext<'a> {
         self.rejection
     }
 
-    /// Passes `sub` to the next layer, or to the endpoint.
-    pub async fn run(self, sub: Submission) -> Result<Enqueued> {
-        let (result, name) = match self.rest.split_first() {
+    /// Passes `sub` to the next layer, or to the endpoint: `next.run(sub).await`.
+    ///
+    /// The future is the next layer's own (boxed by `#[async_trait]`), not one wrapping it: a
+    /// wrapper would hold the submission a second time and be laid out inside the calling
+    /// layer's future, at every layer of the chain.
+    pub fn run(self, sub: Submission) -> impl Future<Output = Result<Enqueued>> + Send + 'a {
+        let (next, name) = match self.rest.split_first() {
             Some((layer, rest)) => {
                 let next = SubmitNext {
                     rest,
                     endpoint: self.endpoint,
                     rejection: self.rejection,
                 };
-                (layer.submit(sub, next).await, layer.name())
+                (layer.submit(sub, next), layer.name())
             }
-            None => (self.endpoint.call(sub).await, "enqueue"),
+            None => (self.endpoint.call(sub), "enqueue"),
         };
-        if result.is_err()
-            && let Some(rejection) = self.rejection
-        {
-            // The innermost failing part records first; the layers around it only pass the
-            // error on.
-            rejection.record(name);
-        }
-        result
+        let rejection = self.rejection;
+        next.map(move |result| {
+            if result.is_err()
+                && let Some(rejection) = rejection
+            {
+                // The innermost failing part records first; the layers around it only pass the
+                // error on.
+                rejection.record(name);
+            }
+            result
+        })
     }
 }
 
@@ -308,21 +316,20 @@ impl<'a> ExecuteNext<'a> {
         }
     }
 
-    /// Passes `exec` to the next layer, or to the endpoint.
-    pub async fn run(self, exec: Execution) -> Result<Value> {
+    /// Passes `exec` to the next layer, or to the endpoint: `next.run(exec).await`.
+    ///
+    /// The future is the next layer's own (boxed by `#[async_trait]`), not one wrapping it
+    /// (see [`SubmitNext::run`]).
+    pub fn run(self, exec: Execution) -> impl Future<Output = Result<Value>> + Send + 'a {
         match self.rest.split_first() {
-            Some((layer, rest)) => {
-                layer
-                    .execute(
-                        exec,
-                        ExecuteNext {
-                            rest,
-                            endpoint: self.endpoint,
-                        },
-                    )
-                    .await
-            }
-            None => self.endpoint.call(exec).await,
+            Some((layer, rest)) => layer.execute(
+                exec,
+                ExecuteNext {
+                    rest,
+                    endpoint: self.endpoint,
+                },
+            ),
+            None => self.endpoint.call(exec),
         }
     }
 }
